@@ -216,7 +216,10 @@ class SimI2CBus:
         data = bytes(buf)
         dev = self._begin(addr, len(data))
         try:
-            dev._bus_write(data)
+            if data:
+                dev._bus_write(data)
+            else:  # an address-only write (a probe, as scan and i2cdetect send)
+                dev._check_ack()
         except Nack:
             self._nack(dev)
         return len(data)

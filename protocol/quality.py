@@ -1,0 +1,96 @@
+"""Quality flags for readings, and the pure checker that sets them.
+
+Theory of operation
+-------------------
+Every reading carries one flag (the record's quality extension field). The checker keeps,
+per quantity, the last accepted value and a run length of identical values; nothing else.
+Rules are data (a profile's file), per quantity:
+
+``lo``, ``hi``
+    the valid range (the part's output range or the physically possible): outside it the
+    reading is ``out_of_range``.
+``max_step``
+    the largest plausible change between consecutive readings. A jump larger than that is a
+    ``spike``; if the next reading agrees with the jumped value (within ``max_step``) the
+    level really changed (a window opened, a tap ran) and it is accepted as ``ok``.
+``stuck_n``
+    that many identical consecutive values is ``stuck`` (0 turns it off: a sonar over an
+    unchanged bin legitimately repeats its centimetre).
+
+A read that failed (bus error, CRC error after retry) is ``sensor_failed`` and carries no
+value: the caller records the flag, never an invented value. Flagged values are kept raw
+and excluded from aggregates and alarms by whoever aggregates.
+Runs on MicroPython and CPython.
+"""
+
+OK = "ok"
+STUCK = "stuck"
+SPIKE = "spike"
+OUT_OF_RANGE = "out_of_range"
+SENSOR_FAILED = "sensor_failed"
+TIME_UNSYNCED = "time_unsynced"
+FLAGS = (OK, STUCK, SPIKE, OUT_OF_RANGE, SENSOR_FAILED, TIME_UNSYNCED)
+
+# Defaults from the parts' output ranges (REFERENCE.md §1.4, §2.1, §4) and what a room,
+# a pipe or a street can physically show. Profiles override them.
+DEFAULT_RULES = {
+    "co2_ppm": {"lo": 250, "hi": 40000, "max_step": 1500, "stuck_n": 6},
+    "temperature_c": {"lo": -40, "hi": 125, "max_step": 15, "stuck_n": 0},
+    "rh_percent": {"lo": 0, "hi": 100, "max_step": 30, "stuck_n": 6},
+    "no2_ppb": {"lo": -20, "hi": 5000, "max_step": 400, "stuck_n": 6},
+    "distance_cm": {"lo": 20, "hi": 765, "max_step": 800, "stuck_n": 0},
+}
+
+
+class QualityChecker:
+    """Flags a stream of readings per quantity (see the module docstring).
+
+    ``rules`` maps quantity name → dict with ``lo``, ``hi``, ``max_step``, ``stuck_n``
+    (missing keys: no such check). Quantities without rules are only checked for failure.
+    """
+
+    def __init__(self, rules=None):
+        self.rules = {}
+        for name, rule in (rules if rules is not None else DEFAULT_RULES).items():
+            for key in rule:
+                if key not in ("lo", "hi", "max_step", "stuck_n"):
+                    raise ValueError("rule for %s has unknown key %r" % (name, key))
+            self.rules[name] = rule
+        self._last = {}       # quantity -> last accepted value
+        self._pending = {}    # quantity -> value of an unconfirmed jump
+        self._same = {}       # quantity -> (value, run length)
+
+    def check(self, quantity, value):
+        """The flag for ``value`` of ``quantity`` (None = the read failed)."""
+        if value is None:
+            return SENSOR_FAILED
+        rule = self.rules.get(quantity)
+        if rule is None:
+            return OK
+        lo = rule.get("lo")
+        hi = rule.get("hi")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            return OUT_OF_RANGE
+        if self._is_stuck(quantity, value, rule.get("stuck_n", 0)):
+            return STUCK
+        return self._step(quantity, value, rule.get("max_step"))
+
+    def _is_stuck(self, quantity, value, stuck_n):
+        prev, run = self._same.get(quantity, (None, 0))
+        run = run + 1 if value == prev else 1
+        self._same[quantity] = (value, run)
+        return bool(stuck_n) and run >= stuck_n
+
+    def _step(self, quantity, value, max_step):
+        last = self._last.get(quantity)
+        if max_step is None or last is None or abs(value - last) <= max_step:
+            self._last[quantity] = value
+            self._pending.pop(quantity, None)
+            return OK
+        pending = self._pending.get(quantity)
+        if pending is not None and abs(value - pending) <= max_step:
+            self._last[quantity] = value
+            del self._pending[quantity]
+            return OK
+        self._pending[quantity] = value
+        return SPIKE
