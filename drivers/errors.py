@@ -6,7 +6,8 @@
 - A reply that fails its checksum raises ``CRCError`` carrying both values.
 - A well-formed reply that says the device is not what or where it should be (wrong device
   ID, failed self-test, a forced recalibration the sensor refused, info bytes instead of a
-  range) raises ``DeviceError``.
+  range) raises ``DeviceError``; so does a command the part's state rules would refuse
+  (e.g. a setting changed during periodic measurement), caught before it reaches the bus.
 
 Runs on MicroPython and CPython.
 """
@@ -34,4 +35,5 @@ class CRCError(DriverError):
 
 
 class DeviceError(DriverError):
-    """The device answered, correctly framed, with something that means it failed."""
+    """The device answered, correctly framed, with something that means it failed, or the
+    part's state rules refuse the command (the message says what to do first)."""
