@@ -10,6 +10,7 @@ MODELS = {
     "tmp117": ("simulators.tmp117", "SimTMP117"),
     "ads1115": ("simulators.ads1115", "SimADS1115"),
     "i2cxl": ("simulators.i2cxl", "SimMaxSonar"),
+    "echo": ("simulators.testdevice", "SimEchoDevice"),
 }
 
 

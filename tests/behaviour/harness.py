@@ -22,7 +22,7 @@ def close(a, b, tol):
 
 
 def check_names(module):
-    """The names of the ``check_`` functions of ``module``, in source order where known."""
+    """The names of the ``check_`` functions of ``module``, sorted."""
     names = [n for n in dir(module) if n.startswith("check_")]
     names.sort()
     return names

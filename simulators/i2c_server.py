@@ -1,0 +1,286 @@
+"""The simulator socket: a ``LocalRig`` (virtual clock + ``SimI2CBus`` + devices) served over
+loopback TCP, so code running in the MicroPython unix port (``simulators/mpy/``) drives the
+same simulated devices, on the same virtual time, as CPython code does in-process.
+
+This docstring is the one description of the protocol; ``simulators/mpy/simlink.py`` is the
+client side and ``docs/simulator-socket.md`` points here.
+
+Theory of operation
+-------------------
+One request, one response, in order, on a TCP connection to 127.0.0.1. Every integer is
+big-endian. ::
+
+    request:  op (1 byte)  addr (1 byte)  length (2 bytes)  payload (length bytes)
+    response: status (1 byte)             length (2 bytes)  payload (length bytes)
+
+``addr`` is the 7-bit I2C address for the bus ops and 0 for the others. Payloads are at most
+65,535 bytes.
+
+Ops (payload sent → payload returned on OK):
+
+=====  ===========  ===================================  ==========================================
+op     name         request payload                      OK response payload
+=====  ===========  ===================================  ==========================================
+0x01   WRITE        the bytes to write to ``addr``       u16: bytes ACKed (``machine.I2C.writeto``)
+0x02   READ         u16: n                               the n bytes read from ``addr``
+0x03   SCAN         (none)                               one byte per ACKing address, ascending
+0x10   TICKS_MS     (none)                               u32: ``clock.ticks_ms()`` (wraps at 2**30)
+0x11   TICKS_US     (none)                               u32: ``clock.ticks_us()`` (wraps at 2**30)
+0x12   SLEEP_US     u64: microseconds                    (none); the virtual clock advanced by that
+0x13   WALL         (none)                               f64 ``wall_s()`` then u8 ``wall_trusted()``
+0x20   CONTROL      UTF-8 JSON ``[method, [args...]]``   UTF-8 JSON of the method's result
+=====  ===========  ===================================  ==========================================
+
+The MicroPython process has no time of its own: ``sleep`` advances the server's
+``VirtualClock`` and bus transactions cost wire time on it, exactly as in CPython.
+
+CONTROL methods are the ``LocalRig`` methods ``setup``, ``fault``, ``clear_faults``,
+``set_truth``, ``power``, ``recover``, ``counters``, ``attr``, ``advance_s``, ``now_s`` (same
+arguments, JSON-able), plus the server's own ``reset`` (``[clock_kwargs]`` optional:
+replace the rig with a fresh ``LocalRig`` on a new ``VirtualClock(**clock_kwargs)``; a
+behaviour check starts from one, as on CPython). All connections share the one rig.
+
+Status codes (the response to any op):
+
+=====  ================  ==============================================================
+code   name              payload and what the client raises
+=====  ================  ==============================================================
+0x00   OK                as in the op table
+0x01   OSERROR           the errno *name* in ASCII (``ENODEV`` for a NACK, ``ETIMEDOUT``
+                         for a stuck bus or over-long clock stretch): the client raises
+                         ``OSError(errno.<name>)`` as ``machine.I2C`` does on the ESP32
+                         (names, not numbers, so the two ports' errno tables never matter;
+                         an unknown name becomes ``EIO``)
+0x02   UNKNOWN_COMMAND   JSON ``{"type", "message", "where"}``: a device model met a
+                         command it does not implement (``simulators.i2c.UnknownCommand``);
+                         the client raises its own ``UnknownCommand`` (a ``SimError``)
+0x03   ERROR             JSON ``{"type", "message", "where"}``: any other exception (a bad
+                         rig call, a model bug, an unknown op or a malformed request); the
+                         client raises ``SimError`` — never an ``OSError``, so a bug is
+                         never mistaken for a bus fault and swallowed
+=====  ================  ==============================================================
+
+``where`` is ``file:line`` of the innermost frame that raised, for debugging.
+
+Use: ``with SimServer() as srv:`` then run ``micropython`` with ``CIVICEDGE_SIM=srv.address``
+(``"127.0.0.1:PORT"``) in its environment. ``srv.rig`` is the hosted rig; hold ``srv.lock``
+to touch it while clients are connected. From a shell: ``python -m simulators.i2c_server``.
+"""
+
+import errno
+import json
+import os
+import select
+import socket
+import struct
+import threading
+import traceback
+
+from simulators.clock import VirtualClock
+from simulators.i2c import UnknownCommand
+from simulators.rig import LocalRig
+
+OP_WRITE = 0x01
+OP_READ = 0x02
+OP_SCAN = 0x03
+OP_TICKS_MS = 0x10
+OP_TICKS_US = 0x11
+OP_SLEEP_US = 0x12
+OP_WALL = 0x13
+OP_CONTROL = 0x20
+
+ST_OK = 0x00
+ST_OSERROR = 0x01
+ST_UNKNOWN_COMMAND = 0x02
+ST_ERROR = 0x03
+
+REQUEST = struct.Struct(">BBH")
+RESPONSE = struct.Struct(">BH")
+MAX_PAYLOAD = 0xFFFF
+
+CONTROL_METHODS = ("setup", "fault", "clear_faults", "set_truth", "power", "recover", "counters",
+                   "attr", "advance_s", "now_s")
+
+
+class ProtocolError(Exception):
+    """A request the server cannot parse or does not know (answered with ``ERROR``)."""
+
+
+def _error_body(exc):
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = "%s:%d" % (os.path.basename(tb[-1].filename), tb[-1].lineno) if tb else ""
+    return json.dumps({"type": type(exc).__name__, "message": str(exc), "where": where}).encode()
+
+
+class SimServer:
+    """A ``LocalRig`` served on ``host``:``port`` (port 0: a free one). A context manager.
+
+    One thread accepts connections, one thread serves each; every request runs under
+    ``self.lock``. ``stop()`` closes every connection and joins the threads.
+    """
+
+    def __init__(self, rig=None, host="127.0.0.1", port=0):
+        self.rig = rig if rig is not None else LocalRig()
+        self.lock = threading.Lock()
+        self._host = host
+        self._port = port
+        self._listener = None
+        self._wake_r = self._wake_w = None
+        self._threads = []
+        self._conns = set()
+        self._stopping = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def port(self):
+        return self._listener.getsockname()[1]
+
+    @property
+    def address(self):
+        """``"host:port"``, the value for ``CIVICEDGE_SIM``."""
+        return "%s:%d" % (self._host, self.port)
+
+    def start(self):
+        self._listener = socket.create_server((self._host, self._port))
+        self._wake_r, self._wake_w = socket.socketpair()
+        t = threading.Thread(target=self._accept_loop, name="sim-i2c-accept", daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def stop(self, timeout_s=5.0):
+        """Close the listener and every connection; wait (bounded) for the threads."""
+        if self._listener is None or self._stopping:
+            return
+        self._stopping = True
+        self._wake_w.send(b"x")
+        self._threads[0].join(timeout_s)  # the accept loop: no connection arrives after this
+        with self.lock:
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for t in self._threads[1:]:
+            t.join(timeout_s)
+        for s in (self._listener, self._wake_r, self._wake_w):
+            s.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _accept_loop(self):
+        while not self._stopping:
+            ready, _, _ = select.select([self._listener, self._wake_r], [], [])
+            if self._wake_r in ready or self._stopping:
+                return
+            conn, _ = self._listener.accept()
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self.lock:
+                self._conns.add(conn)
+            t = threading.Thread(target=self._serve, args=(conn,), name="sim-i2c-conn", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _serve(self, conn):
+        rfile = conn.makefile("rb")
+        try:
+            while True:
+                head = rfile.read(REQUEST.size)
+                if len(head) < REQUEST.size:
+                    return
+                op, addr, n = REQUEST.unpack(head)
+                payload = rfile.read(n) if n else b""
+                if len(payload) < n:
+                    return
+                with self.lock:
+                    status, out = self.handle(op, addr, payload)
+                conn.sendall(RESPONSE.pack(status, len(out)) + out)
+        except OSError:
+            return  # the client went away, or stop() shut the connection
+        finally:
+            with self.lock:
+                self._conns.discard(conn)
+            rfile.close()
+            conn.close()
+
+    # -- requests ----------------------------------------------------------------------------
+    def handle(self, op, addr, payload):
+        """Answer one request: ``(status, response payload)``. Never raises."""
+        try:
+            out = self._dispatch(op, addr, payload)
+            if len(out) > MAX_PAYLOAD:
+                raise ProtocolError("response of %d bytes exceeds %d" % (len(out), MAX_PAYLOAD))
+            return ST_OK, out
+        except OSError as e:
+            return ST_OSERROR, errno.errorcode.get(e.errno, "EIO").encode()
+        except UnknownCommand as e:
+            return ST_UNKNOWN_COMMAND, _error_body(e)
+        except Exception as e:  # a bug, surfaced to the client as SimError
+            return ST_ERROR, _error_body(e)
+
+    def _dispatch(self, op, addr, payload):
+        rig = self.rig
+        if op == OP_WRITE:
+            return struct.pack(">H", rig.bus.writeto(addr, payload))
+        if op == OP_READ:
+            buf = bytearray(self._unpack(">H", payload)[0])
+            rig.bus.readfrom_into(addr, buf)
+            return bytes(buf)
+        if op == OP_SCAN:
+            return bytes(rig.bus.scan())
+        if op == OP_TICKS_MS:
+            return struct.pack(">I", rig.clock.ticks_ms())
+        if op == OP_TICKS_US:
+            return struct.pack(">I", rig.clock.ticks_us())
+        if op == OP_SLEEP_US:
+            rig.clock.advance_us(self._unpack(">Q", payload)[0])
+            return b""
+        if op == OP_WALL:
+            return struct.pack(">dB", rig.clock.wall_s(), bool(rig.clock.wall_trusted()))
+        if op == OP_CONTROL:
+            return json.dumps(self._control(payload)).encode()
+        raise ProtocolError("unknown op 0x%02X" % op)
+
+    @staticmethod
+    def _unpack(fmt, payload):
+        try:
+            return struct.unpack(fmt, payload)
+        except struct.error:
+            raise ProtocolError("payload %r does not match %s" % (bytes(payload), fmt)) from None
+
+    def _control(self, payload):
+        try:
+            method, args = json.loads(payload.decode("utf-8"))
+        except ValueError:
+            raise ProtocolError("CONTROL payload must be JSON [method, [args...]], got %r" % (bytes(payload),)) from None
+        if method == "reset":
+            self.rig = LocalRig(VirtualClock(**(args[0] if args else {})))
+            return None
+        if method not in CONTROL_METHODS:
+            raise ProtocolError("unknown control method %r; known: reset, %s" % (method, ", ".join(CONTROL_METHODS)))
+        return getattr(self.rig, method)(*args)
+
+
+def main(argv=None):
+    """Serve a rig until interrupted: ``python -m simulators.i2c_server [PORT] [DEVICES_JSON]``."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    port = int(argv[0]) if argv else 0
+    with SimServer(port=port) as srv:
+        if len(argv) > 1:
+            srv.rig.setup(json.loads(argv[1]))
+        print("CIVICEDGE_SIM=%s" % srv.address, flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
