@@ -98,7 +98,7 @@ REQUEST = struct.Struct(">BBH")
 RESPONSE = struct.Struct(">BH")
 MAX_PAYLOAD = 0xFFFF
 
-CONTROL_METHODS = ("setup", "fault", "clear_faults", "set_truth", "power", "recover", "counters",
+CONTROL_METHODS = ("wall", "setup", "fault", "clear_faults", "set_truth", "power", "recover", "counters",
                    "attr", "advance_s", "now_s")
 
 

@@ -67,5 +67,14 @@ class LocalRig:
     def advance_s(self, seconds):
         self.clock.advance_s(seconds)
 
+    def wall(self, jump_s=0.0, trusted=None):
+        """Step wall time by ``jump_s`` (a clock-jump fault; ticks do not move) and/or set
+        whether it is trusted; returns the wall time in Unix seconds."""
+        if jump_s:
+            self.clock.jump_wall(jump_s)
+        if trusted is not None:
+            self.clock.set_wall_trusted(trusted)
+        return self.clock.wall_s()
+
     def now_s(self):
         return self.clock.monotonic_s()

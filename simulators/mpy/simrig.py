@@ -48,3 +48,6 @@ class RemoteRig:
 
     def now_s(self):
         return control("now_s")
+
+    def wall(self, jump_s=0.0, trusted=None):
+        return control("wall", jump_s, trusted)

@@ -127,3 +127,14 @@ def check_crc_flip_fault_flips_one_bit(rig):
         bits += bin(b).count("1")
     assert bits == 1, buf
     assert rig.counters(_A)["crc_flips"] == 1
+
+
+def check_wall_jump_moves_wall_time_not_ticks(rig):
+    rig.setup([])
+    t0 = rig.clock.ticks_ms()
+    w0 = rig.clock.wall_s()
+    w1 = rig.wall(86400.0, False)
+    assert close(w1 - w0, 86400.0, 1.0)
+    assert close(rig.clock.wall_s(), w1, 1.0)
+    assert rig.clock.wall_trusted() is False
+    assert rig.clock.ticks_diff(rig.clock.ticks_ms(), t0) < 1000
