@@ -46,6 +46,7 @@ class SimI2CDevice:
 
     def __init__(self, address, truth=None, seed=0):
         self.address = address
+        self.bus = None  # the SimI2CBus it is attached to (set by the bus)
         self._truth = truth if truth is not None else {}
         self.rng = random.Random(seed)
         self.seed = seed
@@ -190,11 +191,26 @@ class SimI2CBus:
         if device.address in self.devices:
             raise ValueError("address 0x%02X is already taken on this bus" % device.address)
         self.devices[device.address] = device
+        device.bus = self
         device.attach(self.clock)
         return device
 
     def detach(self, address):
-        return self.devices.pop(address)
+        device = self.devices.pop(address)
+        device.bus = None
+        return device
+
+    def move(self, old, new):
+        """Re-key the device at ``old`` to ``new`` (a part that changes its own address).
+
+        Two parts answering one address is a wiring fault the simulation refuses loudly.
+        """
+        if new in self.devices:
+            raise RuntimeError("0x%02X -> 0x%02X: another simulated device is at 0x%02X; a real bus "
+                               "would now have two parts answering one address" % (old, new, new))
+        device = self.devices.pop(old)
+        device.address = new
+        self.devices[new] = device
 
     def add_fault(self, fault):
         if fault.kind not in BUS_KINDS:
