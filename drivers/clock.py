@@ -4,8 +4,8 @@ Nothing below a composition root reads ``time`` directly, so the simulator can r
 whole chain on one virtual clock. A clock object has:
 
 ``ticks_ms()``
-    Monotonic milliseconds. May wrap (on MicroPython it wraps at 2**30): never subtract
-    two ticks, use ``ticks_diff``.
+    Monotonic milliseconds. May wrap (at 2**30 on the ESP32 port, 2**62 on the unix port):
+    never subtract two ticks, use the same clock's ``ticks_diff`` and ``ticks_add``.
 ``ticks_diff(a, b)``
     ``a - b`` in milliseconds, correct across one wrap (as ``time.ticks_diff``).
 ``ticks_add(t, delta_ms)``
@@ -23,6 +23,7 @@ Implementations: ``simulators.clock.VirtualClock`` (CPython simulations);
 ``simulators/mpy/simclock.py`` (the virtual clock over the simulator socket).
 """
 
+# The ESP32 port's ticks period; the simulator's clocks use it so wrap bugs show in CI.
 TICKS_PERIOD = 1 << 30
 _TICKS_HALF = TICKS_PERIOD // 2
 
@@ -51,16 +52,16 @@ class Deadline:
 
     def set_ms(self, ms):
         """The device is busy for ``ms`` milliseconds from now."""
-        now = self._clock.ticks_ms()
-        until = ticks_add(now, int(ms))
-        if self._until is None or ticks_diff(until, self._until) > 0:
+        clock = self._clock
+        until = clock.ticks_add(clock.ticks_ms(), int(ms))
+        if self._until is None or clock.ticks_diff(until, self._until) > 0:
             self._until = until
 
     def remaining_ms(self):
         """Milliseconds until ready (0 when ready)."""
         if self._until is None:
             return 0
-        left = ticks_diff(self._until, self._clock.ticks_ms())
+        left = self._clock.ticks_diff(self._until, self._clock.ticks_ms())
         if left <= 0:
             self._until = None
             return 0
