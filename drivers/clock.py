@@ -38,6 +38,19 @@ def ticks_add(t, delta):
     return (t + delta) & (TICKS_PERIOD - 1)
 
 
+class WallTrust:
+    """The trusted-wall-time flag every clock implementation carries (a mixin)."""
+
+    def __init__(self, wall_trusted=False):
+        self._trusted = bool(wall_trusted)
+
+    def wall_trusted(self):
+        return self._trusted
+
+    def set_wall_trusted(self, trusted):
+        self._trusted = bool(trusted)
+
+
 class Deadline:
     """Time until a device is ready again, kept on an injected clock.
 

@@ -8,13 +8,10 @@ once NTP has synchronised, which the composition root checks).
 
 import time
 
-from drivers.clock import TICKS_PERIOD, ticks_add, ticks_diff
+from drivers.clock import TICKS_PERIOD, WallTrust, ticks_add, ticks_diff
 
 
-class SystemClock:
-    def __init__(self, wall_trusted=False):
-        self._trusted = bool(wall_trusted)
-
+class SystemClock(WallTrust):
     def ticks_ms(self):
         return (time.monotonic_ns() // 1_000_000) & (TICKS_PERIOD - 1)
 
@@ -27,9 +24,3 @@ class SystemClock:
 
     def wall_s(self):
         return time.time()
-
-    def wall_trusted(self):
-        return self._trusted
-
-    def set_wall_trusted(self, trusted):
-        self._trusted = bool(trusted)

@@ -7,13 +7,13 @@ elapsed time plus any injected jump (``jump_wall``), which moves wall time but n
 an NTP step or a bad RTC does.
 """
 
-from drivers.clock import TICKS_PERIOD, ticks_add, ticks_diff
+from drivers.clock import TICKS_PERIOD, WallTrust, ticks_add, ticks_diff
 
 # 2026-01-05 00:00:00 UTC, a Monday: simulations start at midnight at the start of a week.
 DEFAULT_START_WALL_S = 1767571200
 
 
-class VirtualClock:
+class VirtualClock(WallTrust):
     """A clock that moves only when told to (``sleep_ms``, ``advance_s``)."""
 
     def __init__(self, start_wall_s=DEFAULT_START_WALL_S, ticks_start_ms=0, wall_trusted=True):
@@ -21,7 +21,7 @@ class VirtualClock:
         self._start_wall_s = start_wall_s
         self._ticks_start_ms = ticks_start_ms
         self._wall_offset_s = 0.0
-        self._trusted = wall_trusted
+        WallTrust.__init__(self, wall_trusted)
 
     # -- the clock contract -------------------------------------------------------------
     def ticks_ms(self):
@@ -43,9 +43,6 @@ class VirtualClock:
     def wall_s(self):
         """Unix seconds: start + elapsed + injected jumps."""
         return self._start_wall_s + self._now_us / 1e6 + self._wall_offset_s
-
-    def wall_trusted(self):
-        return self._trusted
 
     # -- simulator controls ---------------------------------------------------------------
     @property
@@ -74,6 +71,3 @@ class VirtualClock:
     def jump_wall(self, delta_s):
         """Step wall time by ``delta_s`` seconds (a clock-jump fault); ticks do not move."""
         self._wall_offset_s += delta_s
-
-    def set_wall_trusted(self, trusted):
-        self._trusted = bool(trusted)

@@ -7,11 +7,10 @@ LoRaWAN network's DeviceTimeAns) says otherwise: an ESP32 forgets the time in a 
 
 import time
 
+from drivers.clock import WallTrust
 
-class MicroClock:
-    def __init__(self, wall_trusted=False):
-        self._trusted = bool(wall_trusted)
 
+class MicroClock(WallTrust):
     def ticks_ms(self):
         return time.ticks_ms()
 
@@ -29,9 +28,3 @@ class MicroClock:
     def wall_s(self):
         """Unix seconds (the ESP32 port's epoch is 1970 since MicroPython 1.22)."""
         return time.time()
-
-    def wall_trusted(self):
-        return self._trusted
-
-    def set_wall_trusted(self, trusted):
-        self._trusted = bool(trusted)
