@@ -1,0 +1,76 @@
+"""``FileFlash``: an ESP32's flash partition as a file, for littlefs in the unix port.
+
+A block device with ``readblocks``/``writeblocks``/``ioctl`` (the extended interface, with
+offsets, that ``vfs.VfsLfs2`` uses), backed by a file that outlives the process. Every write
+goes to the file before ``writeblocks`` returns, so killing the process mid-write leaves
+exactly what a power cut leaves on NOR flash: some blocks written, one perhaps half-written.
+Erase fills a block with 0xFF as flash does.
+
+``mount_flash(path, mount_point="/flash", size=...)`` formats a new image (or one that does
+not mount) and mounts it; the firmware then runs from and writes to ``/flash``.
+"""
+
+import os
+import vfs
+
+BLOCK_SIZE = 4096  # the ESP32's flash erase sector
+
+
+class FileFlash:
+    def __init__(self, path, block_count=None, block_size=BLOCK_SIZE):
+        self.path = path
+        self.block_size = block_size
+        try:
+            size = os.stat(path)[6]
+        except OSError:
+            size = 0
+        if block_count is None:
+            if size == 0:
+                raise ValueError("flash image %s does not exist: give block_count" % path)
+            block_count = size // block_size
+        self.block_count = block_count
+        if size < block_count * block_size:
+            with open(path, "ab") as f:
+                f.write(b"\xff" * (block_count * block_size - size))
+        self._f = open(path, "r+b")
+
+    def readblocks(self, block, buf, offset=0):
+        self._f.seek(block * self.block_size + offset)
+        n = self._f.readinto(buf)
+        if n is None or n < len(buf):  # past the end of a short image: erased flash
+            start = n or 0
+            for i in range(start, len(buf)):
+                buf[i] = 0xFF
+
+    def writeblocks(self, block, buf, offset=None):
+        if offset is None:  # the simple interface: erase then program whole blocks
+            offset = 0
+        self._f.seek(block * self.block_size + offset)
+        self._f.write(buf)
+        self._f.flush()
+
+    def ioctl(self, op, arg):
+        if op == 4:  # block count
+            return self.block_count
+        if op == 5:  # block size
+            return self.block_size
+        if op == 6:  # erase a block
+            self._f.seek(arg * self.block_size)
+            self._f.write(b"\xff" * self.block_size)
+            self._f.flush()
+            return 0
+        return None
+
+    def close(self):
+        self._f.close()
+
+
+def mount_flash(path, mount_point="/flash", block_count=512):
+    """Mount the littlefs image at ``path`` (made and formatted if new or unmountable)."""
+    dev = FileFlash(path, block_count)
+    try:
+        vfs.mount(vfs.VfsLfs2(dev), mount_point)
+    except OSError:
+        vfs.VfsLfs2.mkfs(dev)
+        vfs.mount(vfs.VfsLfs2(dev), mount_point)
+    return dev
