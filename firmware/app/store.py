@@ -1,0 +1,476 @@
+"""``RecordLog``: the node's append-only, bounded, power-loss-safe log of records on littlefs.
+
+Theory of operation (layout, guarantees and flash wear in docs/node-storage.md)
+-------------------------------------------------------------------------------
+``<root>/log/`` holds segment files ``00000042.seg`` and the metadata slot pair ``meta.0/1``
+(``state.SlotFile``: ack pointer, drop/gap/torn totals, next segment id, a drop in progress).
+A segment is a run of entries, in key order ``(boot_epoch, seq)``::
+
+    0xA0|kind (u8) | payload length (u16 LE) | boot_epoch (u32 LE) | seq (u32 LE)
+    | the record as compact JSON without "seq" | crc32 of all before it (u32 LE)
+
+Each ``append_all`` is ONE open-append-close, which littlefs commits atomically at close.
+Elsewhere a torn tail fails its length or CRC check: readers stop there, the newest segment's
+tail is counted once at open and the next append starts a new segment (never after garbage).
+
+``pending`` streams from the oldest segment past the ack pointer (memory bounded by its
+``limit``). ``ack_through`` accepts only a key handed out by ``pending`` in this process that
+names an epoch among the records it acks; it saves the pointer, then deletes segments holding
+only acked records (an open finishes a cut trim). The bound drops the oldest segments whole;
+unacked records in them are counted exactly in a gap record (its own seq), into which a
+dropped gap record is merged. Drop order: save the intent (totals, the gap's key and
+content) → delete → append the gap with the new records → clear the intent; an open that
+finds an intent finishes it, writing the gap only if the log does not already hold it.
+"""
+
+import binascii
+import json
+import os
+import struct
+
+from .state import SlotFile, dumps, ensure_dir, join, write_bytes
+
+_ENTRY_HEAD = "<BHII"  # kind|magic, payload length, boot_epoch, seq
+_HEAD_LEN = 11
+_OVERHEAD = 15  # head + crc32
+_MAGIC = 0xA0  # high nibble of the first byte: neither erased (0xFF) nor zeroed flash
+_KIND_CODE = {None: 0, "status": 1, "gap": 2}
+_GAP = 2
+MAX_PAYLOAD = 1024  # bytes of JSON per record
+_SEG_SUFFIX = ".seg"
+DEFAULT_SEGMENT_BYTES = 4096  # one littlefs block on the ESP32
+_U32 = 0xFFFFFFFF
+# The largest gap entry (every number at its uint32 maximum): room kept for it in a drop.
+GAP_ENTRY_MAX = _OVERHEAD + len(dumps({"t": _U32, "kind": "gap", "dropped": _U32, "first_epoch": _U32,
+                                       "first_seq": _U32, "last_epoch": _U32, "last_seq": _U32}))
+
+
+def _entry(code, epoch, seq, payload):
+    head = struct.pack(_ENTRY_HEAD, _MAGIC | code, len(payload), epoch, seq)
+    return head + payload + struct.pack("<I", binascii.crc32(payload, binascii.crc32(head)) & _U32)
+
+
+def _scan(path, visit):
+    """Call ``visit(code, epoch, seq, payload)`` for each good entry of a segment, in order,
+    until it returns True. Returns True if the segment has a bad (torn or corrupt) tail."""
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return False
+    try:
+        while True:
+            head = f.read(_HEAD_LEN)
+            if not head:
+                return False
+            if len(head) < _HEAD_LEN:
+                return True
+            code, n, epoch, seq = struct.unpack(_ENTRY_HEAD, head)
+            if code & 0xF0 != _MAGIC or n > MAX_PAYLOAD:
+                return True
+            body = f.read(n + 4)
+            if len(body) < n + 4:
+                return True
+            if binascii.crc32(body[:n], binascii.crc32(head)) & _U32 != struct.unpack("<I", body[n:])[0]:
+                return True
+            if visit(code & 0x0F, epoch, seq, body[:n]):
+                return False
+    finally:
+        f.close()
+
+
+def _key(pair):
+    return None if pair is None else (pair[0], pair[1])
+
+
+class RecordLog:
+    """The flash log under ``<root>/log``.
+
+    ``max_bytes``: bound on the segment files' total size (int ≥ 1024); ``clock``: the clock
+    contract, for the gap record's ``t`` (None, or untrusted wall time, gives ``t`` None);
+    ``state``: the ``NodeState`` whose ``boot_epoch`` and seqs number the records (needed to
+    append; a log without one can only be read and acked); ``segment_bytes``: segment size
+    (default min(4096, max_bytes // 8), at least 512, at most max_bytes // 2).
+
+    Raises ``ValueError`` for bad arguments, ``OSError`` if the flash cannot be read."""
+
+    def __init__(self, root, max_bytes, clock=None, state=None, segment_bytes=None):
+        if not isinstance(max_bytes, int) or max_bytes < 1024:
+            raise ValueError("max_bytes must be an int >= 1024, got %r" % (max_bytes,))
+        if segment_bytes is None:
+            segment_bytes = min(max_bytes // 2, max(512, min(DEFAULT_SEGMENT_BYTES, max_bytes // 8)))
+        if not isinstance(segment_bytes, int) or not 512 <= segment_bytes <= max_bytes // 2:
+            raise ValueError("segment_bytes must be an int in 512..max_bytes//2, got %r" % (segment_bytes,))
+        self._max = max_bytes
+        self._seg_bytes = segment_bytes
+        self._clock = clock
+        self._state = state
+        self._dir = join(root, "log")
+        ensure_dir(self._dir)
+        self._meta = SlotFile(join(self._dir, "meta"))
+        m = self._meta.load() or {}
+        self._ack = _key(m.get("a"))
+        self._dropped = m.get("d", 0)
+        self._gaps = m.get("g", 0)
+        self._torn = m.get("t", 0)
+        self._torn_seg = m.get("ts", -1)
+        self._next_id = m.get("n", 0)
+        self._meta_faults = m.get("mf", 0) + self._meta.bad
+        self.acks_rejected = 0
+        self.acks_stale = 0
+        self._sent = None  # highest key handed out by pending() in this process
+        self._pending = None  # count of unacked records, computed on demand
+        self._active = None  # segment id appends go to (None: start a new one)
+        self._last_key = None
+        self._segs = self._list_segments()  # [[id, size], ...] oldest first
+        self._bytes = 0
+        for seg in self._segs:
+            self._bytes += seg[1]
+        if self._segs:
+            self._next_id = max(self._next_id, self._segs[-1][0] + 1)
+        dirty = self._check_tail() or self._meta.bad > 0
+        if m.get("x"):
+            self._finish_drop(m["x"])
+        elif dirty:
+            self._save_meta()
+        self._trim()
+
+    # -- reading ---------------------------------------------------------------------------
+    def pending(self, limit, after=None, mark_sent=True):
+        """Up to ``limit`` unacked records, oldest first, as ``(boot_epoch, record)`` pairs
+        (record: the dict as appended, with its ``seq``). ``after``: a key ``(epoch, seq)``;
+        only records above it (the next batch while one is in flight). With ``mark_sent``
+        (default) they count as sent, so an ack may name them. ``ValueError`` if ``limit`` is
+        not an int ≥ 1."""
+        if not isinstance(limit, int) or limit < 1:
+            raise ValueError("limit must be an int >= 1, got %r" % (limit,))
+        out = []
+        ack = self._ack
+        if after is not None and (ack is None or tuple(after) > ack):
+            ack = tuple(after)
+
+        def visit(code, epoch, seq, payload):
+            if ack is not None and (epoch, seq) <= ack:
+                return False
+            rec = json.loads(payload)
+            rec["seq"] = seq
+            out.append((epoch, rec))
+            return len(out) >= limit
+
+        for seg in self._segs:
+            _scan(self._path(seg[0]), visit)
+            if len(out) >= limit:
+                break
+        if out and mark_sent:
+            last = (out[-1][0], out[-1][1]["seq"])
+            if self._sent is None or last > self._sent:
+                self._sent = last
+        return out
+
+    def pending_count(self):
+        """Number of unacked records (one scan of the log the first time, then kept)."""
+        if self._pending is None:
+            ack = self._ack
+            n = [0]
+
+            def visit(code, epoch, seq, payload):
+                if ack is None or (epoch, seq) > ack:
+                    n[0] += 1
+                return False
+
+            for seg in self._segs:
+                _scan(self._path(seg[0]), visit)
+            self._pending = n[0]
+        return self._pending
+
+    def max_epoch(self):
+        """The largest boot epoch the log knows of (0 if none): ``NodeState.boot``'s floor."""
+        best = 0
+        for k in (self._last_key, self._ack):
+            if k is not None and k[0] > best:
+                best = k[0]
+        return best
+
+    def stats(self):
+        """A dict: ``bytes`` (segments' total size), ``max_bytes``, ``segments``,
+        ``segment_bytes``, ``acked`` (ack pointer ``[epoch, seq]`` or None), ``pending``,
+        ``dropped`` (records lost to the bound), ``gaps`` (gap records written), ``torn``,
+        ``acks_rejected``, ``acks_stale``, ``meta_faults``."""
+        return {"bytes": self._bytes, "max_bytes": self._max, "segments": len(self._segs),
+                "segment_bytes": self._seg_bytes,
+                "acked": None if self._ack is None else list(self._ack),
+                "pending": self.pending_count(), "dropped": self._dropped, "gaps": self._gaps,
+                "torn": self._torn, "acks_rejected": self.acks_rejected, "acks_stale": self.acks_stale,
+                "meta_faults": self._meta_faults}
+
+    # -- acking ----------------------------------------------------------------------------
+    def ack_through(self, boot_epoch, seq):
+        """Mark every record up to key ``(boot_epoch, seq)`` delivered and delete the segments
+        that hold only delivered records. Returns how many records it newly acked; 0 for a
+        stale ack (``acks_stale`` + 1) or one that names a key beyond what ``pending`` handed
+        out, or an epoch none of the acked records has (``acks_rejected`` + 1).
+        ``ValueError`` if the arguments are not uint32 ints; ``OSError`` on a flash failure."""
+        for name, v in (("boot_epoch", boot_epoch), ("seq", seq)):
+            if not isinstance(v, int) or not 0 <= v <= _U32:
+                raise ValueError("%s must be a uint32 int, got %r" % (name, v))
+        key = (boot_epoch, seq)
+        ack = self._ack
+        if ack is not None and key <= ack:
+            self.acks_stale += 1
+            return 0
+        if self._sent is None or key > self._sent:
+            self.acks_rejected += 1
+            return 0
+        found = [0, False, None]  # records acked, epoch seen, last acked key
+        stop = [False]
+
+        def visit(code, epoch, s, payload):
+            k = (epoch, s)
+            if ack is not None and k <= ack:
+                return False
+            if k > key:
+                stop[0] = True
+                return True
+            found[0] += 1
+            found[1] = found[1] or epoch == boot_epoch
+            found[2] = k
+            return False
+
+        whole = []  # segments holding only acked records after this ack
+        for seg in self._segs:
+            _scan(self._path(seg[0]), visit)
+            if stop[0]:
+                break
+            whole.append(seg[0])
+        if not found[1]:
+            self.acks_rejected += 1
+            return 0
+        self._ack = found[2]
+        self._save_meta()
+        for sid in whole:
+            self._remove(sid)
+        if self._pending is not None:
+            self._pending -= found[0]
+        return found[0]
+
+    # -- appending -------------------------------------------------------------------------
+    def append(self, record):
+        """Log one record (see ``append_all``); returns its seq."""
+        return self.append_all([record])[0]
+
+    def append_all(self, records):
+        """Log records in one flash write (what one wake produces; one littlefs block copy).
+
+        Each record is a dict as in the issue 3 contract. Either none has a ``"seq"`` (the log
+        takes them from the state; preferred) or all have one, increasing and above every key
+        logged. Returns the seqs. If the bound would be passed, the oldest segments are dropped
+        first and a gap record is logged with them (see the module docstring).
+        Raises ``ValueError`` (bad record, out-of-order seq, record too large, no state),
+        ``OSError`` on a flash failure (then nothing of this call was committed on littlefs)."""
+        if self._state is None:
+            raise ValueError("RecordLog was built without a NodeState: it cannot number records")
+        if not isinstance(records, (list, tuple)) or not records:
+            raise ValueError("records must be a non-empty list of dicts")
+        given = isinstance(records[0], dict) and records[0].get("seq") is not None
+        payloads = []
+        size = 0
+        for r in records:
+            if not isinstance(r, dict) or r.get("kind") not in _KIND_CODE:
+                raise ValueError("record must be a dict with kind absent, 'status' or 'gap': %r" % (r,))
+            if (r.get("seq") is not None) != given:
+                raise ValueError("records must all carry a seq or none may")
+            p = dumps(dict((k, v) for k, v in r.items() if k != "seq"))
+            if len(p) > MAX_PAYLOAD:
+                raise ValueError("record encodes to %d bytes, more than %d" % (len(p), MAX_PAYLOAD))
+            payloads.append((_KIND_CODE[r.get("kind")], p))
+            size += _OVERHEAD + len(p)
+        if size + GAP_ENTRY_MAX > self._seg_bytes:
+            raise ValueError("records take %d bytes: more than a %d-byte segment holds with a gap"
+                             % (size, self._seg_bytes))
+        drop = self._plan_drop(size + GAP_ENTRY_MAX) if self._bytes + size > self._max else None
+        state = self._state
+        gap = None
+        keys = []
+        if given:
+            epoch = state.boot_epoch
+            keys = [(epoch, r["seq"]) for r in records]
+        if drop is not None and drop[2] is not None:  # unacked records are lost: a gap says so
+            gs = state.take_seq()
+            gap = self._gap_intent(drop, (state.boot_epoch, gs))
+        if not given:
+            first = state.take_seqs(len(records))
+            keys = [(state.boot_epoch, first + i) for i in range(len(records))]
+        entries = [(keys[i], payloads[i][0], payloads[i][1]) for i in range(len(records))]
+        if gap is not None:
+            entries.append((_key(gap["k"]), _GAP, self._gap_payload(gap)))
+            entries.sort(key=lambda e: e[0])
+        prev = self._last_key
+        for e in entries:
+            if not (isinstance(e[0][1], int) and 0 <= e[0][1] <= _U32) or (prev is not None and e[0] <= prev):
+                raise ValueError("seq %r (epoch %d) is not above the last logged key %r" % (e[0][1], e[0][0], prev))
+            prev = e[0]
+        if drop is not None:
+            if gap is not None:
+                self._dropped += drop[5]
+                self._gaps += 1
+                try:
+                    self._save_meta(gap)
+                except OSError:
+                    self._dropped -= drop[5]
+                    self._gaps -= 1
+                    raise
+            self._remove_through(drop[0], drop[1])
+        self._write(b"".join(_entry(code, k[0], k[1], p) for k, code, p in entries), len(entries), prev)
+        if gap is not None:
+            self._save_meta()
+        return [k[1] for k in keys]
+
+    # -- internals ---------------------------------------------------------------------------
+    def _path(self, sid):
+        return join(self._dir, "%08d%s" % (sid, _SEG_SUFFIX))
+
+    def _list_segments(self):
+        segs = []
+        for name in os.listdir(self._dir):
+            if name.endswith(_SEG_SUFFIX) and name[:-len(_SEG_SUFFIX)].isdigit():
+                sid = int(name[:-len(_SEG_SUFFIX)])
+                segs.append([sid, os.stat(self._path(sid))[6]])
+        segs.sort(key=lambda s: s[0])
+        return segs
+
+    def _check_tail(self):
+        """Find the last key; count a torn tail of the newest segment once. True if meta changed."""
+        changed = False
+        last = [None]
+
+        def visit(code, epoch, seq, payload):
+            last[0] = (epoch, seq)
+            return False
+
+        for i in range(len(self._segs) - 1, -1, -1):
+            sid, size = self._segs[i]
+            torn = _scan(self._path(sid), visit)
+            if i == len(self._segs) - 1:
+                if torn and sid != self._torn_seg:
+                    self._torn += 1
+                    self._torn_seg = sid
+                    changed = True
+                elif not torn and size < self._seg_bytes:
+                    self._active = sid
+            if last[0] is not None:
+                break
+        self._last_key = last[0]
+        if self._ack is not None and (self._last_key is None or self._ack > self._last_key):
+            self._last_key = self._ack
+        return changed
+
+    def _trim(self):
+        """Delete leading segments that hold only acked records."""
+        while self._segs and self._ack is not None:
+            unacked = [False]
+            ack = self._ack
+
+            def visit(code, epoch, seq, payload):
+                unacked[0] = (epoch, seq) > ack
+                return unacked[0]
+
+            _scan(self._path(self._segs[0][0]), visit)
+            if unacked[0]:
+                return
+            self._remove(self._segs[0][0])
+
+    def _plan_drop(self, need):
+        """Oldest segments to drop so ``need`` more bytes fit: ``(through_id, unacked_entries,
+        first_key, last_key, lost_records, newly_lost)``; first/last None if nothing unacked is
+        lost; lost_records includes the counts of dropped gap records, newly_lost does not."""
+        acc = [0, None, None, 0, 0]  # records lost (gap counts merged), first, last, entries, new
+        ack = self._ack
+
+        def visit(code, epoch, seq, payload):
+            k = (epoch, seq)
+            if ack is not None and k <= ack:
+                return False
+            acc[3] += 1
+            first = k
+            if code == _GAP:
+                g = json.loads(payload)
+                acc[0] += g["dropped"]
+                first = (g["first_epoch"], g["first_seq"])
+            else:
+                acc[0] += 1
+                acc[4] += 1
+            if acc[1] is None or first < acc[1]:
+                acc[1] = first
+            if acc[2] is None or k > acc[2]:
+                acc[2] = k
+            return False
+
+        freed = 0
+        through = None
+        for sid, size in self._segs:
+            if self._bytes - freed + need <= self._max:
+                break
+            _scan(self._path(sid), visit)
+            freed += size
+            through = sid
+        return (through, acc[3], acc[1], acc[2], acc[0], acc[4])
+
+    def _gap_intent(self, drop, gap_key):
+        t = None
+        if self._clock is not None and self._clock.wall_trusted():
+            t = int(self._clock.wall_s())
+        return {"th": drop[0], "n": drop[4], "f": list(drop[2]), "l": list(drop[3]),
+                "k": list(gap_key), "t": t}
+
+    @staticmethod
+    def _gap_payload(gap):
+        return dumps({"t": gap["t"], "kind": "gap", "dropped": gap["n"], "first_epoch": gap["f"][0],
+                      "first_seq": gap["f"][1], "last_epoch": gap["l"][0], "last_seq": gap["l"][1]})
+
+    def _finish_drop(self, gap):
+        """An open found a drop interrupted by a power cut: complete it exactly once."""
+        self._remove_through(gap["th"], None)
+        k = _key(gap["k"])
+        if self._last_key is None or self._last_key < k:
+            self._write(_entry(_GAP, k[0], k[1], self._gap_payload(gap)), 1, k)
+        self._save_meta()
+
+    def _remove_through(self, through, lost_entries):
+        while through is not None and self._segs and self._segs[0][0] <= through:
+            self._remove(self._segs[0][0])
+        if lost_entries is None:
+            self._pending = None
+        elif self._pending is not None:
+            self._pending -= lost_entries
+
+    def _remove(self, sid):
+        os.remove(self._path(sid))
+        for i in range(len(self._segs)):
+            if self._segs[i][0] == sid:
+                self._bytes -= self._segs[i][1]
+                self._segs.pop(i)
+                break
+        if sid == self._active:
+            self._active = None
+
+    def _write(self, blob, n_entries, last_key):
+        seg = self._segs[-1] if self._segs and self._segs[-1][0] == self._active else None
+        new = seg is None or seg[1] + len(blob) > self._seg_bytes
+        if new:
+            seg = [self._next_id, 0]
+        write_bytes(self._path(seg[0]), blob, "ab")
+        if new:
+            self._next_id += 1
+            self._segs.append(seg)
+            self._active = seg[0]
+        seg[1] += len(blob)
+        self._bytes += len(blob)
+        self._last_key = last_key
+        if self._pending is not None:
+            self._pending += n_entries
+
+    def _save_meta(self, intent=None):
+        doc = {"a": None if self._ack is None else list(self._ack), "d": self._dropped, "g": self._gaps,
+               "t": self._torn, "ts": self._torn_seg, "n": self._next_id, "mf": self._meta_faults}
+        if intent is not None:
+            doc["x"] = intent
+        self._meta.save(doc)
