@@ -30,8 +30,13 @@ class FileFlash:
             block_count = size // block_size
         self.block_count = block_count
         if size < block_count * block_size:
+            erased = b"\xff" * block_size  # one block at a time: a 1 MiB image fits a small heap
             with open(path, "ab") as f:
-                f.write(b"\xff" * (block_count * block_size - size))
+                missing = block_count * block_size - size
+                while missing > 0:
+                    n = min(missing, block_size)
+                    f.write(erased if n == block_size else erased[:n])
+                    missing -= n
         self._f = open(path, "r+b")
 
     def readblocks(self, block, buf, offset=0):
