@@ -1,0 +1,138 @@
+"""The same AT-modem driver module under the MicroPython unix port, talking to the modem
+emulator's pty on the simulator server's virtual clock: both dialects, over a minimal pty
+port written in the snippet, and over the board shim's ``machine.UART``."""
+
+import json
+
+import pytest
+
+from simulators.atmodem import ATModemEmulator
+from simulators.i2c_server import SimServer
+from simulators.mpyrun import run_micropython
+
+DIALECTS = ("rak3172", "lora-e5")
+KEY = "2B7E151628AED2A6ABF7158809CF4F3C"
+
+# A port on a pty with nothing but the serial-port contract: open(..., "r+b"), termios raw
+# with VMIN=0 so a read returns what is there, and poll for the read timeout.
+PTY_PORT = r'''
+import select, termios
+
+class PtyPort:
+    def __init__(self, path, timeout_ms=10):
+        f = open(path, "r+b")
+        fd = f.fileno()
+        termios.setraw(fd)
+        attrs = termios.tcgetattr(fd)
+        attrs[6][6] = 0  # VMIN
+        attrs[6][5] = 0  # VTIME
+        termios.tcsetattr(fd, termios.TCSANOW, attrs)
+        self.f = f
+        self.poll = select.poll()
+        self.poll.register(f, select.POLLIN)
+        self.timeout_ms = timeout_ms
+
+    def write(self, buf):
+        return self.f.write(buf)
+
+    def read(self, n):
+        if not self.poll.poll(self.timeout_ms):
+            return b""
+        return self.f.read(n)
+'''
+
+FLOW = r'''
+import errno, json
+from simclock import SimClock
+from drivers.atmodem import ATModem, ModemError, SendResult
+
+clock = SimClock()
+out = {}
+m = ATModem(open_port(PATHS[0]), clock, DIALECT)
+m.configure("70B3D57ED0061234", "70B3D57ED0000001", KEY)
+out["eui"] = m.get_dev_eui()
+out["joined_before"] = m.is_joined()
+t0 = clock.ticks_ms()
+out["join"] = m.join(attempts=3, backoff_ms=8000)
+out["join_ms"] = clock.ticks_diff(clock.ticks_ms(), t0)
+r = m.send(2, b"\x01\xf4")
+out["send"] = [r.status, r.downlink.port, r.downlink.payload.hex(), r.downlink.rssi]
+r = m.send(3, b"alarm", confirmed=True)
+out["confirmed"] = r.status
+out["counters"] = m.counters
+
+g = ATModem(open_port(PATHS[1]), clock, DIALECT, command_timeout_ms=1000)
+try:
+    g.configure("70B3D57ED0061234", "70B3D57ED0000001", KEY)
+    out["garbled"] = "no error"
+except ModemError as e:
+    out["garbled"] = [e.command, g.counters["protocol_errors"], KEY in str(e)]
+g.configure("70B3D57ED0061234", "70B3D57ED0000001", KEY)
+
+s = ATModem(open_port(PATHS[2]), clock, DIALECT, command_timeout_ms=1000)
+try:
+    s.is_joined()
+    out["silent"] = "answered"
+except OSError as e:
+    out["silent"] = e.errno == errno.ETIMEDOUT
+print("RESULT " + json.dumps(out))
+'''
+
+
+def _run(dialect, port_code, heapsize="128K", env_uart=False, monkeypatch=None):
+    with SimServer() as srv:
+        clock = srv.rig.clock
+        uplinks = []
+        emus = [ATModemEmulator(dialect, clock, network=uplinks.append, join_failures=1,
+                                clock_lock=srv.lock) for _ in range(3)]
+        emus[1].fault("garble")  # the first reply line of the second modem
+        emus[2].fault("silent", count=None)
+        for e in emus:
+            e.start()
+        try:
+            emus[0].queue_downlink(9, b"\xca\xfe", rssi_dbm=-88)
+            paths = [e.port_path for e in emus]
+            if env_uart:
+                for i, p in enumerate(paths):
+                    monkeypatch.setenv("CIVICEDGE_UART%d" % i, p)
+            code = "DIALECT=%r\nKEY=%r\nPATHS=%r\n" % (dialect, KEY, paths) + port_code + FLOW
+            rc, out, err = run_micropython(["-c", code], server=srv, timeout_s=120, heapsize=heapsize)
+        finally:
+            for e in emus:
+                e.stop()
+    assert rc == 0, err + out
+    line = [x for x in out.splitlines() if x.startswith("RESULT ")][-1]
+    return json.loads(line[7:]), emus, uplinks
+
+
+def _check(dialect, res, emus, uplinks):
+    assert res["eui"] == "70B3D57ED0061234"
+    assert res["joined_before"] is False and res["join"] is True
+    assert res["join_ms"] >= 6000 + 8000 + 5000  # one failure, the backoff, the accept
+    assert res["send"] == ["sent", 9, "cafe", -88]
+    assert res["confirmed"] == "confirmed"
+    assert res["counters"]["uplinks"] == 2 and res["counters"]["join_attempts"] == 2
+    assert [(u.port, u.payload, u.confirmed) for u in uplinks] == [(2, b"\x01\xf4", False), (3, b"alarm", True)]
+    assert emus[0].app_key == KEY and emus[0].joined
+    assert res["garbled"][1:] == [1, False] and res["garbled"][0] == "AT"
+    assert emus[1].app_key == KEY  # the second configure went through
+    assert res["silent"] is True
+    assert [e.errors for e in emus] == [[], [], []]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_driver_under_micropython_over_a_pty_port(dialect):
+    code = PTY_PORT + "\ndef open_port(path):\n    return PtyPort(path)\n"
+    _check(dialect, *_run(dialect, code))
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_driver_under_micropython_over_the_shims_uart(dialect, monkeypatch):
+    # machine.UART(id) opens the pty named by $CIVICEDGE_UART<id>. The shim's own modules
+    # take heap a real ESP32 keeps in flash (machine is built in there), hence 160K here.
+    code = ("import machine\nBAUD = %d\n"
+            "def open_port(path):\n"
+            "    i = PATHS.index(path)\n"
+            "    return machine.UART(i, baudrate=BAUD, tx=17, rx=16, timeout=10)\n"
+            % (115200 if dialect == "rak3172" else 9600))
+    _check(dialect, *_run(dialect, code, heapsize="160K", env_uart=True, monkeypatch=monkeypatch))
