@@ -7,6 +7,8 @@ elapsed time plus any injected jump (``jump_wall``), which moves wall time but n
 an NTP step or a bad RTC does.
 """
 
+import threading
+
 from drivers.clock import TICKS_PERIOD, WallTrust, ticks_add, ticks_diff
 
 # 2026-01-05 00:00:00 UTC, a Monday: simulations start at midnight at the start of a week.
@@ -18,6 +20,7 @@ class VirtualClock(WallTrust):
 
     def __init__(self, start_wall_s=DEFAULT_START_WALL_S, ticks_start_ms=0, wall_trusted=True):
         self._now_us = 0
+        self._lock = threading.Lock()  # emulators on their own threads advance it too
         self._start_wall_s = start_wall_s
         self._ticks_start_ms = ticks_start_ms
         self._wall_offset_s = 0.0
@@ -57,7 +60,8 @@ class VirtualClock(WallTrust):
     def advance_us(self, us):
         if us < 0:
             raise ValueError("us must be >= 0 (a virtual clock never goes back), got %r" % (us,))
-        self._now_us += us
+        with self._lock:
+            self._now_us += us
 
     def advance_s(self, s):
         self.advance_us(int(round(s * 1e6)))
@@ -65,8 +69,9 @@ class VirtualClock(WallTrust):
     def advance_to_s(self, monotonic_s):
         """Advance to ``monotonic_s`` seconds since the start (no-op if already past)."""
         target = int(round(monotonic_s * 1e6))
-        if target > self._now_us:
-            self._now_us = target
+        with self._lock:
+            if target > self._now_us:
+                self._now_us = target
 
     def jump_wall(self, delta_s):
         """Step wall time by ``delta_s`` seconds (a clock-jump fault); ticks do not move."""
