@@ -56,12 +56,16 @@ class QualityChecker:
                 if key not in ("lo", "hi", "max_step", "stuck_n"):
                     raise ValueError("rule for %s has unknown key %r" % (name, key))
             self.rules[name] = rule
-        self._last = {}       # quantity -> last accepted value
-        self._pending = {}    # quantity -> value of an unconfirmed jump
-        self._same = {}       # quantity -> (value, run length)
+        self._last = {}       # stream key -> last accepted value
+        self._pending = {}    # stream key -> value of an unconfirmed jump
+        self._same = {}       # stream key -> (value, run length)
 
-    def check(self, quantity, value):
-        """The flag for ``value`` of ``quantity`` (None = the read failed)."""
+    def check(self, quantity, value, key=None):
+        """The flag for ``value`` of ``quantity`` (None = the read failed).
+
+        ``key`` names the stream whose history the stuck and spike checks use (default: the
+        quantity); give each sensor its own (``"pipe.temperature_c"``) when two parts report
+        the same quantity."""
         if value is None:
             return SENSOR_FAILED
         rule = self.rules.get(quantity)
@@ -71,26 +75,42 @@ class QualityChecker:
         hi = rule.get("hi")
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             return OUT_OF_RANGE
-        if self._is_stuck(quantity, value, rule.get("stuck_n", 0)):
+        key = quantity if key is None else key
+        if self._is_stuck(key, value, rule.get("stuck_n", 0)):
             return STUCK
-        return self._step(quantity, value, rule.get("max_step"))
+        return self._step(key, value, rule.get("max_step"))
 
-    def _is_stuck(self, quantity, value, stuck_n):
-        prev, run = self._same.get(quantity, (None, 0))
+    def snapshot(self):
+        """The checker's memory as a JSON-able dict (kept in RTC memory across deep sleep)."""
+        return {"l": self._last, "p": self._pending, "s": self._same}
+
+    def restore(self, snap):
+        """Continue from a ``snapshot()``; a malformed one is ignored (a fresh start)."""
+        try:
+            last, pending, same = dict(snap["l"]), dict(snap["p"]), {}
+            for k, pair in snap["s"].items():
+                same[k] = (pair[0], int(pair[1]))
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+            return False
+        self._last, self._pending, self._same = last, pending, same
+        return True
+
+    def _is_stuck(self, key, value, stuck_n):
+        prev, run = self._same.get(key, (None, 0))
         run = run + 1 if value == prev else 1
-        self._same[quantity] = (value, run)
+        self._same[key] = (value, run)
         return bool(stuck_n) and run >= stuck_n
 
-    def _step(self, quantity, value, max_step):
-        last = self._last.get(quantity)
+    def _step(self, key, value, max_step):
+        last = self._last.get(key)
         if max_step is None or last is None or abs(value - last) <= max_step:
-            self._last[quantity] = value
-            self._pending.pop(quantity, None)
+            self._last[key] = value
+            self._pending.pop(key, None)
             return OK
-        pending = self._pending.get(quantity)
+        pending = self._pending.get(key)
         if pending is not None and abs(value - pending) <= max_step:
-            self._last[quantity] = value
-            del self._pending[quantity]
+            self._last[key] = value
+            del self._pending[key]
             return OK
-        self._pending[quantity] = value
+        self._pending[key] = value
         return SPIKE

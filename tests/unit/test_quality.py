@@ -49,3 +49,22 @@ def test_failed_read_is_sensor_failed_and_unknown_quantity_ok():
 def test_bad_rule_key_names_the_key():
     with pytest.raises(ValueError, match="maxstep"):
         q.QualityChecker({"co2_ppm": {"maxstep": 3}})
+
+
+def test_streams_with_their_own_key_do_not_mix():
+    c = q.QualityChecker({"temperature_c": {"max_step": 5}})
+    assert c.check("temperature_c", 21.0, "room.temperature_c") == q.OK
+    assert c.check("temperature_c", 60.0, "pipe.temperature_c") == q.OK  # not a spike of the room's
+    assert c.check("temperature_c", 21.5, "room.temperature_c") == q.OK
+
+
+def test_snapshot_survives_json_and_restores_the_memory():
+    import json
+
+    c = q.QualityChecker({"co2_ppm": {"max_step": 300, "stuck_n": 3}})
+    flags = [c.check("co2_ppm", v) for v in (600, 600)]
+    d = q.QualityChecker({"co2_ppm": {"max_step": 300, "stuck_n": 3}})
+    assert d.restore(json.loads(json.dumps(c.snapshot())))
+    # after a deep sleep the third identical value is still seen as stuck, a jump as a spike
+    assert flags + [d.check("co2_ppm", 600), d.check("co2_ppm", 2000)] == [q.OK, q.OK, q.STUCK, q.SPIKE]
+    assert q.QualityChecker().restore({"bad": 1}) is False

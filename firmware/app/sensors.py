@@ -1,0 +1,281 @@
+"""Sampling: each configured sensor's driver, read once a wake cycle, failures isolated.
+
+Theory of operation
+-------------------
+``build_sensors(cfg_sensors, buses, clock)`` makes one ``Sensor`` per entry of the validated
+configuration (``app.config``), each holding its own driver. A cycle is ``Sampler.sample()``:
+
+1. ``start()`` every sensor that measures on request (SCD41 single shot, TMP117 one-shot);
+   each returns the ms until its result is ready, and the sampler waits the longest once.
+2. ``read()`` them in dependency order: the temperature sensors that others need (the NO2
+   correction, the sonar's speed of sound) come first, their values shared through
+   ``ctx``.
+3. A read that fails is retried, bounded (RELIABILITY.md): a NACK up to 3 times with
+   10/20/40 ms backoff, a CRC error once; a stuck bus (``ETIMEDOUT``) is not retried. A
+   sensor that still fails yields its quantities as ``[q, None, "sensor_failed"]`` — no value
+   is ever invented — and the next sensor is read regardless.
+4. Every value gets its quality flag from ``protocol.quality.QualityChecker`` with the
+   profile's rules; ``checker_state()`` / the ``checker_state`` argument carry the checker's
+   memory across deep sleep (the composition root keeps it in RTC memory).
+
+Counters (``nacks``, ``crc_errors``, ``timeouts``, ``sensor_failures``) are plain ints the
+composition root reports in status records. Runs on MicroPython (and CPython for tests).
+"""
+
+import errno
+
+from drivers.errors import CRCError, DriverError
+from protocol import quality
+
+_NACK_ERRNOS = tuple(getattr(errno, n) for n in ("ENODEV", "EREMOTEIO", "ENXIO", "EIO") if hasattr(errno, n))
+_NACK_RETRIES = 3
+_SCD4X_POLL_MS = 1000
+_SCD4X_MAX_POLLS = 7  # a periodic sample is due every 5 s (30 s in low power: see read)
+
+
+class Sensor:
+    """One configured part. ``spec`` is its validated config entry."""
+
+    quantities = ()
+    needs = None  # the name of a temperature sensor this one reads through ``ctx``
+
+    def __init__(self, spec, bus, clock):
+        self.spec = spec
+        self.name = spec["name"]
+        self.bus = bus
+        self.clock = clock
+        self.failures = 0  # consecutive failed cycles
+
+    def prepare(self):
+        """Once per boot: settings and modes. Returns ms until the part is ready."""
+        return 0
+
+    def start(self):
+        """Begin a measurement; ms until its result is ready (0: read measures itself)."""
+        return 0
+
+    def read(self, ctx):
+        """The values ``[(quantity, value), ...]``; raises OSError / DriverError."""
+        raise NotImplementedError
+
+
+class SCD4xSensor(Sensor):
+    quantities = ("co2_ppm", "temperature_c", "rh_percent")
+
+    def prepare(self):
+        from drivers.scd4x import SCD4X
+
+        s = self.spec
+        self.dev = SCD4X(self.bus, self.clock, s["address"])
+        # After a reset of the ESP32 alone the sensor may still be measuring: stop first
+        # (allowed in every state), or every setting below would be NACKed.
+        self.clock.sleep_ms(self.dev.stop_periodic_measurement())
+        self.dev.set_temperature_offset(s["temperature_offset_c"])
+        if s.get("ambient_pressure_hpa"):
+            self.dev.set_ambient_pressure(s["ambient_pressure_hpa"])
+        else:
+            self.dev.set_sensor_altitude(s["altitude_m"])
+        self.dev.set_automatic_self_calibration_enabled(s["asc_enabled"])
+        mode = s["mode"]
+        if mode == "periodic":
+            return self.dev.start_periodic_measurement()
+        if mode == "low_power":
+            return self.dev.start_low_power_periodic_measurement()
+        return 0
+
+    def start(self):
+        if self.spec["mode"] == "single_shot":
+            return self.dev.measure_single_shot()
+        return 0
+
+    def read(self, ctx):
+        if self.spec["mode"] != "single_shot":
+            polls = _SCD4X_MAX_POLLS * (6 if self.spec["mode"] == "low_power" else 1)
+            for _ in range(polls):
+                if self.dev.get_data_ready_status():
+                    break
+                self.clock.sleep_ms(_SCD4X_POLL_MS)
+        co2, t, rh = self.dev.read_measurement()
+        return [("co2_ppm", co2), ("temperature_c", t), ("rh_percent", rh)]
+
+
+class TMP117Sensor(Sensor):
+    quantities = ("temperature_c",)
+
+    def prepare(self):
+        from drivers.tmp117 import TMP117
+
+        s = self.spec
+        self.dev = TMP117(self.bus, self.clock, s["address"])
+        self.dev.check_device_id()
+        self.dev.set_averaging(s["averaging"])
+        self.dev.set_offset_c(s["offset_c"])
+        return self.dev.set_mode("continuous" if s["mode"] == "continuous" else "shutdown")
+
+    def start(self):
+        if self.spec["mode"] == "one_shot":
+            return self.dev.start_one_shot()
+        return 0
+
+    def read(self, ctx):
+        return [("temperature_c", self.dev.read_temperature_c())]
+
+
+class NO2Sensor(Sensor):
+    """An Alphasense NO2-B43F on its ISB, read through an ADS1115 (AAN 803 correction)."""
+
+    quantities = ("no2_ppb", "no2_ugm3")
+
+    def __init__(self, spec, bus, clock):
+        Sensor.__init__(self, spec, bus, clock)
+        self.needs = spec["temperature_sensor"]
+
+    def prepare(self):
+        from drivers.ads1115 import ADS1115
+        from drivers.no2b43f import Calibration
+
+        self.dev = ADS1115(self.bus, self.clock, self.spec["address"])
+        self.cal = Calibration.from_sheet(self.spec["calibration"])
+        return 0
+
+    def read(self, ctx):
+        from drivers.no2b43f import no2_ppb, ppb_to_ugm3
+
+        t = ctx.get(self.needs)
+        if t is None:
+            raise DriverError("no temperature from %r for the NO2 correction" % self.needs)
+        s = self.spec
+        we_mv = self.dev.read_single_shot_v(s["we_mux"], s["fsr_v"], s["data_rate_sps"]) * 1000.0
+        ae_mv = self.dev.read_single_shot_v(s["ae_mux"], s["fsr_v"], s["data_rate_sps"]) * 1000.0
+        ppb = no2_ppb(s["algorithm"], we_mv, ae_mv, t, self.cal)
+        return [("no2_ppb", ppb), ("no2_ugm3", ppb_to_ugm3(ppb))]
+
+
+class SonarSensor(Sensor):
+    """A MaxBotix I2CXL over a bin: distance (median of pings) and fill ratio."""
+
+    quantities = ("distance_cm", "fill_ratio")
+
+    def __init__(self, spec, bus, clock):
+        Sensor.__init__(self, spec, bus, clock)
+        self.needs = spec.get("air_temperature_sensor")
+
+    def prepare(self):
+        from drivers.i2cxl import I2CXL
+
+        self.dev = I2CXL(self.bus, self.clock, self.spec["address"])
+        return 0
+
+    def read(self, ctx):
+        from drivers.binfill import fill_ratio
+
+        s = self.spec
+        air_c = ctx.get(self.needs) if self.needs else None
+        d = self.dev.measure_distance_cm(repeats=s["repeats"], air_temperature_c=air_c)
+        return [("distance_cm", d), ("fill_ratio", fill_ratio(d, s["empty_cm"], s["full_cm"]))]
+
+
+PARTS = {"scd4x": SCD4xSensor, "tmp117": TMP117Sensor, "ads1115": NO2Sensor, "i2cxl": SonarSensor}
+
+
+def build_sensors(cfg_sensors, buses, clock):
+    """Sensors for the validated ``cfg_sensors``; ``buses`` maps bus id → I2C bus object.
+    Ordered so every temperature source is read before the sensors that need it."""
+    made = [PARTS[s["part"]](s, buses[s["bus"]], clock) for s in cfg_sensors]
+    first = [s for s in made if s.needs is None]
+    return first + [s for s in made if s.needs is not None]
+
+
+class Sampler:
+    """Reads every sensor once per ``sample()``; see the module docstring."""
+
+    def __init__(self, sensors, clock, rules, checker_state=None):
+        self.sensors = sensors
+        self.clock = clock
+        self.checker = quality.QualityChecker(rules)
+        if checker_state:
+            self.checker.restore(checker_state)
+        self.counters = {"nacks": 0, "crc_errors": 0, "timeouts": 0, "sensor_failures": 0}
+        self.prepared = {}
+
+    def checker_state(self):
+        return self.checker.snapshot()
+
+    def _attempt(self, fn, *args):
+        """``fn(*args)`` with the bounded retries of RELIABILITY.md; raises the last error."""
+        crc_retried = False
+        for attempt in range(_NACK_RETRIES + 1):
+            try:
+                return fn(*args)
+            except CRCError:
+                self.counters["crc_errors"] += 1
+                if crc_retried:
+                    raise
+                crc_retried = True
+            except OSError as e:
+                if e.errno == errno.ETIMEDOUT:
+                    self.counters["timeouts"] += 1
+                    raise
+                if e.errno not in _NACK_ERRNOS or attempt == _NACK_RETRIES:
+                    if e.errno in _NACK_ERRNOS:
+                        self.counters["nacks"] += 1
+                    raise
+                self.counters["nacks"] += 1
+                self.clock.sleep_ms(10 << attempt)
+        raise OSError(errno.EIO, "retries exhausted")
+
+    def prepare(self):
+        """Prepare every sensor (at boot); a sensor that fails is retried next cycle."""
+        wait = 0
+        for s in self.sensors:
+            wait = max(wait, self._prepare_one(s))
+        if wait:
+            self.clock.sleep_ms(wait)
+
+    def _prepare_one(self, s):
+        try:
+            ms = self._attempt(s.prepare)
+            self.prepared[s.name] = True
+            return ms
+        except (OSError, DriverError, ValueError):
+            self.prepared[s.name] = False
+            return 0
+
+    def sample(self):
+        """One reading's values: ``[[quantity, value_or_None, flag], ...]`` for all sensors."""
+        wait = 0
+        started = {}
+        for s in self.sensors:
+            if not self.prepared.get(s.name):
+                self._prepare_one(s)
+            if self.prepared.get(s.name):
+                try:
+                    wait = max(wait, self._attempt(s.start))
+                    started[s.name] = True
+                except (OSError, DriverError):
+                    started[s.name] = False
+        if wait:
+            self.clock.sleep_ms(wait)
+        ctx = {}
+        values = []
+        for s in self.sensors:
+            got = None
+            if started.get(s.name):
+                try:
+                    got = self._attempt(s.read, ctx)
+                except (OSError, DriverError, ValueError):
+                    got = None
+            if got is None:
+                s.failures += 1
+                self.counters["sensor_failures"] += 1
+                self.prepared[s.name] = False  # prepare again next cycle (the part may have reset)
+                for q in s.quantities:
+                    values.append([q, None, quality.SENSOR_FAILED])
+                continue
+            s.failures = 0
+            for q, v in got:
+                flag = self.checker.check(q, v, s.name + "." + q)
+                if q == "temperature_c":
+                    ctx[s.name] = v if flag == quality.OK else None
+                values.append([q, v, flag])
+        return values
