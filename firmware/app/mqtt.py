@@ -1,0 +1,460 @@
+"""MQTT 3.1.1 QoS 1 client for the node's WiFi link: thin I/O around ``protocol.mqtt_packets``.
+
+Theory of operation
+-------------------
+``connect()`` opens TCP (then TLS when asked), sends CONNECT and waits for CONNACK. With
+``clean_session=False`` the broker keeps the node's session across connections: its
+subscriptions and the QoS 1 publishes either side has not had acknowledged.
+
+``publish(qos=1)`` sends at once and keeps the encoded packet in a small RAM window
+(``max_inflight``) until its PUBACK comes back. The window is not a buffer: the node's
+flash log is, and the link trims the log only on the gateway's authenticated ack. The
+window only lets the client keep MQTT's own promise (§4.4): after a reconnect whose
+CONNACK says *session present*, every unacknowledged publish is sent again, in order, with
+DUP=1; when the session is gone (broker restarted without persistence, expired) they are
+handed back to the caller through ``take_requeued()`` and subscriptions made with
+``subscribe()`` are made again. Receivers deduplicate (every reading has its key).
+
+``poll(timeout_ms)`` waits at most ``timeout_ms`` for data, handles the packets that are
+there (PUBACK, PUBLISH — calling ``on_message(topic, payload)`` then acknowledging QoS 1 —,
+PINGRESP, SUBACK; at most 64 per call) and runs the keep-alive on the injected clock: a PINGREQ when nothing was
+sent or received for ``keepalive_s``, and a dead link declared (socket closed,
+``OSError(ETIMEDOUT)``) when nothing at all was received for 1.5 × ``keepalive_s`` — the
+same limit the broker applies to us (§3.1.2.10). Every wait is bounded by ``timeout_ms``
+or the socket timeout; every loop by a count.
+
+Errors: link failures are ``OSError`` (``MQTTRefused`` — an ``OSError`` — when CONNACK
+refuses, carrying ``return_code``); a broker that sends malformed bytes raises
+``MQTTProtocolError`` (a ``ValueError``). Either way the socket is closed, the in-flight
+window kept, and the caller reconnects with backoff. Bad arguments raise ``ValueError``.
+
+TLS fails closed: ``tls`` is ``{"cafile": path, "server_hostname": name}`` (or ``cadata``),
+from which a context verifying the certificate and host name is built here, or a ready
+context, refused unless ``verify_mode == CERT_REQUIRED`` (MicroPython's ``ssl.SSLContext``
+defaults to ``CERT_NONE``). A failed verification raises ``MQTTTLSError`` (an ``OSError``);
+there is no plaintext fall-back. The password is only ever sent in CONNECT: never
+printed, logged or put in a repr.
+"""
+
+import errno
+import select
+import socket
+from binascii import a2b_base64
+
+from protocol import mqtt_packets as mp
+from protocol.mqtt_packets import MQTTProtocolError
+
+_READ_CHUNK = 512       # bytes per socket read: small for the ESP32's heap
+_MAX_READS = 16         # socket reads to complete one packet before giving up for now
+_MAX_PACKETS = 64       # packets handled per poll() before returning to the caller
+
+
+class MQTTRefused(OSError):
+    """CONNACK refused the connection; ``return_code`` 1..5 (MQTT 3.1.1 §3.2.2.3)."""
+
+    def __init__(self, return_code):
+        super().__init__(errno.ECONNREFUSED, "MQTT connection refused: %s"
+                         % mp.CONNACK_CODES[return_code])
+        self.return_code = return_code
+
+
+class MQTTTLSError(OSError):
+    """The TLS handshake failed verification (wrong CA, host name, expired certificate, a
+    clock before the certificate's start): never retried in plaintext; raise an alarm."""
+
+    def __init__(self, message):
+        super().__init__(errno.ECONNABORTED, "MQTT TLS verification failed: " + message)
+
+
+def _tcp(host, port, timeout_s):
+    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    s = socket.socket(ai[0], socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout_s)
+        s.connect(ai[-1])
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def make_tls_context(cafile=None, cadata=None):
+    """A client context that verifies the server certificate against ``cafile`` (a PEM
+    path) or ``cadata`` (PEM bytes) and the host name given to ``wrap_socket``.
+
+    On MicroPython this is the ``tls`` module's context (the frozen ``ssl`` module is a thin
+    wrapper over it that defaults to ``CERT_NONE`` and is not on a custom ``sys.path``);
+    on CPython, ``ssl``'s. Raises ``ValueError`` without a CA, ``OSError`` for a bad file."""
+    if cafile:
+        with open(cafile, "rb") as f:
+            cadata = f.read()
+    if not cadata:
+        raise ValueError("tls: a CA (cafile or cadata) is required; verification is never off")
+    try:
+        import tls
+    except ImportError:  # CPython
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname on
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cadata=cadata.decode() if b"-----BEGIN" in cadata else cadata)
+        return ctx
+    ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = tls.CERT_REQUIRED
+    ctx.load_verify_locations(pem_to_der(cadata))
+    return ctx
+
+
+def pem_to_der(data):
+    """The DER bytes of the first certificate in ``data`` (PEM or already DER): the unix
+    port's Mbed TLS is built without PEM parsing, so the node always loads DER."""
+    begin = data.find(b"-----BEGIN CERTIFICATE-----")
+    if begin < 0:
+        return data
+    start = data.find(b"\n", begin) + 1
+    end = data.find(b"-----END", start)
+    if start <= 0 or end < 0:
+        raise ValueError("tls: truncated PEM certificate")
+    return a2b_base64(data[start:end].replace(b"\r", b"").replace(b"\n", b""))
+
+
+class MQTTClient:
+    """See the module docstring. ``clock``: the clock contract (``drivers.clock``);
+    ``keepalive_s`` 0..65535 (0: no keep-alive); ``will``: ``(topic, payload, qos, retain)``;
+    ``socket_factory(host, port, timeout_s)`` returns a connected socket (default: TCP);
+    ``timeout_ms`` bounds every blocking socket operation and the wait for CONNACK/SUBACK;
+    ``max_packet_bytes`` is the largest packet accepted from the broker."""
+
+    def __init__(self, client_id, host, port, clock, user=None, password=None, keepalive_s=60,
+                 tls=None, socket_factory=None, max_inflight=8, will=None, timeout_ms=5000,
+                 max_packet_bytes=4096, on_message=None):
+        # validate up front: CONNECT's encoder names the bad argument
+        mp.encode_connect(client_id, keepalive_s, False, user, password, will)
+        if not 1 <= max_inflight <= 1000:
+            raise ValueError("max_inflight must be 1..1000")
+        if tls is not None and not isinstance(tls, dict) and (
+                getattr(tls, "verify_mode", 0) != 2 or getattr(tls, "check_hostname", True) is False):
+            # 2 == CERT_REQUIRED in MicroPython's tls and CPython's ssl
+            raise ValueError("tls: the context does not verify the server (verify_mode, check_hostname)")
+        if isinstance(tls, dict) and not (tls.get("cafile") or tls.get("cadata")):
+            raise ValueError("tls: cafile or cadata is required")
+        self.client_id = client_id
+        self.host = host
+        self.port = port
+        self.clock = clock
+        self.user = user
+        self._password = password
+        self.keepalive_s = keepalive_s
+        self.will = will
+        self.tls = tls
+        self.socket_factory = socket_factory or _tcp
+        self.max_inflight = max_inflight
+        self.timeout_ms = timeout_ms
+        self.max_packet_bytes = max_packet_bytes
+        self.on_message = on_message
+        self._sock = None
+        self._reader = None
+        self._inflight = []       # [packet_id, encoded PUBLISH bytearray], oldest first
+        self._requeued = []       # (topic, payload, retain) lost with a session
+        self._subs = []           # [topic_filter, qos] to renew when the session is lost
+        self._pid = 0
+        self._acks = {}           # SUBACK packet id -> granted code
+        self._ping_out = False
+        self._last_rx = self._last_tx = 0
+        self.counters = {"connects": 0, "published": 0, "acked": 0, "resent": 0, "received": 0,
+                         "pings": 0, "dead_links": 0}
+
+    def __repr__(self):
+        return "<MQTTClient %s@%s:%d connected=%r inflight=%d>" % (
+            self.client_id, self.host, self.port, self.is_connected(), len(self._inflight))
+
+    # ---- state ----
+    def is_connected(self):
+        return self._sock is not None
+
+    def inflight_count(self):
+        return len(self._inflight)
+
+    def take_requeued(self):
+        """Publishes lost with the session: a list of ``(topic, payload, retain)``, oldest
+        first; the client forgets them (the caller publishes them again)."""
+        out, self._requeued = self._requeued, []
+        return out
+
+    # ---- connection ----
+    def _open(self):
+        timeout_s = self.timeout_ms / 1000
+        sock = self.socket_factory(self.host, self.port, timeout_s)
+        if self.tls is not None:
+            try:
+                tls = self.tls
+                if isinstance(tls, dict):
+                    ctx = make_tls_context(tls.get("cafile"), tls.get("cadata"))
+                    name = tls.get("server_hostname") or self.host
+                else:
+                    ctx, name = tls, self.host
+                sock = ctx.wrap_socket(sock, server_hostname=name)
+            except ValueError as e:
+                # Mbed TLS (MicroPython) and CPython report a failed verification as ValueError
+                sock.close()
+                raise MQTTTLSError(str(e).strip())
+            except BaseException:
+                sock.close()
+                raise
+        self._sock = sock
+        self._reader = mp.PacketReader(self.max_packet_bytes)
+        self._acks = {}
+        self._ping_out = False
+        now = self.clock.ticks_ms()
+        self._last_rx = self._last_tx = now
+
+    def connect(self, clean_session=False):
+        """Connect and wait (≤ ``timeout_ms``) for CONNACK; returns *session present*.
+
+        Resends unacknowledged publishes with DUP=1 when the session is present, else moves
+        them to ``take_requeued()`` and renews the subscriptions. Raises ``OSError``
+        (``MQTTRefused`` for a refusal) or ``MQTTProtocolError``."""
+        self.close()
+        self._open()
+        try:
+            self._send(mp.encode_connect(self.client_id, self.keepalive_s, clean_session,
+                                         self.user, self._password, self.will))
+            p = self._wait_for(mp.CONNACK, 0)
+            if p.return_code:
+                raise MQTTRefused(p.return_code)
+            self.counters["connects"] += 1
+            present = p.session_present and not clean_session
+            if present:
+                for item in self._inflight:
+                    pkt = item[1]
+                    pkt[0] |= 0x08  # DUP (§3.3.1.1): the broker may have had it already
+                    self._send(pkt)
+                    self.counters["resent"] += 1
+            else:
+                for pid, pkt in self._inflight:
+                    q = mp.decode(pkt, len(pkt))
+                    self._requeued.append((q.topic, q.payload, q.retain))
+                self._inflight = []
+                for topic_filter, qos in list(self._subs):
+                    self._subscribe(topic_filter, qos)
+            return present
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        """Drop the connection without DISCONNECT (the broker then sends the will)."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def disconnect(self):
+        """Send DISCONNECT (best effort) and close; the session and window are kept."""
+        if self._sock is not None:
+            try:
+                self._send(mp.encode_disconnect())
+            except OSError:
+                pass
+        self.close()
+
+    # ---- I/O ----
+    def _fail(self, exc):
+        self.close()
+        raise exc
+
+    def _send(self, data):
+        # sendall: plain and TLS sockets have it on both runtimes; it blocks ≤ the timeout
+        if self._sock is None:
+            raise OSError(errno.ENOTCONN, "MQTT not connected")
+        try:
+            self._sock.sendall(data)
+        except OSError:
+            self.close()
+            raise
+        self._last_tx = self.clock.ticks_ms()
+
+    def _readable(self, timeout_ms):
+        sock = self._sock
+        pending = getattr(sock, "pending", None)  # CPython's SSLSocket buffers records
+        if pending is not None and pending():
+            return True
+        p = select.poll()
+        p.register(sock, select.POLLIN)
+        return bool(p.poll(max(0, int(timeout_ms))))
+
+    def _receive(self, timeout_ms):
+        # The next complete packet: from what the reader holds, else from the socket within
+        # timeout_ms; None when none. Packets behind it stay in the reader for the next
+        # call, so a CONNACK refusal is returned before the broker's close is read.
+        try:
+            p = self._reader.next()
+            for i in range(_MAX_READS):
+                if p is not None or not self._readable(timeout_ms if i == 0 else 0):
+                    break
+                data = self._sock.recv(_READ_CHUNK)
+                if data is None:  # a TLS record not complete yet
+                    continue
+                if not data:
+                    raise OSError(errno.ECONNRESET, "MQTT connection closed by the broker")
+                self._last_rx = self.clock.ticks_ms()
+                self._reader.feed(data)
+                p = self._reader.next()
+        except (OSError, MQTTProtocolError):
+            self.close()
+            raise
+        return p
+
+    def _waits(self):
+        # (deadline, slices): waits of ≤ 100 ms each, as many as fit in timeout_ms, so the
+        # real time spent is bounded even on a virtual clock that nobody advances.
+        clock = self.clock
+        return clock.ticks_add(clock.ticks_ms(), self.timeout_ms), self.timeout_ms // 100 + 1
+
+    def _wait_for(self, kind, packet_id):
+        # Wait ≤ timeout_ms for a CONNACK/SUBACK, handling whatever else arrives meanwhile.
+        clock = self.clock
+        deadline, slices = self._waits()
+        for _ in range(slices):
+            left = clock.ticks_diff(deadline, clock.ticks_ms())
+            if left <= 0:
+                break
+            p = self._receive(min(left, 100))
+            n = 0
+            while p is not None:
+                if kind == mp.CONNACK:
+                    if p.kind == mp.CONNACK:
+                        return p
+                    self._fail(MQTTProtocolError("packet type %d before CONNACK (§3.2)" % p.kind))
+                self._handle(p)
+                if packet_id in self._acks:
+                    return self._acks.pop(packet_id)
+                n += 1
+                p = self._receive(0) if n < _MAX_PACKETS else None
+        self._fail(OSError(errno.ETIMEDOUT, "MQTT: no %s within %d ms"
+                           % ("CONNACK" if kind == mp.CONNACK else "SUBACK", self.timeout_ms)))
+
+    def _handle(self, p):
+        kind = p.kind
+        if kind == mp.PUBACK:
+            for i, item in enumerate(self._inflight):
+                if item[0] == p.packet_id:
+                    del self._inflight[i]
+                    self.counters["acked"] += 1
+                    break
+        elif kind == mp.PUBLISH and p.qos < 2:
+            self.counters["received"] += 1
+            if self.on_message is not None:
+                try:
+                    self.on_message(p.topic, p.payload)
+                except BaseException:
+                    self.close()  # unacked: the broker delivers it again after reconnect
+                    raise
+            if p.qos:
+                self._send(mp.encode_puback(p.packet_id))
+        elif kind == mp.PINGRESP:
+            self._ping_out = False
+        elif kind == mp.SUBACK:
+            self._acks[p.packet_id] = p.granted[0]
+        else:  # QoS 2 flows, UNSUBACK, a second CONNACK: nothing we asked for
+            self._fail(MQTTProtocolError("unexpected packet type %d" % kind))
+
+    def _keepalive(self, check_dead):
+        # Returns the ms until the keep-alive next needs attention (a ping or the verdict).
+        if not self.keepalive_s or self._sock is None:
+            return 0x3FFFFFFF  # largest small int on a 32-bit port
+        clock = self.clock
+        now = clock.ticks_ms()
+        k = self.keepalive_s * 1000
+        quiet_rx = clock.ticks_diff(now, self._last_rx)
+        if check_dead and quiet_rx >= k * 3 // 2:
+            self.counters["dead_links"] += 1
+            self._fail(OSError(errno.ETIMEDOUT, "MQTT: nothing from the broker for 1.5 x keepalive"))
+        if self._ping_out:
+            return max(0, k * 3 // 2 - quiet_rx)
+        quiet = max(quiet_rx, clock.ticks_diff(now, self._last_tx))
+        if quiet >= k:
+            self._send(mp.encode_pingreq())
+            self._ping_out = True
+            self.counters["pings"] += 1
+            return max(0, k * 3 // 2 - quiet_rx)
+        return k - quiet
+
+    def poll(self, timeout_ms=0):
+        """Wait at most ``timeout_ms`` (less when the keep-alive is due) for data, handle
+        the packets there (≤ 64) and run the keep-alive; returns the number handled.
+        Raises ``OSError`` (ENOTCONN when not connected, ETIMEDOUT for a dead link) or
+        ``MQTTProtocolError``; the socket is then closed."""
+        if self._sock is None:
+            raise OSError(errno.ENOTCONN, "MQTT not connected")
+        p = self._receive(min(timeout_ms, self._keepalive(False)))
+        n = 0
+        while p is not None and n < _MAX_PACKETS:
+            self._handle(p)
+            n += 1
+            p = self._receive(0) if n < _MAX_PACKETS else None
+        self._keepalive(True)
+        return n
+
+    # ---- publish / subscribe ----
+    def _next_pid(self):
+        used = [item[0] for item in self._inflight] + list(self._acks)
+        for _ in range(len(used) + 1):
+            self._pid = self._pid % 65535 + 1
+            if self._pid not in used:
+                return self._pid
+        raise OSError(errno.ENOBUFS, "MQTT: no free packet id")
+
+    def publish(self, topic, payload, qos=1, retain=False):
+        """Send a PUBLISH; returns its packet id (0 for QoS 0).
+
+        QoS 1: the message stays in the window until PUBACK and is resent as described in
+        the module docstring. A full window is given up to ``timeout_ms`` to drain, then
+        ``OSError(ENOBUFS)``. If the send fails, ``OSError`` and the message is not kept."""
+        if qos == 0:
+            self._send(mp.encode_publish(topic, payload, 0, 0, False, retain))
+            return 0
+        if qos != 1:
+            raise ValueError("qos must be 0 or 1, got %r" % (qos,))
+        if len(self._inflight) >= self.max_inflight:
+            clock = self.clock
+            deadline, slices = self._waits()
+            for _ in range(slices):
+                left = clock.ticks_diff(deadline, clock.ticks_ms())
+                if len(self._inflight) < self.max_inflight or left <= 0:
+                    break
+                self.poll(min(left, 100))
+            if len(self._inflight) >= self.max_inflight:
+                raise OSError(errno.ENOBUFS, "MQTT: %d publishes unacknowledged" % len(self._inflight))
+        pid = self._next_pid()
+        pkt = bytearray(mp.encode_publish(topic, payload, 1, pid, False, retain))
+        self._send(pkt)
+        self._inflight.append([pid, pkt])
+        self.counters["published"] += 1
+        return pid
+
+    def _subscribe(self, topic_filter, qos):
+        pid = self._next_pid()
+        self._send(mp.encode_subscribe(pid, [(topic_filter, qos)]))
+        granted = self._wait_for(mp.SUBACK, pid)
+        if granted == mp.SUBACK_FAILURE:
+            raise OSError(errno.EACCES, "MQTT: subscription to %r refused" % topic_filter)
+        return granted
+
+    def subscribe(self, topic_filter, qos=1):
+        """Subscribe and wait (≤ ``timeout_ms``) for SUBACK; returns the granted QoS.
+        Raises ``OSError(EACCES)`` when the broker refuses (ACL), ``ValueError`` for a bad
+        filter. The subscription is renewed after a reconnect that lost the session."""
+        if qos not in (0, 1):
+            raise ValueError("qos must be 0 or 1, got %r" % (qos,))
+        mp.check_topic_filter(topic_filter)
+        granted = self._subscribe(topic_filter, qos)
+        for item in self._subs:
+            if item[0] == topic_filter:
+                item[1] = qos
+                break
+        else:
+            self._subs.append([topic_filter, qos])
+        return granted
