@@ -33,7 +33,8 @@ def micropython_binary():
     return found
 
 
-def run_micropython(args, extra_path=(), timeout_s=120, server=None, sim=True, heapsize=DEFAULT_HEAPSIZE):
+def run_micropython(args, extra_path=(), timeout_s=120, server=None, sim=True, heapsize=DEFAULT_HEAPSIZE,
+                    env=None):
     """Run ``micropython -X heapsize=... args...`` from the repository root.
 
     ``server``: a started ``SimServer`` to use; with ``sim`` true and no server, a fresh one
@@ -46,8 +47,10 @@ def run_micropython(args, extra_path=(), timeout_s=120, server=None, sim=True, h
     try:
         # ".frozen" keeps the port's frozen modules (asyncio, ssl, requests) importable.
         path = [".frozen", str(SHIM), str(REPO)] + [str(p) for p in extra_path]
+        extra = env
         env = dict(os.environ, MICROPYPATH=os.pathsep.join(path))
         env.pop("CIVICEDGE_SIM", None)
+        env.update(extra or {})
         if sim:
             env["CIVICEDGE_SIM"] = server.address
         try:

@@ -38,6 +38,7 @@ class Sensor:
 
     quantities = ()
     needs = None  # the name of a temperature sensor this one reads through ``ctx``
+    power_up_ms = 0  # after its supply comes up, the part NACKs for this long
 
     def __init__(self, spec, bus, clock):
         self.spec = spec
@@ -61,6 +62,7 @@ class Sensor:
 
 class SCD4xSensor(Sensor):
     quantities = ("co2_ppm", "temperature_c", "rh_percent")
+    power_up_ms = 1000  # REFERENCE §1 "Bus facts": 1000 ms to idle after VDD
 
     def prepare(self):
         from drivers.scd4x import SCD4X
@@ -101,6 +103,7 @@ class SCD4xSensor(Sensor):
 
 class TMP117Sensor(Sensor):
     quantities = ("temperature_c",)
+    power_up_ms = 2  # 1.5 ms (TMP117 datasheet §7.3.1)
 
     def prepare(self):
         from drivers.tmp117 import TMP117
@@ -189,13 +192,16 @@ def build_sensors(cfg_sensors, buses, clock):
 class Sampler:
     """Reads every sensor once per ``sample()``; see the module docstring."""
 
-    def __init__(self, sensors, clock, rules, checker_state=None):
+    def __init__(self, sensors, clock, rules, checker_state=None, counters=None):
         self.sensors = sensors
         self.clock = clock
         self.checker = quality.QualityChecker(rules)
         if checker_state:
             self.checker.restore(checker_state)
         self.counters = {"nacks": 0, "crc_errors": 0, "timeouts": 0, "sensor_failures": 0}
+        for k in counters or ():
+            if k in self.counters and isinstance(counters[k], int):
+                self.counters[k] = counters[k]  # carried across deep sleep
         self.prepared = {}
 
     def checker_state(self):
@@ -224,8 +230,16 @@ class Sampler:
                 self.clock.sleep_ms(10 << attempt)
         raise OSError(errno.EIO, "retries exhausted")
 
-    def prepare(self):
-        """Prepare every sensor (at boot); a sensor that fails is retried next cycle."""
+    def prepare(self, since_power_on_ms=None):
+        """Prepare every sensor (at boot); a sensor that fails is retried next cycle.
+
+        ``since_power_on_ms``: after a power-on reset, how long the parts have had power
+        (the board's ticks); the sampler first waits out the slowest part's power-up time.
+        None (a wake from deep sleep, a watchdog reset) when the parts stayed powered."""
+        if since_power_on_ms is not None:
+            left = max([s.power_up_ms for s in self.sensors] + [0]) - since_power_on_ms
+            if left > 0:
+                self.clock.sleep_ms(left)
         wait = 0
         for s in self.sensors:
             wait = max(wait, self._prepare_one(s))

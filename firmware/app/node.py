@@ -1,0 +1,118 @@
+"""The wake cycle: sample → flag → log → send what is pending → verify ack → trim.
+
+Theory of operation
+-------------------
+``Node.cycle()`` is one wake, whatever the power mode (the composition root, ``main.py``,
+sleeps between cycles — deep sleep on battery, light sleep on mains):
+
+1. ``sampler.sample()`` reads every sensor, values flagged (``app.sensors``); one failing
+   sensor is ``sensor_failed`` and never stops the others.
+2. The values become a reading record ``{"t", "values"}`` (``t`` None while wall time is not
+   trusted). With ``mean_period_s`` the node logs instead, once a period, the mean of each
+   quantity's ``ok`` values (street NO2 reports 15-min means); a quantity with none is
+   ``sensor_failed`` in the mean.
+3. Every ``status_every_n_cycles`` a status record follows: battery volts, boot reason and
+   the counters (sensor, log, link).
+4. Records are appended to the flash log (``app.store``) *before* any send: the log assigns
+   their seq from the persistent state, so a reading exists once it is on flash.
+5. ``link.deliver(log)`` sends the pending records oldest first and trims only what an
+   authenticated ack (serial, MQTT) or the network (LoRaWAN) confirmed.
+
+What must survive a deep sleep (the cycle count, the aggregation, the quality checker's
+memory, the sampler's and link's counters) is ``Node.persist``, a small JSON-able dict the composition root keeps in RTC
+memory. Runs on MicroPython (and CPython for tests).
+"""
+
+from protocol import quality
+
+
+class Node:
+    def __init__(self, cfg, clock, state, log, sampler, link, persist=None, battery=None, feed=None):
+        self.cfg = cfg
+        self.clock = clock
+        self.state = state
+        self.log = log
+        self.sampler = sampler
+        self.link = link
+        self.persist = persist if isinstance(persist, dict) else {}
+        self.persist.setdefault("cycle", 0)
+        self.battery = battery  # callable → volts, or None
+        self.feed = feed or (lambda: None)
+        link_counters = getattr(link, "counters", None)
+        if isinstance(link_counters, dict):  # carried across deep sleep, like the sampler's
+            for k, v in self.persist.get("lc", {}).items():
+                if k in link_counters and isinstance(v, int):
+                    link_counters[k] = v
+        period = cfg.get("mean_period_s") or 0
+        self.mean_cycles = max(1, period // cfg["interval_s"]) if period else 0
+
+    def _t(self):
+        return int(self.clock.wall_s()) if self.clock.wall_trusted() else None
+
+    def _aggregate(self, values, t):
+        """Add a cycle's values to the running means; the mean record when a period ends."""
+        agg = self.persist.setdefault("agg", {"n": 0, "t": t, "q": {}})
+        agg["n"] += 1
+        if agg["t"] is None:
+            agg["t"] = t
+        for q, v, flag in values:
+            acc = agg["q"].setdefault(q, [0.0, 0])
+            if flag == quality.OK and v is not None:
+                acc[0] += v
+                acc[1] += 1
+        if agg["n"] < self.mean_cycles:
+            return None
+        means = []
+        for q in agg["q"]:
+            total, n = agg["q"][q]
+            means.append([q, total / n, quality.OK] if n else [q, None, quality.SENSOR_FAILED])
+        del self.persist["agg"]
+        return {"t": agg["t"], "values": means}
+
+    def status_record(self, t):
+        values = []
+        if self.battery is not None:
+            try:
+                values.append(["battery_v", round(self.battery(), 3), quality.OK])
+            except (OSError, ValueError):
+                values.append(["battery_v", None, quality.SENSOR_FAILED])
+        values.append(["boot_reason", self.state.boot_reason or "unknown", quality.OK])
+        counters = {"boots": self.state.boot_count, "cycles": self.persist["cycle"]}
+        for source in (self.sampler.counters, self.log.stats(), getattr(self.link, "counters", {})):
+            for k in source:
+                if isinstance(source[k], int) and not isinstance(source[k], bool):
+                    counters[_counter_name(k)] = source[k]
+        return {"t": t, "kind": "status", "values": values, "counters": counters}
+
+    def cycle(self):
+        """One wake's work; returns a summary dict (what was logged and delivered)."""
+        self.feed()
+        t = self._t()
+        values = self.sampler.sample()
+        self.persist["q"] = self.sampler.checker_state()
+        self.persist["cycle"] += 1
+        records = []
+        if self.mean_cycles:
+            mean = self._aggregate(values, t)
+            if mean is not None:
+                records.append(mean)
+        else:
+            records.append({"t": t, "values": values})
+        every = self.cfg.get("status_every_n_cycles") or 0
+        if every and self.persist["cycle"] % every == 1 % every:
+            records.append(self.status_record(t))
+        if records:
+            self.log.append_all(records)
+        self.feed()
+        delivered = self.link.deliver(self.log) if self.link is not None else 0
+        self.persist["sc"] = self.sampler.counters
+        if isinstance(getattr(self.link, "counters", None), dict):
+            self.persist["lc"] = self.link.counters
+        return {"logged": len(records), "delivered": delivered, "values": values}
+
+
+def _counter_name(k):
+    out = []
+    for ch in k:
+        out.append(ch if ("a" <= ch <= "z" or "0" <= ch <= "9") else "_")
+    return "".join(out)

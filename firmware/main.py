@@ -1,0 +1,157 @@
+"""The node's composition root: the only place that reads configuration, picks hardware and
+wires the objects together (ARCHITECTURE.md "Contracts"). Runs at every reset.
+
+Order: validate the configuration once (a bad file is reported, never looped on) → persistent
+state and a new boot epoch before anything is logged → buses, sensors, link → wake cycles;
+between cycles deep sleep (battery: RTC memory carries ``Node.persist``) or light sleep
+(mains: the loop goes on). The watchdog is fed around every step that can block.
+"""
+
+import gc
+import json
+import os
+
+import machine
+
+_CONFIG_ERROR_SLEEP_MS = 3600 * 1000  # a bad config is reported, then the node waits an hour
+_RTC_MAX = 2000
+_REASONS = {
+    machine.PWRON_RESET: "power_on", machine.HARD_RESET: "hard_reset", machine.WDT_RESET: "watchdog",
+    machine.DEEPSLEEP_RESET: "deepsleep", machine.SOFT_RESET: "soft_reset",
+}
+
+
+def _path(root, name):
+    return root.rstrip("/") + "/" + name
+
+
+def _report_config_error(root, err):
+    """Print it on the console and leave it on flash for ``civicedge console``; never loop."""
+    text = "CONFIG ERROR: %s" % err
+    print(text)
+    try:
+        with open(_path(root, "error.txt"), "w") as f:
+            f.write(text + "\n")
+    except OSError:
+        pass
+    machine.deepsleep(_CONFIG_ERROR_SLEEP_MS)
+
+
+def _rtc_load(rtc):
+    try:
+        data = rtc.memory()
+        return json.loads(data) if data else {}
+    except ValueError:
+        return {}
+
+
+def _rtc_save(rtc, persist):
+    data = json.dumps(persist)
+    if len(data) > _RTC_MAX:  # never fail a sleep over it: the checker's memory is optional
+        persist.pop("q", None)
+        data = json.dumps(persist)
+    rtc.memory(data.encode())
+
+
+def _make_link(cfg, secrets, clock, feed):
+    link = cfg["link"]
+    kind = link["type"]
+    if kind == "serial":
+        from app.links.serial import SerialLink
+
+        u = link["uart"]
+        uart = machine.UART(u["id"], baudrate=u["baudrate"], tx=u["tx_pin"], rx=u["rx_pin"], timeout=20)
+        s = link["serial"]
+        return SerialLink(uart, clock, cfg["device_id"], secrets.device_key, feed=feed,
+                          ack_timeout_ms=s["ack_timeout_ms"], max_batch_records=s["max_batch_records"])
+    if kind == "mqtt":
+        from app.links.mqtt import MQTTLink
+
+        return MQTTLink(cfg, secrets, clock, feed=feed)
+    from app.links.lorawan import LoRaWANLink
+
+    u = link["uart"]
+    uart = machine.UART(u["id"], baudrate=u["baudrate"], tx=u["tx_pin"], rx=u["rx_pin"], timeout=20)
+    return LoRaWANLink(uart, cfg, secrets, clock, feed=feed)
+
+
+def _battery_reader(cfg):
+    b = cfg.get("battery")
+    if not b:
+        return None
+    adc = machine.ADC(machine.Pin(b["adc_pin"]))
+    ratio = b["divider_ratio"]
+    return lambda: adc.read_uv() / 1e6 * ratio
+
+
+def _sleep(clock, ms, deep, rtc, node, wdt, watchdog_ms):
+    if deep:
+        _rtc_save(rtc, node.persist)
+        machine.deepsleep(ms)
+    # light sleep in slices the watchdog outlives, feeding it between them
+    step = max(1000, watchdog_ms // 2)
+    while ms > 0:
+        wdt.feed()
+        machine.lightsleep(min(ms, step))
+        ms -= step
+
+
+def main():
+    root = os.getcwd() or "/"
+    from app.clock import MicroClock
+
+    clock = MicroClock()
+    from app import config
+
+    try:
+        cfg = config.load_config(_path(root, "config.json"))
+        secrets = config.load_secrets(_path(root, "secrets.json"), cfg)
+    except config.ConfigError as e:
+        _report_config_error(root, e)
+        return
+    config.release()
+    del config
+    gc.collect()
+
+    wdt = machine.WDT(timeout=cfg["watchdog_ms"])
+    from app.state import NodeState
+    from app.store import RecordLog
+
+    state = NodeState(root)
+    log = RecordLog(root, cfg["log"]["max_bytes"], clock=clock, state=state,
+                    segment_bytes=cfg["log"]["segment_bytes"])
+    cause = machine.reset_cause()
+    state.boot(_REASONS.get(cause, "unknown"), log.max_epoch())
+    rtc = machine.RTC()
+    persist = _rtc_load(rtc) if cause == machine.DEEPSLEEP_RESET else {}
+
+    rail = cfg.get("rail")
+    if rail:
+        pin = machine.Pin(rail["pin"], machine.Pin.OUT)
+        pin.value(0 if rail["active_low"] else 1)
+        clock.sleep_ms(rail["settle_ms"])
+    buses = {}
+    for b in cfg["i2c"]:
+        buses[b["id"]] = machine.I2C(b["id"], scl=machine.Pin(b["scl_pin"]), sda=machine.Pin(b["sda_pin"]),
+                                     freq=b["freq_hz"], timeout=b["timeout_us"])
+    from app.node import Node
+    from app.sensors import Sampler, build_sensors
+
+    sampler = Sampler(build_sensors(cfg["sensors"], buses, clock), clock, cfg["quality"], persist.get("q"),
+                      persist.get("sc"))
+    sampler.prepare(clock.ticks_ms() if cause == machine.PWRON_RESET and not rail else None)
+    link = _make_link(cfg, secrets, clock, wdt.feed)
+    node = Node(cfg, clock, state, log, sampler, link, persist, _battery_reader(cfg), wdt.feed)
+    deep = cfg["power"]["sleep"] == "deep"
+    opened = False
+    while True:
+        started = clock.ticks_ms()
+        if not opened:
+            opened = link.open()
+        node.cycle()
+        gc.collect()
+        left = cfg["interval_s"] * 1000 - clock.ticks_diff(clock.ticks_ms(), started)
+        _sleep(clock, max(0, left), deep, rtc, node, wdt, cfg["watchdog_ms"])
+
+
+main()
