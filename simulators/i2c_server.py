@@ -28,6 +28,20 @@ op     name         request payload                      OK response payload
 0x11   TICKS_US     (none)                               u32: ``clock.ticks_us()`` (wraps at 2**30)
 0x12   SLEEP_US     u64: microseconds                    (none); the virtual clock advanced by that
 0x13   WALL         (none)                               f64 ``wall_s()`` then u8 ``wall_trusted()``
+0x14   NOW          (none)                               u64 virtual µs since the clock was made
+                                                         (monotonic, never wraps), f64 ``wall_s()``,
+                                                         u8 ``wall_trusted()``
+0x15   BOOT_AT      u64 µs (absolute, as NOW), u8 cause  u64 NOW after: the board reset (deep-sleep
+                                                         wake, ``machine.reset``, watchdog); the clock
+                                                         advances to that time if it is later, the
+                                                         connection's watchdog stops (cause 0, a
+                                                         soft reboot, keeps it) and the boot counts
+0x16   WDT          u32: timeout ms                      (none); arm or feed the connection's
+                                                         watchdog: it fires ``timeout`` ms from now
+0x17   HALT         (none)                               (none) if no watchdog is armed; else the
+                                                         clock advances to the deadline and the
+                                                         status is WDT_RESET (the app stopped and
+                                                         nothing feeds the watchdog any more)
 0x20   CONTROL      UTF-8 JSON ``[method, [args...]]``   UTF-8 JSON of the method's result
 =====  ===========  ===================================  ==========================================
 
@@ -35,10 +49,31 @@ The MicroPython process has no time of its own: ``sleep`` advances the server's
 ``VirtualClock`` and bus transactions cost wire time on it, exactly as in CPython.
 
 CONTROL methods are the ``LocalRig`` methods ``setup``, ``fault``, ``clear_faults``,
-``set_truth``, ``power``, ``recover``, ``counters``, ``attr``, ``advance_s``, ``now_s`` (same
-arguments, JSON-able), plus the server's own ``reset`` (``[clock_kwargs]`` optional:
-replace the rig with a fresh ``LocalRig`` on a new ``VirtualClock(**clock_kwargs)``; a
-behaviour check starts from one, as on CPython). All connections share the one rig.
+``set_truth``, ``power``, ``recover``, ``counters``, ``attr``, ``advance_s``, ``now_s``, ``wall``
+(same arguments, JSON-able), plus the server's own:
+
+``reset`` ``[clock_kwargs]``
+    Replace the rig with a fresh ``LocalRig`` on a new ``VirtualClock(**clock_kwargs)`` (a
+    behaviour check starts from one, as on CPython); the access point and analog inputs
+    return to their defaults.
+``wifi`` ``[settings]``
+    The simulated WiFi access point: ``settings`` (a dict, optional) updates any of ``up``
+    (bool), ``ssid``/``key`` (str, or None = any), ``assoc_ms`` (association + DHCP time,
+    default 1500: REFERENCE §5 gives 1-3 s), ``scan_ms`` (one failed attempt when no AP
+    answers, default 2000), ``rssi`` (dBm); returns the whole state, with ``changed_us``
+    (NOW when ``up`` last changed).
+``wifi_link`` ``[poll_us]``
+    The board's view (``simulators/mpy/network.py``): advance the clock by ``poll_us`` (the
+    cost of one poll, so a busy-wait for association ends), then return ``[NOW, state]``.
+``analog`` ``[pin, volts]``
+    Set (with ``volts``) or read the voltage on an ADC pin (``machine.ADC``); reading a pin
+    never set is an ERROR (a wiring mistake in the test, not a voltage).
+``nodes`` ``[]``
+    One dict per connected board: ``boots`` (by cause name), ``wdt_deadline_us``.
+
+All connections share the one rig. Each connection is one board (one ``micropython``
+process): its watchdog (ops WDT, HALT, BOOT_AT) is its own and goes with the connection, as
+a power cut (killing the process) takes it.
 
 Status codes (the response to any op):
 
@@ -58,6 +93,12 @@ code   name              payload and what the client raises
                          rig call, a model bug, an unknown op or a malformed request); the
                          client raises ``SimError`` — never an ``OSError``, so a bug is
                          never mistaken for a bus fault and swallowed
+0x04   WDT_RESET         u64: NOW when the watchdog fired. The connection's watchdog
+                         deadline had passed, so the board has reset: answered to any op
+                         but BOOT_AT (the op is not performed) once the clock is past the
+                         deadline; a SLEEP_US across it advances the clock only to the
+                         deadline. The watchdog is then off. The client raises
+                         ``simlink.BoardReset``
 =====  ================  ==============================================================
 
 ``where`` is ``file:line`` of the innermost frame that raised, for debugging.
@@ -87,12 +128,17 @@ OP_TICKS_MS = 0x10
 OP_TICKS_US = 0x11
 OP_SLEEP_US = 0x12
 OP_WALL = 0x13
+OP_NOW = 0x14
+OP_BOOT_AT = 0x15
+OP_WDT = 0x16
+OP_HALT = 0x17
 OP_CONTROL = 0x20
 
 ST_OK = 0x00
 ST_OSERROR = 0x01
 ST_UNKNOWN_COMMAND = 0x02
 ST_ERROR = 0x03
+ST_WDT_RESET = 0x04
 
 REQUEST = struct.Struct(">BBH")
 RESPONSE = struct.Struct(">BH")
@@ -100,6 +146,11 @@ MAX_PAYLOAD = 0xFFFF
 
 CONTROL_METHODS = ("wall", "setup", "fault", "clear_faults", "set_truth", "power", "recover", "counters",
                    "attr", "advance_s", "now_s")
+SERVER_METHODS = ("reset", "wifi", "wifi_link", "analog", "nodes")
+
+# Reset causes as the ESP32 port's machine module numbers them (BOOT_AT's cause byte).
+CAUSE_NAMES = {0: "soft_reboot", 1: "pwron", 2: "hard", 3: "wdt", 4: "deepsleep", 5: "soft"}
+WIFI_DEFAULTS = {"up": True, "ssid": None, "key": None, "assoc_ms": 1500, "scan_ms": 2000, "rssi": -60}
 
 
 class ProtocolError(Exception):
@@ -110,6 +161,25 @@ def _error_body(exc):
     tb = traceback.extract_tb(exc.__traceback__)
     where = "%s:%d" % (os.path.basename(tb[-1].filename), tb[-1].lineno) if tb else ""
     return json.dumps({"type": type(exc).__name__, "message": str(exc), "where": where}).encode()
+
+
+class Node:
+    """What the server keeps for one connection (one board): its watchdog and boot counts."""
+
+    def __init__(self):
+        self.wdt_deadline_us = None
+        self.boots = {}
+
+    def as_dict(self):
+        return {"boots": dict(self.boots), "wdt_deadline_us": self.wdt_deadline_us}
+
+
+class WDTFired(Exception):
+    """The connection's watchdog deadline passed (answered with ``WDT_RESET``)."""
+
+    def __init__(self, at_us):
+        super().__init__(at_us)
+        self.at_us = at_us
 
 
 class SimServer:
@@ -129,6 +199,12 @@ class SimServer:
         self._threads = []
         self._conns = set()
         self._stopping = False
+        self.nodes = {}  # connection -> Node
+        self._reset_environment()
+
+    def _reset_environment(self):
+        self.wifi = dict(WIFI_DEFAULTS, changed_us=0)
+        self.analog = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -182,6 +258,7 @@ class SimServer:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self.lock:
                 self._conns.add(conn)
+                self.nodes[conn] = Node()
             t = threading.Thread(target=self._serve, args=(conn,), name="sim-i2c-conn", daemon=True)
             self._threads.append(t)
             t.start()
@@ -198,24 +275,30 @@ class SimServer:
                 if len(payload) < n:
                     return
                 with self.lock:
-                    status, out = self.handle(op, addr, payload)
+                    status, out = self.handle(op, addr, payload, self.nodes.get(conn))
                 conn.sendall(RESPONSE.pack(status, len(out)) + out)
         except OSError:
             return  # the client went away, or stop() shut the connection
         finally:
             with self.lock:
                 self._conns.discard(conn)
+                self.nodes.pop(conn, None)
             rfile.close()
             conn.close()
 
     # -- requests ----------------------------------------------------------------------------
-    def handle(self, op, addr, payload):
-        """Answer one request: ``(status, response payload)``. Never raises."""
+    def handle(self, op, addr, payload, node=None):
+        """Answer one request from ``node`` (a ``Node``; None: no watchdog):
+        ``(status, response payload)``. Never raises."""
         try:
-            out = self._dispatch(op, addr, payload)
+            if node is not None:
+                self._check_watchdog(node, op, payload)
+            out = self._dispatch(op, addr, payload, node)
             if len(out) > MAX_PAYLOAD:
                 raise ProtocolError("response of %d bytes exceeds %d" % (len(out), MAX_PAYLOAD))
             return ST_OK, out
+        except WDTFired as e:
+            return ST_WDT_RESET, struct.pack(">Q", e.at_us)
         except OSError as e:
             return ST_OSERROR, errno.errorcode.get(e.errno, "EIO").encode()
         except UnknownCommand as e:
@@ -223,7 +306,25 @@ class SimServer:
         except Exception as e:  # a bug, surfaced to the client as SimError
             return ST_ERROR, _error_body(e)
 
-    def _dispatch(self, op, addr, payload):
+    def _check_watchdog(self, node, op, payload):
+        """Raise ``WDTFired`` if ``node``'s watchdog has fired by now, or would during this
+        SLEEP_US or HALT (the clock then stops at the deadline)."""
+        deadline = node.wdt_deadline_us
+        if deadline is None or op == OP_BOOT_AT:
+            return
+        clock = self.rig.clock
+        until = clock.now_us
+        if op == OP_SLEEP_US and len(payload) == 8:
+            until += struct.unpack(">Q", payload)[0]
+        elif op == OP_HALT:
+            until = max(until, deadline + 1)
+        if until > deadline:
+            if deadline > clock.now_us:
+                clock.advance_us(deadline - clock.now_us)
+            node.wdt_deadline_us = None
+            raise WDTFired(clock.now_us)
+
+    def _dispatch(self, op, addr, payload, node=None):
         rig = self.rig
         if op == OP_WRITE:
             return struct.pack(">H", rig.bus.writeto(addr, payload))
@@ -242,6 +343,25 @@ class SimServer:
             return b""
         if op == OP_WALL:
             return struct.pack(">dB", rig.clock.wall_s(), bool(rig.clock.wall_trusted()))
+        if op == OP_NOW:
+            return struct.pack(">QdB", rig.clock.now_us, rig.clock.wall_s(), bool(rig.clock.wall_trusted()))
+        if op == OP_BOOT_AT:
+            at_us, cause = self._unpack(">QB", payload)
+            if at_us > rig.clock.now_us:
+                rig.clock.advance_us(at_us - rig.clock.now_us)
+            if node is not None:
+                if cause != 0:
+                    node.wdt_deadline_us = None
+                name = CAUSE_NAMES.get(cause, str(cause))
+                node.boots[name] = node.boots.get(name, 0) + 1
+            return struct.pack(">Q", rig.clock.now_us)
+        if op == OP_WDT:
+            if node is None:
+                raise ProtocolError("WDT is per connection")
+            node.wdt_deadline_us = rig.clock.now_us + self._unpack(">I", payload)[0] * 1000
+            return b""
+        if op == OP_HALT:
+            return b""  # no watchdog armed (an armed one fired in _check_watchdog)
         if op == OP_CONTROL:
             return json.dumps(self._control(payload)).encode()
         raise ProtocolError("unknown op 0x%02X" % op)
@@ -258,12 +378,43 @@ class SimServer:
             method, args = json.loads(payload.decode("utf-8"))
         except ValueError:
             raise ProtocolError("CONTROL payload must be JSON [method, [args...]], got %r" % (bytes(payload),)) from None
-        if method == "reset":
-            self.rig = LocalRig(VirtualClock(**(args[0] if args else {})))
-            return None
+        if method in SERVER_METHODS:
+            return getattr(self, "_control_" + method)(*args)
         if method not in CONTROL_METHODS:
-            raise ProtocolError("unknown control method %r; known: reset, %s" % (method, ", ".join(CONTROL_METHODS)))
+            raise ProtocolError("unknown control method %r; known: %s" % (
+                method, ", ".join(SERVER_METHODS + CONTROL_METHODS)))
         return getattr(self.rig, method)(*args)
+
+    # -- the server's own CONTROL methods (see the module docstring) ---------------------------
+    def _control_reset(self, clock_kwargs=None):
+        self.rig = LocalRig(VirtualClock(**(clock_kwargs or {})))
+        self._reset_environment()
+
+    def _control_wifi(self, settings=None):
+        for key, value in (settings or {}).items():
+            if key not in WIFI_DEFAULTS:
+                raise ValueError("wifi setting must be one of %s, got %r" % (", ".join(WIFI_DEFAULTS), key))
+            if key == "up":
+                value = bool(value)
+                if value != self.wifi["up"]:
+                    self.wifi["changed_us"] = self.rig.clock.now_us
+            self.wifi[key] = value
+        return dict(self.wifi)
+
+    def _control_wifi_link(self, poll_us=0):
+        self.rig.clock.advance_us(int(poll_us))
+        return [self.rig.clock.now_us, self.wifi]
+
+    def _control_analog(self, pin, volts=None):
+        key = str(pin)
+        if volts is not None:
+            self.analog[key] = float(volts)
+        if key not in self.analog:
+            raise ValueError("no voltage set on ADC pin %r: set it with control analog [pin, volts]" % (pin,))
+        return self.analog[key]
+
+    def _control_nodes(self):
+        return [node.as_dict() for node in self.nodes.values()]
 
 
 def main(argv=None):

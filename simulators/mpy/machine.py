@@ -9,9 +9,16 @@ errors the ESP32 port gives: a NACK is ``OSError(errno.ENODEV)``, a stuck bus
 Bus parameters (``freq``, ``timeout``) are kept but the simulated bus's own come from the
 rig (``setup(devices, bus={...})``), as the wiring on a real board decides them.
 
-Each peripheral is a small class over ``simlink``; later additions (``deepsleep``,
-``reset_cause``, ``RTC``, ``WDT``, ``UART``) go alongside without changing these.
+The rest of the ESP32 port's ``machine`` that node firmware uses (``docs/simulator-board.md``):
+``UART`` over a pty, ``RTC`` (its memory survives every reset but a power cut), ``WDT``,
+``reset_cause``/``wake_reason`` and their constants (the ESP32 port's numbers),
+``deepsleep`` (raises ``simlink.BoardReset``: ``board.py`` restarts the application),
+``lightsleep``, ``reset``, ``soft_reset``, ``freq``, ``unique_id``, ``ADC``. Time is the
+simulator's virtual clock (``simclock``). Those live in ``simchip`` and load on first use
+(``__getattr__`` below), so code that only needs the bus (the behaviour checks) keeps its heap.
 """
+
+import sys
 
 import simlink
 from simlink import OP_READ, OP_SCAN, OP_WRITE
@@ -112,5 +119,60 @@ class Pin:
         return "Pin(%r)" % (self.id,)
 
 
+# -- resets, sleep and the chip -------------------------------------------------------------
+# The ESP32 port's reset causes (ports/esp32/modmachine.c, enum reset_reason_t) and wake
+# reasons (esp_sleep_wakeup_cause_t values, as machine.wake_reason() returns them).
+PWRON_RESET = 1
+HARD_RESET = 2
+WDT_RESET = 3
+DEEPSLEEP_RESET = 4
+SOFT_RESET = 5  # machine.reset() (esp_restart: SW_RESET) reports this
+PIN_WAKE = EXT0_WAKE = 2
+EXT1_WAKE = 3
+TIMER_WAKE = 4
+TOUCHPAD_WAKE = 5
+ULP_WAKE = 6
+
+_reset_cause = PWRON_RESET
+_wake_reason = 0  # ESP_SLEEP_WAKEUP_UNDEFINED: not woken from sleep
+
+
+def reset_cause():
+    """How the board last reset: ``PWRON_RESET``, ``DEEPSLEEP_RESET``, ``WDT_RESET``, ..."""
+    return _reset_cause
+
+
+def wake_reason():
+    """``TIMER_WAKE`` after a timed deep sleep; 0 after any other reset (ESP32 port)."""
+    return _wake_reason
+
+
+def _boot(cause, wake=0):
+    """For ``board.py`` at each boot: the new reset cause (None: a soft reboot keeps the old
+    one, as the hardware register does) and wake reason; peripherals are closed."""
+    global _reset_cause, _wake_reason
+    if cause is not None:
+        _reset_cause = cause
+        _wake_reason = wake
+    chip = sys.modules.get("simchip")
+    if chip is not None:
+        chip._close_uarts()
+
+
 def idle():
     """Wait for an interrupt: under simulation there is none to wait for, so return."""
+
+
+_CHIP = ("RTC", "WDT", "UART", "ADC", "deepsleep", "lightsleep", "sleep", "reset", "soft_reset", "freq",
+         "unique_id", "disable_irq", "enable_irq")
+
+
+def __getattr__(name):
+    """The rest of the chip (``simchip``), loaded on first use."""
+    if name not in _CHIP:
+        raise AttributeError(name)
+    import simchip
+
+    value = getattr(simchip, name)
+    globals()[name] = value
+    return value

@@ -1,14 +1,35 @@
-"""``SimClock``: the clock contract (``drivers/clock.py``) over the simulator socket.
+"""Virtual time over the simulator socket: ``SimClock`` (the clock contract, for checks run
+with a ``RemoteRig``) and the board's own clock (``VirtualTime``, the ``time`` module the
+firmware sees under ``board.py``).
 
-Ticks and wall time are the server's ``VirtualClock``; ``sleep_ms`` advances it, so a
-MicroPython process runs on the same virtual time as everything else in the simulation.
+``SimClock``: ticks and wall time are the server's ``VirtualClock``; ``sleep_ms`` advances
+it, so a MicroPython process runs on the same virtual time as everything else.
+
+Under ``board.py`` the firmware's ``select`` is ``VirtualSelect``: a poll that waits and
+finds nothing charges its timeout to the virtual clock (after waiting at most
+``$CIVICEDGE_REAL_WAIT_MS``, default 500, of real time for the far end, a real broker or
+emulator); one that finds something costs no virtual time. ``virtual_asyncio_core()`` is the
+``_asyncio`` it gets, so ``asyncio`` schedules on virtual ticks too.
+
+The board clock models an ESP32's two clocks on that virtual time:
+
+- ticks (``time.ticks_ms``/``ticks_us``) count from 0 at every boot, as the ESP32's
+  ``esp_timer`` does (a deep-sleep wake is a boot), and wrap at 2**30 like the ESP32 port's;
+- the RTC (``time.time``, ``machine.RTC().datetime``) keeps counting through deep sleep,
+  watchdog and soft resets, and restarts at a power cut: from 0 (1970-01-01, the ESP32
+  port's epoch since MicroPython 1.22) unless ``power_on(rtc_synced=True)``, which starts it
+  at the simulator's wall time. Setting it (``set_wall_s``) keeps an offset from the
+  simulator's wall time, so a clock jump injected on the server (``rig.wall``) moves it too.
 """
 
+import os
+import select as _port_select  # the port's own, under VirtualSelect
 import struct
+import time as _port_time  # the port's own: calendar maths only (gmtime, mktime)
 
 import simlink
-from drivers.clock import ticks_add, ticks_diff
-from simlink import OP_SLEEP_US, OP_TICKS_MS, OP_TICKS_US, OP_WALL
+from drivers.clock import TICKS_PERIOD, ticks_add, ticks_diff
+from simlink import OP_NOW, OP_SLEEP_US, OP_TICKS_MS, OP_TICKS_US, OP_WALL
 
 
 def _u32(b):
@@ -44,3 +65,161 @@ class SimClock:
 
     def wall_trusted(self):
         return simlink.call(OP_WALL)[8] != 0
+
+
+# -- the board's clock --------------------------------------------------------------------
+_MASK = TICKS_PERIOD - 1
+_boot_us = 0  # virtual µs (OP_NOW) of this boot
+_rtc_offset_s = 0.0  # the board's RTC minus the simulator's wall time
+
+
+def now():
+    """``(virtual µs since the simulator's clock began, simulator wall seconds)``."""
+    b = simlink.call(OP_NOW)
+    return simlink.u64(b), struct.unpack_from(">d", b, 8)[0]
+
+
+def now_us():
+    return simlink.u64(simlink.call(OP_NOW))
+
+
+def advance_us(us):
+    """Let ``us`` µs of virtual time pass (the watchdog may fire: ``BoardReset``)."""
+    if us > 0:
+        simlink.call(OP_SLEEP_US, 0, struct.pack(">Q", int(us)))
+
+
+def power_on(rtc_synced=False):
+    """A power-on: the RTC restarts (see the module docstring)."""
+    global _rtc_offset_s
+    _rtc_offset_s = 0.0 if rtc_synced else -now()[1]
+
+
+def boot(at_us):
+    """Every boot: ticks count from ``at_us`` (virtual µs, as ``now``)."""
+    global _boot_us
+    _boot_us = at_us
+
+
+def wall_s():
+    """The board's RTC in Unix seconds (float)."""
+    return now()[1] + _rtc_offset_s
+
+
+def set_wall_s(seconds):
+    """Set the board's RTC to ``seconds`` (Unix)."""
+    global _rtc_offset_s
+    _rtc_offset_s = seconds - now()[1]
+
+
+class VirtualTime:
+    """The ``time`` module for firmware under ``board.py`` (installed in ``sys.modules``):
+    MicroPython's ``time`` API on the board clock. Sleeping advances the virtual clock."""
+
+    ticks_diff = staticmethod(ticks_diff)
+    ticks_add = staticmethod(ticks_add)
+
+    def ticks_ms(self):
+        return ((now_us() - _boot_us) // 1000) & _MASK
+
+    def ticks_us(self):
+        return (now_us() - _boot_us) & _MASK
+
+    ticks_cpu = ticks_us
+
+    def sleep_ms(self, ms):
+        advance_us(int(ms) * 1000)  # negative: returns at once, as the port does
+
+    def sleep_us(self, us):
+        advance_us(int(us))
+
+    def sleep(self, seconds):
+        if seconds < 0:
+            raise OSError(22)  # EINVAL, as the port's time.sleep
+        advance_us(round(seconds * 1000000))
+
+    def time(self):
+        return int(wall_s())
+
+    def time_ns(self):
+        return int(wall_s() * 1000000) * 1000
+
+    def gmtime(self, secs=None):
+        return _port_time.gmtime(int(wall_s() if secs is None else secs))
+
+    localtime = gmtime  # the ESP32 port keeps UTC unless told a time zone
+
+    def mktime(self, t):
+        return _port_time.mktime(t)
+
+
+REAL_WAIT_MS = int(os.getenv("CIVICEDGE_REAL_WAIT_MS") or 500)
+
+
+class _VirtualPoll:
+    """A ``select.poll()`` object whose waiting is virtual (see the module docstring)."""
+
+    def __init__(self):
+        self._poll = _port_select.poll()
+        self._registered = {}
+
+    def register(self, obj, *eventmask):
+        self._poll.register(obj, *eventmask)
+        self._registered[id(obj)] = True
+
+    def unregister(self, obj):
+        self._poll.unregister(obj)
+        self._registered.pop(id(obj), None)
+
+    def modify(self, obj, eventmask):
+        self._poll.modify(obj, eventmask)
+
+    def _wait(self, timeout):
+        if timeout == 0:
+            return self._poll.poll(0)
+        while True:
+            real = REAL_WAIT_MS if timeout < 0 else min(timeout, REAL_WAIT_MS)
+            ready = self._poll.poll(real if self._registered else 0)
+            if ready:
+                return ready
+            advance_us((REAL_WAIT_MS if timeout < 0 else timeout) * 1000)
+            if timeout > 0:
+                return ready
+
+    def poll(self, timeout=-1):
+        return self._wait(timeout)
+
+    def ipoll(self, timeout=-1, flags=0):
+        self._wait(timeout)
+        return self._poll.ipoll(0, flags)
+
+
+class VirtualSelect:
+    """The ``select`` module for firmware under ``board.py`` (installed in ``sys.modules``)."""
+
+    POLLIN = _port_select.POLLIN
+    POLLOUT = _port_select.POLLOUT
+    POLLERR = _port_select.POLLERR
+    POLLHUP = _port_select.POLLHUP
+
+    def poll(self):
+        return _VirtualPoll()
+
+
+def virtual_asyncio_core():
+    """An ``_asyncio`` for firmware under ``board.py``: the port's C ``TaskQueue`` keys a task
+    pushed without a time on the port's real ticks; this one uses the board's."""
+    import _asyncio
+
+    board_time = VirtualTime()
+
+    class TaskQueue(_asyncio.TaskQueue):
+        def push(self, task, key=None):
+            super().push(task, board_time.ticks_ms() if key is None else key)
+
+    class Core:
+        pass
+
+    Core.Task = _asyncio.Task
+    Core.TaskQueue = TaskQueue
+    return Core

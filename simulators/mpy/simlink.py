@@ -5,7 +5,9 @@
 ``call(op, addr, payload)`` sends one request and returns the OK payload, or raises what
 the status says: ``OSError(errno.<name>)`` for a bus failure (as ``machine.I2C`` on the
 ESP32), ``UnknownCommand`` when a device model met a command it does not implement, and
-``SimError`` for anything else (a bug: never mistaken for a bus fault).
+``SimError`` for anything else (a bug: never mistaken for a bus fault). When the board's
+watchdog has fired (status WDT_RESET) any call raises ``BoardReset``, which the board runner
+(``board.py``) catches to restart the application, as the chip resets.
 """
 
 import errno
@@ -22,11 +24,16 @@ OP_TICKS_MS = const(0x10)
 OP_TICKS_US = const(0x11)
 OP_SLEEP_US = const(0x12)
 OP_WALL = const(0x13)
+OP_NOW = const(0x14)
+OP_BOOT_AT = const(0x15)
+OP_WDT = const(0x16)
+OP_HALT = const(0x17)
 OP_CONTROL = const(0x20)
 
 _ST_OK = const(0x00)
 _ST_OSERROR = const(0x01)
 _ST_UNKNOWN_COMMAND = const(0x02)
+_ST_WDT_RESET = const(0x04)
 
 _IPPROTO_TCP = const(6)  # not exported by the unix port's socket module
 _TCP_NODELAY = const(1)
@@ -39,6 +46,23 @@ class SimError(Exception):
 class UnknownCommand(SimError):
     """A simulated device was sent a command or register it does not implement."""
 
+
+class BoardReset(BaseException):
+    """The board resets now; ``board.py`` restarts the application. A ``BaseException`` so
+    that the firmware's ``except Exception`` does not swallow it (the chip does not return).
+
+    ``cause``: the ``machine.*_RESET`` it reports next boot (None: a soft reboot, which leaves
+    the cause as it was); ``at_us``: virtual µs (as OP_NOW) when the board comes back (a
+    deep-sleep wake time) or reset (None: never — a deep sleep with no wake source).
+    """
+
+    def __init__(self, cause, at_us):
+        super().__init__(cause, at_us)
+        self.cause = cause
+        self.at_us = at_us
+
+
+_WDT_RESET = const(3)  # machine.WDT_RESET (the ESP32 port's numbering)
 
 _sock = None
 _head = bytearray(3)
@@ -110,11 +134,21 @@ def call(op, addr=0, payload=b"", into=None):
         return body
     if status == _ST_OSERROR:
         raise OSError(getattr(errno, body.decode(), errno.EIO))
+    if status == _ST_WDT_RESET:
+        raise BoardReset(_WDT_RESET, u64(body))
     err = json.loads(body)
     text = "%s: %s (at %s)" % (err["type"], err["message"], err["where"])
     if status == _ST_UNKNOWN_COMMAND:
         raise UnknownCommand(text)
     raise SimError(text)
+
+
+def u64(b, i=0):
+    """The big-endian unsigned 64-bit integer at ``b[i:i+8]``."""
+    n = 0
+    for k in range(i, i + 8):
+        n = n << 8 | b[k]
+    return n
 
 
 def control(method, *args):

@@ -1,0 +1,345 @@
+"""Run node firmware from a littlefs flash image as an ESP32 runs it, through its resets,
+inside one MicroPython process (a wake costs milliseconds; a new process ~24 ms)::
+
+    MICROPYPATH=simulators/mpy:. CIVICEDGE_SIM=127.0.0.1:PORT \\
+        micropython -X heapsize=100K simulators/mpy/board.py --flash IMAGE [--install DIR]
+            [--wakes N] [--boot-ms 300] [--rtc-synced] [--blocks 512] [--heap-free 100K]
+
+``--flash``: the image file, mounted at ``/flash`` (a new file is made and formatted; an
+existing one that does not mount is an error, never reformatted). ``/flash`` is the current
+directory and, with ``/flash/lib``, the import path: the firmware sees only its flash (and
+the port's frozen modules, as an ESP32 build has them). ``--install DIR`` copies a host
+directory onto the flash first, as flashing does. Then ``boot.py`` and ``main.py`` run as the
+ESP32 port runs them (one ``__main__`` namespace; an error in boot.py is printed and main.py
+still runs); ``time`` is the board's virtual clock (``simclock.VirtualTime``), and ``select``
+and ``asyncio`` wait on it (``simclock.VirtualSelect``, ``virtual_asyncio_core``).
+
+A reset — ``machine.deepsleep(ms)``, ``machine.reset()``, ``machine.soft_reset()``, or a
+watchdog not fed (``simlink.BoardReset``) — restarts the application: every module the
+firmware loaded leaves ``sys.modules``; the shim modules stay but start a new boot
+(``machine.reset_cause()``, WiFi off, UARTs closed, watchdog stopped); the heap is collected;
+the simulator's clock advances to the wake time (op BOOT_AT) and, for a chip reset, ticks
+restart and ``--boot-ms`` of boot time pass (REFERENCE §5: ~0.3 s; a soft reboot skips both);
+then boot.py and main.py run again. RTC memory, the RTC and the flash are kept. At most
+``--wakes`` resets are followed; the next one ends the run. An uncaught exception in main.py
+is printed and stops the application (exit 1), and main.py returning stops it too (exit 0) —
+unless a watchdog is running, which then resets the board at its deadline, as on the chip.
+A power cut is a killed process: the next run starts with ``PWRON_RESET``.
+
+Heap: the shim's modules live in the heap (on an ESP32 they are in flash): at 100 KB the
+firmware gets about 52 KB. ``--heap-free N`` holds a ballast block so the firmware gets N
+bytes at boot whatever the shim takes: run with a larger ``-X heapsize`` (e.g. 200K with
+``--heap-free 100K``).
+
+The last line of output is ``BOARD {json}``: ``end`` ("wakes", "ended", "error", "asleep" —
+a deep sleep with no wake time), ``boots``, ``resets`` by cause (the one that ended the run
+included), ``virtual_s`` (the simulator clock at the end), ``ballast`` (bytes held for
+``--heap-free``), ``largest_block`` (the largest allocation possible before the first boot),
+``mem_free`` (``gc.mem_free()`` after the collection before each boot) and ``wall_us`` (real
+µs each boot took, application and reset) — of every boot, or past 256 boots of the first
+128 and the latest 128.
+"""
+
+import gc
+import json
+import os
+import sys
+import time  # the port's real clock (imported before the board's replaces it)
+import vfs
+
+_USAGE = ("usage: board.py --flash IMAGE [--install DIR] [--wakes N] [--boot-ms MS] "
+          "[--rtc-synced] [--blocks N] [--heap-free BYTES|NK]")
+_RECORD = 256  # boots whose heap and wall time the summary keeps: the first and latest 128
+
+
+def _options(argv):
+    opts = {"flash": None, "install": None, "wakes": 0, "boot_ms": 300, "blocks": 512, "rtc_synced": False,
+            "heap_free": None}
+    i = 0
+    while i < len(argv):
+        key = argv[i][2:].replace("-", "_")
+        if argv[i] == "--rtc-synced":
+            opts[key] = True
+            i += 1
+        elif argv[i].startswith("--") and key in opts and i + 1 < len(argv):
+            value = argv[i + 1]
+            if key == "heap_free" and value[-1:] in "kK":
+                value = int(value[:-1]) * 1024
+            opts[key] = value if key in ("flash", "install") else int(value)
+            i += 2
+        else:
+            raise ValueError("unknown or incomplete option %r; %s" % (argv[i], _USAGE))
+    if not opts["flash"]:
+        raise ValueError("--flash is required; " + _USAGE)
+    return opts
+
+
+if __name__ == "__main__":
+    _OPTS = _options(sys.argv[1:])
+    _n = min(_OPTS["wakes"] + 1, _RECORD)
+    _RECORDS = ([0] * _n, [0] * _n)  # allocated first, in a fresh heap: recording takes none later
+
+_SHIM = ("simlink", "simclock", "machine", "simuart", "simchip", "network", "esp32", "flashdev")
+
+
+def _load_shim():
+    """Import the shim while a reserve block holds the bottom of the heap; returns the
+    reserve, still held. Compiling from source leaves holes between the modules; once the
+    runner's own allocations are made, freeing the reserve gives the firmware one large free
+    block (without it, at 100 KB, the largest is ~6 KB). Smaller reserves if the heap is
+    too small for the first."""
+    for keep in (72000, 84000, 0):
+        gc.collect()
+        reserve = bytearray(max(0, gc.mem_free() - keep)) if keep else b""
+        try:
+            for name in _SHIM:
+                __import__(name)
+                gc.collect()  # the compiler's garbage, before the next module's
+            return reserve
+        except MemoryError:
+            reserve = None
+            for name in _SHIM:
+                sys.modules.pop(name, None)
+            if not keep:
+                raise
+
+
+_reserve = _load_shim()
+import esp32  # noqa: E402 (already loaded, compactly, by _load_shim)
+import flashdev
+import machine
+import network
+import simchip  # the chip's state (RTC memory, UARTs) must outlive the firmware's modules
+import simclock
+import simlink
+from simlink import OP_BOOT_AT, OP_HALT, BoardReset
+
+_CAUSES = {None: "soft_reboot", machine.SOFT_RESET: "soft", machine.WDT_RESET: "wdt",
+           machine.DEEPSLEEP_RESET: "deepsleep"}
+
+
+def _install(src, dst):
+    """Copy the host directory ``src`` onto the flash directory ``dst``."""
+    buf = bytearray(512)
+    for entry in os.ilistdir(src):
+        name, kind = entry[0], entry[1]
+        if name == "__pycache__":
+            continue
+        if kind == 0x4000:
+            try:
+                os.mkdir(dst + "/" + name)
+            except OSError:
+                pass
+            _install(src + "/" + name, dst + "/" + name)
+            continue
+        with open(src + "/" + name, "rb") as fin, open(dst + "/" + name, "wb") as fout:
+            n = fin.readinto(buf)
+            while n:
+                fout.write(memoryview(buf)[:n])
+                n = fin.readinto(buf)
+
+
+_ERASED = b"\xff" * 256
+
+
+class _Flash(flashdev.FileFlash):
+    """``flashdev.FileFlash`` whose erase writes from a small constant: the base class makes
+    a 4 KB object per erase (and pads a new image with one of its whole size), which a
+    fragmented 100 KB heap cannot always give — and an ESP32's erase takes no heap at all."""
+
+    def ioctl(self, op, arg):
+        if op != 6:
+            return super().ioctl(op, arg)
+        self._f.seek(arg * self.block_size)
+        for _ in range(self.block_size // len(_ERASED)):
+            self._f.write(_ERASED)
+        self._f.flush()
+        return 0
+
+
+def _mount(path, blocks):
+    """Mount the image at ``/flash``. A new image is made (erased flash) and formatted; an
+    existing one must mount as it is — after a power cut that is the test — so an image that
+    does not mount raises ``OSError``, never gets formatted."""
+    try:
+        new = os.stat(path)[6] == 0
+    except OSError:
+        new = True
+    if new:
+        with open(path, "wb") as f:
+            for _ in range(blocks * flashdev.BLOCK_SIZE // len(_ERASED)):
+                f.write(_ERASED)
+    dev = _Flash(path, blocks)
+    if new:
+        vfs.VfsLfs2.mkfs(dev)
+    try:
+        vfs.mount(vfs.VfsLfs2(dev), "/flash")
+    except OSError as e:
+        raise OSError("the flash image %s does not mount as littlefs (%r)" % (path, e))
+
+
+def _run_file(name, namespace):
+    try:
+        f = open(name)
+    except OSError:
+        return  # no such file: the port skips it
+    source = f.read()
+    f.close()
+    code = compile(source, name, "exec")
+    source = None
+    exec(code, namespace)
+
+
+def _application():
+    """boot.py then main.py; returns the exception that stopped main.py, or None."""
+    namespace = {"__name__": "__main__"}
+    for name in ("boot.py", "main.py"):
+        try:
+            _run_file(name, namespace)
+        except SystemExit:
+            if name == "main.py":
+                return None
+        except Exception as e:  # BoardReset is a BaseException: it goes to the runner
+            sys.print_exception(e)
+            if name == "main.py":
+                return e
+    return None
+
+
+def _slot(k, size):
+    """Where boot ``k`` (from 0) is recorded: the first half in order, then a ring."""
+    half = size // 2
+    return k if k < size else half + (k - half) % (size - half)
+
+
+def _write_values(values, boots):
+    """The recorded values in boot order, written piecewise (no allocation of a whole list)."""
+    size = len(values)
+    half = size // 2
+    oldest = _slot(boots, size)
+    spans = ((0, boots),) if boots <= size else ((0, half), (oldest, size), (half, oldest))
+    sep = ""
+    for start, end in spans:
+        for i in range(start, end):
+            sys.stdout.write("%s%d" % (sep, values[i]))
+            sep = ", "
+
+
+def _settle_heap(heap_free):
+    """Free the reserve (see ``_load_shim``), holding back a ballast so the firmware gets
+    ``heap_free`` bytes at boot (None: all there is) whatever the shim takes — an ESP32 keeps
+    ``machine`` in flash. The ballast fills the holes outside the reserve first, so the
+    firmware's heap stays as contiguous as it can. Returns the ballast (a list of blocks)."""
+    global _reserve
+    ballast = []
+    gc.collect()
+    if heap_free is not None:
+        target = heap_free - len(_reserve)  # while the reserve is still held
+        while gc.mem_free() - target > 4096:
+            try:
+                ballast.append(bytearray(4000))
+            except MemoryError:
+                break
+    _reserve = None
+    gc.collect()
+    if heap_free is not None:
+        excess = gc.mem_free() - heap_free
+        if excess > 64:
+            ballast.append(bytearray(excess - 64))  # 64: what a block costs beyond its bytes
+            gc.collect()
+        elif not ballast:
+            print("board.py: only %d bytes free, less than --heap-free %d" % (gc.mem_free(), heap_free))
+    return ballast
+
+
+def _largest_block():
+    """The largest single allocation the heap can give now (bytes)."""
+    low, high = 0, gc.mem_free()
+    while low < high:
+        size = (low + high + 1) // 2
+        try:
+            block = bytearray(size)
+            block = None
+            low = size
+        except MemoryError:
+            high = size - 1
+    gc.collect()
+    return low
+
+
+def _boot_at(at_us, cause):
+    payload = bytearray(9)
+    for i in range(8):
+        payload[i] = at_us >> (56 - 8 * i) & 0xFF
+    payload[8] = cause or 0
+    return simlink.u64(simlink.call(OP_BOOT_AT, 0, payload))
+
+
+def run(opts, records):
+    _mount(opts["flash"], opts["blocks"])
+    if opts["install"]:
+        _install(opts["install"].rstrip("/"), "/flash")
+    sys.modules["time"] = simclock.VirtualTime()
+    sys.modules["select"] = simclock.VirtualSelect()
+    sys.modules["_asyncio"] = simclock.virtual_asyncio_core()
+    for name in list(sys.modules):  # the shim's own copies: the firmware loads its flash's
+        if name == "drivers" or name.startswith("drivers."):
+            del sys.modules[name]
+    keep = set(sys.modules)
+    wakes = opts["wakes"]
+    mem_free, wall_us = records
+    resets = {"deepsleep": 0, "wdt": 0, "soft": 0, "soft_reboot": 0}
+    ballast = _settle_heap(opts["heap_free"])
+    largest = _largest_block()
+    simclock.power_on(opts["rtc_synced"])
+    cause, wake, at_us = machine.PWRON_RESET, 0, 0
+    boots, end, error = 0, None, None
+    while True:
+        t0 = time.ticks_us()
+        now_us = _boot_at(at_us, cause)
+        machine._boot(cause, wake)
+        network._reset()
+        esp32._reset()
+        sys.path.clear()
+        sys.path.extend(("/flash", "/flash/lib", ".frozen"))
+        os.chdir("/flash")
+        gc.collect()
+        mem_free[_slot(boots, len(mem_free))] = gc.mem_free()
+        boots += 1
+        try:
+            if cause is not None:  # a chip reset: ticks restart, the bootloader runs
+                simclock.boot(now_us)
+                simclock.advance_us(opts["boot_ms"] * 1000)
+            error = _application()
+            simlink.call(OP_HALT)  # the app has stopped: only a watchdog can reset the board
+            end = "error" if error is not None else "ended"
+        except BoardReset as reset:
+            cause, at_us = reset.cause, reset.at_us
+            reset = error = None  # nothing of the old boot may stay reachable
+        for name in list(sys.modules):
+            if name not in keep:
+                del sys.modules[name]
+        gc.collect()
+        wall_us[_slot(boots - 1, len(wall_us))] = time.ticks_diff(time.ticks_us(), t0)
+        if end is not None:
+            break
+        resets[_CAUSES[cause]] += 1
+        wake = machine.TIMER_WAKE if cause == machine.DEEPSLEEP_RESET else 0
+        if at_us is None:
+            end = "asleep"
+            break
+        if boots > wakes:
+            end = "wakes"
+            break
+    sys.stdout.write('BOARD {"end": "%s", "boots": %d, "resets": %s, "virtual_s": %s, "ballast": %d, '
+                     '"largest_block": %d, "mem_free": ['
+                     % (end, boots, json.dumps(resets), json.dumps(simclock.now_us() / 1e6), sum(len(b) for b in ballast), largest))
+    _write_values(mem_free, boots)
+    sys.stdout.write('], "wall_us": [')
+    _write_values(wall_us, boots)
+    sys.stdout.write("]}\n")
+    return 1 if end == "error" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(_OPTS, _RECORDS))

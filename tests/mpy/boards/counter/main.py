@@ -1,0 +1,3 @@
+import counter_app
+
+counter_app.run(booted_by)
