@@ -7,7 +7,8 @@ exactly what a power cut leaves on NOR flash: some blocks written, one perhaps h
 Erase fills a block with 0xFF as flash does.
 
 ``mount_flash(path, mount_point="/flash", size=...)`` formats a new image (or one that does
-not mount) and mounts it; the firmware then runs from and writes to ``/flash``.
+not mount) and mounts it, for tests of the storage modules; ``board.py`` mounts images
+itself and never reformats one that does not mount (power-cut damage must stay visible).
 """
 
 import os
@@ -29,8 +30,10 @@ class FileFlash:
                 raise ValueError("flash image %s does not exist: give block_count" % path)
             block_count = size // block_size
         self.block_count = block_count
+        # One erased block, made once: erasing must not allocate in a fragmented heap, and
+        # padding a new image goes a block at a time so a 1 MiB image fits a small heap.
+        self._erased = erased = b"\xff" * block_size
         if size < block_count * block_size:
-            erased = b"\xff" * block_size  # one block at a time: a 1 MiB image fits a small heap
             with open(path, "ab") as f:
                 missing = block_count * block_size - size
                 while missing > 0:
@@ -61,7 +64,7 @@ class FileFlash:
             return self.block_size
         if op == 6:  # erase a block
             self._f.seek(arg * self.block_size)
-            self._f.write(b"\xff" * self.block_size)
+            self._f.write(self._erased)
             self._f.flush()
             return 0
         return None
