@@ -18,7 +18,10 @@ The decoder predicts each record from the one before: seq + 1, time + the batch'
 the same quantities in the same order with the same flags. A record that matches the
 prediction ("regular") costs only its values, and runs of regular readings share a single
 run byte. Anything else is spelled out in the record's control byte and the fields it
-announces. ``unpack`` (in ``lorapack_decode``) raises only ``PackError`` whatever the bytes.
+announces. A gap record's dropped range is a pair of record keys ``(epoch, seq)`` (a drop
+can span boots); the epochs cost nothing when both equal the batch's ``boot_epoch`` and are
+otherwise sent as small differences (``_gap``). ``unpack`` (in ``lorapack_decode``) raises
+only ``PackError`` whatever the bytes.
 Runs on MicroPython and CPython.
 """
 
@@ -70,6 +73,7 @@ _RUN = 0x80          # 1nnnnnnn: n + 1 regular readings follow, values only (0xF
 _S = 0x10            # schema follows
 _F = 0x08            # flags follow
 _Q = 0x04            # seq step follows
+_E = _S              # in a gap's control byte (a gap has no schema): its epochs follow
 _T_PRED = 0          # time as predicted (None stays None)
 _T_DELTA = 1         # zigzag(t - predicted)
 _T_ABS = 2           # zigzag(t - EPOCH_S)
@@ -181,8 +185,9 @@ def _values(rec):
 class _Encoder:
     """Encodes records one at a time against the prediction state, into ``body``."""
 
-    def __init__(self, first_seq, interval):
+    def __init__(self, first_seq, interval, boot_epoch):
         self.body = bytearray()
+        self.epoch = boot_epoch
         self.seq = first_seq - 1
         self.t = None
         self.interval = interval
@@ -232,8 +237,8 @@ class _Encoder:
                     last[keys[i]] = w
         if kind == _KIND_STATUS:
             _counters(buf, rec.get("counters") or {})
-        elif kind == _KIND_GAP:
-            _gap(buf, rec)
+        elif kind == _KIND_GAP and _gap(buf, rec, self.epoch):
+            ctrl |= _E
         regular = ctrl == 0
         if not regular:
             head = bytearray((ctrl,))
@@ -243,7 +248,7 @@ class _Encoder:
                 _put(head, _zz(t - predicted))
             elif tmode == _T_ABS:
                 _put(head, _zz(t - EPOCH_S))
-            if ctrl & _S:
+            if ctrl & _S and shape is not None:  # a gap's _E bit announces no schema
                 _put(head, len(codes))
                 for c in codes:
                     _put(head, c)
@@ -288,15 +293,28 @@ def _counters(buf, counters):
         _put(buf, _zz(v))
 
 
-def _gap(buf, rec):
+def _gap(buf, rec, boot_epoch):
+    """A gap's fields into ``buf``; returns whether its epochs are sent (control bit ``_E``).
+
+    varint dropped; with ``_E``: varint zigzag(first_epoch - boot_epoch), varint
+    (last_epoch - first_epoch); varint first_seq; varint (last_seq - first_seq) when both
+    epochs are equal, else varint last_seq. A missing epoch is the batch's ``boot_epoch``."""
     dropped = _u32("dropped", rec.get("dropped"))
+    e1 = _u32("first_epoch", rec.get("first_epoch", boot_epoch))
     first = _u32("first_seq", rec.get("first_seq"))
+    e2 = _u32("last_epoch", rec.get("last_epoch", boot_epoch))
     last = _u32("last_seq", rec.get("last_seq"))
-    if last < first:
-        raise ValueError("gap last_seq %d is before first_seq %d" % (last, first))
+    if (e2, last) < (e1, first):
+        raise ValueError("gap (last_epoch, last_seq) (%d, %d) is before (first_epoch, first_seq) "
+                         "(%d, %d)" % (e2, last, e1, first))
     _put(buf, dropped)
+    epochs = e1 != boot_epoch or e2 != boot_epoch
+    if epochs:
+        _put(buf, _zz(e1 - boot_epoch))
+        _put(buf, e2 - e1)
     _put(buf, first)
-    _put(buf, last - first)
+    _put(buf, last - first if e1 == e2 else last)
+    return epochs
 
 
 def _interval(records):
@@ -347,7 +365,7 @@ def pack(readings, max_bytes, boot_epoch, interval_s=None):
     _put(head, boot_epoch)
     _put(head, first_seq)
     _put(head, interval)
-    enc = _Encoder(first_seq, interval)
+    enc = _Encoder(first_seq, interval, boot_epoch)
     room = max_bytes - len(head) - 1
     if not enc.add(ahead[0], room):
         raise ValueError("record seq %d needs more than max_bytes %d" % (first_seq, max_bytes))

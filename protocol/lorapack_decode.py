@@ -12,6 +12,7 @@ from protocol.lorapack import (  # the format's constants are shared, not copied
     PackError,
     VERSION,
     _BY_CODE,
+    _E,
     _F,
     _KIND_GAP,
     _KIND_READING,
@@ -84,7 +85,7 @@ def unpack(payload):
     count = r.byte()
     if epoch > _U32 or first_seq > _U32 or interval > _U32 or count == 0:
         raise PackError("bad header")
-    st = {"seq": first_seq - 1, "t": None, "interval": interval, "last": {},
+    st = {"seq": first_seq - 1, "t": None, "interval": interval, "last": {}, "epoch": epoch,
           _KIND_READING: ((), ()), _KIND_STATUS: ((), ())}
     out = []
     while len(out) < count:
@@ -100,6 +101,31 @@ def unpack(payload):
     if r.pos != len(payload):
         raise PackError("%d trailing bytes" % (len(payload) - r.pos))
     return epoch, out
+
+
+def _decode_gap(r, epoch, ctrl, rec):
+    """The gap fields (``lorapack._gap``): both epochs are ``epoch`` unless ``_E`` is set."""
+    if ctrl & _F:
+        raise PackError("gap record with flags")
+    rec["kind"] = "gap"
+    rec["dropped"] = r.varint()
+    e1 = e2 = epoch
+    if ctrl & _E:
+        e1 = epoch + _unzz(r.varint())
+        e2 = e1 + r.varint()
+    first = r.varint()
+    last = r.varint()
+    if e1 == e2:
+        last += first
+    if rec["dropped"] > _U32 or not 0 <= e1 <= _U32 or e2 > _U32 or first > _U32 or last > _U32:
+        raise PackError("gap field out of range")
+    if (e2, last) < (e1, first):  # cannot be encoded; kept as the rule the format states
+        raise PackError("gap ends before it starts")
+    rec["first_epoch"] = e1
+    rec["first_seq"] = first
+    rec["last_epoch"] = e2
+    rec["last_seq"] = last
+    return rec
 
 
 def _decode_record(r, st, ctrl):
@@ -125,15 +151,7 @@ def _decode_record(r, st, ctrl):
     st["t"] = t
     rec = {"seq": seq, "t": t}
     if kind == _KIND_GAP:
-        if ctrl & (_S | _F):
-            raise PackError("gap record with values")
-        rec["kind"] = "gap"
-        rec["dropped"] = r.varint()
-        rec["first_seq"] = r.varint()
-        rec["last_seq"] = rec["first_seq"] + r.varint()
-        if rec["dropped"] > _U32 or rec["last_seq"] > _U32:  # first_seq <= last_seq
-            raise PackError("gap field out of range")
-        return rec
+        return _decode_gap(r, st["epoch"], ctrl, rec)
     codes, nibbles = st[kind]
     if ctrl & _S:
         n = r.varint()

@@ -13,6 +13,9 @@ profile's extension labels are text keys (the integer table is closed):
                          kind differs from the previous group's (a pack starts as reading).
 ``flag_``  (regular, must-understand)  the quality flag when it is not ``ok``.
 ``first_seq``, ``last_seq`` (regular)  the dropped range, in a gap's ``dropped`` record.
+``first_epoch``, ``last_epoch`` (regular)  the boot epochs of ``first_seq`` and ``last_seq``
+                         (a drop can span boots); written whenever the record gives them,
+                         and a record without them means the pack's ``bepoch``.
 
 New base labels start with "b" and regular ones must not (RFC 8428 §12.2). Base fields
 apply to their record and every later one until set again, which is how a group's records
@@ -28,7 +31,9 @@ values carry ``flag_: "time_unsynced"`` unless they already have a worse flag (s
 flagged ``ok`` in an untimed record decodes as ``time_unsynced``). A ``sensor_failed``
 value has no ``v``; every other value has exactly one ``v`` (number) or ``vs`` (text).
 Status counters are records ``count.<name>`` in unit ``count``; a gap is one record
-``dropped`` (unit ``count``) with ``first_seq``/``last_seq``.
+``dropped`` (unit ``count``) with ``first_seq``/``last_seq`` and, when given,
+``first_epoch``/``last_epoch``; the range is ordered by key: ``(first_epoch, first_seq) <=
+(last_epoch, last_seq)`` (``last_seq`` may be below ``first_seq`` in a later epoch).
 
 ``encode_pack`` raises ``SenMLError`` (a ``ValueError``) naming a bad argument. Decoding
 is ``protocol.senml_decode`` (the node never needs it).
@@ -53,7 +58,11 @@ L_KIND = "bkind"
 L_FLAG = "flag_"
 L_FIRST = "first_seq"
 L_LAST = "last_seq"
-_EXTENSIONS = (L_EPOCH, L_SEQ, L_KIND, L_FLAG, L_FIRST, L_LAST)
+L_FIRST_EPOCH = "first_epoch"
+L_LAST_EPOCH = "last_epoch"
+_EXTENSIONS = (L_EPOCH, L_SEQ, L_KIND, L_FLAG, L_FIRST, L_LAST, L_FIRST_EPOCH, L_LAST_EPOCH)
+# a gap's labels, in the record dict and in its ``dropped`` SenML record alike
+GAP_FIELDS = (L_FIRST_EPOCH, L_FIRST, L_LAST_EPOCH, L_LAST)
 
 READING, STATUS, GAP = "reading", "status", "gap"
 KINDS = (READING, STATUS, GAP)
@@ -169,10 +178,29 @@ def _value_record(where, item, untimed):
 
 _KEYS = {READING: ("seq", "t", "values", "kind"),
          STATUS: ("seq", "t", "kind", "values", "counters"),
-         GAP: ("seq", "t", "kind", "dropped", "first_seq", "last_seq")}
+         GAP: ("seq", "t", "kind", "dropped", "first_seq", "last_seq", "first_epoch",
+               "last_epoch")}
+_OPTIONAL = ("kind", "first_epoch", "last_epoch")   # a gap without epochs: the pack's epoch
 
 
-def _group(record, prev_seq):
+def gap_range(where, fields, boot_epoch):
+    """``((first_epoch, first_seq), (last_epoch, last_seq))`` of a gap from ``fields`` (a dict
+    with the ``GAP_FIELDS`` labels; a missing epoch is ``boot_epoch``). Raises ``SenMLError``
+    unless all four are uint32 and the first key is not after the last."""
+    got = []
+    for key in GAP_FIELDS:
+        v = fields.get(key, boot_epoch) if key in _OPTIONAL else fields.get(key)
+        if not _is_uint32(v):
+            raise SenMLError("%s: %s %r must be a uint32" % (where, key, v))
+        got.append(v)
+    first, last = (got[0], got[1]), (got[2], got[3])
+    if last < first:
+        raise SenMLError("%s: the gap ends at (epoch %d, seq %d), before its start (epoch %d, "
+                         "seq %d)" % (where, last[0], last[1], first[0], first[1]))
+    return first, last
+
+
+def _group(record, prev_seq, boot_epoch):
     """(seq, time, kind, list of SenML records without base fields) for one record dict."""
     if not isinstance(record, dict):
         raise SenMLError("each record must be a dict, got %r" % (record,))
@@ -186,7 +214,7 @@ def _group(record, prev_seq):
     if kind not in KINDS:
         raise SenMLError("%s: kind %r is not one of %s" % (where, kind, ", ".join(KINDS)))
     for key in _KEYS[kind]:
-        if key != "kind" and key not in record:
+        if key not in _OPTIONAL and key not in record:
             raise SenMLError("%s: %s record has no %r" % (where, kind, key))
     for key in record:
         if key not in _KEYS[kind]:
@@ -198,12 +226,12 @@ def _group(record, prev_seq):
         dropped = record["dropped"]
         if not _is_int(dropped) or dropped < 1:
             raise SenMLError("%s: dropped %r must be an int >= 1" % (where, dropped))
-        for key in ("first_seq", "last_seq"):
-            if not _is_uint32(record[key]):
-                raise SenMLError("%s: %s %r must be a uint32" % (where, key, record[key]))
-        recs = [{N: GAP_NAME, U: COUNT_UNIT, V: dropped,
-                 L_FIRST: record["first_seq"], L_LAST: record["last_seq"]}]
-        return seq, t, kind, recs
+        gap_range(where, record, boot_epoch)
+        rec = {N: GAP_NAME, U: COUNT_UNIT, V: dropped}
+        for key in GAP_FIELDS:
+            if key in record:
+                rec[key] = record[key]
+        return seq, t, kind, [rec]
     values = record["values"]
     if not isinstance(values, (list, tuple)):
         raise SenMLError("%s: values must be a list" % where)
@@ -245,7 +273,7 @@ def pack_records(device_id, boot_epoch, records, pen=DEFAULT_PEN):
         raise SenMLError("records must be a non-empty list")
     cur_time, cur_kind, prev_seq = 0, READING, None
     for record in records:
-        seq, t, kind, recs = _group(record, prev_seq)
+        seq, t, kind, recs = _group(record, prev_seq, boot_epoch)
         first = recs[0]
         first[L_SEQ] = seq
         if prev_seq is None:

@@ -18,14 +18,13 @@ from protocol.senml import (  # the profile's constants and checks are shared, n
     COUNTER_PREFIX,
     COUNT_UNIT,
     GAP,
+    GAP_FIELDS,
     GAP_NAME,
     JSON_LABELS,
     KINDS,
     L_EPOCH,
-    L_FIRST,
     L_FLAG,
     L_KIND,
-    L_LAST,
     L_SEQ,
     N,
     READING,
@@ -46,6 +45,7 @@ from protocol.senml import (  # the profile's constants and checks are shared, n
     _is_num,
     _is_time,
     _is_uint32,
+    gap_range,
     parse_base_name,
 )
 
@@ -114,10 +114,12 @@ def _entry(i, rec, bu):
                          % (i, flag, ", ".join(quality.FLAGS)))
     if V in rec and VS in rec:
         raise SenMLError("record %d (%s): has both v and vs" % (i, name))
+    gap = {}
+    for key in GAP_FIELDS:
+        if key in rec:
+            gap[key] = rec[key]
     return {"i": i, "n": name, "u": unit, "flag": flag, "v": rec.get(V, rec.get(VS)),
-            "vs": VS in rec, "has": V in rec or VS in rec,
-            "first": rec.get(L_FIRST), "last": rec.get(L_LAST),
-            "range": L_FIRST in rec or L_LAST in rec}
+            "vs": VS in rec, "has": V in rec or VS in rec, "gap": gap}
 
 
 def _where(e):
@@ -153,7 +155,7 @@ def _value(e):
     return [row[1], v, e["flag"]]
 
 
-def _finish(group):
+def _finish(group, epoch):
     entries, kind = group["entries"], group["kind"]
     out = {"seq": group["seq"], "t": group["t"]}
     if kind == GAP:
@@ -161,15 +163,17 @@ def _finish(group):
         if len(entries) != 1 or e["n"] != GAP_NAME:
             raise SenMLError("gap seq %d must be one record named %r" % (group["seq"], GAP_NAME))
         dropped = _count(e)
-        if dropped < 1 or not _is_uint32(e["first"]) or not _is_uint32(e["last"]):
-            raise SenMLError("%s: a gap needs dropped >= 1 and uint32 first_seq, last_seq"
-                             % _where(e))
-        out.update(kind=GAP, dropped=dropped, first_seq=e["first"], last_seq=e["last"])
+        if dropped < 1:
+            raise SenMLError("%s: a gap needs dropped >= 1" % _where(e))
+        first, last = gap_range(_where(e), e["gap"], epoch)   # epochs default to bepoch
+        out.update(kind=GAP, dropped=dropped, first_epoch=first[0], first_seq=first[1],
+                   last_epoch=last[0], last_seq=last[1])
         return out
     values, counters, names = [], {}, []
     for e in entries:
-        if e["range"]:
-            raise SenMLError("%s: first_seq/last_seq belong in gap records only" % _where(e))
+        if e["gap"]:
+            raise SenMLError("%s: %s belong in gap records only"
+                             % (_where(e), "/".join(GAP_FIELDS)))
         if e["n"] in names:
             raise SenMLError("%s: name appears twice in seq %d" % (_where(e), group["seq"]))
         names.append(e["n"])
@@ -189,7 +193,9 @@ def _finish(group):
 def decode_pack(pack):
     """Records of one pack, from the objects ``cbor2.loads`` / ``protocol.cbor.loads`` /
     ``json.loads`` give: ``{"device_id", "pen", "boot_epoch", "records": [reading, status
-    and gap dicts as in brief issue 3]}``. Raises ``SenMLError`` naming what is wrong."""
+    and gap dicts as in brief issue 3]}``. A gap always comes back with ``first_epoch`` and
+    ``last_epoch`` (the pack's ``boot_epoch`` where the pack leaves them out). Raises
+    ``SenMLError`` naming what is wrong."""
     if not isinstance(pack, list) or not pack:
         raise SenMLError("a pack must be a non-empty array of SenML records")
     bn = epoch = group = prev_seq = bu = None
@@ -231,7 +237,7 @@ def decode_pack(pack):
                 raise SenMLError("record %d: bseq %r must be a uint32 above the previous one"
                                  % (i, seq))
             if group is not None:
-                records.append(_finish(group))
+                records.append(_finish(group, epoch))
             group = {"seq": seq, "t": t, "kind": kind, "entries": []}
             prev_seq = seq
         elif group is None:
@@ -240,7 +246,7 @@ def decode_pack(pack):
             raise SenMLError("record %d: time %r differs from seq %d's %r"
                              % (i, t, group["seq"], group["t"]))
         group["entries"].append(_entry(i, rec, bu))
-    records.append(_finish(group))
+    records.append(_finish(group, epoch))
     return {"device_id": device_id, "pen": pen, "boot_epoch": epoch, "records": records}
 
 

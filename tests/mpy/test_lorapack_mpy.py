@@ -98,6 +98,12 @@ def _batches():
         {"seq": 2, "t": None, "values": [["temperature_c", None, "sensor_failed"]]},
         {"seq": 4, "t": T0, "kind": "gap", "dropped": 3, "first_seq": 0, "last_seq": 2},
         {"seq": 5, "t": T0 + 61, "values": [["no2_ppb", -3.46, "time_unsynced"], ["fill_ratio", 0.8234, "ok"]]},
+        {"seq": 6, "t": T0 + 62, "kind": "gap", "dropped": 300, "first_epoch": 2, "first_seq": 17,
+         "last_epoch": 8, "last_seq": 3},
+        {"seq": 7, "t": T0 + 62, "kind": "gap", "dropped": 1, "first_epoch": 4000000000,
+         "first_seq": 5, "last_epoch": 4000000000, "last_seq": 5},
+        {"seq": 8, "t": None, "kind": "gap", "dropped": 2, "first_epoch": 9, "first_seq": 0,
+         "last_epoch": 9, "last_seq": 1},
     ]
     return [GOLDEN_RECORDS, classroom, pipe, mixed]
 

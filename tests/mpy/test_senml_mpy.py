@@ -101,18 +101,22 @@ def classroom(n, seq0=1000, epoch=17):
 
 PACKS = [
     classroom(10),
-    {"device_id": "bin-7", "epoch": 0, "records": [
+    {"device_id": "bin-7", "epoch": 4294967295, "records": [
         {"seq": 0, "t": None, "values": [["distance_cm", 612, "ok"], ["fill_ratio", 0.25, "ok"],
                                          ["battery_v", None, "sensor_failed"]]},
         {"seq": 1, "t": None, "kind": "status", "values": [["boot_reason", "poweron", "ok"],
                                                             ["rssi_dbm", -97, "ok"]],
          "counters": {"wakes": 1, "i2c_errors": 0}},
-        {"seq": 2, "t": T0, "kind": "gap", "dropped": 12, "first_seq": 4000000000,
-         "last_seq": 4000000011},
+        {"seq": 2, "t": T0, "kind": "gap", "dropped": 12, "first_epoch": 4294967000,
+         "first_seq": 4000000000, "last_epoch": 4294967294, "last_seq": 11},
         {"seq": 4294967295, "t": 2 ** 33, "values": [
             ["no2_ppb", -0.0, "out_of_range"], ["no2_ugm3", 5e-324, "spike"],
             ["temperature_c", 1e300, "stuck"], ["co2_ppm", -2 ** 63, "ok"],
             ["rh_percent", 21.1, "ok"], ["uptime_s", 2 ** 64 - 1, "ok"]]}]},
+    {"device_id": "n1", "epoch": 3, "records": [   # gaps as before epochs, and one epoch
+        {"seq": 5, "t": None, "kind": "gap", "dropped": 1, "first_seq": 2, "last_seq": 2},
+        {"seq": 6, "t": T0, "kind": "gap", "dropped": 4, "first_epoch": 1, "first_seq": 9,
+         "last_seq": 0}]},
 ]
 
 VALUES = [
@@ -177,10 +181,15 @@ def test_micropython_encodes_byte_for_byte_like_cpython_and_cbor2_reads_it(tmp_p
     for (_, i, hexstr, again, _used), p in zip(packs, PACKS):
         data = senml.encode_pack(p["device_id"], p["epoch"], p["records"])
         assert hexstr == data.hex(), "pack %s differs from CPython's encoding" % i
-        assert again == hexstr                       # MicroPython decoded its own pack exactly
         got = senml_decode.decode_pack(cbor2.loads(bytes.fromhex(hexstr)))   # the gateway's side
         assert got["device_id"] == p["device_id"] and got["boot_epoch"] == p["epoch"]
         assert len(got["records"]) == len(p["records"])
+        # MicroPython decoded its own pack as CPython does (a gap's missing epochs come back
+        # as the pack's, so only a pack whose gaps all have them re-encodes to the same bytes)
+        assert again == senml.encode_pack(p["device_id"], p["epoch"], got["records"]).hex()
+        if all(r.get("kind") != "gap" or "last_epoch" in r and "first_epoch" in r
+               for r in p["records"]):
+            assert again == hexstr
     # the strict decoder decides every input exactly as it does on CPython, and never crashes
     assert len(decoded) == len(inputs)
     assert ["S", "refused"] in rows         # a lone surrogate is not sent as broken UTF-8
@@ -199,7 +208,18 @@ def test_unsynced_and_failed_values_decode_in_cbor2_as_documented(tmp_path):
     assert records[0]["values"] == [["distance_cm", 612, "time_unsynced"],
                                     ["fill_ratio", 0.25, "time_unsynced"],
                                     ["battery_v", None, "sensor_failed"]]
-    assert records[2] == PACKS[1]["records"][2]
+    assert records[2] == PACKS[1]["records"][2]        # a gap across epochs, last_seq < first_seq
+
+
+def test_gaps_without_epochs_are_the_packs_epoch_under_micropython(tmp_path):
+    (_, _, hexstr, again, _), = packs_of(run_cases(tmp_path, PACKS[2:3], heapsize="1M"))
+    records = senml_decode.decode_pack(cbor2.loads(bytes.fromhex(hexstr)))["records"]
+    assert records == [dict(PACKS[2]["records"][0], first_epoch=3, last_epoch=3),
+                       dict(PACKS[2]["records"][1], last_epoch=3)]
+    obj = cbor2.loads(bytes.fromhex(hexstr))
+    assert "first_epoch" not in obj[0] and "last_epoch" not in obj[0]   # bytes as before epochs
+    assert obj[1]["first_epoch"] == 1 and "last_epoch" not in obj[1]
+    assert again != hexstr                     # decoded, the gaps say their epochs outright
 
 
 def _mpy_cross():

@@ -23,7 +23,34 @@ text_value = st.tuples(st.just("boot_reason"),
 
 
 @st.composite
-def batches(draw):
+def gap_fields(draw, epoch):
+    """A gap's range, ordered by (epoch, seq): mostly within the batch's epoch (epochs left
+    out or given), else within another epoch, or across epochs (then last_seq is anything)."""
+    how = draw(st.sampled_from(("none", "batch", "near", "across", "across", "far", "first only")))
+    if how in ("none", "batch"):
+        e1 = e2 = epoch
+    elif how == "near":
+        e1 = e2 = min(U32, max(0, epoch + draw(st.integers(-70, 70))))
+    elif how == "across":
+        e1 = max(0, epoch - draw(st.integers(1, 10 ** 5)))
+        e2 = min(U32, e1 + draw(st.integers(1, 10 ** 4)))
+    elif how == "far":
+        e1 = draw(st.integers(0, U32))
+        e2 = draw(st.integers(e1, U32))
+    else:
+        e1, e2 = draw(st.integers(0, epoch)), epoch
+    first = draw(st.integers(0, U32))
+    out = {"first_seq": first, "last_seq": draw(st.integers(first, U32) if e1 == e2 else
+                                               st.integers(0, U32))}
+    if how not in ("none", "first only"):
+        out.update(first_epoch=e1, last_epoch=e2)
+    elif how == "first only":
+        out["first_epoch"] = e1
+    return out
+
+
+@st.composite
+def batches(draw, epoch=5):
     n = draw(st.integers(1, 40))
     seq = draw(st.integers(0, U32 - 50000))
     interval = draw(st.sampled_from((60, 120, 300, 1800)))
@@ -45,9 +72,8 @@ def batches(draw):
         kind = draw(st.sampled_from(("reading",) * 6 + ("status", "gap")))
         rec = {"seq": min(seq, U32), "t": t}
         if kind == "gap":
-            first = draw(st.integers(0, U32))
-            rec.update(kind="gap", dropped=draw(st.integers(0, U32)), first_seq=first,
-                       last_seq=draw(st.integers(first, U32)))
+            rec.update(kind="gap", dropped=draw(st.integers(0, U32)))
+            rec.update(draw(gap_fields(epoch)))
         elif kind == "status":
             rec.update(kind="status",
                        values=[list(v) for v in draw(st.lists(st.one_of(numeric_value, text_value), max_size=4))],
@@ -63,11 +89,20 @@ def batches(draw):
     return records
 
 
-def expected(rec):
-    """``rec`` as the decoder gives it back: values at the documented resolution."""
+@st.composite
+def epoch_batches(draw):
+    epoch = draw(st.integers(0, U32))
+    return epoch, draw(batches(epoch))
+
+
+def expected(rec, epoch):
+    """``rec`` as the decoder gives it back: values at the documented resolution, a gap's
+    missing epochs the batch's."""
     out = {"seq": rec["seq"], "t": rec["t"]}
     if rec.get("kind") == "gap":
         out.update(rec)
+        out.setdefault("first_epoch", epoch)
+        out.setdefault("last_epoch", epoch)
         return out
     values = []
     for q, v, f in rec["values"]:
@@ -86,8 +121,9 @@ def expected(rec):
 
 
 @settings(max_examples=100, deadline=None)
-@given(batches(), st.integers(0, U32), st.one_of(st.sampled_from((51, 115, 222, 242)), st.integers(1, 255)))
-def test_round_trip_within_resolution_and_limit(records, epoch, max_bytes):
+@given(epoch_batches(), st.one_of(st.sampled_from((51, 115, 222, 242)), st.integers(1, 255)))
+def test_round_trip_within_resolution_and_limit(batch, max_bytes):
+    epoch, records = batch
     try:
         payload, n = pack(records, max_bytes, epoch)
     except ValueError as e:
@@ -98,7 +134,7 @@ def test_round_trip_within_resolution_and_limit(records, epoch, max_bytes):
     assert 1 <= n <= len(records) and len(payload) <= max_bytes
     got_epoch, got = unpack(payload)
     assert got_epoch == epoch
-    assert got == [expected(r) for r in records[:n]]
+    assert got == [expected(r, epoch) for r in records[:n]]
     if n < len(records):  # as many as fit: one more would not have (same predicted interval)
         interval = lorapack._interval(records[:lorapack.LOOKAHEAD])
         bigger, m = pack(records[:n + 1], 10 ** 6, epoch, interval)
@@ -136,3 +172,36 @@ def test_damaged_payloads_raise_only_packerror(records, data):
         unpack(damaged)
     except PackError:
         pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, U32).flatmap(lambda e: st.tuples(st.just(e), gap_fields(e))))
+def test_gap_epochs_cost_nothing_in_the_batch_epoch_and_little_near_it(args):
+    epoch, fields = args
+    rec = dict(fields, seq=0, t=None, kind="gap", dropped=1)
+    payload, n = pack([rec], 242, epoch)
+    assert unpack(payload) == (epoch, [expected(rec, epoch)])
+    bare = {k: v for k, v in rec.items() if k not in ("first_epoch", "last_epoch")}
+    e1, e2 = rec.get("first_epoch", epoch), rec.get("last_epoch", epoch)
+    if e1 == e2 == epoch:
+        assert payload == pack([bare], 242, epoch)[0]       # the format without epochs
+    elif e1 == e2 and -64 <= e1 - epoch <= 63:
+        # two bytes: zigzag(first_epoch - epoch), span 0; the seqs as without epochs
+        assert len(payload) == len(pack([bare], 242, epoch)[0]) + 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, U32), st.integers(0, U32), st.integers(0, U32), st.integers(0, U32),
+       st.integers(0, U32))
+def test_a_gap_ending_before_it_starts_is_refused(epoch, e1, s1, e2, s2):
+    if (e2, s2) > (e1, s1):
+        (e1, s1), (e2, s2) = (e2, s2), (e1, s1)
+    assume((e2, s2) != (e1, s1))
+    rec = {"seq": 0, "t": None, "kind": "gap", "dropped": 1, "first_epoch": e1, "first_seq": s1,
+           "last_epoch": e2, "last_seq": s2}
+    try:
+        pack([rec], 242, epoch)
+    except ValueError as e:
+        assert "is before" in str(e)
+    else:
+        raise AssertionError("packed a gap that ends before it starts")

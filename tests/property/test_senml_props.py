@@ -146,8 +146,39 @@ def value_lists(draw):
     return out
 
 
+U32 = 2 ** 32 - 1
+u32 = st.integers(min_value=0, max_value=U32)
+
+
 @st.composite
-def record_lists(draw):
+def gap_ranges(draw, epoch):
+    """A gap's range fields, ordered by (epoch, seq): without epochs (the pack's), within one
+    epoch, across epochs (then last_seq is anything), or with only one epoch given."""
+    how = draw(st.sampled_from(["no epochs", "one epoch", "across", "across", "first only",
+                                "last only"]))
+    if how == "no epochs":
+        e1 = e2 = epoch
+    elif how == "one epoch":
+        e1 = e2 = draw(st.one_of(st.just(epoch), u32))
+    elif how == "across":
+        e1 = draw(st.integers(0, U32 - 1))
+        e2 = draw(st.one_of(st.integers(e1 + 1, min(U32, e1 + 5)), st.integers(e1 + 1, U32)))
+    elif how == "first only":
+        e1, e2 = draw(st.integers(0, epoch)), epoch
+    else:
+        e1, e2 = epoch, draw(st.integers(epoch, U32))
+    first = draw(u32)
+    last = draw(st.integers(first, U32) if e1 == e2 else u32)
+    out = {"first_seq": first, "last_seq": last}
+    if how in ("one epoch", "across", "first only"):
+        out["first_epoch"] = e1
+    if how in ("one epoch", "across", "last only"):
+        out["last_epoch"] = e2
+    return out
+
+
+@st.composite
+def record_lists(draw, epoch=1):
     seqs = sorted(draw(st.sets(st.integers(min_value=0, max_value=2 ** 32 - 1),
                                min_size=1, max_size=6)))
     out = []
@@ -155,9 +186,8 @@ def record_lists(draw):
         kind = draw(st.sampled_from(["reading", "status", "gap"]))
         rec = {"seq": seq, "t": draw(times)}
         if kind == "gap":
-            rec.update(kind="gap", dropped=draw(st.integers(min_value=1, max_value=2 ** 32)),
-                       first_seq=draw(st.integers(0, 2 ** 32 - 1)),
-                       last_seq=draw(st.integers(0, 2 ** 32 - 1)))
+            rec.update(kind="gap", dropped=draw(st.integers(min_value=1, max_value=2 ** 32)))
+            rec.update(draw(gap_ranges(epoch)))
         elif kind == "status":
             counters = draw(st.dictionaries(
                 st.from_regex(r"[a-z0-9][a-z0-9_]{0,31}", fullmatch=True),
@@ -170,11 +200,21 @@ def record_lists(draw):
     return out
 
 
-def expected(records):
-    """What decode_pack gives back: untimed ``ok`` values become ``time_unsynced``."""
+@st.composite
+def packs(draw):
+    epoch = draw(u32)
+    return epoch, draw(record_lists(epoch))
+
+
+def expected(records, epoch):
+    """What decode_pack gives back: untimed ``ok`` values become ``time_unsynced``; a gap's
+    missing epochs are the pack's."""
     out = []
     for rec in records:
         rec = dict(rec)
+        if rec.get("kind") == "gap":
+            rec.setdefault("first_epoch", epoch)
+            rec.setdefault("last_epoch", epoch)
         if "values" in rec:
             rec["values"] = [[q, v, quality.TIME_UNSYNCED if rec["t"] is None and f == "ok"
                               else f] for q, v, f in rec["values"]]
@@ -186,17 +226,71 @@ device_ids = st.from_regex(r"[a-z0-9][a-z0-9-]{0,31}", fullmatch=True)
 
 
 @SETTINGS
-@given(device_ids, st.integers(min_value=0, max_value=2 ** 32 - 1), record_lists())
-def test_packs_round_trip_through_cbor2(device_id, epoch, records):
+@given(device_ids, packs())
+def test_packs_round_trip_through_cbor2(device_id, pack):
+    epoch, records = pack
     data = encode_pack(device_id, epoch, records)
     got = decode_pack(cbor2.loads(data))
     assert got["device_id"] == device_id and got["boot_epoch"] == epoch
-    assert same(got["records"], expected(records))
-    assert encode_pack(device_id, epoch, got["records"]) == data
+    assert same(got["records"], expected(records, epoch))
+    again = encode_pack(device_id, epoch, got["records"])
+    assert same(decode_pack(cbor2.loads(again))["records"], got["records"])
+    if all(r.get("kind") != "gap" or "first_epoch" in r and "last_epoch" in r for r in records):
+        assert again == data
+    else:  # the epochs the pack left out come back as the pack's: same records, spelled out
+        assert again == encode_pack(device_id, epoch, expected(records, epoch))
+
+
+@SETTINGS
+@given(u32, st.data())
+def test_gaps_without_epochs_cost_no_bytes_and_mean_the_packs_epoch(epoch, data):
+    bare = []
+    for r in data.draw(record_lists(epoch)):
+        if r.get("kind") == "gap":
+            lo, hi = sorted((r["first_seq"], r["last_seq"]))
+            r = {"seq": r["seq"], "t": r["t"], "kind": "gap", "dropped": r["dropped"],
+                 "first_seq": lo, "last_seq": hi}
+        bare.append(r)
+    spelled = [dict(r, first_epoch=epoch, last_epoch=epoch) if r.get("kind") == "gap" else r
+               for r in bare]
+    got = decode_pack(cbor2.loads(encode_pack("n1", epoch, bare)))["records"]
+    assert same(got, expected(spelled, epoch))
+    assert same(decode_pack(cbor2.loads(encode_pack("n1", epoch, spelled)))["records"], got)
+    n_gaps = sum(1 for r in bare if r.get("kind") == "gap")
+    extra = len(encode_pack("n1", epoch, spelled)) - len(encode_pack("n1", epoch, bare))
+    head = 1 if epoch < 24 else 2 if epoch < 256 else 3 if epoch < 65536 else 5
+    assert extra == n_gaps * (12 + 11 + 2 * head)   # the two labels and their values, only
+
+
+@SETTINGS
+@given(u32, u32, u32, u32, u32)
+def test_a_gap_that_ends_before_it_starts_is_refused_both_ways(epoch, e1, s1, e2, s2):
+    if (e2, s2) >= (e1, s1):
+        (e1, s1), (e2, s2) = (e2, s2), (e1, s1)
+    if (e2, s2) == (e1, s1):
+        return
+    bad = {"seq": 0, "t": None, "kind": "gap", "dropped": 1, "first_epoch": e1, "first_seq": s1,
+           "last_epoch": e2, "last_seq": s2}
+    try:
+        encode_pack("n1", epoch, [bad])
+    except SenMLError as e:
+        assert "before its start" in str(e)
+    else:
+        raise AssertionError("encoded a gap ending before it starts")
+    good = dict(bad, first_epoch=e2, first_seq=s2, last_epoch=e1, last_seq=s1)
+    obj = cbor2.loads(encode_pack("n1", epoch, [good]))
+    obj[0].update({"first_epoch": e1, "first_seq": s1, "last_epoch": e2, "last_seq": s2})
+    try:
+        decode_pack(obj)
+    except SenMLError as e:
+        assert "before its start" in str(e)
+    else:
+        raise AssertionError("decoded a gap ending before it starts")
 
 
 label_pool = st.sampled_from([-7, -6, -3, -2, -1, 0, 1, 2, 3, 6, 9, "bseq", "bepoch", "bkind",
-                              "flag_", "first_seq", "last_seq", "n", "bn", "x_", "note"])
+                              "flag_", "first_seq", "last_seq", "first_epoch", "last_epoch", "n", "bn",
+                              "x_", "note"])
 junk = st.recursive(
     st.one_of(scalars, st.floats(), st.sampled_from(
         ["co2", "ppm", "Cel", "dropped", "count", "count.x", "status", "gap", "spike",

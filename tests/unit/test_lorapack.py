@@ -55,7 +55,69 @@ def test_status_and_gap_records_round_trip():
     ]
     payload, n = pack(recs, 222, 4000000000)
     assert n == len(recs)
+    # a gap without epochs is in the batch's epoch, and comes back saying so
+    recs[3].update(first_epoch=4000000000, last_epoch=4000000000)
     assert unpack(payload) == (4000000000, recs)
+    assert pack(recs, 222, 4000000000) == (payload, n)  # the same bytes when spelled out
+
+
+# docs/protocol-lorawan.md, "Gap records": a deep-sleeping bin sensor (a new boot epoch at
+# every wake) in the wake of epoch 190 reports 120 records dropped from (3, 0) to (62, 1).
+GAP_RECORDS = [
+    {"seq": 0, "t": T0, "kind": "gap", "dropped": 120, "first_epoch": 3, "first_seq": 0,
+     "last_epoch": 62, "last_seq": 1},
+    _r(1, T0, ("distance_cm", 61, "ok"), ("fill_ratio", 0.75, "ok")),
+]
+GAP_GOLDEN = bytes.fromhex(
+    "01 be 01 00 00 02"        # version 1, epoch 190, first seq 0, interval 0, 2 records
+    "52 80 e2 9d 3c"           # gap, epochs follow, time absolute
+    "78"                       # 120 dropped
+    "f5 02 3b"                 # first epoch 190 + unzigzag(373) = 3; last epoch 3 + 59 = 62
+    "00 01"                    # first_seq 0; last_seq 1 (epochs differ: not a difference)
+    "10 02 06 07 7a dc 0b"     # a reading: schema dist, fill; 61 cm, 750/1000
+)
+
+
+def test_gap_spanning_epochs_golden_bytes():
+    payload, n = pack(GAP_RECORDS, 51, 190)
+    assert (payload, n) == (GAP_GOLDEN, 2)
+    assert unpack(GAP_GOLDEN) == (190, GAP_RECORDS)
+
+
+def _gap(**fields):
+    rec = {"seq": 500, "t": None, "kind": "gap", "dropped": 120, "first_seq": 380, "last_seq": 499}
+    rec.update(fields)
+    return rec
+
+
+def test_a_gap_within_the_batch_epoch_costs_what_it_did_before_epochs():
+    # control 0x40 (gap, time as predicted: none), 120, 380, 499 - 380: the format before gap epochs
+    old = bytes.fromhex("01 be 01 f4 03 00 01" "40 78 fc 02 77")
+    assert pack([_gap()], 51, 190)[0] == old
+    assert pack([_gap(first_epoch=190, last_epoch=190)], 51, 190)[0] == old
+    assert unpack(old)[1] == [_gap(first_epoch=190, last_epoch=190)]
+    # one earlier epoch costs two bytes: zigzag(-1) and a span of 0
+    other = pack([_gap(first_epoch=189, last_epoch=189)], 51, 190)[0]
+    assert other == bytes.fromhex("01 be 01 f4 03 00 01" "50 78 01 00 fc 02 77")
+    assert unpack(other)[1] == [_gap(first_epoch=189, last_epoch=189)]
+
+
+@pytest.mark.parametrize("fields", [
+    dict(first_epoch=7, first_seq=4000000000, last_epoch=8, last_seq=0),  # last_seq below first
+    dict(first_epoch=0, last_epoch=0xFFFFFFFF, first_seq=0xFFFFFFFF, last_seq=0xFFFFFFFF),
+    dict(first_epoch=0xFFFFFFFF, last_epoch=0xFFFFFFFF, first_seq=0, last_seq=0xFFFFFFFF),
+    dict(first_epoch=190, last_epoch=191, last_seq=3),   # spans into the batch's next epoch
+    dict(first_epoch=0),                                 # only one given: the other is 190
+    dict(last_epoch=4000000000, last_seq=0),
+    dict(dropped=0, first_seq=0, last_seq=0),
+])
+def test_gap_ranges_round_trip(fields):
+    rec = _gap(**fields)
+    payload, n = pack([rec], 51, 190)
+    want = dict(rec)
+    want.setdefault("first_epoch", 190)
+    want.setdefault("last_epoch", 190)
+    assert n == 1 and unpack(payload) == (190, [want])
 
 
 @pytest.mark.parametrize("quantity,value,decoded", [
@@ -88,7 +150,15 @@ def test_resolutions(quantity, value, decoded):
     (_r(0, 1.5, ("co2_ppm", 800, "ok")), "t"),
     (_r(-1, None), "seq"),
     ({"seq": 0, "t": None, "kind": "alarm"}, "kind"),
-    ({"seq": 0, "t": None, "kind": "gap", "dropped": 1, "first_seq": 5, "last_seq": 4}, "last_seq"),
+    ({"seq": 0, "t": None, "kind": "gap", "dropped": 1, "first_seq": 5, "last_seq": 4},
+     r"\(last_epoch, last_seq\) \(0, 4\) is before \(first_epoch, first_seq\) \(0, 5\)"),
+    (_gap(first_epoch=3, last_epoch=2, first_seq=0, last_seq=9), "is before"),
+    (_gap(first_epoch=1), "is before"),        # last_epoch missing: the batch's epoch 0
+    (_gap(first_epoch=-1), "first_epoch"),
+    (_gap(last_epoch=2 ** 32), "last_epoch"),
+    (_gap(first_epoch=None), "first_epoch"),
+    (_gap(last_epoch=True), "last_epoch"),
+    (_gap(first_seq=None), "first_seq"),
     ({"seq": 0, "t": None, "kind": "status", "values": [], "counters": {"x": 1.5}}, "counter"),
 ])
 def test_unrepresentable_records_are_refused_never_corrupted(record, match):
@@ -251,6 +321,13 @@ def test_density_goals_for_a_four_value_reading(classroom4):
     (bytes.fromhex("01 00 ff ff ff ff 7f 00 01 80"), "header"),  # first_seq > uint32
     (bytes.fromhex("01 00 00 00 01 10 21") + bytes(33), "values"),  # 33 values
     (bytes.fromhex("01 00 00 00 01 30 01 09 02 41 ff 00"), "text"),  # non-printable text
+    (bytes.fromhex("01 00 00 00 01 4b 01 00 00"), "gap record with flags"),
+    (bytes.fromhex("01 00 00 00 01 53 01 01 00 00 00"), "gap field"),  # first epoch 0 - 1
+    (bytes.fromhex("01 ff ff ff ff 0f 00 00 01 53 01 02 00 00 00"), "gap field"),  # 2**32
+    (bytes.fromhex("01 00 00 00 01 53 01 00 ff ff ff ff 1f 00 00"), "gap field"),  # last epoch
+    (bytes.fromhex("01 00 00 00 01 43 01 ff ff ff ff 0f 01"), "gap field"),  # last_seq 2**32
+    (bytes.fromhex("01 00 00 00 01 53 01 00 01 00 ff ff ff ff 1f"), "gap field"),
+    (bytes.fromhex("01 00 00 00 01 53 01 00 01 00"), "truncated"),
 ])
 def test_unpack_reports_malformed_input_as_packerror(payload, match):
     with pytest.raises(PackError, match=match):
@@ -266,3 +343,15 @@ def test_pack_streams_any_iterable_and_takes_a_given_interval():
     assert unpack(payload) == (12, GOLDEN_RECORDS)
     with pytest.raises(ValueError, match="interval_s"):
         pack(GOLDEN_RECORDS, 51, 12, interval_s=-1)
+
+
+def test_a_gap_from_the_real_flash_log_packs_and_unpacks_unchanged(tmp_path):
+    from tests.unit.test_senml import real_log_gap
+    epoch, records = real_log_gap(tmp_path)
+    (gap,) = [r for r in records if r.get("kind") == "gap"]
+    assert gap["first_epoch"] < gap["last_epoch"] == epoch
+    payload, n = pack(records, 242, epoch)
+    assert n == len(records)
+    assert unpack(payload) == (epoch, records)
+    payload, n = pack([gap], 51, epoch)
+    assert unpack(payload) == (epoch, [gap])

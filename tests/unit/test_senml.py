@@ -27,7 +27,10 @@ def roundtrip(records, epoch=17):
     decoded = decode_pack(obj)
     assert decode_pack_bytes(data) == decoded          # our own decoder agrees with cbor2
     assert decode_pack(json.loads(json.dumps(to_json_labels(obj)))) == decoded  # and JSON
-    assert encode_pack(DEV, epoch, decoded["records"]) == data   # stable
+    again = encode_pack(DEV, epoch, decoded["records"])
+    assert decode_pack_bytes(again) == decoded                    # a fixed point
+    if all(r.get("kind") != "gap" or "first_epoch" in r and "last_epoch" in r for r in records):
+        assert again == data   # stable (a gap without epochs comes back with the pack's)
     return data, obj, decoded
 
 
@@ -103,14 +106,52 @@ def test_status_record_with_text_value_and_counters():
 
 
 def test_gap_record_says_how_many_and_which_seqs():
+    # Without epochs: the range is in the pack's epoch; the bytes are as before the epochs.
     gap = {"seq": 120, "t": T0 + 60, "kind": "gap", "dropped": 100, "first_seq": 3,
            "last_seq": 102}
     after = reading(121, T0 + 300, ("distance_cm", 612, "ok"), ("fill_ratio", 0.25, "ok"))
-    _, obj, decoded = roundtrip([gap, after])
+    data, obj, decoded = roundtrip([gap, after])
     assert obj[0] == {-2: BN, -3: T0 + 60, 0: "dropped", 1: "count", 2: 100, "bseq": 120,
                       "bepoch": 17, "bkind": "gap", "first_seq": 3, "last_seq": 102}
     assert obj[1]["bkind"] == "reading"
-    assert decoded["records"] == [gap, after]
+    assert decoded["records"] == [dict(gap, first_epoch=17, last_epoch=17), after]
+    # the same range with its epochs spelled out decodes the same, two labels longer
+    spelled = dict(gap, first_epoch=17, last_epoch=17)
+    data2, obj2, decoded2 = roundtrip([spelled, after])
+    assert decoded2 == decoded
+    assert obj2[0] == dict(obj[0], first_epoch=17, last_epoch=17)
+    assert len(data2) == len(data) + 12 + 11 + 2
+
+
+def test_gap_spanning_boot_epochs_exact_labels_and_bytes():
+    # A deep-sleep node: every wake is an epoch, so a drop takes records of several. The
+    # range is ordered by key, so last_seq (2, in epoch 17) is below first_seq (380, in 15).
+    gap = {"seq": 7, "t": None, "kind": "gap", "dropped": 41, "first_epoch": 15,
+           "first_seq": 380, "last_epoch": 17, "last_seq": 2}
+    data, obj, decoded = roundtrip([gap], epoch=17)
+    assert obj == [{-2: BN, 0: "dropped", 1: "count", 2: 41, "bseq": 7, "bepoch": 17,
+                    "bkind": "gap", "first_seq": 380, "last_seq": 2, "first_epoch": 15,
+                    "last_epoch": 17}]
+    # text keys in bytewise order of their encodings, i.e. shortest first
+    assert data.hex() == (
+        "81" "ab" "00" "6764726f70706564" "01" "65636f756e74" "02" "1829"
+        "21" "7820" + BN.encode().hex() +
+        "64" + b"bseq".hex() + "07" "65" + b"bkind".hex() + "63676170"
+        "66" + b"bepoch".hex() + "11" "68" + b"last_seq".hex() + "02"
+        "69" + b"first_seq".hex() + "19017c" "6a" + b"last_epoch".hex() + "11"
+        "6b" + b"first_epoch".hex() + "0f")
+    assert decoded["records"] == [gap]
+    # a pack's epoch may be anything: the range's epochs are independent of it
+    later = dict(gap, seq=0)
+    assert roundtrip([later], epoch=4000000000)[2]["records"] == [later]
+
+
+def test_gap_without_one_epoch_takes_the_packs_for_it():
+    gap = {"seq": 9, "t": T0, "kind": "gap", "dropped": 5, "first_epoch": 16, "first_seq": 70,
+           "last_seq": 1}
+    _, obj, decoded = roundtrip([gap], epoch=17)
+    assert "last_epoch" not in obj[0] and obj[0]["first_epoch"] == 16
+    assert decoded["records"] == [dict(gap, last_epoch=17)]
 
 
 def test_base_name_is_an_rfc9039_org_urn():
@@ -120,6 +161,12 @@ def test_base_name_is_an_rfc9039_org_urn():
     for bad in ("Sch1", "-a", "a" * 33, "", "a_b", None):
         with pytest.raises(SenMLError, match="device_id"):
             base_name(bad)
+
+
+def _gap(**changes):
+    rec = {"seq": 1, "t": T0, "kind": "gap", "dropped": 1, "first_seq": 0, "last_seq": 0}
+    rec.update(changes)
+    return rec
 
 
 def _one(**changes):
@@ -153,6 +200,16 @@ def _one(**changes):
     ([{"seq": 1, "t": T0, "kind": "status", "values": [], "counters": {"Bad": 1}}], "counter"),
     ([{"seq": 1, "t": T0, "kind": "gap", "dropped": 0, "first_seq": 1, "last_seq": 1}],
      "dropped"),
+    ([{"seq": 1, "t": T0, "kind": "gap", "dropped": 1, "last_seq": 1}], "no 'first_seq'"),
+    ([_gap(first_seq=5, last_seq=4)], "ends at \\(epoch 1, seq 4\\), before its start "
+                                      "\\(epoch 1, seq 5\\)"),
+    ([_gap(first_epoch=3, last_epoch=2, first_seq=0, last_seq=9)], "before its start"),
+    ([_gap(first_epoch=2)], "before its start"),          # the missing last_epoch is the pack's 1
+    ([_gap(first_epoch=-1)], "first_epoch -1 must be a uint32"),
+    ([_gap(last_epoch=2 ** 32)], "last_epoch 4294967296 must be a uint32"),
+    ([_gap(first_epoch=None)], "first_epoch None"),
+    ([_gap(first_epoch=True)], "first_epoch True"),
+    (_one(first_epoch=1), "unknown key 'first_epoch'"),
 ])
 def test_encode_refuses_bad_records_naming_the_problem(records, message):
     with pytest.raises(SenMLError, match=message):
@@ -213,6 +270,7 @@ def _pack(labels=None, **first_changes):
     (_pack({2.5: 1}), "neither an integer nor text"),
     (_pack({"sum_": 1}), "must-understand label 'sum_'"),
     (_pack(first_seq=1), "gap records only"),
+    (_pack(last_epoch=1), "gap records only"),
 ])
 def test_decode_pack_errors_name_the_problem(obj, message):
     with pytest.raises(SenMLError, match=message):
@@ -244,6 +302,34 @@ def test_decode_pack_refuses_inconsistent_groups():
     obj[1][0] = "co2"                                 # same name twice in one reading
     with pytest.raises(SenMLError, match="twice"):
         decode_pack(obj)
+
+
+@pytest.mark.parametrize("labels, message", [
+    ({"first_epoch": 18}, "ends at \\(epoch 17, seq 2\\), before its start \\(epoch 18, seq 1\\)"),
+    ({"first_seq": 3}, "before its start"),
+    ({"last_epoch": 16}, "before its start"),
+    ({"first_epoch": -1}, "first_epoch -1 must be a uint32"),
+    ({"last_epoch": 2 ** 32}, "last_epoch 4294967296"),
+    ({"first_epoch": 17.0}, "first_epoch 17.0"),
+    ({"last_seq": KeyError}, "last_seq None"),
+])
+def test_decode_checks_a_gaps_range_by_key(labels, message):
+    obj = _pack()
+    for key, value in labels.items():
+        if value is KeyError:
+            del obj[2][key]
+        else:
+            obj[2][key] = value
+    with pytest.raises(SenMLError, match=message):
+        decode_pack(obj)
+
+
+def test_decode_accepts_last_seq_below_first_seq_in_a_later_epoch():
+    obj = _pack()
+    obj[2].update({"first_seq": 90, "last_seq": 2, "first_epoch": 16})
+    gap = decode_pack(obj)["records"][1]
+    assert gap == {"seq": 6, "t": T0, "kind": "gap", "dropped": 2, "first_epoch": 16,
+                   "first_seq": 90, "last_epoch": 17, "last_seq": 2}
 
 
 def test_decode_ignores_unknown_labels_that_are_not_must_understand():
@@ -325,3 +411,61 @@ def test_the_examples_in_docs_protocol_senml_are_exact():
         assert to_json_labels(obj) == json.loads(jsonblock)
         pack = decode_pack(obj)
         assert encode_pack(pack["device_id"], pack["boot_epoch"], pack["records"]) == data
+
+
+# ---------------------------------------------------------------------------- the node's gaps
+
+class _TrustedClock:
+    def wall_s(self):
+        return T0 + 0.5
+
+    def wall_trusted(self):
+        return True
+
+
+def real_log_gap(root):
+    """Fill a tiny real flash log (firmware/app/store.py) across two boots until its bound
+    drops records of both: ``(boot_epoch, records)`` of the pending records of the second
+    epoch, the log's own gap record among them."""
+    from firmware.app.state import NodeState
+    from firmware.app.store import RecordLog
+
+    def boot():
+        st = NodeState(str(root))
+        log = RecordLog(str(root), 1024, clock=_TrustedClock(), state=st, segment_bytes=512)
+        st.boot("deepsleep", log.max_epoch())
+        return st, log
+
+    def sample(i):
+        return {"t": T0 + 300 * i, "values": [["co2_ppm", 400 + i, "ok"],
+                                              ["temperature_c", 21.5 + i / 128, "ok"]]}
+
+    st, log = boot()
+    for i in range(3):                       # the first segment is part-filled in epoch 1
+        log.append(sample(i))
+    st, log = boot()                          # epoch 2 appends to the same segment
+    i = 3
+    while log.stats()["dropped"] == 0:
+        log.append(sample(i))
+        i += 1
+    pending = log.pending(1000, mark_sent=False)
+    epoch = st.boot_epoch
+    records = [r for e, r in pending if e == epoch]
+    assert len(records) == len(pending)       # epoch 1 is wholly gone: all left is epoch 2
+    return epoch, records
+
+
+def test_a_gap_from_the_real_flash_log_round_trips_unchanged(tmp_path):
+    epoch, records = real_log_gap(tmp_path)
+    gaps = [r for r in records if r.get("kind") == "gap"]
+    assert len(gaps) == 1
+    gap = gaps[0]
+    assert (gap["first_epoch"], gap["first_seq"]) == (1, 0) and gap["last_epoch"] == 2 == epoch
+    assert sorted(gap) == ["dropped", "first_epoch", "first_seq", "kind", "last_epoch",
+                           "last_seq", "seq", "t"]
+    data, obj, decoded = roundtrip(records, epoch=epoch)
+    assert decoded["records"] == records and decoded["boot_epoch"] == epoch
+    (dropped,) = [r for r in obj if r.get(0) == "dropped"]
+    assert (dropped["first_epoch"], dropped["first_seq"], dropped["last_epoch"],
+            dropped["last_seq"]) == (1, 0, 2, gap["last_seq"])
+    assert decode_pack(cbor2.loads(encode_pack(DEV, epoch, [gap])))["records"] == [gap]
