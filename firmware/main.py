@@ -2,7 +2,8 @@
 wires the objects together (ARCHITECTURE.md "Contracts"). Runs at every reset.
 
 Order: validate the configuration once (a bad file is reported, never looped on) → persistent
-state and a new boot epoch before anything is logged → buses, sensors, link → wake cycles;
+state: a new boot epoch before anything is logged, except on a deep-sleep wake whose RTC
+memory says where the epoch's seqs stood (``NodeState.resume``) → buses, sensors, link → wake cycles;
 between cycles deep sleep (battery: RTC memory carries ``Node.persist``) or light sleep
 (mains: the loop goes on). The watchdog is fed around every step that can block.
 """
@@ -86,6 +87,7 @@ def _battery_reader(cfg):
 
 def _sleep(clock, ms, deep, rtc, node, wdt, watchdog_ms):
     if deep:
+        node.persist["seq"] = node.state.position()
         _rtc_save(rtc, node.persist)
         machine.deepsleep(ms)
     # light sleep in slices the watchdog outlives, feeding it between them
@@ -121,9 +123,13 @@ def main():
     log = RecordLog(root, cfg["log"]["max_bytes"], clock=clock, state=state,
                     segment_bytes=cfg["log"]["segment_bytes"])
     cause = machine.reset_cause()
-    state.boot(_REASONS.get(cause, "unknown"), log.max_epoch())
     rtc = machine.RTC()
     persist = _rtc_load(rtc) if cause == machine.DEEPSLEEP_RESET else {}
+    position = persist.get("seq")
+    if isinstance(position, list) and len(position) == 2:  # a wake: the epoch goes on
+        state.resume(position[0], position[1], _REASONS.get(cause, "unknown"), log.max_epoch())
+    else:
+        state.boot(_REASONS.get(cause, "unknown"), log.max_epoch())
 
     rail = cfg.get("rail")
     if rail:

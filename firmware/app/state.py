@@ -215,6 +215,27 @@ class NodeState:
             self._ctr.bad = 0
         return self.boot_epoch
 
+    def resume(self, epoch, next_seq, reason=None, epoch_floor=0):
+        """Continue ``epoch`` at ``next_seq`` after a deep-sleep wake, from what RTC memory
+        carried (``position()`` saved before the sleep): no new epoch, so a backlog batches
+        into few frames, and no flash write while the seq reservation lasts.
+
+        Only when ``epoch`` is the persisted epoch and ``next_seq`` lies within its persisted
+        reservation (every seq below it was handed out under that reservation, so none can
+        repeat); otherwise — stale or damaged RTC memory, a flash state in doubt — it is
+        ``boot(reason, epoch_floor)``: a new epoch. Returns the epoch in force."""
+        if (self._lost or self._suspect or epoch != self.boot_epoch or self.boot_epoch == 0
+                or not isinstance(next_seq, int) or not 0 <= next_seq <= self._seq_hw
+                or epoch < epoch_floor):
+            return self.boot(reason, epoch_floor)
+        self._next_seq = next_seq
+        self.boot_reason = reason
+        return self.boot_epoch
+
+    def position(self):
+        """``[boot_epoch, next_seq]``: what ``resume`` needs after a deep sleep (JSON-able)."""
+        return [self.boot_epoch, self._next_seq]
+
     def take_seq(self):
         """One new seq in ``boot_epoch`` (read ``boot_epoch`` after this call)."""
         return self.take_seqs(1)

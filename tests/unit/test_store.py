@@ -581,3 +581,20 @@ def test_an_exhausted_epoch_advances_and_is_persisted(tmp_path):
     assert st.take_seq() == 0 and st.boot_epoch == 6
     again = NodeState(str(tmp_path))
     assert again.boot_epoch == 6 and again.take_seq() >= 1
+
+
+def test_resume_after_deep_sleep_keeps_the_epoch_and_never_repeats_a_seq(tmp_path):
+    from firmware.app.state import NodeState
+
+    s = NodeState(str(tmp_path))
+    e = s.boot("power_on")
+    taken = [s.take_seq() for _ in range(5)]
+    pos = s.position()  # what RTC memory carries through the sleep
+    s2 = NodeState(str(tmp_path))  # the wake: a fresh process, RAM gone
+    assert s2.resume(pos[0], pos[1], "deepsleep") == e
+    assert s2.take_seq() == taken[-1] + 1
+    # stale or forged RTC memory (beyond the persisted reservation, or another epoch): a new epoch
+    s3 = NodeState(str(tmp_path))
+    assert s3.resume(e, 10 ** 6, "deepsleep") == e + 1
+    s4 = NodeState(str(tmp_path))
+    assert s4.resume(e, 3, "deepsleep") == e + 2  # e is no longer the persisted epoch
