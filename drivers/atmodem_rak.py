@@ -19,7 +19,7 @@ Runs on MicroPython and CPython.
 
 import binascii
 
-from drivers.atmodem import (
+from drivers.atmodem_core import (
     EV_BUSY, EV_CONFIRMED, EV_DOWNLINK, EV_DUTY_CYCLE, EV_ECHO, EV_ERROR, EV_INFO, EV_JOIN_FAILED,
     EV_JOINED, EV_NOT_CONFIRMED, EV_NOT_JOINED, EV_OK, EV_REBOOT, EV_TX_DONE, EV_VALUE, Event,
     ModemError, SendCollector, SendResult, parse_hex, parse_number)

@@ -28,21 +28,20 @@ refuses, carrying ``return_code``); a broker that sends malformed bytes raises
 ``MQTTProtocolError`` (a ``ValueError``). Either way the socket is closed, the in-flight
 window kept, and the caller reconnects with backoff. Bad arguments raise ``ValueError``.
 
-TLS fails closed: ``tls`` is ``{"cafile": path, "server_hostname": name}`` (or ``cadata``),
-from which a context verifying the certificate and host name is built here, or a ready
-context, refused unless ``verify_mode == CERT_REQUIRED`` (MicroPython's ``ssl.SSLContext``
-defaults to ``CERT_NONE``). A failed verification raises ``MQTTTLSError`` (an ``OSError``);
-there is no plaintext fall-back. The password is only ever sent in CONNECT: never
-printed, logged or put in a repr.
+TLS fails closed: ``tls`` is ``{"cafile": path, "server_hostname": name}`` (or ``cadata``)
+or a ready context that verifies; a failed verification raises ``MQTTTLSError`` (an
+``OSError``) and there is no plaintext fall-back (``mqtt_tls.py``, the transport). The
+password is only ever sent in CONNECT: never printed, logged or put in a repr.
 """
 
 import errno
 import select
-import socket
-from binascii import a2b_base64
 
 from protocol import mqtt_packets as mp
 from protocol.mqtt_packets import MQTTProtocolError
+
+from .mqtt_tls import (  # noqa: F401  (MQTTTLSError, make_tls_context, pem_to_der re-exported)
+    MQTTTLSError, check_tls, make_tls_context, pem_to_der, tcp_socket, wrap_tls)
 
 _READ_CHUNK = 512       # bytes per socket read: small for the ESP32's heap
 _MAX_READS = 16         # socket reads to complete one packet before giving up for now
@@ -56,66 +55,6 @@ class MQTTRefused(OSError):
         super().__init__(errno.ECONNREFUSED, "MQTT connection refused: %s"
                          % mp.CONNACK_CODES[return_code])
         self.return_code = return_code
-
-
-class MQTTTLSError(OSError):
-    """The TLS handshake failed verification (wrong CA, host name, expired certificate, a
-    clock before the certificate's start): never retried in plaintext; raise an alarm."""
-
-    def __init__(self, message):
-        super().__init__(errno.ECONNABORTED, "MQTT TLS verification failed: " + message)
-
-
-def _tcp(host, port, timeout_s):
-    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
-    s = socket.socket(ai[0], socket.SOCK_STREAM)
-    try:
-        s.settimeout(timeout_s)
-        s.connect(ai[-1])
-    except BaseException:
-        s.close()
-        raise
-    return s
-
-
-def make_tls_context(cafile=None, cadata=None):
-    """A client context that verifies the server certificate against ``cafile`` (a PEM
-    path) or ``cadata`` (PEM bytes) and the host name given to ``wrap_socket``.
-
-    On MicroPython this is the ``tls`` module's context (the frozen ``ssl`` module is a thin
-    wrapper over it that defaults to ``CERT_NONE`` and is not on a custom ``sys.path``);
-    on CPython, ``ssl``'s. Raises ``ValueError`` without a CA, ``OSError`` for a bad file."""
-    if cafile:
-        with open(cafile, "rb") as f:
-            cadata = f.read()
-    if not cadata:
-        raise ValueError("tls: a CA (cafile or cadata) is required; verification is never off")
-    try:
-        import tls
-    except ImportError:  # CPython
-        import ssl
-
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname on
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cadata=cadata.decode() if b"-----BEGIN" in cadata else cadata)
-        return ctx
-    ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
-    ctx.verify_mode = tls.CERT_REQUIRED
-    ctx.load_verify_locations(pem_to_der(cadata))
-    return ctx
-
-
-def pem_to_der(data):
-    """The DER bytes of the first certificate in ``data`` (PEM or already DER): the unix
-    port's Mbed TLS is built without PEM parsing, so the node always loads DER."""
-    begin = data.find(b"-----BEGIN CERTIFICATE-----")
-    if begin < 0:
-        return data
-    start = data.find(b"\n", begin) + 1
-    end = data.find(b"-----END", start)
-    if start <= 0 or end < 0:
-        raise ValueError("tls: truncated PEM certificate")
-    return a2b_base64(data[start:end].replace(b"\r", b"").replace(b"\n", b""))
 
 
 class MQTTClient:
@@ -132,12 +71,7 @@ class MQTTClient:
         mp.encode_connect(client_id, keepalive_s, False, user, password, will)
         if not 1 <= max_inflight <= 1000:
             raise ValueError("max_inflight must be 1..1000")
-        if tls is not None and not isinstance(tls, dict) and (
-                getattr(tls, "verify_mode", 0) != 2 or getattr(tls, "check_hostname", True) is False):
-            # 2 == CERT_REQUIRED in MicroPython's tls and CPython's ssl
-            raise ValueError("tls: the context does not verify the server (verify_mode, check_hostname)")
-        if isinstance(tls, dict) and not (tls.get("cafile") or tls.get("cadata")):
-            raise ValueError("tls: cafile or cadata is required")
+        check_tls(tls)
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -147,7 +81,7 @@ class MQTTClient:
         self.keepalive_s = keepalive_s
         self.will = will
         self.tls = tls
-        self.socket_factory = socket_factory or _tcp
+        self.socket_factory = socket_factory or tcp_socket
         self.max_inflight = max_inflight
         self.timeout_ms = timeout_ms
         self.max_packet_bytes = max_packet_bytes
@@ -186,21 +120,7 @@ class MQTTClient:
         timeout_s = self.timeout_ms / 1000
         sock = self.socket_factory(self.host, self.port, timeout_s)
         if self.tls is not None:
-            try:
-                tls = self.tls
-                if isinstance(tls, dict):
-                    ctx = make_tls_context(tls.get("cafile"), tls.get("cadata"))
-                    name = tls.get("server_hostname") or self.host
-                else:
-                    ctx, name = tls, self.host
-                sock = ctx.wrap_socket(sock, server_hostname=name)
-            except ValueError as e:
-                # Mbed TLS (MicroPython) and CPython report a failed verification as ValueError
-                sock.close()
-                raise MQTTTLSError(str(e).strip())
-            except BaseException:
-                sock.close()
-                raise
+            sock = wrap_tls(sock, self.tls, self.host)
         self._sock = sock
         self._reader = mp.PacketReader(self.max_packet_bytes)
         self._acks = {}

@@ -4,10 +4,8 @@ Theory of operation (layout, guarantees and flash wear in docs/node-storage.md)
 -------------------------------------------------------------------------------
 ``<root>/log/`` holds segment files ``00000042.seg`` and the metadata slot pair ``meta.0/1``
 (``state.SlotFile``: ack pointer, drop/gap/torn totals, next segment id, a drop in progress).
-A segment is a run of entries, in key order ``(boot_epoch, seq)``::
-
-    0xA0|kind (u8) | payload length (u16 LE) | boot_epoch (u32 LE) | seq (u32 LE)
-    | the record as compact JSON without "seq" | crc32 of all before it (u32 LE)
+A segment is a run of entries in key order ``(boot_epoch, seq)``; the entry format and the
+segment reader are in ``segment.py``.
 
 Each ``append_all`` is ONE open-append-close, which littlefs commits atomically at close.
 Elsewhere a torn tail fails its length or CRC check: readers stop there, the newest segment's
@@ -23,63 +21,13 @@ content) → delete → append the gap with the new records → clear the intent
 finds an intent finishes it, writing the gap only if the log does not already hold it.
 """
 
-import binascii
 import json
 import os
-import struct
 
+from .segment import (
+    DEFAULT_SEGMENT_BYTES, GAP, GAP_ENTRY_MAX, KIND_CODE, MAX_PAYLOAD, OVERHEAD, U32, as_key,
+    gap_payload, list_segments, pack_entry, plan_drop, scan, segment_path)
 from .state import SlotFile, dumps, ensure_dir, join, write_bytes
-
-_ENTRY_HEAD = "<BHII"  # kind|magic, payload length, boot_epoch, seq
-_HEAD_LEN = 11
-_OVERHEAD = 15  # head + crc32
-_MAGIC = 0xA0  # high nibble of the first byte: neither erased (0xFF) nor zeroed flash
-_KIND_CODE = {None: 0, "status": 1, "gap": 2}
-_GAP = 2
-MAX_PAYLOAD = 1024  # bytes of JSON per record
-_SEG_SUFFIX = ".seg"
-DEFAULT_SEGMENT_BYTES = 4096  # one littlefs block on the ESP32
-_U32 = 0xFFFFFFFF
-# The largest gap entry (every number at its uint32 maximum): room kept for it in a drop.
-GAP_ENTRY_MAX = _OVERHEAD + len(dumps({"t": _U32, "kind": "gap", "dropped": _U32, "first_epoch": _U32,
-                                       "first_seq": _U32, "last_epoch": _U32, "last_seq": _U32}))
-
-
-def _entry(code, epoch, seq, payload):
-    head = struct.pack(_ENTRY_HEAD, _MAGIC | code, len(payload), epoch, seq)
-    return head + payload + struct.pack("<I", binascii.crc32(payload, binascii.crc32(head)) & _U32)
-
-
-def _scan(path, visit):
-    """Call ``visit(code, epoch, seq, payload)`` for each good entry of a segment, in order,
-    until it returns True. Returns True if the segment has a bad (torn or corrupt) tail."""
-    try:
-        f = open(path, "rb")
-    except OSError:
-        return False
-    try:
-        while True:
-            head = f.read(_HEAD_LEN)
-            if not head:
-                return False
-            if len(head) < _HEAD_LEN:
-                return True
-            code, n, epoch, seq = struct.unpack(_ENTRY_HEAD, head)
-            if code & 0xF0 != _MAGIC or n > MAX_PAYLOAD:
-                return True
-            body = f.read(n + 4)
-            if len(body) < n + 4:
-                return True
-            if binascii.crc32(body[:n], binascii.crc32(head)) & _U32 != struct.unpack("<I", body[n:])[0]:
-                return True
-            if visit(code & 0x0F, epoch, seq, body[:n]):
-                return False
-    finally:
-        f.close()
-
-
-def _key(pair):
-    return None if pair is None else (pair[0], pair[1])
 
 
 class RecordLog:
@@ -108,7 +56,7 @@ class RecordLog:
         ensure_dir(self._dir)
         self._meta = SlotFile(join(self._dir, "meta"))
         m = self._meta.load() or {}
-        self._ack = _key(m.get("a"))
+        self._ack = as_key(m.get("a"))
         self._dropped = m.get("d", 0)
         self._gaps = m.get("g", 0)
         self._torn = m.get("t", 0)
@@ -121,7 +69,7 @@ class RecordLog:
         self._pending = None  # count of unacked records, computed on demand
         self._active = None  # segment id appends go to (None: start a new one)
         self._last_key = None
-        self._segs = self._list_segments()  # [[id, size], ...] oldest first
+        self._segs = list_segments(self._dir)  # [[id, size], ...] oldest first
         self._bytes = 0
         for seg in self._segs:
             self._bytes += seg[1]
@@ -157,7 +105,7 @@ class RecordLog:
             return len(out) >= limit
 
         for seg in self._segs:
-            _scan(self._path(seg[0]), visit)
+            scan(self._path(seg[0]), visit)
             if len(out) >= limit:
                 break
         if out and mark_sent:
@@ -178,7 +126,7 @@ class RecordLog:
                 return False
 
             for seg in self._segs:
-                _scan(self._path(seg[0]), visit)
+                scan(self._path(seg[0]), visit)
             self._pending = n[0]
         return self._pending
 
@@ -210,7 +158,7 @@ class RecordLog:
         out, or an epoch none of the acked records has (``acks_rejected`` + 1).
         ``ValueError`` if the arguments are not uint32 ints; ``OSError`` on a flash failure."""
         for name, v in (("boot_epoch", boot_epoch), ("seq", seq)):
-            if not isinstance(v, int) or not 0 <= v <= _U32:
+            if not isinstance(v, int) or not 0 <= v <= U32:
                 raise ValueError("%s must be a uint32 int, got %r" % (name, v))
         key = (boot_epoch, seq)
         ack = self._ack
@@ -237,7 +185,7 @@ class RecordLog:
 
         whole = []  # segments holding only acked records after this ack
         for seg in self._segs:
-            _scan(self._path(seg[0]), visit)
+            scan(self._path(seg[0]), visit)
             if stop[0]:
                 break
             whole.append(seg[0])
@@ -274,19 +222,21 @@ class RecordLog:
         payloads = []
         size = 0
         for r in records:
-            if not isinstance(r, dict) or r.get("kind") not in _KIND_CODE:
+            if not isinstance(r, dict) or r.get("kind") not in KIND_CODE:
                 raise ValueError("record must be a dict with kind absent, 'status' or 'gap': %r" % (r,))
             if (r.get("seq") is not None) != given:
                 raise ValueError("records must all carry a seq or none may")
             p = dumps(dict((k, v) for k, v in r.items() if k != "seq"))
             if len(p) > MAX_PAYLOAD:
                 raise ValueError("record encodes to %d bytes, more than %d" % (len(p), MAX_PAYLOAD))
-            payloads.append((_KIND_CODE[r.get("kind")], p))
-            size += _OVERHEAD + len(p)
+            payloads.append((KIND_CODE[r.get("kind")], p))
+            size += OVERHEAD + len(p)
         if size + GAP_ENTRY_MAX > self._seg_bytes:
             raise ValueError("records take %d bytes: more than a %d-byte segment holds with a gap"
                              % (size, self._seg_bytes))
-        drop = self._plan_drop(size + GAP_ENTRY_MAX) if self._bytes + size > self._max else None
+        drop = None
+        if self._bytes + size > self._max:
+            drop = plan_drop(self._dir, self._segs, self._ack, self._bytes, self._max, size + GAP_ENTRY_MAX)
         state = self._state
         gap = None
         keys = []
@@ -301,11 +251,11 @@ class RecordLog:
             keys = [(state.boot_epoch, first + i) for i in range(len(records))]
         entries = [(keys[i], payloads[i][0], payloads[i][1]) for i in range(len(records))]
         if gap is not None:
-            entries.append((_key(gap["k"]), _GAP, self._gap_payload(gap)))
+            entries.append((as_key(gap["k"]), GAP, gap_payload(gap)))
             entries.sort(key=lambda e: e[0])
         prev = self._last_key
         for e in entries:
-            if not (isinstance(e[0][1], int) and 0 <= e[0][1] <= _U32) or (prev is not None and e[0] <= prev):
+            if not (isinstance(e[0][1], int) and 0 <= e[0][1] <= U32) or (prev is not None and e[0] <= prev):
                 raise ValueError("seq %r (epoch %d) is not above the last logged key %r" % (e[0][1], e[0][0], prev))
             prev = e[0]
         if drop is not None:
@@ -319,23 +269,14 @@ class RecordLog:
                     self._gaps -= 1
                     raise
             self._remove_through(drop[0], drop[1])
-        self._write(b"".join(_entry(code, k[0], k[1], p) for k, code, p in entries), len(entries), prev)
+        self._write(b"".join(pack_entry(code, k[0], k[1], p) for k, code, p in entries), len(entries), prev)
         if gap is not None:
             self._save_meta()
         return [k[1] for k in keys]
 
     # -- internals ---------------------------------------------------------------------------
     def _path(self, sid):
-        return join(self._dir, "%08d%s" % (sid, _SEG_SUFFIX))
-
-    def _list_segments(self):
-        segs = []
-        for name in os.listdir(self._dir):
-            if name.endswith(_SEG_SUFFIX) and name[:-len(_SEG_SUFFIX)].isdigit():
-                sid = int(name[:-len(_SEG_SUFFIX)])
-                segs.append([sid, os.stat(self._path(sid))[6]])
-        segs.sort(key=lambda s: s[0])
-        return segs
+        return segment_path(self._dir, sid)
 
     def _check_tail(self):
         """Find the last key; count a torn tail of the newest segment once. True if meta changed."""
@@ -348,7 +289,7 @@ class RecordLog:
 
         for i in range(len(self._segs) - 1, -1, -1):
             sid, size = self._segs[i]
-            torn = _scan(self._path(sid), visit)
+            torn = scan(self._path(sid), visit)
             if i == len(self._segs) - 1:
                 if torn and sid != self._torn_seg:
                     self._torn += 1
@@ -373,46 +314,10 @@ class RecordLog:
                 unacked[0] = (epoch, seq) > ack
                 return unacked[0]
 
-            _scan(self._path(self._segs[0][0]), visit)
+            scan(self._path(self._segs[0][0]), visit)
             if unacked[0]:
                 return
             self._remove(self._segs[0][0])
-
-    def _plan_drop(self, need):
-        """Oldest segments to drop so ``need`` more bytes fit: ``(through_id, unacked_entries,
-        first_key, last_key, lost_records, newly_lost)``; first/last None if nothing unacked is
-        lost; lost_records includes the counts of dropped gap records, newly_lost does not."""
-        acc = [0, None, None, 0, 0]  # records lost (gap counts merged), first, last, entries, new
-        ack = self._ack
-
-        def visit(code, epoch, seq, payload):
-            k = (epoch, seq)
-            if ack is not None and k <= ack:
-                return False
-            acc[3] += 1
-            first = k
-            if code == _GAP:
-                g = json.loads(payload)
-                acc[0] += g["dropped"]
-                first = (g["first_epoch"], g["first_seq"])
-            else:
-                acc[0] += 1
-                acc[4] += 1
-            if acc[1] is None or first < acc[1]:
-                acc[1] = first
-            if acc[2] is None or k > acc[2]:
-                acc[2] = k
-            return False
-
-        freed = 0
-        through = None
-        for sid, size in self._segs:
-            if self._bytes - freed + need <= self._max:
-                break
-            _scan(self._path(sid), visit)
-            freed += size
-            through = sid
-        return (through, acc[3], acc[1], acc[2], acc[0], acc[4])
 
     def _gap_intent(self, drop, gap_key):
         t = None
@@ -421,17 +326,12 @@ class RecordLog:
         return {"th": drop[0], "n": drop[4], "f": list(drop[2]), "l": list(drop[3]),
                 "k": list(gap_key), "t": t}
 
-    @staticmethod
-    def _gap_payload(gap):
-        return dumps({"t": gap["t"], "kind": "gap", "dropped": gap["n"], "first_epoch": gap["f"][0],
-                      "first_seq": gap["f"][1], "last_epoch": gap["l"][0], "last_seq": gap["l"][1]})
-
     def _finish_drop(self, gap):
         """An open found a drop interrupted by a power cut: complete it exactly once."""
         self._remove_through(gap["th"], None)
-        k = _key(gap["k"])
+        k = as_key(gap["k"])
         if self._last_key is None or self._last_key < k:
-            self._write(_entry(_GAP, k[0], k[1], self._gap_payload(gap)), 1, k)
+            self._write(pack_entry(GAP, k[0], k[1], gap_payload(gap)), 1, k)
         self._save_meta()
 
     def _remove_through(self, through, lost_entries):

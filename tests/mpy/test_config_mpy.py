@@ -80,7 +80,7 @@ except ValueError:
 gc.collect()
 kept = free0 - gc.mem_free()
 assert "Secrets" in repr(s) and s.device_key[0] == 0x5f and cfg["interval_s"] == 120
-assert MOD not in sys.modules
+assert MOD not in sys.modules and MOD + "_schema" not in sys.modules
 print("HEAP", json.dumps({"loaded": loaded, "kept": kept}))
 """
 
@@ -104,10 +104,11 @@ def test_compiled_config_fits_an_esp32_heap_and_gives_it_back(tmp_path):
     """As built for the flash (.mpy), in a ~100 KB heap like an ESP32's."""
     root = tmp_path / "flash"
     (root / "app").mkdir(parents=True)
-    r = subprocess.run([firmware_build.mpy_cross_command(), "-o", str(root / "app" / "config.mpy"),
-                        "-s", "app/config.py", str(REPO / "firmware" / "app" / "config.py")],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    for name in ("config", "config_schema"):  # the validator and the schema data it imports
+        r = subprocess.run([firmware_build.mpy_cross_command(), "-o", str(root / "app" / (name + ".mpy")),
+                            "-s", "app/%s.py" % name, str(REPO / "firmware" / "app" / (name + ".py"))],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
     heap = _run(tmp_path, str(root), "app.config", "config.mpy", "100K")
     # Loaded, the validator holds ~40 KB on this 64-bit host (less on the 32-bit ESP32); the
     # composition root drops it after boot and keeps only the configuration and interned names.
