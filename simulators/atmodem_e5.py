@@ -13,6 +13,11 @@ from simulators.atmodem_radio import (
 E5_REGIONS = ("EU868", "US915", "AU915", "AS923", "KR920", "IN865")
 
 
+# The AT+ commands the emulator implements; anything else is ERROR(-10), as on the module.
+E5_COMMANDS = frozenset(("ID", "KEY", "DR", "CH", "MODE", "CLASS", "ADR", "PORT", "NJS", "RESET", "JOIN",
+                         "MSGHEX", "CMSGHEX", "MSG", "CMSG"))
+
+
 class E5Commands:
     """LoRa-E5 command handlers (a mixin of ``ATModemEmulator``)."""
 
@@ -25,7 +30,7 @@ class E5Commands:
         eq = text.find("=")
         name = u[3:eq] if eq > 0 else u[3:]
         arg = text[eq + 1:].strip() if eq > 0 else None
-        handler = getattr(self, "_e5_" + name.lower(), None)
+        handler = getattr(self, "_e5_" + name.lower(), None) if name in E5_COMMANDS else None
         if handler is None:
             return self._emit("+%s: ERROR(-10)" % name)
         handler(name, arg)

@@ -13,6 +13,12 @@ from simulators.atmodem_radio import (
 RAK_BANNER = ("RAKwireless RAK3172", "Current Work Mode: LoRaWAN.")
 
 
+# The AT+ commands the emulator implements; anything else is AT_ERROR, as on the module
+# (never one of the handlers' own helpers reached by name).
+RAK_COMMANDS = frozenset(("NWM", "BAND", "NJM", "CLASS", "DEVEUI", "APPEUI", "APPKEY", "ADR", "DR", "CFM",
+                          "LPM", "NJS", "RECV", "JOIN", "SEND"))
+
+
 class RakCommands:
     """RUI3 command handlers (a mixin of ``ATModemEmulator``)."""
 
@@ -36,7 +42,7 @@ class RakCommands:
         eq = text.find("=")
         name = (u[3:eq] if eq > 0 else u[3:]).rstrip("?")
         arg = text[eq + 1:].strip() if eq > 0 else None
-        handler = getattr(self, "_rak_" + name.lower(), None)
+        handler = getattr(self, "_rak_" + name.lower(), None) if name in RAK_COMMANDS else None
         if handler is None:
             return self._rak_status("AT_ERROR")
         if eq < 0 and u.endswith("?"):

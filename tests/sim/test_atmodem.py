@@ -347,3 +347,22 @@ def test_follow_mode_the_drivers_waiting_moves_the_clock(bench):
     b.emu.queue_downlink(4, b"\x10")
     r = b.modem.send(2, b"\x01")
     assert r.status == SendResult.SENT and r.downlink.payload == b"\x10"
+
+
+@pytest.mark.parametrize("dialect,probe,refusal", [("rak3172", b"AT+STATUS\r\n", b"AT_ERROR"),
+                                                   ("rak3172", b"AT+JOIN_TRY=1\r\n", b"AT_ERROR"),
+                                                   ("lora-e5", b"AT+SIMPLE\r\n", b"ERROR(-10)")])
+def test_unimplemented_command_names_get_the_modules_error_not_a_helper(dialect, probe, refusal):
+    import serial
+
+    from simulators.atmodem import ATModemEmulator
+    from simulators.clock import VirtualClock
+
+    with ATModemEmulator(dialect, clock=VirtualClock()) as emu:
+        port = serial.Serial(emu.port_path, timeout=0.5)
+        port.reset_input_buffer()
+        port.write(probe)
+        reply = port.read_until(refusal, 256)
+        port.close()
+    assert refusal in reply
+    assert not emu.errors
