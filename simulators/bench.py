@@ -10,10 +10,17 @@ baseline measured in the same run, because these machines are noisy, and is writ
     Simulated node-days per wall-second for each profile's day simulation, against the bare
     environment model stepped at the same interval (the baseline), so the ratio is the cost
     of the simulated sensors, bus and drivers.
+``bytes``, ``uplink``, ``energy``
+    The node's wire and energy figures (issue 3), in ``simulators/bench_node.py``: bytes per
+    reading on each link against SenML JSON and Cayenne LPP; readings per LoRaWAN uplink at
+    DR0 and DR5 against Cayenne LPP; awake time, charge per wake cycle and battery life per
+    profile and link (``simulators/energy.py``) against REFERENCE §5's worked example B.
+
+A benchmark returns ``(title, rows)`` or ``(title, rows, notes)``: ``notes`` are markdown
+paragraphs written under the table (the goals, met or not, and the assumptions).
 """
 
 import datetime
-import pathlib
 import platform
 import re
 import time
@@ -124,18 +131,40 @@ def bench_daysim():
             rows)
 
 
-BENCHMARKS = {"bus": bench_bus, "daysim": bench_daysim}
-HEADERS = {"bus": ("bus", "rate", "ratio to baseline"),
-           "daysim": ("profile", "drivers + sensors + environment", "environment only (baseline)", "ratio")}
+def _node_bench(name):
+    """``simulators.bench_node.bench_<name>``, imported when run (``civicedge`` imports this
+    module at every start)."""
+    def run():
+        from simulators import bench_node
+        return getattr(bench_node, "bench_" + name)()
+    run.__name__ = "bench_" + name
+    return run
 
 
-def _markdown(name, title, rows):
+BENCHMARKS = {"bus": bench_bus, "daysim": bench_daysim, "bytes": _node_bench("bytes"),
+              "uplink": _node_bench("uplink"), "energy": _node_bench("energy")}
+HEADERS = {
+    "bus": ("bus", "rate", "ratio to baseline"),
+    "daysim": ("profile", "drivers + sensors + environment", "environment only (baseline)", "ratio"),
+    "bytes": ("readings", "link / encoding", "bytes/reading, one per message", "bytes/reading, batched",
+              "batched ÷ SenML JSON"),
+    "uplink": ("readings", "data rate (payload)", "days", "pack readings/uplink, median (fewest)",
+               "Cayenne LPP readings/uplink", "pack ÷ LPP, median (worst)"),
+    "energy": ("profile", "link, variant", "awake/wake", "charge/wake", "I_avg", "2×AA Li-FeS2",
+               "2×AA alkaline", "19 Ah Li-SOCl2 D", "I_avg ÷ example B"),
+}
+
+
+def _markdown(name, title, rows, notes=()):
+    """A section: title, command, the table, then ``notes`` (paragraphs of markdown)."""
     head = HEADERS[name]
     lines = ["## %s" % name, "", title + ".", "",
              "Command: `scripts/bench %s` — measured %s on %s, Python %s." % (
                  name, datetime.date.today().isoformat(), platform.machine(), platform.python_version()), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    for note in notes:
+        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
@@ -159,8 +188,8 @@ def main(names=(), write=True):
     sections = {}
     for name in names or list(BENCHMARKS):
         print("running %s ..." % name, flush=True)
-        title, rows = BENCHMARKS[name]()
-        sections[name] = _markdown(name, title, rows)
+        result = BENCHMARKS[name]()  # (title, rows) or (title, rows, notes)
+        sections[name] = _markdown(name, *result)
         print(sections[name])
     if write:
         _write(sections)

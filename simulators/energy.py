@@ -1,0 +1,380 @@
+"""Energy model of a node's wake cycle, and the battery life it implies (REFERENCE.md §5).
+
+Pure functions and small value classes; no I/O, no clock. ``scripts/bench energy``
+(``simulators/bench.py``) feeds it the profiles of ``hardware/profiles/*.toml`` and the
+uplink sizes the real LoRaWAN pack produces; ``tests/unit/test_energy.py`` checks it against
+REFERENCE §5's worked examples A and B.
+
+Theory of operation
+-------------------
+A wake cycle is a list of ``Phase``: a load drawing ``ma`` for ``seconds``. Loads that run at
+the same time are separate phases (the ESP32 awake at 40 mA *and* the modem transmitting at
+its TX current), so the cycle's charge is simply ``sum(ma * seconds)`` in mA·s; phases
+flagged ``awake`` are the ESP32's own time, whose sum is the awake time per wake. A phase
+that happens only every n-th wake (an uplink carrying n readings) has ``share`` 1/n: its
+charge and time count 1/n per wake.
+
+REFERENCE §5's formulas, unchanged::
+
+    I_avg     = sum(I_i * t_i) / T_cycle + I_sleep (+ loads that never sleep)
+    I_self    = C_nominal * (annual self-discharge fraction) / 8760 h
+    life_h    = C_nominal * derate / (I_avg + I_self)
+
+(like REFERENCE, the sleep current is counted for the whole cycle, not the cycle less the
+awake time: at most one part in ~300 here, and on the safe side).
+
+What a profile's wake costs (``profile_cycle``) — every figure from REFERENCE §1-§6 unless
+marked; constants below carry their source:
+
+* deep-sleep wake: ESP32 boot 0.3 s @ 40 mA; a light-sleeping (mains) node resumes without one;
+* the switched sensor rail's settle time (profile ``rail_settle_ms``) with the ESP32 awake;
+* sensors, ESP32 awake throughout: TMP117 one-shot 8x averaging 125 ms; I2CXL 100 ms per
+  ping at 2.7 mA; ADS1115 one conversion per electrode at 1/DR (8 SPS: 125 ms); SCD41
+  periodic (15 mA all the time, the read itself ~1 ms) or single shot (5 s, 243 mJ per shot,
+  0.15 mA idle between shots unless the rail is switched off);
+* the application: 0.2 s @ 40 mA (encode, append to the flash log, modem commands) — worked
+  example B's ESP32 0.5 s less the 0.3 s boot;
+* the link: LoRaWAN TX for the time on air of the payload actually packed
+  (``protocol.airtime``) at the module's TX current, its receive windows at the RX current,
+  and — what ``drivers.atmodem`` does — the ESP32 waiting awake for the modem's result
+  (RECEIVE_DELAY1 1 s + RX1 for a confirmed uplink acked in RX1; RECEIVE_DELAY2 2 s + RX2
+  for an unconfirmed one); Wi-Fi association + DHCP + MQTT publish 2 s @ 120 mA, TLS +1 s;
+  serial: the frame's bytes at the UART's baud rate (negligible);
+* sleep: ESP32 deep sleep 10 µA (RTC timer + RTC memory) + a low-Iq regulator 5 µA + the
+  modem's sleep current + the battery divider, on a bare module; a development board sleeps
+  at 1-10 mA whatever the chip does.
+
+Not modelled (no figure in REFERENCE): the TMP117's and ADS1115's own supply current (µA
+class, under 1 % of the ESP32's 40 mA beside them), the NO2 ISB's bias current, flash
+write bursts, and the join (once per session: the modem keeps its session across wakes).
+"""
+
+import math
+
+from protocol import airtime
+
+HOURS_PER_YEAR = 8760.0
+
+# ---- ESP32 (REFERENCE §5) ------------------------------------------------------------------
+ESP32_AWAKE_MA = 40.0        # "boot ≈ 0.3 s @ ~40 mA"; worked example B's ESP32 0.5 s @ 40 mA
+ESP32_BOOT_S = 0.3
+ESP32_APP_S = 0.2            # example B's ESP32 0.5 s minus the 0.3 s boot
+ESP32_LIGHT_SLEEP_MA = 0.8
+ESP32_DEEP_SLEEP_UA = 10.0   # deep sleep, RTC timer + RTC memory
+REGULATOR_IQ_UA = 5.0        # "bare module + low-Iq regulator (<= 5 µA)"
+DEV_BOARD_SLEEP_MA = 1.0     # "dev boards ... often sleep at 1-10 mA": the best case
+DIVIDER_UA = 1.5             # battery divider 2 x 1 MOhm on ~3 V (hardware/profiles wiring notes)
+
+# ---- Wi-Fi + MQTT (REFERENCE §5 "typical Wi-Fi wake cycle", worked example A) --------------
+WIFI_MA = 120.0
+WIFI_PUBLISH_S = 2.0         # associate + DHCP + MQTT publish, 1-3 s; example A takes 2 s
+TLS_EXTRA_S = 1.0            # "TLS adds ~1 s"
+
+# ---- LoRaWAN (REFERENCE §6.2 delays; §5 example B's windows) --------------------------------
+RX_WINDOW_S = 0.05           # example B: 2 RX windows of 50 ms
+RECEIVE_DELAY1_S = 1.0       # spec default (TTN uses 5 s)
+RECEIVE_DELAY2_S = 2.0
+
+# ---- sensors (REFERENCE §1.4, §2.2, §3.1, §4) -----------------------------------------------
+SUPPLY_V = 3.3
+SCD41_PERIODIC_MA = 15.0     # periodic (5 s) ~15 mA @ 3.3 V
+SCD41_SHOT_S = 5.0           # single shot: 5000 ms execution time
+SCD41_SHOT_MJ = 243.0        # per shot, typ
+SCD41_IDLE_MA = 0.15         # between shots, typ
+SCD41_READ_S = 0.001         # read_measurement: 1 ms
+TMP117_CONVERSION_S = {1: 0.0155, 8: 0.125}   # one conversion ≈ 15.5 ms; 8x averaging ≈ 125 ms
+SONAR_MA = 2.7               # I2CXL 2.7 mA avg @ 3.3 V
+SONAR_PING_S = 0.1           # ~100 ms between readings (ring-down)
+
+
+class Module:
+    """A LoRaWAN modem's currents: ``tx_ma`` transmitting, ``rx_ma`` in a receive window,
+    ``sleep_ua`` asleep between wakes."""
+
+    def __init__(self, name, tx_ma, rx_ma, sleep_ua, source):
+        self.name = name
+        self.tx_ma = tx_ma
+        self.rx_ma = rx_ma
+        self.sleep_ua = sleep_ua
+        self.source = source
+
+
+MODULES = {
+    # REFERENCE §5 worked example B (TX 70 mA, RX 17 mA; the RAK4200 measured 68.4 / 17.1 mA).
+    "example-b": Module("LoRaWAN module of worked example B", 70.0, 17.0, None, "REFERENCE §5"),
+    # RAK3172 datasheet (not in REFERENCE): TX 87 mA at 20 dBm 868 MHz — EU868 allows at most
+    # 16 dBm EIRP, so this is on the high side — RX 5.22 mA, sleep 1.69 µA at 3.3 V.
+    # Source: RAKWireless/rakwireless-docs, docs/Product-Categories/WisDuo/RAK3172-Module/
+    # Datasheet/README.md, "Operating Current" and "Sleep Current".
+    "rak3172": Module("RAK3172 (RAK3272S board)", 87.0, 5.22, 1.69, "RAK3172 datasheet"),
+}
+
+
+class Battery:
+    """``nominal_mah`` × ``derate`` usable; ``self_discharge`` is the fraction lost per year."""
+
+    def __init__(self, name, nominal_mah, derate, self_discharge, source):
+        self.name = name
+        self.nominal_mah = nominal_mah
+        self.derate = derate
+        self.self_discharge = self_discharge
+        self.source = source
+
+    @property
+    def usable_mah(self):
+        return self.nominal_mah * self.derate
+
+    @property
+    def self_discharge_ma(self):
+        """REFERENCE §5: I_self = C × (annual self-discharge fraction) / 8760 h, in mA."""
+        return self.nominal_mah * self.self_discharge / HOURS_PER_YEAR
+
+
+BATTERIES = {
+    # REFERENCE §5: capacities and derates of the worked examples; alkaline ~2-3 %/yr.
+    "aa-alkaline": Battery("2×AA alkaline", 2500.0, 0.8, 0.025, "REFERENCE §5"),
+    # REFERENCE §5 gives no Li-FeS2 self-discharge. Energizer's L91 datasheet (as quoted on
+    # candlepowerforums.com, "Energizer L91 self discharge rate" thread) states 90 % of rated
+    # capacity after 15 years at 21 °C, ~0.7 %/yr: 1 %/yr here, on the safe side.
+    "aa-lifes2": Battery("2×AA Li-FeS2", 3000.0, 0.85, 0.01, "REFERENCE §5; L91 datasheet"),
+    # REFERENCE §5: Li-SOCl2 < 1 %/yr: its upper bound.
+    "d-lisocl2": Battery("19 Ah Li-SOCl2 D", 19000.0, 0.8, 0.01, "REFERENCE §5"),
+}
+
+
+class Phase:
+    """``ma`` drawn for ``seconds``; ``awake``: ESP32 time; ``share``: fraction of wakes."""
+
+    __slots__ = ("name", "seconds", "ma", "awake", "share")
+
+    def __init__(self, name, seconds, ma, awake=False, share=1.0):
+        if seconds < 0 or ma < 0 or not 0 <= share <= 1:
+            raise ValueError("phase %r: seconds, ma and share (0..1) must not be negative" % (name,))
+        self.name = name
+        self.seconds = seconds
+        self.ma = ma
+        self.awake = awake
+        self.share = share
+
+    @property
+    def charge_mas(self):
+        return self.seconds * self.ma * self.share
+
+    def __repr__(self):
+        return "Phase(%r, %.4g s, %.4g mA, awake=%r, share=%.3g)" % (
+            self.name, self.seconds, self.ma, self.awake, self.share)
+
+
+class Cycle:
+    """One wake cycle every ``interval_s``: its phases, the sleep current (µA) and the loads
+    that never sleep (``continuous_ma``, e.g. an SCD41 in periodic mode)."""
+
+    def __init__(self, phases, interval_s, sleep_ua, continuous_ma=0.0):
+        if interval_s <= 0:
+            raise ValueError("interval_s must be positive, got %r" % (interval_s,))
+        self.phases = list(phases)
+        self.interval_s = interval_s
+        self.sleep_ua = sleep_ua
+        self.continuous_ma = continuous_ma
+
+    @property
+    def charge_mas(self):
+        """Charge per wake, mA·s (uplinks shared over the wakes that fill them)."""
+        return sum(p.charge_mas for p in self.phases)
+
+    @property
+    def awake_s(self):
+        """ESP32 awake time per wake, s."""
+        return sum(p.seconds * p.share for p in self.phases if p.awake)
+
+    @property
+    def average_ma(self):
+        return average_current_ma(self.charge_mas, self.interval_s, self.sleep_ua / 1000.0,
+                                  self.continuous_ma)
+
+    def life_h(self, battery, self_discharge=True):
+        return battery_life_h(self.average_ma, battery, self_discharge)
+
+
+def average_current_ma(charge_mas, interval_s, sleep_ma, continuous_ma=0.0):
+    """REFERENCE §5: I_avg = Σ(I_i·t_i)/T_cycle + I_sleep (+ never-sleeping loads), mA."""
+    return charge_mas / interval_s + sleep_ma + continuous_ma
+
+
+def battery_life_h(average_ma, battery, self_discharge=True):
+    """REFERENCE §5: life_h = C_usable / (I_avg + I_self); ``self_discharge`` False leaves
+    I_self out, as REFERENCE's worked-example table does."""
+    drain = average_ma + (battery.self_discharge_ma if self_discharge else 0.0)
+    if drain <= 0:
+        raise ValueError("average current must be positive, got %r" % (average_ma,))
+    return battery.usable_mah / drain
+
+
+def years(hours):
+    return hours / HOURS_PER_YEAR
+
+
+# ---- links ---------------------------------------------------------------------------------
+
+WAITS = ("awake", "light", "none")
+
+
+def lorawan_phases(app_bytes, dr, module, confirmed=True, wait="awake", share=1.0):
+    """Phases of one LoRaWAN uplink of ``app_bytes`` application bytes at EU868 ``dr``.
+
+    TX for the time on air at ``module.tx_ma``; receive windows at ``module.rx_ma`` (one, RX1,
+    for a confirmed uplink acked there; RX1 and RX2 for an unconfirmed one); and the ESP32
+    while the modem works: ``wait`` "awake" (40 mA until the modem reports the result, as
+    ``drivers.atmodem.AtModem.send`` blocks), "light" (light sleep until the receive window
+    opens, then awake for the window's length to read the report), "none" (the ESP32 sleeps
+    once the command is written, as in worked example B)."""
+    if wait not in WAITS:
+        raise ValueError("wait must be one of %s, got %r" % (", ".join(WAITS), wait))
+    sf, bw, _ = airtime.DR_EU868[dr]
+    toa_s = airtime.time_on_air_ms(airtime.app_payload_to_phy(app_bytes), sf, bw) / 1000.0
+    windows = 1 if confirmed else 2
+    phases = [Phase("LoRa TX %d B DR%d" % (app_bytes, dr), toa_s, module.tx_ma, share=share),
+              Phase("LoRa RX window x%d" % windows, windows * RX_WINDOW_S, module.rx_ma, share=share)]
+    until_s = toa_s + (RECEIVE_DELAY1_S if confirmed else RECEIVE_DELAY2_S) + RX_WINDOW_S
+    if wait == "awake":
+        phases.append(Phase("ESP32 waits for the modem", until_s, ESP32_AWAKE_MA, True, share))
+    elif wait == "light":  # asleep until the window opens, awake to read the modem's report
+        phases.append(Phase("ESP32 light-sleeps for the modem", until_s - RX_WINDOW_S,
+                            ESP32_LIGHT_SLEEP_MA, False, share))
+        phases.append(Phase("ESP32 reads the modem's report", RX_WINDOW_S, ESP32_AWAKE_MA, True, share))
+    return phases
+
+
+def mqtt_phases(tls=True, share=1.0):
+    """Wi-Fi association + DHCP + MQTT publish (REFERENCE §5), TLS adding ~1 s."""
+    seconds = WIFI_PUBLISH_S + (TLS_EXTRA_S if tls else 0.0)
+    return [Phase("Wi-Fi + MQTT publish" + (" (TLS)" if tls else ""), seconds, WIFI_MA, True, share)]
+
+
+def serial_phases(nbytes, baudrate=115200, share=1.0):
+    """The frame's bytes on the UART (10 bits a byte) with the ESP32 awake: negligible."""
+    return [Phase("UART %d B" % nbytes, nbytes * 10.0 / baudrate, ESP32_AWAKE_MA, True, share)]
+
+
+# ---- sensors -------------------------------------------------------------------------------
+
+def sensor_phases(sensor, rail_gated=False):
+    """``(phases, continuous_ma)`` for one sensor entry of a profile (its ``part`` and
+    settings). Raises ``ValueError`` for a part or setting REFERENCE gives no timing for."""
+    part = sensor.get("part")
+    name = sensor.get("name", part)
+    if part == "tmp117":
+        avg = sensor.get("averaging", 8)
+        if avg not in TMP117_CONVERSION_S:
+            raise ValueError("tmp117 averaging %r: REFERENCE §2.2 times only 1x and 8x" % (avg,))
+        return [Phase("%s TMP117 one-shot %dx" % (name, avg), TMP117_CONVERSION_S[avg],
+                      ESP32_AWAKE_MA, True)], 0.0
+    if part == "i2cxl":
+        pings = sensor.get("repeats", 5)
+        return [Phase("%s I2CXL %d pings (ESP32)" % (name, pings), pings * SONAR_PING_S,
+                      ESP32_AWAKE_MA, True),
+                Phase("%s I2CXL ranging" % name, pings * SONAR_PING_S, SONAR_MA)], 0.0
+    if part == "ads1115":
+        sps = sensor.get("data_rate_sps", 8)
+        return [Phase("%s ADS1115 2 conversions at %d SPS" % (name, sps), 2.0 / sps,
+                      ESP32_AWAKE_MA, True)], 0.0
+    if part == "scd4x":
+        mode = sensor.get("mode", "periodic")
+        if mode == "periodic":
+            return [Phase("%s SCD41 read" % name, SCD41_READ_S, ESP32_AWAKE_MA, True)], SCD41_PERIODIC_MA
+        if mode == "single_shot":
+            shot_mas = SCD41_SHOT_MJ / SUPPLY_V       # mJ / V = mA·s
+            return [Phase("%s SCD41 single shot (ESP32)" % name, SCD41_SHOT_S, ESP32_AWAKE_MA, True),
+                    Phase("%s SCD41 shot" % name, SCD41_SHOT_S, shot_mas / SCD41_SHOT_S)], \
+                (0.0 if rail_gated else SCD41_IDLE_MA)
+        raise ValueError("scd4x mode %r: modelled are periodic and single_shot" % (mode,))
+    raise ValueError("sensor part %r has no energy model" % (part,))
+
+
+def sleep_current_ua(sleep="deep", build="module", modem=None):
+    """Sleep current in µA: ``build`` "module" (bare ESP32 module + low-Iq regulator + battery
+    divider, plus ``modem``'s sleep current) or "devboard" (a development board's own 1 mA,
+    REFERENCE §5's best case). A light-sleeping node adds the ESP32's 0.8 mA."""
+    chip = ESP32_DEEP_SLEEP_UA if sleep == "deep" else ESP32_LIGHT_SLEEP_MA * 1000.0
+    if build == "module":
+        board = REGULATOR_IQ_UA + DIVIDER_UA
+    elif build == "devboard":
+        board = DEV_BOARD_SLEEP_MA * 1000.0
+    else:
+        raise ValueError("build must be 'module' or 'devboard', got %r" % (build,))
+    return chip + board + (modem.sleep_ua if modem is not None and modem.sleep_ua else 0.0)
+
+
+def profile_cycle(profile, link, uplink_bytes, readings_per_uplink=1, module="rak3172", wait="awake",
+                  build=None, dr=None, interval_s=None):
+    """The ``Cycle`` of a profile (the dict of ``hardware/profiles/<id>.toml``) on ``link``.
+
+    ``uplink_bytes``: the size of one message (LoRaWAN app payload, MQTT/serial frame) carrying
+    ``readings_per_uplink`` records. A node that logs a mean every ``mean_period_s`` makes one
+    record per that many seconds, so its messages are shared over the wakes in between.
+    ``build`` defaults to "module" on battery and "devboard" on mains; ``dr`` to the
+    profile's ``link.lorawan.data_rate``; ``interval_s`` to the profile's."""
+    prof, power = profile["profile"], profile.get("power", {})
+    interval = interval_s or prof["interval_s"]
+    sleep = power.get("sleep", "deep")
+    build = build or ("module" if power.get("source") == "battery" else "devboard")
+    gated = bool(power.get("rail_gated"))
+    phases = []
+    if sleep == "deep":
+        phases.append(Phase("ESP32 boot", ESP32_BOOT_S, ESP32_AWAKE_MA, True))
+    if gated and power.get("rail_settle_ms"):
+        phases.append(Phase("sensor rail settles", power["rail_settle_ms"] / 1000.0, ESP32_AWAKE_MA, True))
+    continuous = 0.0
+    for sensor in profile.get("sensors", ()):
+        ph, cont = sensor_phases(sensor, gated)
+        phases += ph
+        continuous += cont
+    phases.append(Phase("application (encode, log, link commands)", ESP32_APP_S, ESP32_AWAKE_MA, True))
+    mean_s = prof.get("mean_period_s") or 0
+    records_per_wake = min(1.0, float(interval) / mean_s) if mean_s else 1.0
+    share = records_per_wake / readings_per_uplink
+    modem = None
+    if link == "lorawan":
+        modem = MODULES[module]
+        lw = profile.get("link", {}).get("lorawan", {})
+        phases += lorawan_phases(uplink_bytes, lw.get("data_rate", 5) if dr is None else dr, modem,
+                                 lw.get("confirmed", True), wait, share)
+    elif link == "mqtt":
+        phases += mqtt_phases(profile.get("link", {}).get("mqtt", {}).get("tls", True), share)
+    elif link == "serial":
+        phases += serial_phases(uplink_bytes, share=share)
+    else:
+        raise ValueError("link must be serial, mqtt or lorawan, got %r" % (link,))
+    return Cycle(phases, interval, sleep_current_ua(sleep, build, modem), continuous)
+
+
+# ---- REFERENCE §5's worked examples (one uplink per 15 min) ----------------------------------
+
+EXAMPLE_INTERVAL_S = 900
+
+
+def example_a():
+    """Worked example A: Wi-Fi + MQTT, 0.3 s @ 40 mA + 2 s @ 120 mA, sleep 15 µA."""
+    return Cycle([Phase("ESP32 boot", ESP32_BOOT_S, ESP32_AWAKE_MA, True)] + mqtt_phases(tls=False),
+                 EXAMPLE_INTERVAL_S, 15.0)
+
+
+def example_b(dr=5):
+    """Worked example B: ESP32 0.5 s @ 40 mA + TX of an 11-byte payload @ 70 mA + 2 RX windows
+    of 50 ms @ 17 mA (an unconfirmed uplink the ESP32 does not wait for), sleep 17 µA.
+    ``dr`` 5 is SF7 (the example), 0 is SF12 (its last row)."""
+    phases = [Phase("ESP32 awake", ESP32_BOOT_S + ESP32_APP_S, ESP32_AWAKE_MA, True)]
+    phases += lorawan_phases(11, dr, MODULES["example-b"], confirmed=False, wait="none")
+    return Cycle(phases, EXAMPLE_INTERVAL_S, 17.0)
+
+
+def interval_for_life(cycle, battery, target_years, self_discharge=True):
+    """The shortest wake interval (s, rounded up) at which ``cycle``'s charge per wake lasts
+    ``target_years`` on ``battery``; ``math.inf`` if sleep and self-discharge alone drain it
+    sooner."""
+    budget_ma = battery.usable_mah / (target_years * HOURS_PER_YEAR)
+    spare = budget_ma - cycle.sleep_ua / 1000.0 - cycle.continuous_ma \
+        - (battery.self_discharge_ma if self_discharge else 0.0)
+    if spare <= 0:
+        return math.inf
+    return math.ceil(cycle.charge_mas / spare)
