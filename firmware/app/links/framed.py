@@ -9,7 +9,9 @@ write to the UART / publish to the broker, then wait for acks). Only an ack that
 with the device key, names this boot epoch and no seq beyond what was sent trims the log
 (``frame.ack_trims``); anything else is counted (``bad_acks``) and ignored. One frame is in
 flight at a time, so a cumulative ack can never trim a frame that was lost. With no good
-ack before ``ack_timeout_ms`` the records stay on flash for the next cycle.
+ack before ``ack_timeout_ms`` the records stay on flash for the next cycle. A batch whose
+frame would exceed ``frame.MAX_FRAME_BYTES`` (big status records after an outage) is halved
+until it fits; the rest goes in the next frame.
 """
 
 from protocol import frame, senml
@@ -27,6 +29,8 @@ class FramedLink:
         self.feed = feed or (lambda: None)
         self.counters = {"frames_sent": 0, "records_acked": 0, "ack_timeouts": 0, "bad_acks": 0,
                          "link_errors": 0}
+        # header + tag: what a frame adds to its payload (the payload may take the rest)
+        self._room = frame.MAX_FRAME_BYTES - len(frame.encode_data(key, device_id, 0, 0, 1, b""))
 
     def open(self):
         return True
@@ -56,6 +60,9 @@ class FramedLink:
             epoch = batch[0][0]
             records = [r for e, r in batch if e == epoch]
             payload = senml.encode_pack(self.device_id, epoch, records)
+            while len(payload) > self._room and len(records) > 1:
+                records = records[:len(records) // 2]
+                payload = senml.encode_pack(self.device_id, epoch, records)
             data = frame.encode_data(self._key, self.device_id, epoch, records[0]["seq"], len(records), payload)
             self.feed()
             try:

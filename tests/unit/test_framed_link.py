@@ -1,0 +1,64 @@
+"""FramedLink on CPython with the real flash log and a scripted peer: what trims the log,
+and batches too large for one frame."""
+
+from firmware.app.links.framed import FramedLink
+from firmware.app.state import NodeState
+from firmware.app.store import RecordLog
+from protocol import frame
+from protocol.senml_decode import decode_pack_bytes
+from simulators.clock import VirtualClock
+
+KEY = bytes(range(16))
+DEV = "sch1-rm12-co2"
+
+
+class Peer(FramedLink):
+    """Answers every frame with what ``reply(frame) -> bytes or None`` gives."""
+
+    def __init__(self, reply, **kw):
+        FramedLink.__init__(self, VirtualClock(), DEV, KEY, **kw)
+        self.reply = reply
+        self.sent = []
+
+    def exchange(self, data, boot_epoch, last_seq):
+        f = frame.decode_frame(data, {DEV: KEY}.get, expect=frame.TYPE_DATA)
+        self.sent.append(f)
+        answer = self.reply(f)
+        return None if answer is None else self.check_ack(answer, boot_epoch, last_seq)
+
+
+def log_with(tmp_path, records):
+    state = NodeState(str(tmp_path))
+    log = RecordLog(str(tmp_path), 1 << 20, state=state)
+    state.boot("power_on")
+    for r in records:  # one wake's append each, as a node with its link down does
+        log.append(r)
+    return log
+
+
+def good_ack(f):
+    return frame.encode_ack(KEY, DEV, f.boot_epoch, f.seq_through)
+
+
+def status(n):
+    counters = dict(("counter_number_%02d" % i, 1000 + i) for i in range(n))
+    return {"t": 1767571200, "kind": "status", "values": [["boot_reason", "power_on", "ok"]], "counters": counters}
+
+
+def test_only_a_verified_ack_trims(tmp_path):
+    log = log_with(tmp_path, [{"t": 1767571200, "values": [["co2_ppm", 600 + i, "ok"]]} for i in range(5)])
+    forged = Peer(lambda f: frame.encode_ack(bytes(16), DEV, f.boot_epoch, f.seq_through))
+    assert forged.deliver(log) == 0
+    assert forged.counters["bad_acks"] == 1 and log.pending_count() == 5
+    assert Peer(good_ack).deliver(log) == 5
+    assert log.pending_count() == 0
+
+
+def test_a_backlog_too_big_for_one_frame_goes_in_several(tmp_path):
+    log = log_with(tmp_path, [status(30) for _ in range(12)])  # ~1 KB each as SenML
+    link = Peer(good_ack, max_batch_records=16)
+    assert link.deliver(log) == 12
+    assert len(link.sent) >= 2
+    assert all(len(f.payload) <= frame.MAX_FRAME_BYTES for f in link.sent)
+    seqs = [r["seq"] for f in link.sent for r in decode_pack_bytes(f.payload)["records"]]
+    assert seqs == sorted(seqs) and len(seqs) == 12
