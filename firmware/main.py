@@ -54,7 +54,7 @@ def _rtc_save(rtc, persist):
     rtc.memory(data.encode())
 
 
-def _make_link(cfg, secrets, clock, feed):
+def _make_link(cfg, secrets, clock, feed, root):
     link = cfg["link"]
     kind = link["type"]
     if kind == "serial":
@@ -68,19 +68,20 @@ def _make_link(cfg, secrets, clock, feed):
     if kind == "mqtt":
         from app.links.mqtt import MQTTLink
 
-        return MQTTLink(cfg, secrets, clock, feed=feed)
+        return MQTTLink(cfg, secrets, clock, feed=feed, root=root)
     from app.links.lorawan import LoRaWANLink
 
     u = link["uart"]
     uart = machine.UART(u["id"], baudrate=u["baudrate"], tx=u["tx_pin"], rx=u["rx_pin"], timeout=20)
-    return LoRaWANLink(uart, cfg, secrets, clock, feed=feed)
+    return LoRaWANLink(uart, cfg, secrets, clock, feed=feed, root=root)
 
 
 def _battery_reader(cfg):
     b = cfg.get("battery")
     if not b:
         return None
-    adc = machine.ADC(machine.Pin(b["adc_pin"]))
+    # 11 dB attenuation: ~0-3.9 V full scale (the 0 dB default clips at ~1.1 V)
+    adc = machine.ADC(machine.Pin(b["adc_pin"]), atten=machine.ADC.ATTN_11DB)
     ratio = b["divider_ratio"]
     return lambda: adc.read_uv() / 1e6 * ratio
 
@@ -107,6 +108,9 @@ def main():
 
     try:
         cfg = config.load_config(_path(root, "config.json"))
+        from app import downlink  # configuration changes by downlink (docs/protocol-lorawan.md)
+
+        cfg = downlink.apply_overrides(cfg, root, config.validate)
         secrets = config.load_secrets(_path(root, "secrets.json"), cfg)
     except config.ConfigError as e:
         _report_config_error(root, e)
@@ -146,7 +150,7 @@ def main():
     sampler = Sampler(build_sensors(cfg["sensors"], buses, clock), clock, cfg["quality"], persist.get("q"),
                       persist.get("sc"))
     sampler.prepare(clock.ticks_ms() if cause == machine.PWRON_RESET and not rail else None)
-    link = _make_link(cfg, secrets, clock, wdt.feed)
+    link = _make_link(cfg, secrets, clock, wdt.feed, root)
     node = Node(cfg, clock, state, log, sampler, link, persist, _battery_reader(cfg), wdt.feed)
     deep = cfg["power"]["sleep"] == "deep"
     opened = False

@@ -1,0 +1,268 @@
+"""``LoRaWANLink``: the node's records over LoRaWAN, through an AT-command modem.
+
+Theory of operation
+-------------------
+``open()`` (once per boot from ``main.py``) asks the modem whether it still holds a session
+(``AT+NJS=?``). The modem stays powered through the ESP32's deep sleep and keeps its
+session, so a waking node does not configure or join again: only a modem without a session
+is configured (DevEUI/JoinEUI from ``config.json``, the AppKey from ``secrets.json``; the
+driver never logs it) and joined by OTAA, ``JOIN_ATTEMPTS`` tries ``JOIN_PAUSE_MS`` apart
+(the watchdog fed throughout). A boot whose join failed backs off across wakes: the next
+``2**(k-1)`` wakes after the k-th failed one skip the join, at most
+``link.lorawan.join_backoff_max_s`` worth of wakes, and ``open()`` returns False — the
+records stay on flash. The backoff state is in ``counters``, which the node keeps in RTC
+memory through deep sleep.
+
+``deliver(log)`` sends up to ``max_uplinks`` uplinks per wake. Each carries pending records
+of ONE boot epoch, oldest first, packed by ``protocol.lorapack.pack`` into the application
+payload the modem's current data rate allows (``airtime.max_app_payload``; read before each
+uplink, since ADR may change it); the flash log is streamed, ``_CHUNK`` records at a time.
+A status record too large for the payload keeps its values and as many counters as fit, most
+useful first (``_STATUS_FIRST``). A record that cannot be packed at all (a value beyond the
+pack's range) is skipped and counted (``records_unpackable``): the receiver sees the seq gap.
+
+Trimming: a **confirmed** uplink (``link.lorawan.confirmed``) trims the log only on the
+network's ack (``SendResult.CONFIRMED``); without one the records stay and go again next
+time (the receiver de-duplicates by record key). An **unconfirmed** uplink trims as soon as
+the modem reports it sent: LoRaWAN's MIC protects the frame on air, and a lost frame shows
+end to end as a gap in the (epoch, seq) keys — no downlink airtime is spent on acks
+(docs/protocol-lorawan.md, "Confirmed or unconfirmed").
+
+Refusals are results, not errors: a duty-cycle refusal, a busy modem or a lost session end
+this wake's sending with the records queued. The regulatory duty cycle is enforced by the
+modem (both RUI3 and the LoRa-E5 firmware apply the EU868 sub-band limits); the node keeps no
+``DutyCycle`` of its own because a deep-sleep wake would start it empty, which would only
+pretend to check. It bounds airtime per wake by ``max_uplinks`` and counts the airtime it
+used (``airtime_ms``) for the status record.
+
+Downlinks, in the uplink's reply or unsolicited, go to ``app.downlink.receive``: configuration
+changes are kept on flash and checked and applied by the next boot, whose outcome ``open()``
+adds to ``counters`` (``downlinks_applied``, ``downlinks_rejected``); nothing about a
+downlink ever stops delivery. Runs on MicroPython (and CPython for tests).
+"""
+
+import os
+import sys
+
+from drivers.atmodem import ATModem, SendResult
+from drivers.errors import DriverError
+from protocol import airtime
+from protocol.lorapack import pack
+
+JOIN_ATTEMPTS = 2  # per boot; the backoff across wakes does the rest
+JOIN_PAUSE_MS = 8000  # between the attempts of one boot
+JOIN_TIMEOUT_MS = 20000  # one attempt (the driver waits at most its JOIN_WAIT_MS for the result)
+SEND_TIMEOUT_MS = 30000  # one uplink, to its result
+MAX_UPLINKS = 4  # per wake
+_FEED_SLICE_MS = 5000  # sleep in slices the watchdog outlives
+_CHUNK = 16  # records read from the flash log at a time
+_BACKOFF_MAX_EXP = 16
+# Counters a status record keeps first when it must be cut to fit an uplink.
+_STATUS_FIRST = ("boots", "cycles", "dropped", "gaps", "pending", "sensor_failures", "joins", "uplinks",
+                 "duty_cycle", "not_confirmed", "link_errors", "downlinks", "downlinks_applied",
+                 "downlinks_rejected", "airtime_ms", "records_unpackable", "nacks", "crc_errors",
+                 "timeouts", "torn", "meta_faults")
+_COUNTERS = ("join_attempts", "joins", "join_backoff", "join_skip", "uplinks", "airtime_ms",
+             "records_sent", "not_confirmed", "duty_cycle", "busy", "not_joined", "link_errors",
+             "records_unpackable", "downlinks", "downlinks_applied", "downlinks_rejected")
+
+
+class LoRaWANLink:
+    """The lorawan link (see the module docstring). ``uart``: the serial-port contract
+    (``drivers.port``); ``cfg``: the validated configuration (``link.modem``,
+    ``link.lorawan``, ``interval_s``); ``secrets``: ``lorawan_app_key`` (bytes);
+    ``clock``: the clock contract; ``feed``: the watchdog's feed; ``root``: the flash root
+    for ``overrides.json`` (default the current directory); ``modem``: an ``ATModem`` to
+    use instead of one made on ``uart``."""
+
+    def __init__(self, uart, cfg, secrets, clock, feed=None, root=None, max_uplinks=MAX_UPLINKS,
+                 modem=None):
+        self.cfg = cfg
+        self.lw = cfg["link"]["lorawan"]
+        self.clock = clock
+        self.feed = feed or (lambda: None)
+        self.root = root if root is not None else (os.getcwd() or "/")
+        self.max_uplinks = max_uplinks
+        self.modem = modem if modem is not None else ATModem(uart, clock, dialect=cfg["link"]["modem"]["dialect"])
+        self._app_key = secrets.lorawan_app_key
+        self.port = self.lw["port"]
+        self.confirmed = bool(self.lw["confirmed"])
+        self.joined = False
+        self._fresh = False  # open() ran since the last deliver()
+        self.counters = {}
+        for name in _COUNTERS:
+            self.counters[name] = 0
+
+    # -- joining ---------------------------------------------------------------------------
+    def open(self):
+        """True if the modem has a session (kept from before, or joined now); False (records
+        stay on flash) if not, or while the join backs off. Never raises for modem trouble."""
+        self._fresh = True
+        self._boot_counts()
+        c = self.counters
+        m = self.modem
+        try:
+            self.feed()
+            if m.is_joined():
+                self.joined = True
+                c["join_backoff"] = c["join_skip"] = 0
+                return True
+            self.joined = False
+            if c["join_skip"] > 0:
+                c["join_skip"] -= 1
+                return False
+            lw = self.lw
+            dev_eui = lw["dev_eui"] or m.get_dev_eui()
+            m.configure(dev_eui, lw["join_eui"], self._app_key, region=lw["region"], adr=lw["adr"],
+                        dr=lw["data_rate"])
+            for i in range(JOIN_ATTEMPTS):
+                if i:
+                    self._pause(JOIN_PAUSE_MS)
+                self.feed()
+                c["join_attempts"] += 1
+                if m.join(timeout_ms=JOIN_TIMEOUT_MS, attempts=1):
+                    self.joined = True
+                    c["joins"] += 1
+                    c["join_backoff"] = c["join_skip"] = 0
+                    return True
+        except (OSError, DriverError):
+            c["link_errors"] += 1
+        self._back_off()
+        return False
+
+    def _back_off(self):
+        c = self.counters
+        c["join_backoff"] = min(c["join_backoff"] + 1, _BACKOFF_MAX_EXP)
+        most = self.lw["join_backoff_max_s"] // max(1, self.cfg["interval_s"])
+        c["join_skip"] = min(1 << (c["join_backoff"] - 1), most)
+
+    def _pause(self, ms):
+        while ms > 0:
+            self.feed()
+            step = ms if ms < _FEED_SLICE_MS else _FEED_SLICE_MS
+            self.clock.sleep_ms(step)
+            ms -= step
+
+    # -- sending ---------------------------------------------------------------------------
+    def deliver(self, log):
+        """Send pending records (see the module docstring); returns how many were trimmed
+        as delivered. Never raises for modem trouble (counted in ``link_errors``)."""
+        if not self.joined and not self._fresh:
+            self.open()  # a session lost since (light sleep: main.py opens only once)
+        self._fresh = False
+        delivered = 0
+        if not self.joined:
+            return 0
+        c = self.counters
+        for _ in range(self.max_uplinks):
+            first = log.pending(1, mark_sent=False)
+            if not first:
+                break
+            epoch = first[0][0]
+            self.feed()
+            try:
+                dr = self.modem.get_dr()
+            except (OSError, DriverError):
+                self._failed()
+                break
+            room = airtime.max_app_payload(dr)
+            seqs = []
+            try:
+                payload, n = pack(_stream(log, epoch, room, seqs), room, epoch)
+            except ValueError:
+                if not seqs:
+                    break
+                c["records_unpackable"] += 1  # the first record alone cannot be packed
+                log.ack_through(epoch, seqs[0])
+                continue
+            self.feed()
+            try:
+                res = self.modem.send(self.port, payload, confirmed=self.confirmed, timeout_ms=SEND_TIMEOUT_MS)
+            except (OSError, DriverError):
+                self._failed()
+                self._downlinks(None)
+                break
+            if res.transmitted:
+                c["uplinks"] += 1
+                c["airtime_ms"] += airtime.ceil_ms(airtime.dr_airtime_ms(dr, len(payload)))
+            self._downlinks(res.downlink)
+            status = res.status
+            if status == SendResult.CONFIRMED or (status == SendResult.SENT and not self.confirmed):
+                acked = log.ack_through(epoch, seqs[n - 1])
+                c["records_sent"] += acked
+                delivered += acked
+                continue
+            if status in c:
+                c[status] += 1
+            if status == SendResult.NOT_JOINED:
+                self.joined = False
+            break  # not confirmed, duty cycle, busy, no session: try again next wake
+        return delivered
+
+    def _failed(self):
+        self.counters["link_errors"] += 1
+        if not self.modem.joined:  # the driver saw the modem restart: the session is gone
+            self.joined = False
+
+    def _downlinks(self, dl):
+        found = self.modem.unsolicited_downlinks
+        if dl is not None:
+            found.append(dl)
+        while found:
+            d = found.pop(0)
+            self.counters["downlinks"] += 1
+            try:
+                from .. import downlink
+
+                downlink.receive(d.port, d.payload, self.root, self.counters)
+            except Exception:  # noqa: BLE001 - a downlink must never stop delivery
+                self.counters["downlinks_rejected"] += 1
+
+    def _boot_counts(self):
+        # What the boot made of the downlinks kept for it (app.downlink.apply_overrides).
+        mod = sys.modules.get(__name__.rsplit(".", 2)[0] + ".downlink")
+        if mod is not None:
+            mod.take_counts(self.counters)
+
+
+def _stream(log, epoch, room, seqs):
+    """The pending records of ``epoch``, oldest first, read ``_CHUNK`` at a time; status
+    records cut to fit ``room``; each seq handed out is appended to ``seqs``."""
+    after = None
+    while True:
+        chunk = log.pending(_CHUNK, after=after)
+        if not chunk:
+            return
+        for e, rec in chunk:
+            if e != epoch:
+                return
+            if rec.get("kind") == "status":
+                rec = fit_status(rec, room, epoch)
+            seqs.append(rec["seq"])
+            yield rec
+        after = (chunk[-1][0], chunk[-1][1]["seq"])
+
+
+def _fits(rec, room, epoch):
+    try:
+        pack((rec,), room, epoch)
+        return True
+    except ValueError:
+        return False
+
+
+def fit_status(rec, room, epoch):
+    """``rec`` (a status record) if it packs alone into ``room`` bytes; else a copy with its
+    values and as many counters as fit, ``_STATUS_FIRST`` first, then by name."""
+    if _fits(rec, room, epoch):
+        return rec
+    counters = rec.get("counters") or {}
+    out = dict(rec)
+    kept = out["counters"] = {}
+    names = [k for k in _STATUS_FIRST if k in counters]
+    names += sorted([k for k in counters if k not in _STATUS_FIRST])
+    for name in names:
+        kept[name] = counters[name]
+        if not _fits(out, room, epoch):
+            del kept[name]
+    return out
