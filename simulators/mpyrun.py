@@ -33,6 +33,33 @@ def micropython_binary():
     return found
 
 
+def micropython_env(server=None, sim=True, env=None, extra_path=()):
+    """The environment ``run_micropython`` and ``popen_micropython`` give the interpreter:
+    ``MICROPYPATH`` (the port's frozen modules, the shim, the repository, ``extra_path``),
+    ``CIVICEDGE_SIM`` from ``server`` when ``sim`` (an inherited one is always removed), then
+    ``env`` on top."""
+    # ".frozen" keeps the port's frozen modules (asyncio, ssl, requests) importable.
+    path = [".frozen", str(SHIM), str(REPO)] + [str(p) for p in extra_path]
+    out = dict(os.environ, MICROPYPATH=os.pathsep.join(path))
+    out.pop("CIVICEDGE_SIM", None)
+    out.update(env or {})
+    if sim:
+        out["CIVICEDGE_SIM"] = server.address
+    return out
+
+
+def popen_micropython(args, server, heapsize=DEFAULT_HEAPSIZE, env=None, extra_path=(), sim=True):
+    """Start ``micropython -X heapsize=... args...`` from the repository root and return the
+    ``subprocess.Popen`` (text pipes for stdout and stderr), for tests that must act while it
+    runs or kill it (a power cut is a SIGKILL). ``server``: a started ``SimServer`` (needed
+    with ``sim``); the caller waits for, or kills, the process."""
+    if sim and server is None:
+        raise ValueError("server is required with sim=True (a Popen outlives any server made here)")
+    return subprocess.Popen([micropython_binary(), "-X", "heapsize=" + heapsize] + list(args),
+                            env=micropython_env(server, sim, env, extra_path), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def run_micropython(args, extra_path=(), timeout_s=120, server=None, sim=True, heapsize=DEFAULT_HEAPSIZE,
                     env=None):
     """Run ``micropython -X heapsize=... args...`` from the repository root.
@@ -45,14 +72,7 @@ def run_micropython(args, extra_path=(), timeout_s=120, server=None, sim=True, h
     if own:
         server = SimServer().start()
     try:
-        # ".frozen" keeps the port's frozen modules (asyncio, ssl, requests) importable.
-        path = [".frozen", str(SHIM), str(REPO)] + [str(p) for p in extra_path]
-        extra = env
-        env = dict(os.environ, MICROPYPATH=os.pathsep.join(path))
-        env.pop("CIVICEDGE_SIM", None)
-        env.update(extra or {})
-        if sim:
-            env["CIVICEDGE_SIM"] = server.address
+        env = micropython_env(server, sim, env, extra_path)
         try:
             r = subprocess.run([binary, "-X", "heapsize=" + heapsize] + list(args), env=env, cwd=REPO,
                                capture_output=True, text=True, timeout=timeout_s)

@@ -1,27 +1,22 @@
 """``SerialGatewayStub``: the gateway's side of a node's serial link, for tests and simulations
-until the gateway agent exists: it owns a pty (the node's UART opens the other end), decodes
-node frames (COBS + CRC-32, then the HMAC tag with the device key), decodes their SenML-CBOR
-packs with ``cbor2`` (as the gateway will) and answers each good frame with an authenticated
-ack. Bad input is counted by kind, never raised.
+until the gateway agent exists: it owns a pty (the node's UART opens the other end), splits
+the byte stream into packets (COBS + CRC-32, ``protocol.serial_link``) and hands each to
+``GatewayCore`` (``simulators/gateway_stub.py``: HMAC tag with the device key, SenML-CBOR
+pack with ``cbor2``, the authenticated ack), writing the ack back. Bad input is counted by
+kind, never raised.
 """
 
 import os
 import threading
 import tty
 
-import cbor2
-
-from protocol import frame, serial_link
-from protocol.senml_decode import decode_pack
+from protocol import serial_link
+from simulators.gateway_stub import GatewayCore
 
 
-class SerialGatewayStub:
+class SerialGatewayStub(GatewayCore):
     def __init__(self, keys, ack=True):
-        self.keys = dict(keys)  # device_id -> key bytes
-        self.ack = ack  # a callable(frame) -> bool can refuse to ack (a lossy gateway)
-        self.frames = []  # DataFrame, in arrival order
-        self.records = []  # (device_id, boot_epoch, record)
-        self.counters = {"frames": 0, "bad_frames": 0, "bad_packs": 0, "acks": 0}
+        GatewayCore.__init__(self, keys, ack)  # ack: a callable(frame) -> bool can refuse (a lossy gateway)
         self._decoder = serial_link.SerialDecoder()
         self._stop = threading.Event()
         self.master, slave = os.openpty()
@@ -55,21 +50,6 @@ class SerialGatewayStub:
                 self._handle(packet)
 
     def _handle(self, packet):
-        try:
-            f = frame.decode_frame(packet, self.keys.get, expect=frame.TYPE_DATA)
-        except frame.FrameError:
-            self.counters["bad_frames"] += 1
-            return
-        self.counters["frames"] += 1
-        try:
-            pack = decode_pack(cbor2.loads(f.payload))
-        except (ValueError, cbor2.CBORError):
-            self.counters["bad_packs"] += 1
-            return
-        self.frames.append(f)
-        for rec in pack["records"]:
-            self.records.append((f.device_id, f.boot_epoch, rec))
-        if self.ack is True or (callable(self.ack) and self.ack(f)):
-            ack = frame.encode_ack(self.keys[f.device_id], f.device_id, f.boot_epoch, f.seq_through)
+        ack = self.handle_frame(packet)
+        if ack is not None:
             os.write(self.master, serial_link.encode_packet(ack))
-            self.counters["acks"] += 1

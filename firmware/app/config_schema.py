@@ -175,8 +175,11 @@ SCHEMA = _fields((
     ("watchdog_ms", _int(5000, 600000, 60000)),
     ("power", _obj((("source", _choice(("mains", "battery", "solar"))),
                     ("sleep", _choice(("light", "deep")))))),
-    ("log", _obj((("max_bytes", _int(1024, 2097152, 262144)),  # app/store.py RecordLog bound
-                  ("segment_bytes", _opt(_int(512, 65536)))), {})),
+    # app/store.py RecordLog bound. A segment must hold one wake's reading and status record
+    # (each up to ~1 KB) with a gap record's room: at least 2048 bytes, so the smallest log
+    # whose default segment (max_bytes // 8) is that big is 16384 bytes.
+    ("log", _obj((("max_bytes", _int(16384, 2097152, 262144)),
+                  ("segment_bytes", _opt(_int(2048, 65536)))), {})),
     ("i2c", _list(_obj((("id", _int(0, 1, 0)), ("sda_pin", _pin(True)), ("scl_pin", _pin(True)),
                         ("freq_hz", _int(10000, 400000, 100000)),
                         ("timeout_us", _int(1000, 1000000, 200000)))), 1, 2)),

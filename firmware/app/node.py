@@ -102,7 +102,11 @@ class Node:
         if every and self.persist["cycle"] % every == 1 % every:
             records.append(self.status_record(t))
         if records:
-            self.log.append_all(records)
+            try:
+                self.log.append_all(records)
+            except ValueError:  # together too big for one segment: one append each
+                for r in records:
+                    self.log.append(r)
         self.feed()
         delivered = self.link.deliver(self.log) if self.link is not None else 0
         self.persist["sc"] = self.sampler.counters

@@ -3,39 +3,23 @@ image in the MicroPython unix port (simulators/mpy/board.py) through many deep-s
 reading a simulated SCD41 and sending over its serial link to a gateway-side stub that
 decodes every frame with the device key and the SenML pack with cbor2."""
 
-import json
-
 import pytest
 
-from civicedge import firmware_build as fb
 from protocol import quality
 from simulators.i2c_server import SimServer
-from simulators.mpyrun import REPO, run_micropython
 from simulators.serial_gateway import SerialGatewayStub
-
-DEVICE = "sch1-rm12-co2"
-KEY = bytes(range(16))
-ROOM = {"co2_ppm": 812.0, "temperature_c": 21.5, "rh_percent": 44.0}
+from tests.e2e.nodeharness import DEVICE, KEY, ROOM, build_node, run_node
 
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fw") / "flash"
-    fb.build("esp32-devkitc", "classroom-co2", DEVICE, out, link="serial",
-             sets=["power.sleep=deep", "status_every_n_cycles=5"])
-    (out / "secrets.json").write_text(json.dumps({"device_key_hex": KEY.hex()}))
-    return out
+    return build_node(tmp_path_factory.mktemp("fw") / "flash", sets=["status_every_n_cycles=5"])
 
 
 def boot(build, tmp_path, gateway, wakes, server, extra=()):
-    image = tmp_path / "flash.img"
-    args = [str(REPO / "simulators" / "mpy" / "board.py"), "--flash", str(image), "--wakes", str(wakes)]
-    if not image.exists():
-        args += ["--install", str(build)]
-    rc, out, err = run_micropython(args + list(extra), server=server, timeout_s=240, heapsize="256K",
-                                   env={"CIVICEDGE_UART2": gateway.port_path})
-    summary = json.loads([line for line in out.splitlines() if line.startswith("BOARD ")][-1][6:])
-    return rc, out, err, summary
+    run = run_node(build, tmp_path / "flash.img", gateway, server, wakes, heapsize="256K", extra=extra)
+    assert run.summary is not None, run.text()
+    return run.rc, run.out, run.err, run.summary
 
 
 def test_every_reading_arrives_authenticated_in_order(build, tmp_path):

@@ -1,0 +1,270 @@
+"""The MQTT link: node frames over WiFi to the site gateway's broker (MQTT 3.1.1, QoS 1).
+
+Theory of operation
+-------------------
+The same frames and authenticated acks as the serial link (``FramedLink``); only the carrier
+differs. Topics, per device (the broker's ACL pins each node to its own, docs/mqtt-link.md):
+
+- node → gateway ``civicedge/node/{device_id}/up``: one data frame per message, QoS 1;
+- gateway → node ``civicedge/node/{device_id}/ack``: the gateway's ack frame, QoS 1.
+
+``open()`` brings WiFi up (``network.WLAN(STA_IF)``, SSID from the config, passphrase from
+the secrets; the wait is bounded by ``link.wifi.connect_timeout_ms`` on the injected clock),
+then connects a fresh ``app.mqtt.MQTTClient`` (client id and user name = the device id
+unless configured, password from the secrets, TLS with the CA file on the flash whenever
+``link.mqtt.tls`` — verification is never off and a TLS failure is never retried in
+plaintext; plain MQTT only where config.py allows it, a loopback broker), with
+``clean_session=False`` so the broker keeps the node's ack subscription and queues acks
+that arrive while the node sleeps; then it subscribes to the ack topic (every time: a
+subscription made again replaces the old one without losing queued messages, MQTT 3.1.1
+§3.8.4, and a session whose subscription once failed is repaired).
+
+When WiFi or the broker is not there, ``open()`` returns False, counts why (``wifi_fails``,
+``mqtt_fails``, ``tls_fails``, ``mqtt_refused``) and backs off: 1, 2, 4 … 120 s
+(RELIABILITY.md), each delay jittered to 50–100 %. A deep-sleeping node loses RAM, so the
+backoff is two integers in ``counters`` (``backoff_s``, ``retry_at_s`` on the RTC's wall
+clock, which keeps counting through deep sleep), carried by ``Node.persist``. An attempt
+before ``retry_at_s`` is skipped (``backoff_skips``); a ``retry_at_s`` more than 120 s
+ahead (the RTC was set backwards) is ignored. At most one attempt per wake cycle.
+
+``exchange`` publishes the frame and polls until an ack that verifies with the device key,
+names this boot epoch and covers this frame — or ``ack_timeout_ms``. Acks arrive through the
+client's ``on_message`` into a small inbox: an ack queued by the broker while the node slept
+(the gateway answered after the node gave up waiting) is found there and trims the log
+without sending the frame again. PUBACK never trims anything: it only says the broker has
+the message (docs/mqtt-link.md). A lost connection mid-exchange raises ``OSError``
+(``FramedLink`` counts it; the records stay on flash).
+
+After each cycle's delivery the link sends DISCONNECT and closes: neither deep sleep nor
+light sleep lets the client answer keep-alives, and the persistent session keeps the
+subscription and queues the acks until the next wake, so nothing is lost by leaving. WiFi is
+left to the power mode (deep sleep turns the radio off). Runs on MicroPython; imports on
+CPython (``network`` only when opening), where ``wlan=`` can supply a station.
+"""
+
+import errno
+import os
+import struct
+
+from protocol import frame
+from protocol.mqtt_packets import MQTTProtocolError
+
+from ..mqtt import MQTTClient, MQTTRefused, MQTTTLSError
+from .framed import FramedLink
+
+BACKOFF_MAX_S = 120  # RELIABILITY.md: jittered backoff 1 -> 120 s
+_POLL_MS = 100  # one wait for an ack or for WiFi, on the injected clock
+_FEED_MS = 1000  # feed the watchdog this often while waiting
+_INBOX = 8  # acks kept until an exchange looks at them
+_CLIENT_TIMEOUT_MS = 5000  # socket operations, CONNACK and SUBACK waits
+_MAX_INFLIGHT = 4  # one frame is in flight; room for a slow PUBACK or two
+
+
+def up_topic(device_id):
+    return "civicedge/node/%s/up" % device_id
+
+
+def ack_topic(device_id):
+    return "civicedge/node/%s/ack" % device_id
+
+
+def next_backoff_s(previous_s):
+    """The backoff after another failure: 1, 2, 4 … capped at ``BACKOFF_MAX_S`` seconds."""
+    return 1 if previous_s <= 0 else min(BACKOFF_MAX_S, previous_s * 2)
+
+
+def jittered_s(delay_s, r):
+    """``delay_s`` scaled to 50–100 % by ``r`` (0..255, random): whole seconds."""
+    half = delay_s // 2
+    return half + (delay_s - half) * r // 255
+
+
+def first_seq(data):
+    """The first seq of a data frame's records (protocol/frame.py layout)."""
+    return struct.unpack_from(">I", data, 3 + data[2] + 4)[0]
+
+
+class MQTTLink(FramedLink):
+    def __init__(self, cfg, secrets, clock, feed=None, wlan=None, root=None):
+        link = cfg["link"]
+        m = link["mqtt"]
+        FramedLink.__init__(self, clock, cfg["device_id"], secrets.device_key,
+                            ack_timeout_ms=m["ack_timeout_ms"], feed=feed)
+        self.wifi = link["wifi"]
+        self.mqtt = m
+        self._wifi_password = secrets.wifi_password
+        self._password = secrets.mqtt_password
+        self.up_topic = up_topic(self.device_id)
+        self.ack_topic = ack_topic(self.device_id)
+        self._tls = None
+        if m["tls"]:
+            ca = m["ca_file"]
+            if root and not ca.startswith("/"):
+                ca = root.rstrip("/") + "/" + ca
+            self._tls = {"cafile": ca, "server_hostname": m["host"]}
+        self._wlan = wlan
+        self._client = None
+        self._inbox = []
+        self._failed_in_cycle = False
+        self.counters.update(wifi_fails=0, mqtt_fails=0, tls_fails=0, mqtt_refused=0, backoff_skips=0,
+                             stale_acks=0, connects=0, backoff_s=0, retry_at_s=0)
+
+    def __repr__(self):  # never the passwords
+        return "<MQTTLink %s %s:%d>" % (self.device_id, self.mqtt["host"], self.mqtt["port"])
+
+    # ---- WiFi ----
+    def _station(self):
+        if self._wlan is None:
+            import network
+
+            self._wlan = network.WLAN(network.STA_IF)
+        return self._wlan
+
+    def _wifi_up(self):
+        wlan = self._station()
+        if not wlan.active():
+            wlan.active(True)
+        if wlan.isconnected():
+            return True
+        try:
+            wlan.connect(self.wifi["ssid"], self._wifi_password)
+        except OSError:  # the ESP32 port can refuse while it is still associating: wait on
+            pass
+        clock = self.clock
+        timeout_ms = self.wifi["connect_timeout_ms"]
+        deadline = clock.ticks_add(clock.ticks_ms(), timeout_ms)
+        for i in range(timeout_ms // _POLL_MS + 1):  # bounded even on a clock nobody advances
+            if wlan.isconnected():
+                return True
+            if clock.ticks_diff(deadline, clock.ticks_ms()) <= 0:
+                break
+            clock.sleep_ms(_POLL_MS)
+            if i % (_FEED_MS // _POLL_MS) == 0:
+                self.feed()
+        wlan.disconnect()  # stop the radio retrying in the background until the next attempt
+        return False
+
+    # ---- connection ----
+    def is_connected(self):
+        c = self._client
+        return c is not None and c.is_connected()
+
+    def _on_message(self, topic, payload):
+        if topic == self.ack_topic:
+            if len(self._inbox) >= _INBOX:
+                self._inbox.pop(0)
+                self.counters["stale_acks"] += 1
+            self._inbox.append(payload)
+
+    def _fail(self, kind):
+        c = self.counters
+        c[kind] += 1
+        c["backoff_s"] = next_backoff_s(c["backoff_s"])
+        c["retry_at_s"] = int(self.clock.wall_s()) + jittered_s(c["backoff_s"], os.urandom(1)[0])
+        self.close()
+        self._failed_in_cycle = True
+        return False
+
+    def open(self):
+        """WiFi, then the broker and the ack subscription; True when connected. False (counted,
+        backoff set) when WiFi or the broker is not there or refuses us; never raises for that."""
+        if self.is_connected():
+            return True
+        c = self.counters
+        wait_s = c["retry_at_s"] - int(self.clock.wall_s())
+        if c["backoff_s"] and 0 < wait_s <= BACKOFF_MAX_S:
+            c["backoff_skips"] += 1
+            self._failed_in_cycle = True
+            return False
+        self.feed()
+        if not self._wifi_up():
+            return self._fail("wifi_fails")
+        m = self.mqtt
+        client = MQTTClient(m["client_id"] or self.device_id, m["host"], m["port"], self.clock,
+                            user=m["username"] or self.device_id, password=self._password,
+                            keepalive_s=m["keepalive_s"], tls=self._tls, max_inflight=_MAX_INFLIGHT,
+                            timeout_ms=_CLIENT_TIMEOUT_MS, on_message=self._on_message)
+        self._client = client
+        self.feed()
+        try:
+            client.connect(clean_session=False)
+            client.take_requeued()  # a fresh client has none; the flash log is the buffer anyway
+            client.subscribe(self.ack_topic, 1)
+        except MQTTTLSError:
+            return self._fail("tls_fails")  # an alarm: wrong CA, host name or dates; never plaintext
+        except MQTTRefused:
+            return self._fail("mqtt_refused")  # bad credentials or not authorised
+        except OSError as e:
+            return self._fail("mqtt_refused" if e.errno == errno.EACCES else "mqtt_fails")
+        except ValueError:  # MQTTProtocolError, or a CA file that does not parse
+            return self._fail("mqtt_fails")
+        c["connects"] += 1
+        c["backoff_s"] = c["retry_at_s"] = 0
+        return True
+
+    def close(self):
+        """DISCONNECT (best effort) and close; the broker keeps the session."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.disconnect()
+
+    # ---- delivery ----
+    def _take_ack(self, boot_epoch, first, last_seq):
+        # The seq an ack in the inbox lets us trim through, or None. Authentic acks for records
+        # already trimmed (another epoch, or below this frame) are stale, not forged.
+        while self._inbox:
+            buf = self._inbox.pop(0)
+            try:
+                ack = frame.decode_frame(buf, self._key_for, expect=frame.TYPE_ACK)
+            except ValueError:
+                self.counters["bad_acks"] += 1
+                continue
+            if ack.boot_epoch != boot_epoch or ack.seq_through < first:
+                self.counters["stale_acks"] += 1
+            elif ack.seq_through > last_seq:
+                self.counters["bad_acks"] += 1  # acks what was never sent: never trim on it
+            else:
+                return ack.seq_through
+        return None
+
+    def exchange(self, data, boot_epoch, last_seq):
+        client = self._client
+        if client is None or not client.is_connected():
+            raise OSError(errno.ENOTCONN, "MQTT link not connected")
+        first = first_seq(data)
+        acked = self._take_ack(boot_epoch, first, last_seq)  # queued while we slept
+        if acked is not None:
+            return acked
+        clock = self.clock
+        try:
+            client.publish(self.up_topic, data, qos=1)
+            deadline = clock.ticks_add(clock.ticks_ms(), self.ack_timeout_ms)
+            fed = clock.ticks_ms()
+            for _ in range(self.ack_timeout_ms // _POLL_MS + _INBOX):  # + polls cut short by packets
+                left = clock.ticks_diff(deadline, clock.ticks_ms())
+                if left <= 0:
+                    break
+                client.poll(min(left, _POLL_MS))
+                acked = self._take_ack(boot_epoch, first, last_seq)
+                if acked is not None:
+                    return acked
+                if clock.ticks_diff(clock.ticks_ms(), fed) >= _FEED_MS:
+                    self.feed()
+                    fed = clock.ticks_ms()
+        except MQTTProtocolError as e:  # the client has closed the socket
+            raise OSError(errno.EIO, "MQTT protocol error: %s" % e)
+        return None
+
+    def deliver(self, log):
+        """Send what is pending, reconnecting if needed (at most one attempt per cycle),
+        then DISCONNECT until the next cycle. Returns the records acked."""
+        if not self.is_connected():
+            failed, self._failed_in_cycle = self._failed_in_cycle, False
+            if failed or not self.open():
+                self._failed_in_cycle = False
+                return 0
+        try:
+            return FramedLink.deliver(self, log)
+        finally:
+            self._failed_in_cycle = False
+            self.close()
