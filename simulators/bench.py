@@ -141,8 +141,15 @@ def _node_bench(name):
     return run
 
 
+def bench_heap():
+    """``simulators.bench_heap.bench_heap`` (the firmware's least free heap), imported when run."""
+    from simulators import bench_heap as heap
+
+    return heap.bench_heap()
+
+
 BENCHMARKS = {"bus": bench_bus, "daysim": bench_daysim, "bytes": _node_bench("bytes"),
-              "uplink": _node_bench("uplink"), "energy": _node_bench("energy")}
+              "uplink": _node_bench("uplink"), "energy": _node_bench("energy"), "heap": bench_heap}
 HEADERS = {
     "bus": ("bus", "rate", "ratio to baseline"),
     "daysim": ("profile", "drivers + sensors + environment", "environment only (baseline)", "ratio"),
@@ -152,6 +159,7 @@ HEADERS = {
                "Cayenne LPP readings/uplink", "pack ÷ LPP, median (worst)"),
     "energy": ("profile", "link, variant", "awake/wake", "charge/wake", "I_avg", "2×AA Li-FeS2",
                "2×AA alkaline", "19 Ah Li-SOCl2 D", "I_avg ÷ example B"),
+    "heap": ("firmware", "least free heap at boot", "ratio to baseline"),
 }
 
 

@@ -108,3 +108,12 @@ def test_markdown_section_with_notes():
     text = bench._markdown("uplink", "A title", [tuple("abcdef")], ["a note"])
     assert text.startswith("## uplink\n") and "| a | b | c | d | e | f |" in text
     assert text.rstrip().endswith("a note")
+
+
+def test_heap_bisection_finds_the_least_passing_heap_to_its_step():
+    from simulators import bench_heap
+
+    need = 150 * 1024 + 5
+    got = bench_heap._least(lambda heap: heap >= need)
+    assert need <= got < need + bench_heap.STEP
+    assert bench_heap._least(lambda heap: False) is None
