@@ -76,6 +76,30 @@ def _make_link(cfg, secrets, clock, feed, root):
     return LoRaWANLink(uart, cfg, secrets, clock, feed=feed, root=root)
 
 
+def _bus_recovery(cfg):
+    """``recover(bus_id)``: the I2C-bus specification's recovery for a slave holding SDA low
+    (RELIABILITY.md): nine SCL clocks as a GPIO, a STOP, then the peripheral re-initialised."""
+    by_id = {}
+    for b in cfg["i2c"]:
+        by_id[b["id"]] = b
+
+    def recover(bus_id):
+        b = by_id[bus_id]
+        od = machine.Pin.OPEN_DRAIN
+        scl = machine.Pin(b["scl_pin"], od, value=1)
+        sda = machine.Pin(b["sda_pin"], od, value=1)
+        for _ in range(9):
+            scl.value(0)
+            scl.value(1)
+        sda.value(0)  # STOP: SDA rises while SCL is high
+        sda.value(1)
+        # the ESP32 port returns the same object per bus id and re-initialises the peripheral
+        machine.I2C(b["id"], scl=machine.Pin(b["scl_pin"]), sda=machine.Pin(b["sda_pin"]),
+                    freq=b["freq_hz"], timeout=b["timeout_us"])
+
+    return recover
+
+
 def _battery_reader(cfg):
     b = cfg.get("battery")
     if not b:
@@ -148,7 +172,7 @@ def main():
     from app.sensors import Sampler, build_sensors
 
     sampler = Sampler(build_sensors(cfg["sensors"], buses, clock), clock, cfg["quality"], persist.get("q"),
-                      persist.get("sc"))
+                      persist.get("sc"), _bus_recovery(cfg))
     sampler.prepare(clock.ticks_ms() if cause == machine.PWRON_RESET and not rail else None)
     link = _make_link(cfg, secrets, clock, wdt.feed, root)
     node = Node(cfg, clock, state, log, sampler, link, persist, _battery_reader(cfg), wdt.feed)

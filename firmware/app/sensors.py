@@ -11,14 +11,16 @@ configuration (``app.config``), each holding its own driver. A cycle is ``Sample
    correction, the sonar's speed of sound) come first, their values shared through
    ``ctx``.
 3. A read that fails is retried, bounded (RELIABILITY.md): a NACK up to 3 times with
-   10/20/40 ms backoff, a CRC error once; a stuck bus (``ETIMEDOUT``) is not retried. A
+   10/20/40 ms backoff, a CRC error once; a stuck bus (``ETIMEDOUT``) gets one bus recovery
+   (``recover_bus(bus_id)``, injected by the composition root: nine SCL clocks and a STOP,
+   then the peripheral re-initialised) and one retry; the watchdog is the last resort. A
    sensor that still fails yields its quantities as ``[q, None, "sensor_failed"]`` — no value
    is ever invented — and the next sensor is read regardless.
 4. Every value gets its quality flag from ``protocol.quality.QualityChecker`` with the
    profile's rules; ``checker_state()`` / the ``checker_state`` argument carry the checker's
    memory across deep sleep (the composition root keeps it in RTC memory).
 
-Counters (``nacks``, ``crc_errors``, ``timeouts``, ``sensor_failures``) are plain ints the
+Counters (``nacks``, ``crc_errors``, ``timeouts``, ``bus_recoveries``, ``sensor_failures``) are plain ints the
 composition root reports in status records. Runs on MicroPython (and CPython for tests).
 """
 
@@ -192,13 +194,14 @@ def build_sensors(cfg_sensors, buses, clock):
 class Sampler:
     """Reads every sensor once per ``sample()``; see the module docstring."""
 
-    def __init__(self, sensors, clock, rules, checker_state=None, counters=None):
+    def __init__(self, sensors, clock, rules, checker_state=None, counters=None, recover_bus=None):
         self.sensors = sensors
         self.clock = clock
+        self.recover_bus = recover_bus
         self.checker = quality.QualityChecker(rules)
         if checker_state:
             self.checker.restore(checker_state)
-        self.counters = {"nacks": 0, "crc_errors": 0, "timeouts": 0, "sensor_failures": 0}
+        self.counters = {"nacks": 0, "crc_errors": 0, "timeouts": 0, "bus_recoveries": 0, "sensor_failures": 0}
         for k in counters or ():
             if k in self.counters and isinstance(counters[k], int):
                 self.counters[k] = counters[k]  # carried across deep sleep
@@ -207,9 +210,10 @@ class Sampler:
     def checker_state(self):
         return self.checker.snapshot()
 
-    def _attempt(self, fn, *args):
+    def _attempt(self, fn, *args, bus=None):
         """``fn(*args)`` with the bounded retries of RELIABILITY.md; raises the last error."""
         crc_retried = False
+        recovered = False
         for attempt in range(_NACK_RETRIES + 1):
             try:
                 return fn(*args)
@@ -221,7 +225,12 @@ class Sampler:
             except OSError as e:
                 if e.errno == errno.ETIMEDOUT:
                     self.counters["timeouts"] += 1
-                    raise
+                    if recovered or self.recover_bus is None or bus is None:
+                        raise
+                    recovered = True
+                    self.counters["bus_recoveries"] += 1
+                    self.recover_bus(bus)
+                    continue
                 if e.errno not in _NACK_ERRNOS or attempt == _NACK_RETRIES:
                     if e.errno in _NACK_ERRNOS:
                         self.counters["nacks"] += 1
@@ -248,7 +257,7 @@ class Sampler:
 
     def _prepare_one(self, s):
         try:
-            ms = self._attempt(s.prepare)
+            ms = self._attempt(s.prepare, bus=s.spec["bus"])
             self.prepared[s.name] = True
             return ms
         except (OSError, DriverError, ValueError):
@@ -264,7 +273,7 @@ class Sampler:
                 self._prepare_one(s)
             if self.prepared.get(s.name):
                 try:
-                    wait = max(wait, self._attempt(s.start))
+                    wait = max(wait, self._attempt(s.start, bus=s.spec["bus"]))
                     started[s.name] = True
                 except (OSError, DriverError):
                     started[s.name] = False
@@ -276,7 +285,7 @@ class Sampler:
             got = None
             if started.get(s.name):
                 try:
-                    got = self._attempt(s.read, ctx)
+                    got = self._attempt(s.read, ctx, bus=s.spec["bus"])
                 except (OSError, DriverError, ValueError):
                     got = None
             if got is None:

@@ -9,6 +9,11 @@ errors the ESP32 port gives: a NACK is ``OSError(errno.ENODEV)``, a stuck bus
 Bus parameters (``freq``, ``timeout``) are kept but the simulated bus's own come from the
 rig (``setup(devices, bus={...})``), as the wiring on a real board decides them.
 
+Bus recovery: a pin named as an I2C bus's ``scl`` that firmware drives as a GPIO and pulses
+nine times (the I2C-bus specification's recovery: nine clocks let a slave that holds SDA low
+finish its byte) recovers the simulated bus (``SimI2CBus.recover``: recoverable stuck-bus
+faults clear), as it would free a real one.
+
 The rest of the ESP32 port's ``machine`` that node firmware uses (``docs/simulator-board.md``):
 ``UART`` over a pty, ``RTC`` (its memory survives every reset but a power cut), ``WDT``,
 ``reset_cause``/``wake_reason`` and their constants (the ESP32 port's numbers),
@@ -23,6 +28,10 @@ import sys
 import simlink
 from simlink import OP_READ, OP_SCAN, OP_WRITE
 
+_SCL_PINS = set()  # pin ids some I2C bus uses as SCL
+_pulses = {}  # SCL pin id -> rising edges driven as a GPIO since the last recovery
+_RECOVERY_PULSES = 9
+
 
 class I2C:
     """``machine.I2C`` (the ESP32 signature): one simulated bus, shared by every instance."""
@@ -33,6 +42,9 @@ class I2C:
         self.sda = sda
         self.freq = freq
         self.timeout_us = timeout
+        if scl is not None:
+            _SCL_PINS.add(getattr(scl, "id", scl))
+            _pulses[getattr(scl, "id", scl)] = 0
 
     def writeto(self, addr, buf, stop=True):
         """Write ``buf`` to ``addr``; returns the number of bytes ACKed. ``OSError`` on failure."""
@@ -95,15 +107,25 @@ class Pin:
     def value(self, x=None):
         if x is None:
             return self._value
-        self._value = 1 if x else 0
+        self._drive(1 if x else 0)
 
     __call__ = value
 
     def on(self):
-        self._value = 1
+        self._drive(1)
 
     def off(self):
-        self._value = 0
+        self._drive(0)
+
+    def _drive(self, level):
+        rising = level and not self._value
+        self._value = level
+        if rising and self.id in _SCL_PINS and self._mode in (Pin.OUT, Pin.OPEN_DRAIN):
+            n = _pulses.get(self.id, 0) + 1
+            if n >= _RECOVERY_PULSES:
+                simlink.control("recover")
+                n = 0
+            _pulses[self.id] = n
 
     def mode(self, mode=None):
         if mode is None:

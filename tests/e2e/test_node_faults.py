@@ -166,6 +166,18 @@ def test_stuck_bus_fails_the_sensor_counts_timeouts_and_recovers_when_it_clears(
     assert c["sensor_failures"] == sum(1 for t, v in out.readings if failed(v))
 
 
+def test_a_slave_holding_sda_is_freed_by_nine_clocks_and_nothing_is_lost(classroom, tmp_path):
+    # A recoverable stuck bus with no end: only the firmware's recovery (nine SCL pulses as a
+    # GPIO, then STOP — the I2C-bus specification's) clears it, as on a real bus.
+    win = window(3, 4)
+    out = run_faulted(classroom, tmp_path, 6, [(None, {"kind": "stuck_bus", "start_s": win[0], "recoverable": True})])
+    assert len(out.readings) >= 6 and all(scd41_ok(v) for t, v in out.readings), out.readings
+    c = out.counters
+    assert c["bus_recoveries"] >= 1 and c["timeouts"] == out.bus["timeouts"] >= 1, (c, out.bus)
+    assert out.bus["recoveries"] == c["bus_recoveries"]
+    assert c["sensor_failures"] == 0
+
+
 def test_clock_stretching_shorter_than_the_timeout_is_no_failure(classroom, tmp_path):
     out = run_faulted(classroom, tmp_path, 4, [(SCD41, {"kind": "stretch", "magnitude": 150.0})])
     assert all(scd41_ok(v) for t, v in out.readings), out.readings

@@ -70,7 +70,8 @@ def test_a_few_hours_of_cycles_read_the_truth_and_flag_ok(profile):
                 assert abs(v - truth[q]) <= band + (0.5 if q == "co2_ppm" else 0), (q, v, truth[q], band)
                 checked += 1
     assert checked >= n  # every cycle was compared with the truth
-    assert sampler.counters == {"nacks": 0, "crc_errors": 0, "timeouts": 0, "sensor_failures": 0}
+    assert sampler.counters == {"nacks": 0, "crc_errors": 0, "timeouts": 0, "bus_recoveries": 0,
+                                "sensor_failures": 0}
 
 
 def test_a_failing_part_is_flagged_and_the_others_keep_reporting():
@@ -110,3 +111,15 @@ def test_checker_memory_survives_a_deep_sleep_through_its_snapshot():
         flags.append(values[0][2])
         snap = s.checker_state()
     assert flags[-1] == quality.STUCK and flags[0] == quality.OK
+
+
+def test_a_recoverable_stuck_bus_is_recovered_once_and_the_read_retried():
+    cfg, clock, env, sims, sampler = node("legionella-outlet")
+    bus = sims["pipe"].bus
+    t = clock.monotonic_s() + cfg["interval_s"]
+    bus.add_fault(Fault("stuck_bus", start_s=t, recoverable=True))  # no end: only recovery clears it
+    sampler.recover_bus = lambda bus_id: bus.recover()  # what main.py's nine clocks do
+    (q, v, flag), = cycle(cfg, clock, sampler)
+    assert flag == quality.OK and v is not None
+    assert sampler.counters["timeouts"] == 1 and sampler.counters["bus_recoveries"] == 1
+    assert bus.counters["recoveries"] == 1
