@@ -3,7 +3,7 @@ inside one MicroPython process (a wake costs milliseconds; a new process ~24 ms)
 
     MICROPYPATH=simulators/mpy:. CIVICEDGE_SIM=127.0.0.1:PORT \\
         micropython -X heapsize=100K simulators/mpy/board.py --flash IMAGE [--install DIR]
-            [--wakes N] [--boot-ms 300] [--rtc-synced] [--blocks 512] [--heap-free 100K]
+            [--wakes N] [--until-s S] [--boot-ms 300] [--rtc-synced] [--blocks 512] [--heap-free 100K]
 
 ``--flash``: the image file, mounted at ``/flash`` (a new file is made and formatted; an
 existing one that does not mount is an error, never reformatted). ``/flash`` is the current
@@ -21,7 +21,10 @@ firmware loaded leaves ``sys.modules``; the shim modules stay but start a new bo
 the simulator's clock advances to the wake time (op BOOT_AT) and, for a chip reset, ticks
 restart and ``--boot-ms`` of boot time pass (REFERENCE §5: ~0.3 s; a soft reboot skips both);
 then boot.py and main.py run again. RTC memory, the RTC and the flash are kept. At most
-``--wakes`` resets are followed; the next one ends the run. An uncaught exception in main.py
+``--wakes`` resets are followed; the next one ends the run. ``--until-s S`` instead bounds the
+run by virtual time: it ends (``end`` "time") when a light sleep or a wake would pass S
+seconds of the simulator's clock — how a mains node, which light-sleeps and never resets,
+is run for a simulated day. An uncaught exception in main.py
 is printed and stops the application (exit 1), and main.py returning stops it too (exit 0) —
 unless a watchdog is running, which then resets the board at its deadline, as on the chip.
 A power cut is a killed process: the next run starts with ``PWRON_RESET``.
@@ -31,8 +34,8 @@ firmware gets about 52 KB. ``--heap-free N`` holds a ballast block so the firmwa
 bytes at boot whatever the shim takes: run with a larger ``-X heapsize`` (e.g. 200K with
 ``--heap-free 100K``).
 
-The last line of output is ``BOARD {json}``: ``end`` ("wakes", "ended", "error", "asleep" —
-a deep sleep with no wake time), ``boots``, ``resets`` by cause (the one that ended the run
+The last line of output is ``BOARD {json}``: ``end`` ("wakes", "time", "ended", "error",
+"asleep" — a deep sleep with no wake time), ``boots``, ``resets`` by cause (the one that ended the run
 included), ``virtual_s`` (the simulator clock at the end), ``ballast`` (bytes held for
 ``--heap-free``), ``largest_block`` (the largest allocation possible before the first boot),
 ``mem_free`` (``gc.mem_free()`` after the collection before each boot) and ``wall_us`` (real
@@ -47,13 +50,13 @@ import sys
 import time  # the port's real clock (imported before the board's replaces it)
 import vfs
 
-_USAGE = ("usage: board.py --flash IMAGE [--install DIR] [--wakes N] [--boot-ms MS] "
+_USAGE = ("usage: board.py --flash IMAGE [--install DIR] [--wakes N] [--until-s S] [--boot-ms MS] "
           "[--rtc-synced] [--blocks N] [--heap-free BYTES|NK]")
 _RECORD = 256  # boots whose heap and wall time the summary keeps: the first and latest 128
 
 
 def _options(argv):
-    opts = {"flash": None, "install": None, "wakes": 0, "boot_ms": 300, "blocks": 512, "rtc_synced": False,
+    opts = {"flash": None, "install": None, "wakes": 0, "until_s": 0, "boot_ms": 300, "blocks": 512, "rtc_synced": False,
             "heap_free": None}
     i = 0
     while i < len(argv):
@@ -112,7 +115,7 @@ import network
 import simchip  # the chip's state (RTC memory, UARTs) must outlive the firmware's modules
 import simclock
 import simlink
-from simlink import OP_BOOT_AT, OP_HALT, BoardReset
+from simlink import OP_BOOT_AT, OP_HALT, BoardReset, BoardStop
 
 _CAUSES = {None: "soft_reboot", machine.SOFT_RESET: "soft", machine.WDT_RESET: "wdt",
            machine.DEEPSLEEP_RESET: "deepsleep"}
@@ -292,6 +295,11 @@ def run(opts, records):
     ballast = _settle_heap(opts["heap_free"])
     largest = _largest_block()
     simclock.power_on(opts["rtc_synced"])
+    until_us = opts["until_s"] * 1000000 if opts["until_s"] else None
+    if until_us is not None:
+        import simchip
+
+        simchip.stop_at_us = until_us
     cause, wake, at_us = machine.PWRON_RESET, 0, 0
     boots, end, error = 0, None, None
     while True:
@@ -316,6 +324,8 @@ def run(opts, records):
         except BoardReset as reset:
             cause, at_us = reset.cause, reset.at_us
             reset = error = None  # nothing of the old boot may stay reachable
+        except BoardStop:  # a light sleep past --until-s
+            end = "time"
         for name in list(sys.modules):
             if name not in keep:
                 del sys.modules[name]
@@ -328,7 +338,10 @@ def run(opts, records):
         if at_us is None:
             end = "asleep"
             break
-        if boots > wakes:
+        if until_us is not None and at_us > until_us:
+            end = "time"
+            break
+        if boots > wakes and until_us is None:
             end = "wakes"
             break
     sys.stdout.write('BOARD {"end": "%s", "boots": %d, "resets": %s, "virtual_s": %s, "ballast": %d, '

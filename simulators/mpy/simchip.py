@@ -23,12 +23,17 @@ def deepsleep(time_ms=None):
     raise BoardReset(DEEPSLEEP_RESET, now + int(time_ms) * 1000 if time_ms else None)
 
 
+stop_at_us = None  # board.py --until-s: a light sleep past this ends the run (BoardStop)
+
+
 def lightsleep(time_ms=None):
     """Sleep ``time_ms`` of virtual time and return; RAM is kept. The WiFi link drops (the
     radio is off in light sleep) and reassociates by itself. The watchdog keeps counting
     (on an ESP32 light sleep can starve it: micropython issue #5778)."""
     if not time_ms:
         raise SimError("lightsleep() with no time: nothing in the simulator would wake the board")
+    if stop_at_us is not None and simclock.now_us() + int(time_ms) * 1000 > stop_at_us:
+        raise simlink.BoardStop()
     simclock.advance_us(int(time_ms) * 1000)
     net = sys.modules.get("network")
     if net is not None:

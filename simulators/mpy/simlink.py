@@ -47,6 +47,11 @@ class UnknownCommand(SimError):
     """A simulated device was sent a command or register it does not implement."""
 
 
+class BoardStop(BaseException):
+    """The simulation's time limit (``board.py --until-s``) is reached: the run ends here,
+    as a test's or a fleet's bound, not as anything a chip does."""
+
+
 class BoardReset(BaseException):
     """The board resets now; ``board.py`` restarts the application. A ``BaseException`` so
     that the firmware's ``except Exception`` does not swallow it (the chip does not return).
