@@ -62,3 +62,18 @@ def test_a_backlog_too_big_for_one_frame_goes_in_several(tmp_path):
     assert all(len(f.payload) <= frame.MAX_FRAME_BYTES for f in link.sent)
     seqs = [r["seq"] for f in link.sent for r in decode_pack_bytes(f.payload)["records"]]
     assert seqs == sorted(seqs) and len(seqs) == 12
+
+
+def test_a_frame_spans_its_seqs_even_when_they_skip(tmp_path):
+    # seqs can skip (a reservation lost to a power cut); the ack must still cover the last one
+    state = NodeState(str(tmp_path))
+    log = RecordLog(str(tmp_path), 1 << 20, state=state)
+    state.boot("power_on")
+    log.append({"t": None, "values": [["co2_ppm", 600, "ok"]]})
+    state.take_seqs(5)  # five seqs handed out and never logged
+    log.append({"t": None, "values": [["co2_ppm", 601, "ok"]]})
+    link = Peer(good_ack)
+    assert link.deliver(log) == 2
+    (f,) = link.sent
+    assert (f.first_seq, f.seq_through) == (0, 6)
+    assert log.pending_count() == 0

@@ -63,7 +63,9 @@ class FramedLink:
             while len(payload) > self._room and len(records) > 1:
                 records = records[:len(records) // 2]
                 payload = senml.encode_pack(self.device_id, epoch, records)
-            data = frame.encode_data(self._key, self.device_id, epoch, records[0]["seq"], len(records), payload)
+            # count spans the seqs (first..last): seqs may skip, and the ack names seq_through
+            span = records[-1]["seq"] - records[0]["seq"] + 1
+            data = frame.encode_data(self._key, self.device_id, epoch, records[0]["seq"], span, payload)
             self.feed()
             try:
                 acked = self.exchange(data, epoch, records[-1]["seq"])
