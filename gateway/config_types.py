@@ -1,0 +1,125 @@
+"""The gateway configuration's value types: a tree of frozen dataclasses, made only by
+``gateway.config`` after validation (what each field means: docs/gateway-setup.md)."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class MQTTConnection:
+    host: str
+    port: int
+    tls: bool
+    tls_verify: bool
+    ca_file: str | None  # None with tls: the system's trust store
+    client_cert_file: str | None
+    client_key_file: str | None
+    username: str
+    password_file: str | None  # None only with a client certificate
+    client_id: str
+    keepalive_s: int
+
+
+@dataclass(frozen=True)
+class SerialSource:
+    port: str  # a device path (best: /dev/serial/by-id/...) or a pyserial URL
+    baudrate: int
+
+
+@dataclass(frozen=True)
+class ChirpStackSource:
+    mqtt: MQTTConnection
+    application_id: str  # a UUID, or "+" for every application
+
+
+@dataclass(frozen=True)
+class LocalSensor:
+    name: str
+    part: str
+    address: int
+
+
+@dataclass(frozen=True)
+class I2CSource:
+    device_id: str
+    bus: int  # /dev/i2c-<bus>
+    interval_s: int
+    sensors: tuple[LocalSensor, ...]
+
+
+@dataclass(frozen=True)
+class Sources:
+    serial: tuple[SerialSource, ...] = ()
+    site_broker: MQTTConnection | None = None
+    chirpstack: ChirpStackSource | None = None
+    i2c: I2CSource | None = None
+
+
+@dataclass(frozen=True)
+class MQTTUpstream:
+    mqtt: MQTTConnection
+    encoding: str
+    max_inflight: int
+    readings_per_publish: int
+
+
+@dataclass(frozen=True)
+class LoRaWANUpstream:
+    port: str
+    baudrate: int
+    dialect: str
+    dev_eui: str | None  # None: the modem's own
+    join_eui: str
+    app_key_file: str
+    ttn_fair_use: bool
+    confirmed_alarms: bool
+
+
+@dataclass(frozen=True)
+class Outbox:
+    path: str
+    max_bytes: int
+    max_age_s: int
+
+
+@dataclass(frozen=True)
+class Metrics:
+    enabled: bool
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    profile: str
+    link: str
+    dev_eui: str | None = None
+    attributes: dict = field(default_factory=dict)  # str -> str, for an alarm's applies_to
+
+
+@dataclass(frozen=True)
+class AlarmOverride:
+    profile: str
+    alarm_id: str
+    enabled: bool  # False: the site does not run this rule
+    values: dict  # rule key -> value: gateway.alarms.rules_from_profile's overrides[alarm_id]
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    file: str
+    site_id: str
+    gateway_id: str
+    data_dir: str
+    hardware_dir: str
+    device_keys_file: str | None
+    devices: tuple[Device, ...]
+    sources: Sources
+    outbox: Outbox
+    upstream_mqtt: MQTTUpstream | None
+    upstream_lorawan: LoRaWANUpstream | None
+    metrics: Metrics
+    alarm_overrides: tuple[AlarmOverride, ...]
+
+
+# -- validation --------------------------------------------------------------------------------
