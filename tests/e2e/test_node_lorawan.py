@@ -78,7 +78,7 @@ def run(build, tmp_path, wakes, setup=None, **emu_kw):
                 setup(gw, emu)
             args = [str(REPO / "simulators" / "mpy" / "board.py"), "--flash", str(tmp_path / "flash.img"),
                     "--install", str(out), "--wakes", str(wakes), "--rtc-synced"]
-            rc, stdout, err = run_micropython(args, server=srv, timeout_s=240, heapsize="256K",
+            rc, stdout, err = run_micropython(args, server=srv, timeout_s=240, heapsize="320K",
                                               env={"CIVICEDGE_UART2": emu.port_path})
             assert emu.errors == []
         wall_offset_s = clock.wall_s() - clock.monotonic_s()

@@ -17,7 +17,7 @@ def build(tmp_path_factory):
 
 
 def boot(build, tmp_path, gateway, wakes, server, extra=()):
-    run = run_node(build, tmp_path / "flash.img", gateway, server, wakes, heapsize="256K", extra=extra)
+    run = run_node(build, tmp_path / "flash.img", gateway, server, wakes, heapsize="320K", extra=extra)
     assert run.summary is not None, run.text()
     return run.rc, run.out, run.err, run.summary
 

@@ -129,10 +129,10 @@ def test_driver_under_micropython_over_a_pty_port(dialect):
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_driver_under_micropython_over_the_shims_uart(dialect, monkeypatch):
     # machine.UART(id) opens the pty named by $CIVICEDGE_UART<id>. The shim's own modules
-    # take heap a real ESP32 keeps in flash (machine is built in there), hence 160K here.
+    # take heap a real ESP32 keeps in flash (machine is built in there), hence 192K here.
     code = ("import machine\nBAUD = %d\n"
             "def open_port(path):\n"
             "    i = PATHS.index(path)\n"
             "    return machine.UART(i, baudrate=BAUD, tx=17, rx=16, timeout=10)\n"
             % (115200 if dialect == "rak3172" else 9600))
-    _check(dialect, *_run(dialect, code, heapsize="160K", env_uart=True, monkeypatch=monkeypatch))
+    _check(dialect, *_run(dialect, code, heapsize="192K", env_uart=True, monkeypatch=monkeypatch))
