@@ -1,0 +1,510 @@
+"""``Outbox``: the gateway's durable store between the pipeline and the forwarders (SQLite).
+
+Theory of operation (the whole story, with numbers: docs/gateway-outbox.md)
+-------------------------------------------------------------------------
+``rows`` holds every record accepted and not yet acked upstream: UNIQUE ``(device_id,
+boot_epoch, seq)``, lane, received time, and the record as compact ASCII JSON. Row ids grow
+with arrival, so id order is age order. ``gaps`` holds gap markers; ``meta`` the counters
+(rows and bytes per lane, drops per lane and reason, duplicates, disk-full events) and the
+running-time line, all written in the transaction that changes the rows they describe.
+
+``put_many`` stores a batch in ONE transaction (duplicates ignored and counted); the pipeline
+acks the node only after it returns. ``take`` hands out rows alarms first, oldest first,
+using ``LIMIT`` and a per-lane id cursor, so the backlog is never loaded. Handed-out rows are
+*in flight* (memory only) until ``ack`` deletes them (after the PUBACK) or ``release`` puts
+them back; after a crash every stored row is unsent again (at-least-once, rule 1). The
+bounds and ``SQLITE_FULL`` go through the pure policy in ``gateway.outbox_policy``.
+
+Received times are on a *running-time line* (``meta.store_ms`` advanced by the clock's
+monotonic ticks, persisted with every write), never wall time: a wall clock stepped a day
+must not expire a day of backlog (rule 6); power-off time does not age rows. Thread-safe
+(one lock); one writing process per file.
+"""
+
+import heapq
+import json
+import os
+import sqlite3
+import threading
+from collections import Counter
+
+from gateway import outbox_policy as policy
+from gateway.outbox_policy import (  # noqa: F401 (the types are part of this API)
+    ALARM, LANES, ROUTINE, GapMarker, OutboxRecord, OutboxRow, OutboxStats, PutResult,
+    RowSummary)
+
+SCHEMA_VERSION = 1
+FULL_RETRIES = 8
+_MAX_VARS = 500  # ids per IN (...) statement
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rows (
+    id INTEGER PRIMARY KEY, device_id TEXT NOT NULL,
+    boot_epoch INTEGER NOT NULL, seq INTEGER NOT NULL,
+    lane TEXT NOT NULL CHECK (lane IN ('alarm', 'routine')),
+    rx_ms INTEGER NOT NULL, rx_wall_s REAL, payload TEXT NOT NULL,
+    UNIQUE (device_id, boot_epoch, seq));
+CREATE INDEX IF NOT EXISTS rows_alarm ON rows (id) WHERE lane = 'alarm';
+CREATE TABLE IF NOT EXISTS gaps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL,
+    first_epoch INTEGER NOT NULL, first_seq INTEGER NOT NULL,
+    last_epoch INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+    dropped INTEGER NOT NULL, alarms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+"""
+_META_KEYS = (["schema", "store_ms", "duplicates", "disk_full"]
+              + ["%s_%s" % (k, lane) for k in ("rows", "bytes", "dropped") for lane in LANES]
+              + ["dropped_" + reason for reason in policy.REASONS])
+_INSERT = ("INSERT INTO rows (id, device_id, boot_epoch, seq, lane, rx_ms, rx_wall_s, payload) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, boot_epoch, seq) DO NOTHING")
+_COLS = "id, device_id, boot_epoch, seq, lane, rx_ms, rx_wall_s, payload"
+# Literal lanes, so the alarm query can use the partial index (a bound parameter cannot).
+_LANE_FROM = {ALARM: "FROM rows INDEXED BY rows_alarm WHERE lane = 'alarm' AND id > ?",
+              ROUTINE: "FROM rows WHERE lane = 'routine' AND id > ?"}
+_TAKE = {lane: "SELECT %s %s ORDER BY id LIMIT ?" % (_COLS, frm)
+         for lane, frm in _LANE_FROM.items()}
+_BY_KEY = "SELECT id FROM rows WHERE device_id = ? AND boot_epoch = ? AND seq = ?"
+
+
+class OutboxError(Exception):
+    """The outbox could not do what was asked; the message says what and what to do."""
+
+
+class OutboxFull(OutboxError):
+    """Nothing was stored: the disk is full and nothing droppable is left. Do not ack."""
+
+
+class OutboxCorrupt(OutboxError):
+    """The database file failed its integrity check or is not an outbox."""
+
+
+def _is_full(exc):
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc)
+
+
+def _chunks(seq, n=_MAX_VARS):
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+def _marks(n):
+    return ",".join("?" * n)
+
+
+class Outbox:
+    """The durable outbox at ``path`` (created if missing), bounded to ``max_bytes`` tracked
+    bytes (``outbox_policy.row_nbytes``) and ``max_age_s`` seconds of running time;
+    ``clock`` follows ``drivers.clock``. Runs ``PRAGMA integrity_check`` and the bounds on
+    open. Raises ``ValueError`` for a bad argument, ``OutboxCorrupt`` for a damaged or
+    foreign file, ``OutboxError`` if SQLite refuses WAL mode."""
+
+    def __init__(self, path, max_bytes, max_age_s, clock):
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+            raise ValueError("max_bytes must be a positive int, got %r" % (max_bytes,))
+        if not isinstance(max_age_s, (int, float)) or not max_age_s > 0:
+            raise ValueError("max_age_s must be a positive number, got %r" % (max_age_s,))
+        self.path = os.fspath(path)
+        self.max_bytes, self.max_age_s, self._clock = max_bytes, max_age_s, clock
+        self._lock = threading.RLock()
+        self._in_flight = {}  # row id -> lane
+        self._released = {lane: [] for lane in LANES}  # heaps of ids to hand out first
+        self._cursor = dict.fromkeys(LANES, 0)  # highest id handed out, per lane
+        self._gaps_in_flight = set()
+        self._delta = Counter()  # meta changes of the open transaction
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            self._open()
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise OutboxCorrupt("outbox %s cannot be opened (%s): move the file aside and "
+                                "restart; nodes keep unacked readings until then"
+                                % (self.path, e)) from e
+        except BaseException:
+            self._db.close()
+            raise
+        try:
+            self.enforce()  # the bounds hold from the start (they may have been lowered)
+        except OutboxError:
+            pass  # e.g. a full disk: never stop the gateway here; put_many deals with it
+
+    def _open(self):
+        db = self._db
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise OutboxError("outbox %s: SQLite refused WAL mode (got %r); put the database "
+                              "on a local filesystem" % (self.path, mode))
+        # RELIABILITY.md rule 2: under WAL, synchronous=NORMAL syncs only at checkpoints, so
+        # a power cut can roll back transactions that COMMITted and were acked to nodes.
+        # FULL fsyncs the WAL at every COMMIT: once put_many returns, the rows survive.
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA busy_timeout = 5000")  # a status reader may hold a snapshot
+        db.execute("PRAGMA journal_size_limit = %d" % (8 << 20))  # WAL back to 8 MiB
+        db.execute("PRAGMA cache_size = -8192")  # 8 MiB of pages, whatever the backlog
+        problems = [r[0] for r in db.execute("PRAGMA integrity_check(5)")]
+        if problems != ["ok"]:
+            raise OutboxCorrupt("outbox %s failed integrity_check: %s; move the file aside "
+                                "(keep it for recovery) and restart"
+                                % (self.path, "; ".join(problems)))
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA.split(";")[:-1]:
+                db.execute(statement)
+            db.executemany("INSERT OR IGNORE INTO meta VALUES (?, 0)", [(k,) for k in _META_KEYS])
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema' AND value = 0",
+                       (SCHEMA_VERSION,))
+            db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        self._meta = dict(db.execute("SELECT key, value FROM meta"))
+        if self._meta["schema"] != SCHEMA_VERSION:
+            raise OutboxCorrupt("outbox %s has schema %r, this gateway reads %d: upgrade the "
+                                "gateway or move the file aside"
+                                % (self.path, self._meta["schema"], SCHEMA_VERSION))
+        self._base_ms, self._anchor = self._meta["store_ms"], self._clock.ticks_ms()
+        self._page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        # Ids are given here, not by SQLite (which reuses the highest id once it is deleted),
+        # so they only grow while the outbox is open and the take cursors never skip a row.
+        self._next_id = db.execute("SELECT coalesce(max(id), 0) + 1 FROM rows").fetchone()[0]
+
+    # -- transactions and counters -------------------------------------------------------
+    def _now_ms(self):
+        """Running time (ms): the persisted base plus monotonic ticks since, re-anchored at
+        every call so a tick wrap never matters (calls come far more often than half one)."""
+        t = self._clock.ticks_ms()
+        self._base_ms += max(0, self._clock.ticks_diff(t, self._anchor))
+        self._anchor = t
+        return self._base_ms
+
+    def _value(self, key):
+        return self._meta[key] + self._delta[key]
+
+    def _total_bytes(self):
+        return sum(self._value("bytes_" + lane) for lane in LANES)
+
+    def _begin(self):
+        self._delta.clear()
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def _commit(self):
+        self._delta["store_ms"] = max(self._now_ms() - self._meta["store_ms"], 0)
+        self._db.executemany("UPDATE meta SET value = value + ? WHERE key = ?",
+                             [(v, k) for k, v in self._delta.items() if v])
+        self._db.execute("COMMIT")
+        for k, v in self._delta.items():
+            self._meta[k] += v
+        self._delta.clear()
+
+    def _rollback(self):
+        self._delta.clear()
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def _count_gone(self, rows, reason=None):
+        counts, nbytes = policy.count_by_lane(rows), policy.bytes_by_lane(rows)
+        for lane in LANES:
+            self._delta["rows_" + lane] -= counts[lane]
+            self._delta["bytes_" + lane] -= nbytes[lane]
+            if reason:
+                self._delta["dropped_" + lane] += counts[lane]
+        if reason:
+            self._delta["dropped_" + reason] += len(rows)
+
+    # -- the policy's inputs and outputs ---------------------------------------------------
+    def _summaries(self, where, params):
+        """``RowSummary`` of the rows selected by ``where`` (SQL from FROM on)."""
+        return [RowSummary(r[0], r[1], r[2], r[3], r[4], policy.row_nbytes(r[5], r[1]), r[6])
+                for r in self._db.execute("SELECT id, device_id, boot_epoch, seq, lane, "
+                                          "length(payload), rx_ms " + where, params)]
+
+    def _stream(self, lane, size=1):
+        """``RowSummary`` of ``lane``, oldest first, in batches of ``size`` rows growing to
+        1024 (the age check usually needs only the oldest row)."""
+        after = 0
+        while True:
+            batch = self._summaries(_LANE_FROM[lane] + " ORDER BY id LIMIT ?", (after, size))
+            yield from batch
+            if len(batch) < size:
+                return
+            after, size = batch[-1].row_id, min(size * 16, 1024)
+
+    def _drop(self, rows, reason):
+        """Delete ``rows`` in the open transaction, count them, and mark the gaps."""
+        self._db.executemany("DELETE FROM rows WHERE id = ?", [(r.row_id,) for r in rows])
+        self._count_gone(rows, reason)
+        open_markers = {}  # each device's newest marker not in flight (about one a device)
+        for g in self._db.execute("SELECT * FROM gaps ORDER BY id"):
+            if g[0] not in self._gaps_in_flight:
+                open_markers[g[1]] = GapMarker(*g)
+        marks = policy.mark_drops(open_markers, rows)
+        self._db.executemany("INSERT INTO gaps (device_id, first_epoch, first_seq, last_epoch, "
+                             "last_seq, dropped, alarms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             [m[1:] for m in marks if m.gap_id is None])
+        self._db.executemany("UPDATE gaps SET first_epoch = ?, first_seq = ?, last_epoch = ?, "
+                             "last_seq = ?, dropped = ?, alarms = ? WHERE id = ?",
+                             [m[2:] + (m.gap_id,) for m in marks if m.gap_id is not None])
+
+    def _enforce(self):
+        """Apply both bounds in the open transaction; returns the rows dropped."""
+        dropped, cutoff = 0, policy.age_cutoff_ms(self._now_ms(), self.max_age_s)
+        while True:
+            rows = policy.plan_age_drops(cutoff, self._stream, self._in_flight)
+            if rows:
+                self._drop(rows, policy.AGE)
+                dropped += len(rows)
+            if len(rows) < policy.CHUNK_ROWS:
+                break
+        while True:
+            total = self._total_bytes()
+            excess = policy.excess_bytes(total, self.max_bytes)
+            guess = min(excess * sum(self._value("rows_" + ln) for ln in LANES)
+                        // max(total, 1) + 1, 1024)  # rows to read first
+            rows, _ = policy.plan_size_drops(excess, lambda ln: self._stream(ln, guess),
+                                             self._in_flight)
+            if not rows:
+                return dropped
+            self._drop(rows, policy.SIZE)
+            dropped += len(rows)
+
+    def _free_for_full(self, target, keep):
+        """After SQLITE_FULL: drop per policy, sparing ``keep``, until ``target`` bytes are
+        freed, in a transaction of its own. Returns the rows dropped (0: none could be)."""
+        freed = dropped = 0
+        try:
+            self._begin()
+            self._delta["disk_full"] += 1
+            while freed < target:
+                rows, got = policy.plan_size_drops(target - freed, self._stream, keep)
+                if not rows:
+                    break
+                self._drop(rows, policy.FULL)
+                freed, dropped = freed + got, dropped + len(rows)
+            self._commit()
+        except sqlite3.Error:
+            self._rollback()
+            return 0
+        return dropped
+
+    # -- storing -----------------------------------------------------------------------------
+    def put_many(self, records):
+        """Store ``records`` (``OutboxRecord`` or equal tuples) in one transaction.
+
+        Returns ``PutResult``: ``new`` and ``duplicates`` are durable and may be acked. On
+        ``SQLITE_FULL`` the size policy frees room and the batch is retried. Raises
+        ``ValueError`` naming a bad record, ``OutboxFull`` if the disk stays full with nothing
+        droppable left, ``OutboxError`` on other I/O errors; then nothing was stored."""
+        prepared, batch_bytes = policy.prepare(records)
+        if not prepared:
+            return PutResult([], [], 0)
+        with self._lock:
+            freed_rows = 0
+            for attempt in range(FULL_RETRIES + 1):
+                try:
+                    result = self._put(prepared)
+                    return result._replace(dropped=result.dropped + freed_rows)
+                except sqlite3.Error as e:
+                    self._rollback()
+                    if not _is_full(e):
+                        raise OutboxError("outbox %s: storing %d records failed (%s); nothing "
+                                          "was stored, do not ack; check the disk"
+                                          % (self.path, len(prepared), e)) from e
+                if attempt == 0:  # dropping a row this batch resends would free nothing
+                    keep = set(self._in_flight)
+                    for r in prepared:
+                        keep.update(i for (i,) in self._db.execute(_BY_KEY, r[:3]))
+                n = self._free_for_full(policy.full_free_bytes(batch_bytes, attempt), keep)
+                if not n:
+                    break
+                freed_rows += n
+            raise OutboxFull("outbox %s: the disk is full and no unsent row is left to drop; "
+                             "%d records were not stored (do not ack); free disk space"
+                             % (self.path, len(prepared)))
+
+    def _put(self, prepared):
+        now = self._now_ms()
+        wall = self._clock.wall_s() if self._clock.wall_trusted() else None
+        self._begin()
+        first = self._next_id
+        cur = self._db.executemany(_INSERT, [(i, d, e, s, lane, now, wall, p) for i, (
+            d, e, s, lane, p, _) in enumerate(prepared, first)])
+        fresh = None  # all new, the common case: no query needed to tell
+        if cur.rowcount != len(prepared):
+            fresh = set(self._db.execute("SELECT device_id, boot_epoch, seq FROM rows "
+                                         "WHERE id >= ?", (first,)))
+        new, dups = [], []
+        for d, e, s, lane, _, nbytes in prepared:
+            key = (d, e, s)
+            if fresh is None or key in fresh:
+                if fresh is not None:
+                    fresh.discard(key)  # the same key twice in one batch: new once
+                new.append(key)
+                self._delta["rows_" + lane] += 1
+                self._delta["bytes_" + lane] += nbytes
+            else:
+                dups.append(key)
+        self._delta["duplicates"] += len(dups)
+        dropped = self._enforce()
+        self._commit()
+        self._next_id = first + len(prepared)
+        return PutResult(new, dups, dropped)
+
+    def enforce(self):
+        """Apply the size and age bounds now (``put_many`` does too; call this on a timer so
+        rows expire while nothing arrives). Returns the rows dropped; raises
+        ``OutboxError`` if the database cannot be written."""
+        with self._lock:
+            try:
+                self._begin()
+                dropped = self._enforce()
+                self._commit()
+                return dropped
+            except sqlite3.Error as e:
+                self._rollback()
+                raise OutboxError("outbox %s: applying bounds failed (%s); check the disk"
+                                  % (self.path, e)) from e
+
+    # -- forwarding ----------------------------------------------------------------------------
+    def take(self, limit, lane_order=(ALARM, ROUTINE)):
+        """Up to ``limit`` unsent rows (``OutboxRow``), lane by lane in ``lane_order``, oldest
+        first within a lane (released rows before never-sent ones), reading no more than
+        that; in flight until ``ack`` or ``release``. Raises ``ValueError`` for bad args."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError("limit must be an int >= 0, got %r" % (limit,))
+        for lane in lane_order:
+            if lane not in LANES:
+                raise ValueError("lane_order: %r is not one of %s" % (lane, ", ".join(LANES)))
+        out = []
+        with self._lock:
+            for lane in lane_order:
+                heap = self._released[lane]
+                while heap and len(out) < limit:  # a released row may since have been dropped
+                    ids = [heapq.heappop(heap) for _ in range(min(len(heap), limit - len(out)))]
+                    for chunk in _chunks(ids):
+                        out += self._db.execute("SELECT %s FROM rows WHERE id IN (%s) ORDER BY "
+                                                "id" % (_COLS, _marks(len(chunk))), chunk)
+                if len(out) < limit:
+                    got = self._db.execute(_TAKE[lane], (self._cursor[lane], limit - len(out)))
+                    got = got.fetchall()
+                    if got:
+                        self._cursor[lane] = got[-1][0]
+                    out += got
+            rows = [OutboxRow(*r[:7], json.loads(r[7])) for r in out]
+            for r in rows:
+                self._in_flight[r.row_id] = r.lane
+        return rows
+
+    def ack(self, row_ids):
+        """Delete rows the upstream acknowledged, in one transaction; returns how many were
+        stored. Raises ``OutboxError`` if that fails (the rows stay, and go again)."""
+        ids = sorted(set(row_ids))
+        with self._lock:
+            try:
+                self._begin()
+                rows = []
+                for chunk in _chunks(ids):
+                    where = "FROM rows WHERE id IN (%s)" % _marks(len(chunk))
+                    rows += self._summaries(where, chunk)
+                    self._db.execute("DELETE " + where, chunk)
+                self._count_gone(rows)
+                self._commit()
+            except sqlite3.Error as e:
+                self._rollback()
+                raise OutboxError("outbox %s: deleting %d acked rows failed (%s); they will "
+                                  "be sent again" % (self.path, len(ids), e)) from e
+            for i in ids:
+                self._in_flight.pop(i, None)
+            return len(rows)
+
+    def release(self, row_ids):
+        """Put in-flight rows back (the forward failed): ``take`` hands them out first.
+        Ids not in flight are ignored; returns how many were released."""
+        n = 0
+        with self._lock:
+            for i in row_ids:
+                lane = self._in_flight.pop(i, None)
+                if lane is not None:
+                    heapq.heappush(self._released[lane], i)
+                    n += 1
+        return n
+
+    def release_all(self):
+        """Release every in-flight row and gap marker (a forwarder lost its connection)."""
+        with self._lock:
+            self._gaps_in_flight.clear()
+            return self.release(list(self._in_flight))
+
+    # -- gap markers ---------------------------------------------------------------------------
+    def gaps(self):
+        """Every stored gap marker (``GapMarker``), oldest first."""
+        with self._lock:
+            return [GapMarker(*g) for g in self._db.execute("SELECT * FROM gaps ORDER BY id")]
+
+    def take_gaps(self, limit=100):
+        """Up to ``limit`` markers not in flight, to forward; in flight until ``ack_gaps`` or
+        ``release_gaps``, and meanwhile later drops open a new marker for the device."""
+        with self._lock:
+            out = [m for m in self.gaps() if m.gap_id not in self._gaps_in_flight][:limit]
+            self._gaps_in_flight.update(m.gap_id for m in out)
+            return out
+
+    def ack_gaps(self, gap_ids):
+        """Delete forwarded markers (one transaction); returns how many were stored. The drop
+        counters keep the totals. Raises ``OutboxError`` if that fails."""
+        ids = sorted(set(gap_ids))
+        with self._lock:
+            try:
+                self._begin()
+                n = sum(self._db.execute("DELETE FROM gaps WHERE id IN (%s)" % _marks(len(c)),
+                                         c).rowcount for c in _chunks(ids))
+                self._commit()
+            except sqlite3.Error as e:
+                self._rollback()
+                raise OutboxError("outbox %s: deleting gap markers failed (%s); they will be "
+                                  "sent again" % (self.path, e)) from e
+            self._gaps_in_flight.difference_update(ids)
+            return n
+
+    def release_gaps(self, gap_ids):
+        """Markers whose forward failed are open again (later drops widen them)."""
+        with self._lock:
+            self._gaps_in_flight.difference_update(gap_ids)
+
+    # -- looking -----------------------------------------------------------------------------
+    def stats(self):
+        """``OutboxStats``: depth, bytes, age and counters, for metrics and ``status``."""
+        with self._lock:
+            now, v = self._now_ms(), self._value
+            first = self._db.execute("SELECT rx_ms FROM rows ORDER BY id LIMIT 1").fetchone()
+            pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+            return OutboxStats(
+                rows={lane: v("rows_" + lane) for lane in LANES},
+                bytes={lane: v("bytes_" + lane) for lane in LANES},
+                total_bytes=self._total_bytes(), max_bytes=self.max_bytes,
+                oldest_age_s=None if first is None else (now - first[0]) / 1000.0,
+                in_flight=len(self._in_flight),
+                dropped={lane: v("dropped_" + lane) for lane in LANES},
+                dropped_by_reason={r: v("dropped_" + r) for r in policy.REASONS},
+                duplicates=v("duplicates"), disk_full_events=v("disk_full"),
+                gap_markers=self._db.execute("SELECT count(*) FROM gaps").fetchone()[0],
+                file_bytes=pages * self._page_size)
+
+    def cap_file_bytes(self, nbytes):
+        """Cap the database file at ``nbytes`` (``PRAGMA max_page_count``, this connection,
+        never below the current size); past it SQLite reports ``SQLITE_FULL`` as a full disk
+        does. For tests and as a hard cap. Returns the cap applied, in bytes."""
+        pages = max(1, -(-int(nbytes) // self._page_size))
+        with self._lock:
+            return self._db.execute("PRAGMA max_page_count = %d" % pages).fetchone()[0] \
+                * self._page_size
+
+    def close(self):
+        """Close the database; rows in flight are unsent again at the next open."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
