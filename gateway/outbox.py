@@ -141,7 +141,6 @@ class Outbox:
         db.execute("PRAGMA busy_timeout = 5000")  # a status reader may hold a snapshot
         db.execute("PRAGMA journal_size_limit = %d" % (8 << 20))  # WAL back to 8 MiB
         db.execute("PRAGMA cache_size = -8192")  # 8 MiB of pages, whatever the backlog
-        db.execute("PRAGMA wal_autocheckpoint = 10000")  #CKTEST
         problems = [r[0] for r in db.execute("PRAGMA integrity_check(5)")]
         if problems != ["ok"]:
             raise OutboxCorrupt("outbox %s failed integrity_check: %s; move the file aside "
