@@ -32,67 +32,27 @@ from gateway import outbox_policy as policy
 from gateway.outbox_policy import (  # noqa: F401 (the types are part of this API)
     ALARM, LANES, ROUTINE, GapMarker, OutboxRecord, OutboxRow, OutboxStats, PutResult,
     RowSummary)
-
-SCHEMA_VERSION = 1
-FULL_RETRIES = 8
-_MAX_VARS = 500  # ids per IN (...) statement
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS rows (
-    id INTEGER PRIMARY KEY, device_id TEXT NOT NULL,
-    boot_epoch INTEGER NOT NULL, seq INTEGER NOT NULL,
-    lane TEXT NOT NULL CHECK (lane IN ('alarm', 'routine')),
-    rx_ms INTEGER NOT NULL, rx_wall_s REAL, payload TEXT NOT NULL,
-    UNIQUE (device_id, boot_epoch, seq));
-CREATE INDEX IF NOT EXISTS rows_alarm ON rows (id) WHERE lane = 'alarm';
-CREATE TABLE IF NOT EXISTS gaps (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL,
-    first_epoch INTEGER NOT NULL, first_seq INTEGER NOT NULL,
-    last_epoch INTEGER NOT NULL, last_seq INTEGER NOT NULL,
-    dropped INTEGER NOT NULL, alarms INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-"""
-_META_KEYS = (["schema", "store_ms", "duplicates", "disk_full"]
-              + ["%s_%s" % (k, lane) for k in ("rows", "bytes", "dropped") for lane in LANES]
-              + ["dropped_" + reason for reason in policy.REASONS])
-_INSERT = ("INSERT INTO rows (id, device_id, boot_epoch, seq, lane, rx_ms, rx_wall_s, payload) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, boot_epoch, seq) DO NOTHING")
-_COLS = "id, device_id, boot_epoch, seq, lane, rx_ms, rx_wall_s, payload"
-# Literal lanes, so the alarm query can use the partial index (a bound parameter cannot).
-_LANE_FROM = {ALARM: "FROM rows INDEXED BY rows_alarm WHERE lane = 'alarm' AND id > ?",
-              ROUTINE: "FROM rows WHERE lane = 'routine' AND id > ?"}
-_TAKE = {lane: "SELECT %s %s ORDER BY id LIMIT ?" % (_COLS, frm)
-         for lane, frm in _LANE_FROM.items()}
-_BY_KEY = "SELECT id FROM rows WHERE device_id = ? AND boot_epoch = ? AND seq = ?"
+from gateway.outbox_gaps import GapMarkers
+from gateway.outbox_sql import (  # noqa: F401 (the errors are part of this API)
+    FULL_RETRIES,
+    OutboxCorrupt,
+    OutboxError,
+    OutboxFull,
+    SCHEMA_VERSION,
+    _BY_KEY,
+    _COLS,
+    _INSERT,
+    _LANE_FROM,
+    _META_KEYS,
+    _SCHEMA,
+    _TAKE,
+    _chunks,
+    _is_full,
+    _marks,
+)
 
 
-class OutboxError(Exception):
-    """The outbox could not do what was asked; the message says what and what to do."""
-
-
-class OutboxFull(OutboxError):
-    """Nothing was stored: the disk is full and nothing droppable is left. Do not ack."""
-
-
-class OutboxCorrupt(OutboxError):
-    """The database file failed its integrity check or is not an outbox."""
-
-
-def _is_full(exc):
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc)
-
-
-def _chunks(seq, n=_MAX_VARS):
-    for i in range(0, len(seq), n):
-        yield seq[i:i + n]
-
-
-def _marks(n):
-    return ",".join("?" * n)
-
-
-class Outbox:
+class Outbox(GapMarkers):
     """The durable outbox at ``path`` (created if missing), bounded to ``max_bytes`` tracked
     bytes (``outbox_policy.row_nbytes``) and ``max_age_s`` seconds of running time;
     ``clock`` follows ``drivers.clock``. Runs ``PRAGMA integrity_check`` and the bounds on
@@ -433,42 +393,6 @@ class Outbox:
         with self._lock:
             self._gaps_in_flight.clear()
             return self.release(list(self._in_flight))
-
-    # -- gap markers ---------------------------------------------------------------------------
-    def gaps(self):
-        """Every stored gap marker (``GapMarker``), oldest first."""
-        with self._lock:
-            return [GapMarker(*g) for g in self._db.execute("SELECT * FROM gaps ORDER BY id")]
-
-    def take_gaps(self, limit=100):
-        """Up to ``limit`` markers not in flight, to forward; in flight until ``ack_gaps`` or
-        ``release_gaps``, and meanwhile later drops open a new marker for the device."""
-        with self._lock:
-            out = [m for m in self.gaps() if m.gap_id not in self._gaps_in_flight][:limit]
-            self._gaps_in_flight.update(m.gap_id for m in out)
-            return out
-
-    def ack_gaps(self, gap_ids):
-        """Delete forwarded markers (one transaction); returns how many were stored. The drop
-        counters keep the totals. Raises ``OutboxError`` if that fails."""
-        ids = sorted(set(gap_ids))
-        with self._lock:
-            try:
-                self._begin()
-                n = sum(self._db.execute("DELETE FROM gaps WHERE id IN (%s)" % _marks(len(c)),
-                                         c).rowcount for c in _chunks(ids))
-                self._commit()
-            except sqlite3.Error as e:
-                self._rollback()
-                raise OutboxError("outbox %s: deleting gap markers failed (%s); they will be "
-                                  "sent again" % (self.path, e)) from e
-            self._gaps_in_flight.difference_update(ids)
-            return n
-
-    def release_gaps(self, gap_ids):
-        """Markers whose forward failed are open again (later drops widen them)."""
-        with self._lock:
-            self._gaps_in_flight.difference_update(gap_ids)
 
     # -- looking -----------------------------------------------------------------------------
     def stats(self):
