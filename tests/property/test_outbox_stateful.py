@@ -8,7 +8,7 @@ Invariants, checked after every step against the rows in the file: every key the
 accepted (``put_many`` returned it, so the pipeline acked the node) is stored, delivered, or
 dropped by the policy -- and every drop is counted (per lane) and inside a gap marker's range
 for its device (markers' counts add up to the drops); drops take the oldest rows of a lane
-first and never a row in flight, and alarms only once no older-or-newer routine row is left to
+first and never a row in flight, and alarms only once no routine row is left to
 drop; no row is both delivered and still stored, or handed out twice at once; the tracked size
 stays within the bound (plus what was in flight when it was last enforced), and no row outlives
 the age bound."""

@@ -6,7 +6,8 @@ takes rows, prints them as forwarded, and acks them (the upstream PUBACK). The p
 it at a random moment, 30 times, reopens the file after each kill and checks: ``PRAGMA
 integrity_check`` is ok, every key printed as committed and not printed as forwarded is stored,
 nothing was dropped (the bounds are far away), and the outbox's own counters (rows, bytes,
-duplicates) agree with the rows. Power loss (unsynced writes lost) is a different fault and is not simulated here."""
+duplicates) agree with the rows. Power loss (unsynced writes lost) is a different fault and is
+not simulated here."""
 
 import os
 import random

@@ -136,7 +136,8 @@ def test_prepare_encodes_compact_ascii_json_and_tracks_bytes():
     (d, e, s, lane, payload, nbytes), second = prepared
     assert (d, e, s, lane) == ("room-1", 7, 3, ALARM)
     assert second[3] == ROUTINE  # the default lane
-    assert payload == '{"seq":3,"t":null,"values":[["co2_ppm",612,"ok"],["label","Caf\\u00e9","ok"]]}'
+    assert payload == ('{"seq":3,"t":null,"values":[["co2_ppm",612,"ok"],'
+                       '["label","Caf\\u00e9","ok"]]}')
     assert json.loads(payload) == rec
     assert nbytes == len(payload) + 2 * len("room-1") + p.ROW_OVERHEAD_BYTES
     assert total == nbytes + second[5]
