@@ -3,15 +3,20 @@
 ``civicedge gateway check [--config PATH] [--user NAME]`` validates the configuration
 (``gateway.config``) and runs the security checks (``gateway.security``) without starting
 anything: it prints each finding and exits non-zero if there is any (docs/gateway-setup.md).
+``civicedge gateway run [--config PATH]`` runs the same checks (failing closed with the same
+statuses), builds the agent (``gateway.app.build``) and runs it until SIGTERM or SIGINT,
+logging one line per event to stderr, telling systemd READY=1 and serving the metrics on
+loopback when ``[metrics]`` is enabled (docs/gateway-agent.md).
 
 Exit statuses, shared by every gateway command so the systemd unit can tell a bad
 configuration (no point restarting: ``RestartPreventExitStatus=2 3``) from a crash (1):
 
-- 0: ok
+- 0: ok (``run``: stopped by SIGTERM/SIGINT after storing what was queued)
+- 1: the agent could not start (outbox unreadable, a configured part missing) or crashed
 - 2: the configuration is invalid (or the command line is: argparse also uses 2)
 - 3: the configuration is insecure; the agent refuses to start
 
-Adding a command (``run``, ``status``, ``export``, ``wipe``): write ``_add_<name>(sub)``
+Adding a command (``status``, ``export``, ``wipe``): write ``_add_<name>(sub)``
 that adds its parser (with ``add_config_argument``) and sets ``func``, and list it in
 ``SUBCOMMANDS``. ``load_config(args)`` gives the validated configuration or an exit status.
 """
@@ -23,6 +28,7 @@ import sys
 from gateway import config, security
 
 EXIT_OK = 0
+EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_INSECURE = 3
 
@@ -103,11 +109,83 @@ def _add_check(sub):
     c.set_defaults(func=_check)
 
 
-SUBCOMMANDS = (_add_check,)
+def _run(args):
+    """``civicedge gateway run``: the agent, until SIGTERM or SIGINT (docs/gateway-agent.md)."""
+    import logging
+    import signal
+    import threading
+
+    from gateway import app
+
+    cfg, status = load_config(args)
+    if cfg is None:
+        return status
+    app.setup_logging(getattr(logging, args.log_level.upper()))
+    log = logging.getLogger("civicedge.gateway")
+    try:
+        secrets = security.enforce(cfg)  # logs each finding
+    except security.InsecureConfig as e:
+        return _fail("%s: %d security problem%s (listed above; `civicedge gateway check` shows "
+                     "them too); refusing to start" % (cfg.file, len(e.findings),
+                                                       "s" * (len(e.findings) != 1)),
+                     EXIT_INSECURE)
+    except config.ConfigError as e:
+        return _fail(e, EXIT_INVALID)
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        if not stop.is_set():
+            log.info("%s: stopping (storing what is queued, then closing)",
+                     signal.Signals(signum).name)
+            app.sd_notify("STOPPING=1")
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):  # from here: a stop while building is kept
+        signal.signal(signum, on_signal)
+    try:
+        agent = app.build(cfg, secrets)
+    except Exception as e:  # noqa: BLE001 (the outbox, a profile, a missing part: say which)
+        log.error("cannot start: %s: %s", type(e).__name__, e)
+        return EXIT_FAILED
+
+    def ready():
+        log.info("running: %s", summary(cfg))
+        app.sd_notify("READY=1\nSTATUS=running: site %s, gateway %s" % (cfg.site_id, cfg.gateway_id))
+
+    metrics = None
+    if cfg.metrics.enabled:
+        try:
+            from gateway.metrics import MetricsServer
+
+            metrics = MetricsServer(cfg.metrics.host, cfg.metrics.port, agent.snapshot)
+            log.info("metrics on %s", metrics.url)
+        except (ImportError, OSError, ValueError) as e:  # the agent's job goes on without them
+            log.error("metrics not served on %s:%d: %s (readings still flow)",
+                      cfg.metrics.host, cfg.metrics.port, e)
+    try:
+        agent.run(stop, ready=ready)
+    except Exception:  # noqa: BLE001 (logged on one line; systemd restarts the unit)
+        log.exception("the agent failed")
+        return EXIT_FAILED
+    finally:
+        if metrics is not None:
+            metrics.stop()
+    return EXIT_OK
+
+
+def _add_run(sub):
+    r = sub.add_parser("run", help="run the agent (as the systemd unit does) until SIGTERM/SIGINT")
+    add_config_argument(r)
+    r.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                   help="least severe log lines written to stderr (default %(default)s)")
+    r.set_defaults(func=_run)
+
+
+SUBCOMMANDS = (_add_check, _add_run)
 
 
 def register(sub):
-    gw = sub.add_parser("gateway", help="the Raspberry Pi gateway agent: check its configuration")
+    gw = sub.add_parser("gateway", help="the Raspberry Pi gateway agent: run it, check its configuration")
     gwsub = gw.add_subparsers(dest="gateway_command", metavar="GATEWAY_COMMAND")
     for add in SUBCOMMANDS:
         add(gwsub)

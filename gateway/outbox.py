@@ -33,6 +33,8 @@ from gateway.outbox_policy import (  # noqa: F401 (the types are part of this AP
     ALARM, LANES, ROUTINE, GapMarker, OutboxRecord, OutboxRow, OutboxStats, PutResult,
     RowSummary)
 from gateway.outbox_gaps import GapMarkers
+from gateway.outbox_history import HISTORY_MAX_AGE_S, HISTORY_MAX_BYTES, History
+from gateway.outbox_state import StoredState, encode_state, write_state
 from gateway.outbox_sql import (  # noqa: F401 (the errors are part of this API)
     FULL_RETRIES,
     OutboxCorrupt,
@@ -52,20 +54,22 @@ from gateway.outbox_sql import (  # noqa: F401 (the errors are part of this API)
 )
 
 
-class Outbox(GapMarkers):
+class Outbox(GapMarkers, StoredState, History):
     """The durable outbox at ``path`` (created if missing), bounded to ``max_bytes`` tracked
     bytes (``outbox_policy.row_nbytes``) and ``max_age_s`` seconds of running time;
     ``clock`` follows ``drivers.clock``. Runs ``PRAGMA integrity_check`` and the bounds on
     open. Raises ``ValueError`` for a bad argument, ``OutboxCorrupt`` for a damaged or
     foreign file, ``OutboxError`` if SQLite refuses WAL mode."""
 
-    def __init__(self, path, max_bytes, max_age_s, clock):
+    def __init__(self, path, max_bytes, max_age_s, clock, history_max_bytes=HISTORY_MAX_BYTES,
+                 history_max_age_s=HISTORY_MAX_AGE_S):  # history: gateway.outbox_history
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
             raise ValueError("max_bytes must be a positive int, got %r" % (max_bytes,))
         if not isinstance(max_age_s, (int, float)) or not max_age_s > 0:
             raise ValueError("max_age_s must be a positive number, got %r" % (max_age_s,))
         self.path = os.fspath(path)
         self.max_bytes, self.max_age_s, self._clock = max_bytes, max_age_s, clock
+        self._history_init(history_max_bytes, history_max_age_s)
         self._lock = threading.RLock()
         self._in_flight = {}  # row id -> lane
         self._released = {lane: [] for lane in LANES}  # heaps of ids to hand out first
@@ -110,6 +114,7 @@ class Outbox(GapMarkers):
         try:
             for statement in _SCHEMA.split(";")[:-1]:
                 db.execute(statement)
+            self._history_schema()
             db.executemany("INSERT OR IGNORE INTO meta VALUES (?, 0)", [(k,) for k in _META_KEYS])
             db.execute("UPDATE meta SET value = ? WHERE key = 'schema' AND value = 0",
                        (SCHEMA_VERSION,))
@@ -207,6 +212,7 @@ class Outbox(GapMarkers):
 
     def _enforce(self):
         """Apply both bounds in the open transaction; returns the rows dropped."""
+        self._history_trim()  # delivered rows: a trim, not a drop (not counted as one)
         dropped, cutoff = 0, policy.age_cutoff_ms(self._now_ms(), self.max_age_s)
         while True:
             rows = policy.plan_age_drops(cutoff, self._stream, self._in_flight)
@@ -229,11 +235,13 @@ class Outbox(GapMarkers):
 
     def _free_for_full(self, target, keep):
         """After SQLITE_FULL: drop per policy, sparing ``keep``, until ``target`` bytes are
-        freed, in a transaction of its own. Returns the rows dropped (0: none could be)."""
-        freed = dropped = 0
+        freed, in a transaction of its own. Returns the rows dropped (0: none could be) and
+        the bytes of delivered history trimmed first (not drops)."""
+        freed = dropped = history_freed = 0
         try:
             self._begin()
             self._delta["disk_full"] += 1
+            history_freed = freed = self._history_free(target)  # delivered rows go first
             while freed < target:
                 rows, got = policy.plan_size_drops(target - freed, self._stream, keep)
                 if not rows:
@@ -243,25 +251,27 @@ class Outbox(GapMarkers):
             self._commit()
         except sqlite3.Error:
             self._rollback()
-            return 0
-        return dropped
+            return 0, 0
+        return dropped, history_freed
 
     # -- storing -----------------------------------------------------------------------------
-    def put_many(self, records):
-        """Store ``records`` (``OutboxRecord`` or equal tuples) in one transaction.
+    def put_many(self, records, state=None):
+        """Store ``records`` (``OutboxRecord`` or equal tuples) in one transaction, with
+        ``state`` (name -> JSON-able value, ``gateway.outbox_state``) written in the same one.
 
         Returns ``PutResult``: ``new`` and ``duplicates`` are durable and may be acked. On
         ``SQLITE_FULL`` the size policy frees room and the batch is retried. Raises
         ``ValueError`` naming a bad record, ``OutboxFull`` if the disk stays full with nothing
         droppable left, ``OutboxError`` on other I/O errors; then nothing was stored."""
         prepared, batch_bytes = policy.prepare(records)
-        if not prepared:
+        encoded = encode_state(state)
+        if not prepared and not encoded:
             return PutResult([], [], 0)
         with self._lock:
             freed_rows = 0
             for attempt in range(FULL_RETRIES + 1):
                 try:
-                    result = self._put(prepared)
+                    result = self._put(prepared, encoded)
                     return result._replace(dropped=result.dropped + freed_rows)
                 except sqlite3.Error as e:
                     self._rollback()
@@ -273,15 +283,16 @@ class Outbox(GapMarkers):
                     keep = set(self._in_flight)
                     for r in prepared:
                         keep.update(i for (i,) in self._db.execute(_BY_KEY, r[:3]))
-                n = self._free_for_full(policy.full_free_bytes(batch_bytes, attempt), keep)
-                if not n:
+                n, history_freed = self._free_for_full(policy.full_free_bytes(batch_bytes, attempt),
+                                                       keep)
+                if not n and not history_freed:
                     break
                 freed_rows += n
             raise OutboxFull("outbox %s: the disk is full and no unsent row is left to drop; "
                              "%d records were not stored (do not ack); free disk space"
                              % (self.path, len(prepared)))
 
-    def _put(self, prepared):
+    def _put(self, prepared, encoded=()):
         now = self._now_ms()
         wall = self._clock.wall_s() if self._clock.wall_trusted() else None
         self._begin()
@@ -304,6 +315,7 @@ class Outbox(GapMarkers):
             else:
                 dups.append(key)
         self._delta["duplicates"] += len(dups)
+        write_state(self._db, encoded)
         dropped = self._enforce()
         self._commit()
         self._next_id = first + len(prepared)
@@ -359,19 +371,27 @@ class Outbox(GapMarkers):
         stored. Raises ``OutboxError`` if that fails (the rows stay, and go again)."""
         ids = sorted(set(row_ids))
         with self._lock:
-            try:
-                self._begin()
-                rows = []
-                for chunk in _chunks(ids):
-                    where = "FROM rows WHERE id IN (%s)" % _marks(len(chunk))
-                    rows += self._summaries(where, chunk)
-                    self._db.execute("DELETE " + where, chunk)
-                self._count_gone(rows)
-                self._commit()
-            except sqlite3.Error as e:
-                self._rollback()
-                raise OutboxError("outbox %s: deleting %d acked rows failed (%s); they will "
-                                  "be sent again" % (self.path, len(ids), e)) from e
+            keep = self.history_on  # the delivered rows' copy for export (outbox_history)
+            while True:
+                try:
+                    self._begin()
+                    rows = []
+                    for chunk in _chunks(ids):
+                        where = "FROM rows WHERE id IN (%s)" % _marks(len(chunk))
+                        rows += self._summaries(where, chunk)
+                        self._history_copy(chunk, keep)
+                        self._db.execute("DELETE " + where, chunk)
+                    self._history_count(rows, keep)
+                    self._count_gone(rows)
+                    self._commit()
+                    break
+                except sqlite3.Error as e:
+                    self._rollback()
+                    if keep and _is_full(e):  # a full disk must not stop delivery:
+                        keep = False          # ack without the copy (counted)
+                        continue
+                    raise OutboxError("outbox %s: deleting %d acked rows failed (%s); they "
+                                      "will be sent again" % (self.path, len(ids), e)) from e
             for i in ids:
                 self._in_flight.pop(i, None)
             return len(rows)

@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS gaps (
     last_epoch INTEGER NOT NULL, last_seq INTEGER NOT NULL,
     dropped INTEGER NOT NULL, alarms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, json TEXT NOT NULL);  -- outbox_state.py
 """
 _META_KEYS = (["schema", "store_ms", "duplicates", "disk_full"]
               + ["%s_%s" % (k, lane) for k in ("rows", "bytes", "dropped") for lane in LANES]

@@ -1,0 +1,396 @@
+"""``Agent``: the gateway's ingest loop, between the sources, the outbox and the forwarder.
+
+Theory of operation (the whole story, with the log lines: docs/gateway-agent.md)
+---------------------------------------------------------------------------------
+Sources run their own threads and call ``sink`` (a bounded queue: when full it blocks up to
+``put_timeout_s``, then says False and the unacked arrival is dropped; the node resends).
+ONE loop thread (``run``) owns the pipeline and the alarm engine. ``step`` takes what is
+queued (up to ``batch_max``), runs it through ``Ingest`` and stores the batch with ONE
+``outbox.put_many(records, state=...)``: rows, replay state, alarm state and the gateway
+stream's counter commit together. Only then ``ingest.commit()``, the acks (``arrival.reply``)
+and ``forwarder.wake()``. If the outbox refuses, ``ingest.rollback()``, no acks, the failure
+is counted and the loop backs off ``backoff_s``. Stored records are the pipeline's, plus
+``"alarms"`` (events they raised or cleared) and ``"rx_t"`` (receive time) when untimed;
+records marked ``duplicate`` are not stored again (the replay state that marks them was
+committed with their rows). Timers run on the clock's monotonic ticks: alarm ``tick`` (its
+events become records ``(gateway_id, boot_epoch, seq)`` of kind ``event``; only while wall
+time is trusted), ``outbox.enforce()``, and an optional ``wall_check()`` (NTP). The gateway
+boot epoch is the stored one + 1 at each start (the first: the trusted wall time in Unix s,
+else 1, so a new outbox file does not reuse an old epoch). Rejected input is counted by the
+pipeline and logged at most once per reason per ``log_interval_s`` (detail and at most 8
+bytes of hex: never keys or payloads). ``stop``: sources, drain and commit the queue,
+forwarder, outbox.
+"""
+
+import dataclasses
+import logging
+import queue
+import threading
+
+from gateway.alarms import CLEARED, RAISED
+from gateway.outbox import OutboxError, OutboxRecord
+from gateway.pipeline import ALARM, ROUTINE
+
+FRAME, LORAWAN = "frame", "lorawan"  # Arrival.kind, as gateway.sources defines them
+STATE_REPLAY, STATE_ALARMS, STATE_GATEWAY = "replay", "alarms", "gateway"
+EVENTS_PER_RECORD = 50
+_HEX_BYTES = 8
+_WARN = ("auth_failures", "replays", "decode_errors")
+_STORE_FAILURES = {"OutboxFull": "outbox_full", "OutboxError": "outbox_error",
+                   "OutboxCorrupt": "outbox_error", "ValueError": "invalid"}
+# Tuning (keyword arguments of Agent; docs/gateway-agent.md says why each value).
+TUNING = {"queue_size": 4096, "batch_max": 2000, "tick_s": 60.0, "enforce_s": 60.0,
+          "log_interval_s": 60.0, "put_timeout_s": 1.0, "backoff_s": 1.0, "poll_s": 0.5,
+          "wall_check_s": 60.0}
+
+log = logging.getLogger("civicedge.gateway")
+
+
+class Agent:
+    """The loop. ``ingest``: a ``gateway.pipeline.Ingest`` (with its ``alarms`` engine or
+    None); ``outbox``: a ``gateway.outbox.Outbox``; ``clock``: the ``drivers.clock``
+    contract; ``gateway_id``: the gateway's own stream id; ``sources``: objects following
+    ``gateway.sources.Source``; ``forwarder``: one following ``gateway.forward.Forwarder``
+    (or None). Raises ``ValueError`` naming a bad argument."""
+
+    def __init__(self, ingest, outbox, clock, *, gateway_id, sources=(), forwarder=None,
+                 wall_check=None, **tuning):
+        t = dict(TUNING, **tuning)
+        for name, v in t.items():
+            int_ = isinstance(TUNING.get(name), int)
+            if name not in TUNING or isinstance(v, bool) or not isinstance(
+                    v, int if int_ else (int, float)) or v < int_:
+                raise ValueError("tuning %s=%r: known are %s; counts are ints >= 1, times "
+                                 "numbers >= 0 (s)" % (name, v, ", ".join(TUNING)))
+        if not isinstance(gateway_id, str) or not gateway_id:
+            raise ValueError("gateway_id must be non-empty text, got %r" % (gateway_id,))
+        names = [getattr(s, "name", None) for s in sources]
+        if len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+            raise ValueError("sources need distinct non-empty names, got %r" % (names,))
+        self.ingest, self.alarms, self.outbox, self.clock = ingest, ingest.alarms, outbox, clock
+        self.gateway_id, self.sources, self.forwarder = gateway_id, list(sources), forwarder
+        self.tuning, self.wall_check = t, wall_check
+        self._period_ms = {k: int(t[k + "_s"] * 1000) for k in ("tick", "enforce", "wall_check")}
+        self._log_ms = int(t["log_interval_s"] * 1000)
+        self._queue = queue.Queue(t["queue_size"])
+        self._lock = threading.Lock()  # counters and last_seen: sinks and snapshot() read too
+        self.counters = {}
+        self.last_seen = {}  # device_id -> wall s of its last accepted input
+        self._logged = {}  # reason -> [ms when logged, suppressed since]
+        self._anchor = clock.ticks_ms()
+        self._mono = 0  # ms since construction, from ticks (re-anchored: wraps never matter)
+        self._due, self._active_alarms = {}, 0
+        self.boot_epoch, self.next_seq = None, 0
+        self._started = self._stopped = False
+        self._halt = threading.Event()  # run()'s stop event: backoff waits end on it
+
+    # -- small tools ---------------------------------------------------------------------
+    def count(self, name, n=1):
+        """Add ``n`` to the agent's counter ``name`` (thread-safe)."""
+        if n:
+            with self._lock:
+                self.counters[name] = self.counters.get(name, 0) + n
+
+    def _now_ms(self):
+        t = self.clock.ticks_ms()
+        self._mono += max(0, self.clock.ticks_diff(t, self._anchor))
+        self._anchor = t
+        return self._mono
+
+    def _wall(self):  # Unix s, or None while wall time is not trusted
+        return self.clock.wall_s() if self.clock.wall_trusted() else None
+
+    def _throttled(self, key, level, fmt, *args, exc_info=False):
+        """Log once per ``key`` per interval; the next line says how many were held back."""
+        now = self._now_ms()
+        seen = self._logged.get(key)
+        if seen is not None and now - seen[0] < self._log_ms:
+            seen[1] += 1
+            return
+        self._logged[key] = [now, 0]
+        if seen and seen[1]:
+            fmt += " (and %d more like it in the last %d s)"
+            args += (seen[1], (now - seen[0]) // 1000)
+        log.log(level, fmt, *args, exc_info=exc_info)
+
+    # -- the sources' side -----------------------------------------------------------------
+    def sink(self, arrival):
+        """Queue ``arrival`` (a ``gateway.sources.Arrival``); blocks up to ``put_timeout_s``
+        while the queue is full, then returns False (counted ``agent.overflow``). Never
+        raises."""
+        try:
+            self._queue.put(arrival, timeout=self.tuning["put_timeout_s"])
+            return True
+        except Exception:  # noqa: BLE001 (queue.Full; and a sink never raises into a source)
+            self.count("overflow")
+            return False
+
+    # -- life cycle ------------------------------------------------------------------------
+    def start(self):
+        """Take the next gateway boot epoch (stored at once), start the forwarder, then the
+        sources. Raises ``OutboxError`` only if the outbox cannot be read."""
+        if self._started:
+            raise RuntimeError("Agent.start: already started")
+        self._started = True
+        now = self._now_ms()
+        self._due = {k: now + p for k, p in self._period_ms.items()}
+        try:
+            st = self.outbox.load_state(STATE_GATEWAY, None)
+        except ValueError:  # hand-edited: a fresh epoch from the wall clock below
+            st = None
+        epoch, wall = st.get("boot_epoch") if isinstance(st, dict) else None, self._wall()
+        self.boot_epoch = epoch + 1 if type(epoch) is int and 0 <= epoch < 0xFFFFFFFF else (
+            int(wall) if wall and 1 < wall < 0xFFFFFFFF else 1)
+        self.next_seq = 0
+        try:
+            self.outbox.put_many([], state={STATE_GATEWAY: self._gateway_state()})
+        except OutboxError as e:  # stored with the first batch instead
+            log.error("could not store the gateway's boot epoch now (%s); continuing", e)
+        log.info("gateway %s starting: boot epoch %d, %d source(s), forwarder %s",
+                 self.gateway_id, self.boot_epoch, len(self.sources),
+                 type(self.forwarder).__name__ if self.forwarder else "none")
+        if self.forwarder is not None:
+            self._call("forwarder", self.forwarder.start, self.outbox)
+        for s in self.sources:
+            self._call("source", s.start, self.sink, name=s.name)
+
+    def _call(self, what, fn, *args, name=None):
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 (one part failing must not stop the others)
+            self.count("%s_errors" % what)
+            log.error("%s: %s failed: %s: %s", what if name is None else what + " " + name,
+                      fn.__name__, type(e).__name__, e)
+
+    def run(self, stop_event, ready=None):
+        """``start``, then loop until ``stop_event`` is set, then ``stop``. ``ready()`` is
+        called once everything started (systemd's READY=1)."""
+        self._halt = stop_event
+        try:
+            self.start()
+            if ready is not None:
+                ready()
+            while not stop_event.is_set():
+                try:
+                    self.step(self.tuning["poll_s"])
+                except Exception:  # noqa: BLE001 (a bug must not stop the gateway)
+                    self.count("loop_errors")
+                    self._throttled("loop_error", logging.ERROR, "ingest loop error, "
+                                    "continuing", exc_info=True)
+                    stop_event.wait(self.tuning["backoff_s"])
+        finally:
+            self.stop()
+
+    def stop(self, timeout_s=5.0):
+        """Stop the sources, store what they queued, stop the forwarder, close the outbox."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for s in self.sources:
+            self._call("source", s.stop, timeout_s, name=s.name)
+        if self._started:
+            while not self._queue.empty():
+                if not self._batch(self._drain(0), tick=False):
+                    break  # the outbox refuses: the rest stays unacked, the nodes resend
+        if self.forwarder is not None:
+            self._call("forwarder", self.forwarder.stop, timeout_s)
+        self.outbox.close()
+        log.info("gateway %s stopped", self.gateway_id)
+
+    # -- the loop -------------------------------------------------------------------------
+    def _drain(self, timeout_s):
+        out = []
+        try:
+            out.append(self._queue.get(timeout=timeout_s) if timeout_s > 0
+                       else self._queue.get_nowait())
+            while len(out) < self.tuning["batch_max"]:
+                out.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        return out
+
+    def step(self, timeout_s=0.0):
+        """One turn: wait up to ``timeout_s`` (real time) for arrivals, store and ack a batch,
+        run the timers that are due. Returns how many arrivals it processed."""
+        arrivals = self._drain(timeout_s)
+        now = self._now_ms()
+        tick = self.alarms is not None and now >= self._due.get("tick", 0)
+        if tick:
+            self._due["tick"] = now + self._period_ms["tick"]
+            tick = self._wall() is not None  # window verdicts need a trusted wall clock
+        if arrivals or tick:
+            if not self._batch(arrivals, tick) and self.tuning["backoff_s"]:
+                self._halt.wait(self.tuning["backoff_s"])  # the disk needs a moment, not a spin
+        for name, fn in (("enforce", self._enforce), ("wall_check", self._check_wall)):
+            if now >= self._due.get(name, 0):
+                self._due[name] = now + self._period_ms[name]
+                fn()
+        return len(arrivals)
+
+    def _ingest(self, a):
+        rx = a.received_s if a.received_s is not None else self._wall()
+        if a.kind == FRAME:
+            return self.ingest.ingest_frame(a.data, a.source, device_id=a.device_id,
+                                            received_s=rx)
+        if a.kind == LORAWAN:
+            return self.ingest.ingest_lorawan(a.dev_eui, a.data, a.dedup_id, received_s=rx,
+                                              source=a.source)
+        raise ValueError("arrival kind %r is neither %r nor %r" % (a.kind, FRAME, LORAWAN))
+
+    def _batch(self, arrivals, tick):
+        """Ingest, store with state in one transaction, then commit and ack. False if the
+        outbox refused (rolled back, nothing acked)."""
+        done, records, seen = [], [], {}
+        self.count("arrivals", len(arrivals))
+        for a in arrivals:
+            try:
+                res = self._ingest(a)
+            except Exception as e:  # noqa: BLE001 (a pipeline bug: drop this input only)
+                self.count("ingest_errors")
+                self._throttled("ingest_error", logging.ERROR, "input from %s dropped: "
+                                "%s: %s", str(getattr(a, "source", "?"))[:80],
+                                type(e).__name__, str(e)[:200])
+                continue
+            done.append((a, res))
+            if not res.accepted:
+                self._rejected(a, res)
+                continue
+            rx = a.received_s if a.received_s is not None else self._wall()
+            records.extend(_stored(res, rx))
+            seen[res.device_id] = self.clock.wall_s()
+        if not seen and not tick:
+            return True  # nothing accepted: no state changed, nothing to store or ack
+        seq0, ticked = self.next_seq, []
+        try:
+            ticked = self._tick_records() if tick else []
+            records.extend(ticked)
+            state = {STATE_REPLAY: self.ingest.replay_state(),
+                     STATE_GATEWAY: self._gateway_state()}
+            if self.alarms is not None:
+                state[STATE_ALARMS] = self.alarms.state()
+            put = self.outbox.put_many(records, state=state)
+        except Exception as e:  # noqa: BLE001 (OutboxError, OutboxFull, ValueError, a bug)
+            self.ingest.rollback()  # the alarm engine's too
+            self.next_seq = seq0
+            reason = _STORE_FAILURES.get(type(e).__name__, "error")
+            self.count("store_failures." + reason)
+            self._throttled("store:" + reason, logging.ERROR, "batch of %d input(s) not "
+                            "stored, not acked (nodes will resend): %s: %s", len(arrivals),
+                            type(e).__name__, e)
+            return False
+        self.ingest.commit()
+        if self.alarms is not None:
+            self._active_alarms = sum(1 for d in state[STATE_ALARMS]["devices"].values()
+                                      for rs in d["r"].values() if rs.get("on"))
+        acks = 0
+        for a, res in done:
+            if res.ack is not None and a.reply is not None:
+                try:
+                    a.reply(res.ack)
+                    acks += 1
+                except Exception:  # noqa: BLE001 (reply never raises, by contract; still)
+                    self.count("reply_errors")
+        with self._lock:
+            self.last_seen.update(seen)
+        for name, n in (("batches", 1), ("acks", acks), ("records_stored", len(put.new)),
+                        ("bounds_dropped", put.dropped), ("ticks", int(tick)),
+                        ("tick_events", sum(len(r.record["alarms"]) for r in ticked))):
+            self.count(name, n)
+        if self.forwarder is not None and put.new:
+            self._call("forwarder", self.forwarder.wake)
+        return True
+
+    def _rejected(self, a, res):
+        self.count("rejected")
+        family = res.reason.split(".", 1)[0] if res.reason else "unknown"
+        level = logging.WARNING if family in _WARN else logging.INFO
+        data = a.data if isinstance(a.data, (bytes, bytearray)) else b""
+        self._throttled("rejected:%s" % res.reason, level, "rejected (%s): %s [%d bytes: %s%s]",
+                        res.reason, res.detail, len(data), bytes(data[:_HEX_BYTES]).hex(),
+                        "..." if len(data) > _HEX_BYTES else "")
+
+    def _gateway_state(self):
+        return {"boot_epoch": self.boot_epoch, "next_seq": self.next_seq}
+
+    def _tick_records(self):
+        now_s = self._wall()
+        events, out = self.alarms.tick(now_s), []
+        for i in range(0, len(events), EVENTS_PER_RECORD):
+            chunk = events[i:i + EVENTS_PER_RECORD]
+            lane = ALARM if any(e.kind in (RAISED, CLEARED) for e in chunk) else ROUTINE
+            rec = {"seq": self.next_seq, "t": now_s, "kind": "event",
+                   "alarms": [e.to_dict() for e in chunk]}
+            out.append(OutboxRecord(self.gateway_id, self.boot_epoch, self.next_seq, rec, lane))
+            self.next_seq += 1
+        return out
+
+    def _enforce(self):
+        try:
+            self.count("bounds_dropped", self.outbox.enforce())
+        except OutboxError as e:
+            self.count("enforce_errors")
+            self._throttled("enforce", logging.ERROR, "outbox bounds not applied: %s", e)
+
+    def _check_wall(self):
+        try:
+            if self.wall_check is not None:
+                self.wall_check()
+        except Exception as e:  # noqa: BLE001 (a failing check must not stop the loop)
+            self._throttled("wall_check", logging.WARNING, "wall clock check failed: %s", e)
+
+    # -- looking --------------------------------------------------------------------------
+    def snapshot(self):
+        """Every counter and gauge as one flat dict ``name -> number`` (thread-safe):
+        ``agent.*`` (this loop), ``pipeline.*`` and ``alarms.*`` (the core's counters),
+        ``outbox.*`` (``Outbox.stats``; ``outbox.oldest_age_s`` is 0 when empty),
+        ``source.<name>.*`` and ``forwarder.*`` (their ``counters()``, plus ``connected``
+        0/1 from ``status()``), ``last_seen_s.<device_id>`` (wall s) and ``gateway.*``."""
+        with self._lock:
+            out = {"agent." + k: v for k, v in self.counters.items()}
+            out.update(("last_seen_s." + k, v) for k, v in self.last_seen.items())
+        out.update({"agent.queue_len": self._queue.qsize(), "agent.queue_max":
+                    self._queue.maxsize, "agent.uptime_s": self._mono / 1000.0,
+                    "agent.wall_trusted": int(bool(self.clock.wall_trusted())),
+                    "gateway.boot_epoch": self.boot_epoch or 0,
+                    "gateway.next_seq": self.next_seq})
+        out.update(("pipeline." + k, v) for k, v in dict(self.ingest.counters).items())
+        if self.alarms is not None:
+            out.update(("alarms." + k, v) for k, v in dict(self.alarms.counters).items())
+            out["alarms.active"] = self._active_alarms
+        try:
+            out.update(_outbox_stats(self.outbox.stats()))
+        except Exception:  # noqa: BLE001 (closed by stop, or its disk failing: stats later)
+            out["agent.stats_errors"] = 1
+        parts = [("source." + s.name + ".", s) for s in self.sources]
+        parts += [("forwarder.", self.forwarder)] if self.forwarder is not None else []
+        for prefix, part in parts:
+            try:  # a part's numbers, and connected 0/1 from its status()
+                got = {k: v for k, v in dict(part.counters()).items()
+                       if isinstance(v, (int, float))}
+                got["connected"] = int(bool(dict(part.status()).get("connected")))
+            except Exception:  # noqa: BLE001 (a broken part must not break the metrics)
+                got = {"snapshot_errors": 1}
+            out.update((prefix + k, v) for k, v in got.items())
+        return out
+
+
+def _stored(res, rx_t):
+    """The ``OutboxRecord``s of an accepted ``Result`` (duplicates are already stored)."""
+    out = []
+    for sr in (sr for sr in res.records if not sr.duplicate):
+        extra = {"alarms": [e.to_dict() for e in sr.events]} if sr.events else {}
+        if sr.record.get("t") is None and rx_t is not None:
+            extra["rx_t"] = rx_t
+        rec = dict(sr.record, **extra) if extra else sr.record
+        out.append(OutboxRecord(sr.device_id, sr.boot_epoch, sr.seq, rec, sr.lane))
+    return out
+
+
+def _outbox_stats(st):
+    out = {}
+    for k, v in dataclasses.asdict(st).items():
+        if isinstance(v, dict):
+            out.update(("outbox.%s.%s" % (k, lane), n) for lane, n in v.items())
+        else:
+            out["outbox." + k] = 0.0 if v is None else v  # oldest_age_s of an empty outbox
+    return out

@@ -1,0 +1,483 @@
+"""``MQTTForwarder``: the outbox to the council's MQTT broker, rows deleted only on PUBACK.
+
+Theory of operation (the whole story: docs/gateway-upstream.md; payloads: gateway.upstream)
+---------------------------------------------------------------------------------------
+One thread of our own does everything: connect, drive paho-mqtt 2.x through its external-loop
+calls (``loop_read``/``loop_write``/``loop_misc`` after a ``select`` on the socket and on a
+wake-up socket pair), take rows, publish, ack. paho's callbacks run in this thread and paho
+runs no thread of its own, so nothing races and a stop never waits on paho.
+
+* Each connection is a fresh paho client (it holds no message of an earlier connection):
+  stable ``client_id``, persistent session, TLS with verification (never plaintext instead),
+  a retained last will ``{"state": "offline"}``, then a retained ``{"state": "online"}``.
+  Failures are counted by reason and retried after a jittered backoff 1→120 s
+  (``gateway.backoff``) reset by a CONNACK; meanwhile the thread sleeps in ``select``.
+* At most ``max_inflight`` publishes (fewer if an MQTT 5 broker's Receive Maximum says so)
+  await a PUBACK; rows are taken from the outbox only when the window has room, one window's
+  worth at a time, so memory is bounded whatever the backlog.
+* A PUBACK (``on_publish``) frees its slot; rows whose every message was PUBACKed are deleted
+  with one ``outbox.ack`` per ``ACK_DELAY_S`` (one fsync for many PUBACKs). A PUBACK with a
+  failure reason (MQTT 5, e.g. 0x87 when the ACL refuses a topic) deletes nothing, counts a
+  ``publish_error`` and drops the connection. On any disconnect: ``outbox.release_all()``.
+* paho finds a dead link 2 × its keepalive after the last packet, so it gets ¾ of
+  ``keepalive_s``: a half-open link is dropped within 1.5 × ``keepalive_s``.
+"""
+
+import logging
+import select
+import socket
+import ssl
+import threading
+import time
+from collections import Counter, deque
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway import security, upstream
+from gateway.backoff import Backoff
+from gateway.forward import Forwarder, InFlight
+
+log = logging.getLogger("civicedge.gateway.forward.mqtt")
+
+MQTT5, MQTT311 = "5", "3.1.1"
+SESSION_EXPIRY_S = 7 * 86400  # the broker keeps our session through a week's outage
+GAP_POLL_S = 30.0
+TAKE_MAX_ROWS = 4096  # rows read from the outbox at once (memory bound per take)
+ACK_DELAY_S = 0.1  # PUBACKed rows are deleted together within this (one fsync for many)
+ACK_BATCH_ROWS = 4096
+IDLE_WAIT_S = 1.0  # select timeout with nothing to send: paho's keepalive needs the calls
+_AUTH_CODES = (134, 135, 140)  # Bad user name or password, Not authorized, Bad auth method
+_FAILURE_KINDS = ("auth", "tls", "network", "refused")
+COUNTERS = ("forwarded", "publishes", "pubacks", "connects", "reconnects", "publish_errors",
+            "gaps_forwarded", "unencodable", "nothing_to_send", "backoff_waits",
+            "internal_errors") + tuple("connect_failures." + k for k in _FAILURE_KINDS)
+
+
+class MQTTForwarder(Forwarder):
+    """Forwards an ``Outbox`` to the broker of ``up`` (``config_types.MQTTUpstream``) as site
+    ``site_id`` and gateway ``gateway_id``; ``password`` for ``up.mqtt.username`` (None with a
+    client certificate); ``clock`` (drivers.clock contract) stamps the status document.
+
+    Keywords: ``rng`` (backoff jitter), ``protocol`` (``"5"`` or ``"3.1.1"``),
+    ``max_publish_bytes`` (payload bound per publish), ``connect_timeout_s`` (TCP + TLS
+    handshake, and again for the CONNACK), ``backoff`` (a ``Backoff``), ``pen`` (IANA PEN
+    for the SenML base names). Raises ``ValueError`` naming the setting for an insecure or
+    unusable configuration (plaintext to a non-loopback host, verification off, a TLS file
+    that does not load): it fails closed."""
+
+    name = "mqtt"
+
+    def __init__(self, up, password, site_id, gateway_id, clock, *, rng=None, protocol=MQTT5,
+                 max_publish_bytes=upstream.DEFAULT_MAX_PUBLISH_BYTES, connect_timeout_s=5.0,
+                 backoff=None, pen=upstream.DEFAULT_PEN):
+        problems = security.check_connection("upstream.mqtt", up.mqtt)
+        if problems:
+            raise ValueError("; ".join(str(p) for p in problems))
+        if protocol not in (MQTT5, MQTT311):
+            raise ValueError("protocol must be %r or %r, got %r" % (MQTT5, MQTT311, protocol))
+        if password is not None and (not isinstance(password, str) or not password):
+            raise ValueError("password for upstream.mqtt.username must be a non-empty string")
+        upstream.encode_rows([], site_id, gateway_id, up.encoding, up.readings_per_publish,
+                             max_publish_bytes, pen)  # checks those arguments
+        self.up, self._password = up, password
+        self.site_id, self.gateway_id, self.clock = site_id, gateway_id, clock
+        self.protocol, self.max_publish_bytes, self.pen = protocol, max_publish_bytes, pen
+        self.connect_timeout_s = float(connect_timeout_s)
+        self.status_topic = upstream.status_topic(site_id, gateway_id)
+        if up.mqtt.tls:
+            self._tls_context()  # a CA or key file that does not load fails here, at start
+        self._backoff = backoff if backoff is not None else Backoff(rng=rng)
+        self._lock = threading.Lock()
+        self._counts = Counter()
+        self._status = {"connected": False, "detail": "not started", "last_error": None}
+        self._stopping = threading.Event()
+        self._woken = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._thread = None
+        self._stop_by = None  # (when stop() was called, seconds the thread may take)
+        self.outbox = None
+        self._reset_link()
+
+    # -- the contract ------------------------------------------------------------------------
+    def start(self, outbox):
+        if self._thread is not None:
+            raise RuntimeError("MQTTForwarder.start: already started")
+        self.outbox = outbox
+        self._thread = threading.Thread(target=self._run, name="civicedge-mqtt-forwarder",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s=5.0):
+        self._stop_by = (time.monotonic(), max(0.0, timeout_s) * 0.8)
+        self._stopping.set()
+        self.wake()
+        if self._thread is None:
+            for s in (self._wake_r, self._wake_w):
+                s.close()
+            return True
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def wake(self):
+        self._woken.set()
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # the pair is full (a wake is pending anyway) or closed
+            pass
+
+    def counters(self):
+        with self._lock:
+            out = dict.fromkeys(COUNTERS, 0)
+            out.update(self._counts)
+            out["in_flight"] = len(self._flight)
+            return out
+
+    def status(self):
+        with self._lock:
+            return dict(self._status, broker="%s:%d" % (self.up.mqtt.host, self.up.mqtt.port))
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    def _count(self, name, n=1):
+        with self._lock:
+            self._counts[name] += n
+
+    def _set_status(self, connected, detail, error=None):
+        with self._lock:
+            self._status["connected"], self._status["detail"] = connected, detail
+            if error is not None:
+                self._status["last_error"] = error
+
+    def _reset_link(self):
+        self._flight = InFlight()  # by paho message id
+        self._ready = deque()  # encoded messages waiting for room in the window
+        self._pubacks = []  # (mid, reason code) from on_publish, settled after each step
+        self._status_mids = set()
+        self._window = self.up.max_inflight
+        self._connack = None  # None: waiting; else the CONNACK's ReasonCode
+        self._broken = None  # why this connection must be dropped
+        self._more = True  # the last take was full: there may be more rows
+        self._ack_due = None  # when PUBACKed rows must be deleted from the outbox at the latest
+        self._next_gap_poll = 0.0
+
+    # -- the thread ----------------------------------------------------------------------------
+    def _run(self):
+        first = True
+        while not self._stopping.is_set():
+            client = None
+            try:
+                client = self._connect()
+                if client is not None:
+                    if not first:
+                        self._count("reconnects")
+                    first = False
+                    self._serve(client)
+            except Exception as e:  # a bug or an outbox error must not end forwarding
+                self._count("internal_errors")
+                self._set_status(False, "error", "%s: %s" % (type(e).__name__, e))
+                log.exception("MQTT forwarder step failed; reconnecting after a backoff")
+            finally:
+                if client is not None:
+                    self._teardown(client)
+            if not self._stopping.is_set():
+                self._sleep(self._backoff.next_s())
+        self._set_status(False, "stopped")
+        for s in (self._wake_r, self._wake_w):
+            s.close()
+
+    def _sleep(self, seconds):
+        with self._lock:
+            self._counts["backoff_waits"] += 1
+        self._set_status(False, "waiting %.1f s before reconnecting to %s:%d"
+                         % (seconds, self.up.mqtt.host, self.up.mqtt.port))
+        end = time.monotonic() + seconds
+        while not self._stopping.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            if select.select([self._wake_r], [], [], left)[0]:
+                self._drain_wake()
+
+    def _drain_wake(self):
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def _tls_context(self):
+        m = self.up.mqtt
+        try:
+            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=m.ca_file)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.check_hostname, ctx.verify_mode = True, ssl.CERT_REQUIRED
+            if m.client_cert_file:
+                ctx.load_cert_chain(m.client_cert_file, m.client_key_file)
+        except (OSError, ssl.SSLError) as e:
+            raise ValueError("upstream.mqtt: the TLS files do not load (ca_file %r, "
+                             "client_cert_file %r): %s" % (m.ca_file, m.client_cert_file, e))
+        return ctx
+
+    def _new_client(self):
+        m = self.up.mqtt
+        v2 = mqtt.CallbackAPIVersion.VERSION2
+        if self.protocol == MQTT5:
+            c = mqtt.Client(v2, client_id=m.client_id, protocol=mqtt.MQTTv5,
+                            reconnect_on_failure=False)
+        else:
+            c = mqtt.Client(v2, client_id=m.client_id, clean_session=False,
+                            protocol=mqtt.MQTTv311, reconnect_on_failure=False)
+        c.username_pw_set(m.username, self._password)
+        if m.tls:
+            c.tls_set_context(self._tls_context())
+        c.will_set(self.status_topic, upstream.status_payload(
+            upstream.OFFLINE, self.site_id, self.gateway_id), qos=1, retain=True)
+        c.max_inflight_messages_set(self.up.max_inflight + 2)  # + the status messages
+        c.max_queued_messages_set(self.up.max_inflight + 4)
+        c.connect_timeout = self.connect_timeout_s
+        c.on_connect, c.on_disconnect = self._on_connect, self._on_disconnect
+        c.on_publish = self._on_publish
+        return c
+
+    def _fail(self, kind, detail):
+        self._count("connect_failures." + kind)
+        where = "%s:%d" % (self.up.mqtt.host, self.up.mqtt.port)
+        msg = "connecting to %s failed (%s): %s" % (where, kind, detail)
+        self._set_status(False, "disconnected", msg)
+        log.warning("%s", msg)
+
+    def _connect(self):
+        m = self.up.mqtt
+        self._reset_link()
+        self._set_status(False, "connecting to %s:%d" % (m.host, m.port))
+        try:
+            client = self._new_client()
+        except ValueError as e:  # TLS files gone or broken since start
+            self._fail("tls", e)
+            return None
+        keepalive = max(5, m.keepalive_s * 3 // 4)
+        try:
+            if self.protocol == MQTT5:
+                props = Properties(PacketTypes.CONNECT)
+                props.SessionExpiryInterval = SESSION_EXPIRY_S
+                client.connect(m.host, m.port, keepalive, clean_start=False, properties=props)
+            else:
+                client.connect(m.host, m.port, keepalive)
+        except ssl.SSLError as e:  # before OSError: it is one
+            self._fail("tls", "%s (check ca_file and the broker's certificate)" % e)
+            return None
+        except OSError as e:
+            self._fail("network", "%s" % (e.strerror or e))
+            return None
+        deadline = time.monotonic() + self.connect_timeout_s
+        while self._connack is None and client.socket() is not None \
+                and not self._stopping.is_set() and time.monotonic() < deadline:
+            self._step(client, deadline - time.monotonic())
+        rc = self._connack
+        if rc is None:
+            self._fail("network", "no CONNACK within %.0f s" % self.connect_timeout_s
+                       if client.socket() is not None else "the broker closed the connection")
+        elif rc.is_failure:
+            kind = "auth" if rc.value in _AUTH_CODES else "refused"
+            hint = " (check upstream.mqtt.username and its password file)" if kind == "auth" \
+                else " (an MQTT 3.1.1-only broker needs protocol 3.1.1)" if rc.value in (1, 132) \
+                else ""
+            self._fail(kind, "the broker refused: %s%s" % (rc, hint))
+        elif self._stopping.is_set():
+            pass
+        else:
+            return client
+        self._close(client)
+        return None
+
+    def _close(self, client):
+        sock = client.socket()
+        if sock is not None:
+            try:
+                sock.close()  # abrupt: the broker publishes our will
+            except OSError:
+                pass
+
+    def _step(self, client, timeout):
+        """One network step: wait for the socket or a wake-up at most ``timeout`` s, then let
+        paho read, write and keep the link alive. Callbacks run here."""
+        sock = client.socket()
+        if sock is None:
+            return
+        if getattr(sock, "pending", None) and sock.pending():
+            timeout = 0.0  # TLS holds decrypted bytes select cannot see
+        want = [sock] if client.want_write() else []
+        try:
+            rd, wr, _ = select.select([sock, self._wake_r], want, [], max(0.0, timeout))
+        except (OSError, ValueError):  # the socket was closed under us
+            self._broken = self._broken or "socket closed"
+            return
+        if self._wake_r in rd:
+            self._drain_wake()
+        if sock in rd or (getattr(sock, "pending", None) and sock.pending()):
+            client.loop_read()
+        if client.socket() is not None and (sock in wr or client.want_write()):
+            client.loop_write()
+        if client.socket() is not None:
+            client.loop_misc()
+
+    # -- paho callbacks (in this thread) --------------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        self._connack = reason_code
+        recv_max = getattr(properties, "ReceiveMaximum", None) if properties else None
+        if recv_max:  # the broker's limit (Mosquitto: max_inflight_messages, 20 by default)
+            self._window = max(1, min(self.up.max_inflight, int(recv_max)))
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        self._broken = self._broken or "connection lost (%s)" % (reason_code,)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties):
+        self._pubacks.append((mid, reason_code))
+
+    # -- connected ----------------------------------------------------------------------------
+    def _serve(self, client):
+        m = self.up.mqtt
+        self._backoff.reset()
+        self._count("connects")
+        where = "%s:%d" % (m.host, m.port)
+        self._set_status(True, "connected to %s as %s (MQTT %s, %s)"
+                         % (where, m.client_id, self.protocol, self.up.encoding))
+        log.info("connected to %s as %s", where, m.client_id)
+        wall = self.clock.wall_s() if self.clock.wall_trusted() else None
+        self._publish_status(client, upstream.status_payload(
+            upstream.ONLINE, self.site_id, self.gateway_id, since=wall, client_id=m.client_id,
+            encoding=self.up.encoding, protocol="mqtt" + self.protocol))
+        while self._broken is None and client.socket() is not None:
+            if self._stopping.is_set():
+                self._finish(client)
+                return
+            self._settle()
+            self._fill(client)
+            self._settle()
+            busy = (self._ready or self._more) and self._room() > 0
+            wait = IDLE_WAIT_S
+            if self._ack_due is not None:
+                wait = min(wait, max(0.0, self._ack_due - time.monotonic()))
+            self._step(client, 0.0 if busy or self._pubacks else wait)
+        self._settle(force=True)
+        self._set_status(False, "disconnected", "%s: %s" % (where, self._broken or "closed"))
+        log.warning("MQTT link to %s ended: %s", where, self._broken or "closed")
+
+    def _publish_status(self, client, payload):
+        info = client.publish(self.status_topic, payload, qos=1, retain=True)
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            self._status_mids.add(info.mid)
+
+    def _room(self):
+        """Publishes the window has room for (status messages count: the broker's Receive
+        Maximum does)."""
+        return self._window - len(self._flight) - len(self._status_mids)
+
+    def _fill(self, client):
+        """Take rows and gap markers while the window has room; publish what fits."""
+        room = self._room()
+        now = time.monotonic()
+        if not self._ready and room > 0 and not self._stopping.is_set():
+            rows, markers = [], []
+            if self._more or self._woken.is_set():
+                self._woken.clear()
+                n = min(self._window * self.up.readings_per_publish, TAKE_MAX_ROWS)
+                rows = self.outbox.take(n)
+                self._more = len(rows) == n
+            if rows or now >= self._next_gap_poll:
+                self._next_gap_poll = now + GAP_POLL_S
+                markers = self.outbox.take_gaps(room)
+            self._queue(rows, markers)
+        while self._ready and self._room() > 0 and self._broken is None:
+            msg = self._ready.popleft()
+            info = client.publish(msg.topic, msg.payload, qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                self._count("publish_errors")
+                self._broken = "publish to %s failed: %s" % (msg.topic, mqtt.error_string(info.rc))
+                return
+            self._flight.sent(info.mid, msg)
+            self._count("publishes")
+
+    def _queue(self, rows, markers):
+        msgs = upstream.encode_rows(rows, self.site_id, self.gateway_id, self.up.encoding,
+                                    self.up.readings_per_publish, self.max_publish_bytes, self.pen)
+        msgs += upstream.encode_gap_markers(markers, self.site_id, self.gateway_id)
+        self._count("unencodable", sum(m.reason == upstream.UNENCODABLE for m in msgs))
+        # gateway event records without alarms need no message: done at once
+        self._count("nothing_to_send", self._flight.carry(msgs, [r.row_id for r in rows]))
+        self._ready.extend(msgs)
+
+    def _settle(self, force=False):
+        """Read the PUBACKs (each frees its slot in the window) and delete the rows they
+        complete from the outbox: one transaction (one fsync) per ``ACK_DELAY_S`` or
+        ``ACK_BATCH_ROWS``, and at once with ``force``."""
+        acks, self._pubacks = self._pubacks, []
+        refused, confirmed = [], 0
+        for mid, rc in acks:
+            if mid in self._status_mids:
+                self._status_mids.discard(mid)
+                if rc.is_failure:
+                    self._count("publish_errors")
+                    self._set_status(True, self._status["detail"], "the broker refused the "
+                                     "status message: %s (check its ACL)" % (rc,))
+            elif rc.is_failure:
+                msg = self._flight.refuse(mid)
+                refused += [] if msg is None else ["%s: %s" % (msg.topic, rc)]
+            else:
+                confirmed += self._flight.confirm(mid) is not None
+        self._count("pubacks", confirmed)
+        if refused:
+            self._count("publish_errors", len(refused))
+            self._broken = "the broker refused %d publish(es), e.g. %s (check its ACL for " \
+                           "civicedge/v1/%s/#)" % (len(refused), refused[0], self.site_id)
+        f = self._flight
+        if not (f.done_rows or f.done_gaps):
+            return
+        now = time.monotonic()
+        if self._ack_due is None:
+            self._ack_due = now + ACK_DELAY_S
+        if force or now >= self._ack_due or len(f.done_rows) >= ACK_BATCH_ROWS:
+            rows, gaps = f.take_done()
+            self._ack_due = None
+            if rows:
+                self.outbox.ack(rows)
+                self._count("forwarded", len(rows))
+            if gaps:
+                self.outbox.ack_gaps(gaps)
+                self._count("gaps_forwarded", len(gaps))
+
+    def _finish(self, client):
+        """A clean stop within ``stop()``'s time: let the window drain for half of it, say
+        offline (retained), DISCONNECT (so the broker does not publish the will)."""
+        t0, span = self._stop_by or (time.monotonic(), 4.0)
+
+        def pump_while(cond, until):
+            while cond() and client.socket() is not None and time.monotonic() < until:
+                self._step(client, min(0.1, max(0.0, until - time.monotonic())))
+                self._settle()
+        pump_while(lambda: len(self._flight), t0 + span * 0.5)
+        if client.socket() is None:
+            return
+        self._publish_status(client, upstream.status_payload(
+            upstream.OFFLINE, self.site_id, self.gateway_id, reason="stopped"))
+        pump_while(lambda: self._status_mids, t0 + span * 0.8)
+        self._settle(force=True)
+        client.disconnect()
+        pump_while(lambda: True, t0 + span)
+
+    def _teardown(self, client):
+        """After any connection: ack what was PUBACKed, release the rest, close the socket."""
+        try:
+            self._settle(force=True)
+        except Exception as e:  # the acks failed: those rows are released and go again
+            self._count("internal_errors")
+            self._set_status(False, "disconnected", "acking rows failed: %s" % (e,))
+        finally:
+            self._close(client)
+            if self.outbox is not None:
+                self.outbox.release_all()
+            self._flight.clear()
+            self._ready.clear()

@@ -1,0 +1,299 @@
+"""The Pi's own sensors as a source: the real drivers read simulated parts on a SimI2CBus,
+the readings travel as real authenticated frames through the real pipeline (tag, replay,
+dedupe) and its acks trim them; a failing part is flagged sensor_failed and the rest keep
+reporting; the boot epoch and the unacked readings survive a restart in the state file."""
+
+import json
+import time
+
+import pytest
+
+from gateway.config_types import I2CSource, LocalSensor
+from gateway.pipeline import Ingest
+from gateway.sources import FRAME
+from gateway.sources.local_i2c import LocalI2CSource
+from protocol import quality
+from simulators.clock import VirtualClock
+from simulators.rig import LocalRig
+
+DEV = "sch1-gw1-local"
+KEY = bytes(range(50, 82))
+ROOM = {"co2_ppm": 900.0, "temperature_c": 21.0, "rh_percent": 45.0}
+PIPE = {"temperature_c": 55.0}
+SENSORS = (LocalSensor("room", "scd4x", 0x62), LocalSensor("pipe", "tmp117", 0x48))
+
+
+def wait_until(pred, timeout_s=10.0):
+    end = time.monotonic() + timeout_s
+    while True:
+        v = pred()
+        if v or time.monotonic() > end:
+            return v
+        time.sleep(0.01)
+
+
+def rig(extra=(), trusted=True):
+    r = LocalRig(VirtualClock(wall_trusted=trusted))
+    r.setup([{"model": "scd4x", "truth": ROOM, "seed": 1},
+             {"model": "tmp117", "address": 0x48, "truth": PIPE, "seed": 2}] + list(extra))
+    r.advance_s(1.5)  # the Pi booted well after the parts powered up (SCD4x: 1 s)
+    return r
+
+
+def cfg(sensors=SENSORS, interval_s=120, bus=1):
+    return I2CSource(DEV, bus, interval_s, tuple(sensors))
+
+
+class Agent:
+    """The agent's side, reduced to what a source sees: the real pipeline, acks sent back."""
+
+    def __init__(self, accept=True):
+        self.ingest = Ingest({DEV: KEY})
+        self.accept = accept
+        self.arrivals, self.results = [], []
+
+    def __call__(self, arrival):
+        if not self.accept:
+            return False
+        self.arrivals.append(arrival)
+        res = self.ingest.ingest_frame(arrival.data, arrival.source, device_id=arrival.device_id,
+                                       received_s=arrival.received_s)
+        self.results.append(res)
+        if res.ack:
+            self.ingest.commit()
+            arrival.reply(res.ack)
+        return True
+
+    def records(self):
+        return [(r.boot_epoch, r.seq, r.record) for res in self.results for r in res.records
+                if not r.duplicate]
+
+
+def by_hand(src, agent):
+    """Drive cycles by hand on the virtual clock: the sink without the source's thread."""
+    src._sink = agent
+    return src
+
+
+def values_of(record):
+    return {q: (v, f) for q, v, f in record["values"]}
+
+
+def test_readings_run_the_node_path_through_the_real_pipeline():
+    r = rig()
+    agent = Agent()
+    src = LocalI2CSource(cfg(interval_s=5), KEY, r.clock, r.bus)
+    src.start(agent)  # its thread: the SCD4x's 5 s samples move the virtual clock
+    try:
+        assert wait_until(lambda: len(agent.arrivals) >= 3)
+    finally:
+        src.stop()
+    assert src._thread is None and src.status()["detail"] == "stopped"
+    a = agent.arrivals[0]
+    assert (a.kind, a.source, a.device_id) == (FRAME, "i2c:1", DEV)
+    assert all(res.accepted for res in agent.results)
+    recs = agent.records()
+    assert [(e, s) for e, s, _ in recs] == [(1, i) for i in range(len(recs))]
+    assert recs[1][2]["kind"] == "status" and recs[1][2]["counters"]["cycles"] == 1
+    readings = [rec for _, _, rec in recs if rec.get("kind", "reading") == "reading"]
+    for rec in readings:
+        v = values_of(rec)
+        assert v["co2_ppm"][1] == quality.OK and abs(v["co2_ppm"][0] - 900) <= 50 + 0.025 * 900
+        assert v["rh_percent"][1] == quality.OK and abs(v["rh_percent"][0] - 45.0) <= 6
+        # one temperature per record: the TMP117's (±0.1 °C), not the SCD4x's
+        assert abs(v["temperature_c"][0] - 55.0) <= 0.1
+        assert rec["t"] is not None
+    c = src.counters()
+    assert c["records_acked"] == len(recs) and c["pending"] == 0 and c["sensor_failures"] == 0
+
+
+def test_a_failing_sensor_is_flagged_and_the_others_keep_reporting():
+    r = rig()
+    r.fault(0x48, {"kind": "nack"})
+    agent = Agent()
+    src = by_hand(LocalI2CSource(cfg(), KEY, r.clock, r.bus, status_every_n=0), agent)
+    values = src.sample_once()
+    assert ["temperature_c", None, quality.SENSOR_FAILED] in values
+    assert values_of({"values": values})["co2_ppm"][1] == quality.OK
+    c = src.counters()
+    assert c["sensor_failures"] == 1 and c["nacks"] >= 4
+    assert src.status()["connected"] is False and "pipe" in src.status()["detail"]
+    assert agent.results[0].accepted  # a failed value is data too: it travels, flagged
+    r.clear_faults(0x48)
+    r.advance_s(120)
+    values = src.sample_once()
+    assert all(f == quality.OK for _, _, f in values)
+    assert src.status()["connected"] is True
+
+
+def test_untrusted_wall_time_gives_no_time_and_unsynced_flags():
+    r = rig(trusted=False)
+    agent = Agent()
+    src = by_hand(LocalI2CSource(cfg(), KEY, r.clock, r.bus, status_every_n=0), agent)
+    src.sample_once()
+    (_, _, rec), = agent.records()
+    assert rec["t"] is None
+    assert all(f == quality.TIME_UNSYNCED for _, _, f in rec["values"])
+    assert agent.arrivals[0].received_s is None
+
+
+def test_what_the_agent_could_not_take_is_sent_again_with_the_next():
+    r = rig()
+    agent = Agent(accept=False)
+    src = by_hand(LocalI2CSource(cfg(), KEY, r.clock, r.bus, status_every_n=0), agent)
+    src.sample_once()
+    assert src.counters()["overflow"] == 1 and src.counters()["pending"] == 1
+    agent.accept = True
+    r.advance_s(120)
+    src.sample_once()
+    assert [(e, s) for e, s, _ in agent.records()] == [(1, 0), (1, 1)]
+    assert src.counters()["pending"] == 0
+
+
+def test_acks_are_verified_before_anything_is_trimmed():
+    from protocol import frame
+
+    r = rig()
+    agent = Agent(accept=False)
+    src = by_hand(LocalI2CSource(cfg(), KEY, r.clock, r.bus, status_every_n=0), agent)
+    src.sample_once()
+    src._on_ack(frame.encode_ack(bytes(range(32)), DEV, 1, 0))   # another key: forged
+    src._on_ack(frame.encode_ack(KEY, DEV, 1, 5))                 # beyond what was sent
+    src._on_ack(frame.encode_ack(KEY, DEV, 2, 0))                 # an epoch never sent
+    src._on_ack(b"\x01\x02")
+    assert src.counters()["bad_acks"] == 4 and src.counters()["pending"] == 1
+    src._on_ack(frame.encode_ack(KEY, DEV, 1, 0))
+    assert src.counters()["pending"] == 0 and src.counters()["records_acked"] == 1
+
+
+def test_restart_keeps_the_epoch_and_the_unacked_readings(tmp_path):
+    path = str(tmp_path / "local-i2c.json")
+    r = rig()
+    agent = Agent(accept=False)
+    src = by_hand(LocalI2CSource(cfg(), KEY, r.clock, r.bus, state_path=path, status_every_n=0), agent)
+    assert src.boot_epoch == 1
+    src.sample_once()
+    saved = json.load(open(path))
+    assert saved["boot_epoch"] == 1 and [p[1]["seq"] for p in saved["pending"]] == [0]
+    # the agent restarts: a new source on the same file
+    agent.accept = True
+    src2 = by_hand(LocalI2CSource(cfg(), KEY, r.clock, r.bus, state_path=path, status_every_n=0), agent)
+    assert src2.boot_epoch == 2
+    r.advance_s(120)
+    src2.sample_once()                 # sends the older epoch first...
+    assert src2._wake.is_set()         # ...its ack wakes the thread to send the rest
+    src2.send_pending()
+    assert [(e, s) for e, s, _ in agent.records()] == [(1, 0), (2, 0)]
+    assert all(res.accepted for res in agent.results)
+    src2._save()
+    assert json.load(open(path))["pending"] == []
+    assert LocalI2CSource(cfg(), KEY, r.clock, r.bus, state_path=path).boot_epoch == 3
+
+
+def test_a_corrupt_state_file_stops_the_source_with_a_clear_error(tmp_path):
+    path = tmp_path / "local-i2c.json"
+    path.write_text('{"boot_epoch": "three"')
+    r = rig()
+    with pytest.raises(ValueError, match="local-i2c.json.*boot epoch.*backup"):
+        LocalI2CSource(cfg(), KEY, r.clock, r.bus, state_path=str(path))
+
+
+def test_pending_is_bounded_and_a_gap_record_counts_the_drop():
+    r = rig()
+    agent = Agent(accept=False)
+    src = by_hand(LocalI2CSource(cfg(), KEY, r.clock, r.bus, status_every_n=0, max_pending=4,
+                                 max_batch_records=16), agent)
+    for _ in range(6):
+        src.sample_once()
+        r.advance_s(120)
+    c = src.counters()
+    assert c["dropped"] >= 3 and c["pending"] <= 4
+    agent.accept = True
+    src.sample_once()
+    c = src.counters()
+    recs = agent.records()
+    gaps = [rec for _, _, rec in recs if rec.get("kind") == "gap"]
+    kept = [s for _, s, rec in recs if rec.get("kind", "reading") == "reading"]
+    assert gaps and sum(g["dropped"] for g in gaps) == c["dropped"]
+    assert c["dropped"] + len(kept) == 7          # every reading arrived or is counted in a gap
+    covered = set()
+    for g in gaps:
+        assert g["first_epoch"] == g["last_epoch"] == 1
+        covered |= set(range(g["first_seq"], g["last_seq"] + 1))
+    assert covered.isdisjoint(kept) and min(covered) == 0   # the oldest went first
+    assert all(res.accepted for res in agent.results)
+
+
+def test_no2_through_the_ads1115_needs_its_calibration_sheet():
+    electrode = {"model": "ads1115", "address": 0x49, "seed": 4,
+                 "inputs": {"electrode": {"zero_algorithm": 1}, "we": 0, "ae": 1},
+                 "truth": {"no2_ppb": 40.0, "temperature_c": 21.0}}
+    r = rig([electrode])
+    sensors = SENSORS + (LocalSensor("no2", "ads1115", 0x49),)
+    with pytest.raises(ValueError, match="'no2'.*calibration"):
+        LocalI2CSource(cfg(sensors), KEY, r.clock, r.bus)
+    sheet = r.bus.devices[0x49].electrode_sheet
+    agent = Agent()
+    src = by_hand(LocalI2CSource(cfg(sensors), KEY, r.clock, r.bus, status_every_n=0,
+                                 sensor_options={"no2": {"calibration": sheet,
+                                                         "temperature_sensor": "pipe"}}), agent)
+    r.set_truth(0x48, {"temperature_c": 21.0})
+    v = values_of({"values": src.sample_once()})
+    assert v["no2_ppb"][1] == quality.OK and abs(v["no2_ppb"][0] - 40.0) < 15
+    assert v["no2_ugm3"][1] == quality.OK and agent.results[0].accepted
+
+
+def test_a_bus_that_cannot_open_fails_every_sensor_and_says_what_to_do():
+    agent = Agent()
+    src = by_hand(LocalI2CSource(cfg(bus=31), KEY, VirtualClock(), None, status_every_n=0), agent)
+    values = src.sample_once()
+    assert values and all(v is None and f == quality.SENSOR_FAILED for _, v, f in values)
+    st = src.status()
+    assert st["connected"] is False and "raspi-config" in st["detail"]
+    assert src.counters()["bus_errors"] == 1 and agent.results[0].accepted
+
+
+def test_the_sonar_reports_fill_only_with_the_bins_depths():
+    r = LocalRig(VirtualClock())
+    r.setup([{"model": "i2cxl", "address": 0x70, "truth": {"distance_cm": 60.0, "temperature_c": 20.0},
+              "seed": 3}])
+    sonar = (LocalSensor("bin", "i2cxl", 0x70),)
+    v = values_of({"values": by_hand(LocalI2CSource(cfg(sonar), KEY, r.clock, r.bus), Agent()).sample_once()})
+    assert set(v) == {"distance_cm"} and abs(v["distance_cm"][0] - 60.0) <= 1.6
+    src = by_hand(LocalI2CSource(cfg(sonar), KEY, r.clock, r.bus,
+                                 sensor_options={"bin": {"empty_cm": 100.0, "full_cm": 20.0}}), Agent())
+    v = values_of({"values": src.sample_once()})
+    assert abs(v["fill_ratio"][0] - 0.5) <= 0.03
+
+
+def test_each_quantity_has_one_reporting_sensor():
+    r = rig()
+    src = LocalI2CSource(cfg((LocalSensor("pipe", "tmp117", 0x48), LocalSensor("room", "scd4x", 0x62))),
+                         KEY, r.clock, r.bus)
+    by_name = {x.name: x.reports for x in src._sampler.readers}
+    assert by_name == {"pipe": ["temperature_c"], "room": ["co2_ppm", "rh_percent"]}
+    twins = (LocalSensor("hot", "tmp117", 0x48), LocalSensor("cold", "tmp117", 0x49))
+    with pytest.raises(ValueError, match="'hot' and 'cold' both report temperature_c"):
+        LocalI2CSource(cfg(twins), KEY, r.clock, r.bus)
+
+
+def test_the_pipelines_epoch_is_a_floor_even_without_the_state_file(tmp_path):
+    r = rig()
+    assert LocalI2CSource(cfg(), KEY, r.clock, r.bus, epoch_floor=7).boot_epoch == 8
+    # a stale state file (restored from an old backup): its pending epoch-1 readings are
+    # replays to a gateway that accepted epoch 3; they become a gap, the rest flows
+    path = str(tmp_path / "local-i2c.json")
+    agent = Agent(accept=False)
+    src = by_hand(LocalI2CSource(cfg(), KEY, r.clock, r.bus, state_path=path, status_every_n=0), agent)
+    src.sample_once()
+    agent.accept = True
+    agent.ingest.load_replay_state({"v": 1, "devices": {DEV: {"e": 3, "r": [[0, 9]]}}})
+    src = by_hand(LocalI2CSource(cfg(), KEY, r.clock, r.bus, state_path=path, epoch_floor=3,
+                                 status_every_n=0), agent)
+    assert src.boot_epoch == 4 and src.counters()["dropped"] == 1
+    r.advance_s(120)
+    src.sample_once()
+    recs = agent.records()
+    assert [(e, s, rec.get("kind", "reading")) for e, s, rec in recs] == [(4, 0, "gap"), (4, 1, "reading")]
+    gap = recs[0][2]
+    assert (gap["dropped"], gap["first_epoch"], gap["first_seq"], gap["last_epoch"]) == (1, 1, 0, 1)
