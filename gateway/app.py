@@ -9,9 +9,14 @@ state from it (``gateway.outbox_state``), and wires:
   ``cfg.devices``;
 - ``AlarmEngine`` with each device's rules from its profile (``hardware/profiles/``, read
   from ``cfg.hardware_dir`` as ``gateway check`` does) and the site's overrides
-  (``[alarms.<profile>.<id>]``), in UK local time;
+  (``[alarms.<profile>.<id>]``), in the site's time zone (``site.timezone``, default
+  Europe/London);
 - the sources of ``cfg.sources`` and the forwarder of ``cfg.upstream_*``, imported by module
-  path only when configured (a site without LoRaWAN never imports the modem code).
+  path only when configured (a site without LoRaWAN never imports the modem code). The Pi's
+  own sensors get their settings (``sensor_options``: calibration sheets, bin depths) and an
+  ``epoch_floor``: the newest boot epoch the pipeline accepted from that device, so even a
+  lost ``local-i2c.json`` never restarts its epochs at 1 (new readings would reuse the keys
+  of old ones, which upstream discards as duplicates).
 
 Tests pass ``sources=`` / ``forwarder=`` (byte-level fakes) and a ``VirtualClock``; then
 nothing is imported or opened beyond the outbox. With no clock given, the production
@@ -33,7 +38,6 @@ from gateway.pipeline import Ingest
 
 log = logging.getLogger("civicedge.gateway")
 
-SITE_TZ = "Europe/London"  # alarm windows (days, hours) follow UK local time
 LOCAL_KEY_BYTES = 32
 LOCAL_STATE_FILE = "local-i2c.json"
 SOURCES = {"serial": "gateway.sources.serial:SerialSource",
@@ -145,9 +149,11 @@ def quality_rules(profile):
     return rules
 
 
-def build_sources(cfg, secrets, clock, keys, profiles=None):
+def build_sources(cfg, secrets, clock, keys, profiles=None, *, local_epoch_floor=0, i2c_bus=None):
     """The configured sources (classes imported here, by module path). The Pi's own sensors
-    keep their boot epoch and unacked readings in ``<data_dir>/local-i2c.json``."""
+    keep their boot epoch and unacked readings in ``<data_dir>/local-i2c.json``; their new
+    epoch is above ``local_epoch_floor`` (the pipeline's); ``i2c_bus``: a bus object for them
+    (tests: a ``SimI2CBus``; None: ``/dev/i2c-<bus>``)."""
     s, out = cfg.sources, []
     for serial in s.serial:
         out.append(load_class(SOURCES["serial"])(serial, clock))
@@ -157,13 +163,15 @@ def build_sources(cfg, secrets, clock, keys, profiles=None):
             s.site_broker, secrets.password("sources.site_broker"), ids, clock))
     if s.chirpstack:
         out.append(load_class(SOURCES["chirpstack"])(
-            s.chirpstack, secrets.password("sources.chirpstack"), clock))
+            s.chirpstack, secrets.password("sources.chirpstack"), clock, f_port=s.chirpstack.f_port))
     if s.i2c:
         dev = next(d for d in cfg.devices if d.id == s.i2c.device_id)
         prof = (profiles or {}).get(dev.profile) or load_profile(dev.profile, cfg.hardware_dir)
         out.append(load_class(SOURCES["i2c"])(
-            s.i2c, keys[s.i2c.device_id], clock, state_path=os.path.join(
-                cfg.data_dir, LOCAL_STATE_FILE), quality_rules=quality_rules(prof)))
+            s.i2c, keys[s.i2c.device_id], clock, i2c_bus,
+            state_path=os.path.join(cfg.data_dir, LOCAL_STATE_FILE), epoch_floor=local_epoch_floor,
+            sensor_options={x.name: dict(x.options) for x in s.i2c.sensors},
+            quality_rules=quality_rules(prof)))
     return out
 
 
@@ -175,13 +183,16 @@ def build_forwarder(cfg, secrets, clock):
     return load_class(FORWARDERS["lorawan"])(cfg.upstream_lorawan, secrets.app_key, clock)
 
 
-def build(cfg, secrets, clock=None, *, sources=None, forwarder=None, tz=None, **tuning):
+def build(cfg, secrets, clock=None, *, sources=None, forwarder=None, tz=None, i2c_bus=None,
+          **tuning):
     """An ``Agent`` for ``cfg`` (``gateway.config.GatewayConfig``) and ``secrets``
     (``gateway.security.Secrets``, from ``security.enforce``). ``sources`` / ``forwarder``
-    replace the configured ones (tests); ``tz`` replaces UK local time; ``tuning`` goes to
-    ``Agent``. Raises ``OutboxError`` (``OutboxCorrupt``) if the outbox cannot be opened,
-    ``ValueError``/``BuildError`` for rules that cannot be built, ``ImportError`` if a
-    configured part is missing; nothing is started."""
+    replace the configured ones (tests); ``tz`` (a ``tzinfo``) replaces the site's time zone
+    ``cfg.timezone``; ``i2c_bus`` is the bus of the Pi's own sensors (tests); ``tuning`` goes
+    to ``Agent``. Raises ``OutboxError`` (``OutboxCorrupt``) if the outbox cannot be opened,
+    ``ValueError``/``BuildError`` for rules that cannot be built (or a local sensor's state
+    file that cannot be read), ``ImportError`` if a configured part is missing; nothing is
+    started."""
     wall_check = None
     if clock is None:
         from gateway.clock import SystemClock
@@ -199,17 +210,20 @@ def build(cfg, secrets, clock=None, *, sources=None, forwarder=None, tz=None, **
     outbox = Outbox(cfg.outbox.path, cfg.outbox.max_bytes, cfg.outbox.max_age_s, clock)
     try:
         notes = []
-        zone = tz if tz is not None else ZoneInfo(SITE_TZ)
+        zone = tz if tz is not None else ZoneInfo(cfg.timezone)
         engine = _resume(lambda st: AlarmEngine(rules, tz=zone, state=st),
                          _saved(outbox, STATE_ALARMS), "alarms", outbox.path, notes)
         euis = {d.dev_eui: d.id for d in cfg.devices if d.dev_eui}
         ingest = _resume(lambda st: Ingest(keys, st, alarms=engine, dev_euis=euis),
                          _saved(outbox, STATE_REPLAY), "replay", outbox.path, notes)
-        if local is not None:  # in-process: no replay to fear, whatever epoch it starts at
-            ingest.forget(local)
-            ingest.commit()
+        # The Pi's own sensors start each run in a boot epoch above the newest the pipeline
+        # accepted from them (and above their state file's). Their replay state is kept, not
+        # forgotten: it holds that floor across a crash, and a pending reading the pipeline
+        # had already stored (its ack lost in the crash) is then a duplicate, not a new row.
+        floor = ingest.replay_state()["devices"].get(local, {}).get("e", 0) if local else 0
         if sources is None:
-            sources = build_sources(cfg, secrets, clock, keys, profiles)
+            sources = build_sources(cfg, secrets, clock, keys, profiles, local_epoch_floor=floor,
+                                    i2c_bus=i2c_bus)
         if forwarder is None:
             forwarder = build_forwarder(cfg, secrets, clock)
         agent = Agent(ingest, outbox, clock, gateway_id=cfg.gateway_id, sources=sources,
@@ -219,9 +233,9 @@ def build(cfg, secrets, clock=None, *, sources=None, forwarder=None, tz=None, **
         raise
     for name in notes:
         agent.count(name)
-    log.info("built: site %s, gateway %s, %d device(s), %d with alarm rules, outbox %s",
-             cfg.site_id, cfg.gateway_id, len(cfg.devices),
-             sum(1 for r in rules.values() if r), cfg.outbox.path)
+    log.info("built: site %s, gateway %s, %d device(s), %d with alarm rules (time zone %s), "
+             "outbox %s", cfg.site_id, cfg.gateway_id, len(cfg.devices),
+             sum(1 for r in rules.values() if r), getattr(zone, "key", zone), cfg.outbox.path)
     return agent
 
 

@@ -12,15 +12,19 @@ Secrets are never in this file: it names the files that hold them (``password_fi
 parses and checks those. No error message shows a secret: values of keys whose names say
 password/key/secret/token, of unknown keys and of tables are never echoed.
 Relative paths are taken relative to the configuration file's directory.
+``[sources.i2c]`` (the sensors wired to the Pi, with their calibration sheets and bin depths)
+is validated by ``gateway.config_i2c``.
 """
 
 import pathlib
 import re
 import tomllib
 import uuid
+import zoneinfo
 
 from civicedge.hardware_render import HARDWARE, BuildError, load_profile
 from drivers.atmodem_core import DIALECTS
+from gateway.config_i2c import PARTS, SENSOR_KEYS, i2c_source  # noqa: F401 (PARTS, SENSOR_KEYS re-exported)
 from gateway.config_types import (  # noqa: F401 (re-exported: users import them from here)
     MQTTConnection,
     SerialSource,
@@ -41,10 +45,14 @@ CONFIG_VERSION = 1
 DEFAULT_PATH = "/etc/civicedge/gateway.toml"
 LINKS = ("serial", "mqtt", "lorawan", "local")  # how a device reaches this gateway
 KEYED_LINKS = ("serial", "mqtt")  # links whose frames carry an HMAC tag: the device needs a key
-PARTS = ("scd4x", "tmp117", "ads1115", "i2cxl")  # sensors the Pi can read itself (drivers/)
 ENCODINGS = ("senml-json", "senml-cbor")
+DEFAULT_TIMEZONE = "Europe/London"  # a UK council's sites: alarm windows in UK local time
+# The FPort civicedge packs travel on: the node's link.lorawan.port default
+# (firmware/app/config_schema.py) and every profile's [link.lorawan] port
+# (hardware/profiles/*.toml). LoRaWAN application ports are 1..223 (the node's range too).
+LORAWAN_FPORT = 2
+_ZONE = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*\Z")
 _ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")  # as a node's device_id: it goes into MQTT topics
-_NAME = re.compile(r"[a-z][a-z0-9_]{0,15}\Z")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,128}\Z")
 _SECRETISH = ("password", "key", "secret", "token")
 
@@ -162,6 +170,10 @@ def _devices(root, ctx):
         dev_id = t.get("id", "str", pattern=(_ID, "1-32 of a-z 0-9 -, not starting with '-'"))
         if dev_id in seen:
             t.fail("id", "%r is already devices[%d]; each device once" % (dev_id, seen[dev_id]))
+        if dev_id == ctx["gateway"]:
+            t.fail("id", "%r is this gateway's own id (site.gateway_id): the gateway's events are "
+                         "stored under it, so a device with that id would collide with them; "
+                         "rename the device or the gateway" % dev_id)
         seen[dev_id] = len(out)
         profile = t.get("profile", "str")
         _profile(t, "profile", profile, ctx)
@@ -214,10 +226,11 @@ def _sources(root, devices, ctx):
                 app = str(uuid.UUID(app))
             except ValueError:
                 c.fail("application_id", "%r must be the application's UUID (ChirpStack: Applications) or \"+\"" % app)
-        chirp = ChirpStackSource(_mqtt(c, "civicedge-%s-chirpstack" % ctx["gateway"]), app)
+        chirp = ChirpStackSource(_mqtt(c, "civicedge-%s-chirpstack" % ctx["gateway"]), app,
+                                 c.get("f_port", "int", LORAWAN_FPORT, 1, 223))
         c.done()
     i = t.table("i2c")
-    i2c = _i2c(i, devices) if i else None
+    i2c = i2c_source(i, devices) if i else None
     for tab in (b, i):
         if tab:
             tab.done()
@@ -236,26 +249,6 @@ def _sources(root, devices, ctx):
             raise ConfigError("devices[%d].link" % n, ctx["file"], "%r is local, but sources.i2c.device_id does not "
                               "name it; the Pi's own sensors are one device" % d.id)
     return Sources(tuple(serial), site, chirp, i2c)
-
-
-def _i2c(t, devices):
-    dev_id = t.get("device_id", "str", hint="the [[devices]] entry (link = \"local\") of the Pi's own sensors")
-    if not any(d.id == dev_id and d.link == "local" for d in devices):
-        t.fail("device_id", "%r is not a [[devices]] entry with link = \"local\"" % dev_id)
-    sensors, names, addrs = [], set(), set()
-    for s in t.tables("sensors"):
-        name = s.get("name", "str", pattern=(_NAME, "1-16 of a-z 0-9 _, starting with a letter"))
-        part = s.get("part", "str", choices=PARTS)
-        addr = s.get("address", "int", lo=0x08, hi=0x77)
-        if name in names or addr in addrs:
-            s.fail("name" if name in names else "address", "already used by another sensor on this bus")
-        names.add(name)
-        addrs.add(addr)
-        sensors.append(LocalSensor(name, part, addr))
-        s.done()
-    if not sensors:
-        t.fail("sensors", "missing: add a [[sources.i2c.sensors]] entry per sensor (name, part, address)")
-    return I2CSource(dev_id, t.get("bus", "int", 1, 0, 31), t.get("interval_s", "int", 120, 5, 86400), tuple(sensors))
 
 
 def _upstream(root, ctx):
@@ -325,6 +318,19 @@ def _metrics(root):
     return Metrics(enabled, m.group(1), int(m.group(2)))
 
 
+def _timezone(site):
+    """``site.timezone``: an IANA zone this system's time-zone database has."""
+    name = site.get("timezone", "str", DEFAULT_TIMEZONE)
+    try:
+        if not _ZONE.match(name):
+            raise ValueError(name)
+        zoneinfo.ZoneInfo(name)
+    except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        site.fail("timezone", "%r is not a time zone this system knows; give an IANA name such as "
+                              "\"Europe/London\" (timedatectl list-timezones)" % name)
+    return name
+
+
 def parse(text, file="<config>"):
     """Validate TOML ``text`` (as read from ``file``) into a ``GatewayConfig``; raises ``ConfigError``."""
     file = str(file)
@@ -341,6 +347,7 @@ def parse(text, file="<config>"):
     ctx["site"] = site.get("id", "str", pattern=idpat)
     ctx["gateway"] = site.get("gateway_id", "str", pattern=idpat)
     data_dir = site.get("data_dir", "path", "/var/lib/civicedge")
+    timezone = _timezone(site)
     site.done()
     sec = root.table("secrets")
     keys_file = sec.get("device_keys_file", "path", None) if sec else None
@@ -359,7 +366,7 @@ def parse(text, file="<config>"):
     o.done()
     up_m, up_l = _upstream(root, ctx)
     cfg = GatewayConfig(file, ctx["site"], ctx["gateway"], data_dir, ctx["hardware"], keys_file, devices, sources,
-                        outbox, up_m, up_l, _metrics(root), _alarms(root, ctx))
+                        outbox, up_m, up_l, _metrics(root), _alarms(root, ctx), timezone)
     root.done()
     return cfg
 

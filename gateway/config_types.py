@@ -29,6 +29,7 @@ class SerialSource:
 class ChirpStackSource:
     mqtt: MQTTConnection
     application_id: str  # a UUID, or "+" for every application
+    f_port: int = 2  # the LoRaWAN FPort civicedge packs travel on (config.LORAWAN_FPORT)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,10 @@ class LocalSensor:
     name: str
     part: str
     address: int
+    # the part's settings, as gateway.sources.i2c_sensors' readers take them (its
+    # ``sensor_options[name]``): an ads1115's "calibration" (the sheet, normalised by
+    # drivers.no2b43f.Calibration) and "temperature_sensor"; an i2cxl's "empty_cm"/"full_cm"...
+    options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,7 @@ class GatewayConfig:
     upstream_lorawan: LoRaWANUpstream | None
     metrics: Metrics
     alarm_overrides: tuple[AlarmOverride, ...]
+    timezone: str = "Europe/London"  # an IANA zone: alarm windows (hours, days) follow it
 
 
 # -- validation --------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ retries a NACK 3 times (10/20/40 ms) and a CRC error once; a sensor that still f
 its quantities as ``[q, None, "sensor_failed"]`` — never an invented value — is prepared
 again next cycle, and the others keep reporting. Every value gets its quality flag from
 ``protocol.quality.QualityChecker``. A record holds each quantity once, so when an SCD4x and
-a TMP117 both measure temperature, the TMP117's is reported (``_assign_quantities``). Used
+a TMP117 both measure temperature, the TMP117's is reported (``assign_reports``, which
+``gateway.config`` also runs, so ``gateway check`` refuses a clash). Used
 by ``gateway.sources.local_i2c``. The firmware's sampler cannot be imported here (the
 ``firmware`` tree is not an installed package), hence this small mirror of its policy.
 """
@@ -124,11 +125,13 @@ class _NO2(_Reader):
 class _Sonar(_Reader):
     """A MaxBotix I2CXL: median distance; the fill ratio too when the bin's depths are given."""
 
+    quantities = ("distance_cm",)  # and "fill_ratio" with the depths (part_quantities)
+
     def __init__(self, sensor, bus, clock, opts):
         _Reader.__init__(self, sensor, bus, clock, opts)
         self.needs = self.opts.get("air_temperature_sensor")
-        self.fill = "empty_cm" in self.opts and "full_cm" in self.opts
-        self.quantities = ("distance_cm", "fill_ratio") if self.fill else ("distance_cm",)
+        self.quantities = part_quantities("i2cxl", self.opts)
+        self.fill = "fill_ratio" in self.quantities
 
     def prepare(self):
         from drivers.i2cxl import I2CXL
@@ -148,49 +151,82 @@ class _Sonar(_Reader):
 
 
 PARTS = {"scd4x": _SCD4x, "tmp117": _TMP117, "ads1115": _NO2, "i2cxl": _Sonar}
+TEMPERATURE_PARTS = ("tmp117", "scd4x")  # parts whose temperature can serve another reader
+
+
+def part_quantities(part, opts=None):
+    """The quantities a ``part`` measures with settings ``opts`` (an i2cxl gives the fill
+    ratio only with the bin's ``empty_cm`` and ``full_cm``). Raises ``ValueError`` for an
+    unknown part."""
+    if part not in PARTS:
+        raise ValueError("part %r is not one of %s" % (part, ", ".join(PARTS)))
+    opts = opts or {}
+    if part == "i2cxl":
+        return ("distance_cm", "fill_ratio") if "empty_cm" in opts and "full_cm" in opts else ("distance_cm",)
+    return PARTS[part].quantities
+
+
+def default_temperature_sensor(sensors):
+    """The sensor that corrects the NO2 reading when none is named: the first TMP117
+    (±0.1 °C), else the first SCD4x, else None. ``sensors``: objects with ``name``, ``part``."""
+    for part in TEMPERATURE_PARTS:
+        for s in sensors:
+            if s.part == part:
+                return s.name
+    return None
+
+
+class QuantityClash(ValueError):
+    """Two sensors report the same quantity: ``index`` is the second one's position."""
+
+    def __init__(self, message, index):
+        ValueError.__init__(self, message)
+        self.index = index
+
+
+def assign_reports(entries):
+    """Which sensor reports each quantity. ``entries``: ``[(name, part, quantities)]`` in
+    configuration order; returns ``[reported quantities]`` per entry. A record holds each
+    quantity once (SenML names are unique in a record): a TMP117's temperature (±0.1 °C) is
+    reported rather than an SCD4x's (±0.8 °C, REFERENCE §1.4, §2.1), which still serves the
+    NO2 correction or the sonar. Any other overlap (two TMP117s, two sonars) cannot be told
+    apart in one device's records: ``QuantityClash`` (a ``ValueError``) naming both."""
+    owner, reports = {}, [list(q) for _, _, q in entries]
+    for i, (name, part, quantities) in enumerate(entries):
+        for q in quantities:
+            prev = owner.get(q)
+            if prev is None:
+                owner[q] = i
+            elif {entries[prev][1], part} == {"tmp117", "scd4x"}:
+                scd = prev if entries[prev][1] == "scd4x" else i
+                reports[scd].remove(q)
+                owner[q] = prev if prev != scd else i
+            else:
+                raise QuantityClash("local sensors %r and %r both report %s, and one device's "
+                                    "records hold each quantity once: give one of them its own "
+                                    "node" % (entries[prev][0], name, q), i)
+    return reports
 
 
 def build_readers(sensors, bus, clock, options=None):
     """Readers for ``sensors`` (``gateway.config_types.LocalSensor``s), temperature sources
     first. ``options``: {sensor name: dict of part settings}; an ads1115 without a
-    ``temperature_sensor`` uses the first TMP117/SCD4x. Raises ``ValueError`` naming the
-    sensor for an unknown part or a missing setting."""
+    ``temperature_sensor`` uses ``default_temperature_sensor``. Raises ``ValueError`` naming
+    the sensor for an unknown part, a missing setting or two sensors of one quantity."""
     options = dict(options or {})
-    temps = [s.name for s in sensors if s.part in ("tmp117", "scd4x")]
+    temp = default_temperature_sensor(sensors)
     readers = []
     for s in sensors:
         if s.part not in PARTS:
             raise ValueError("local sensor %r: part %r is not one of %s" % (s.name, s.part, ", ".join(PARTS)))
         opts = dict(options.get(s.name, {}))
-        if s.part == "ads1115" and "temperature_sensor" not in opts and temps:
-            opts["temperature_sensor"] = temps[0]
+        if s.part == "ads1115" and "temperature_sensor" not in opts and temp:
+            opts["temperature_sensor"] = temp
         readers.append(PARTS[s.part](s, bus, clock, opts))
-    _assign_quantities(readers)
+    for r, reports in zip(readers, assign_reports([(r.name, r.part, r.quantities) for r in readers])):
+        r.reports = reports
     # the NO2 correction and the sonar read their temperature through ctx: those go last
     return [r for r in readers if r.needs is None] + [r for r in readers if r.needs is not None]
-
-
-def _assign_quantities(readers):
-    """A record holds each quantity once (SenML names are unique in a record), so each
-    quantity has one reporting sensor: a TMP117's temperature (±0.1 °C) is reported rather
-    than an SCD4x's (±0.8 °C, REFERENCE §1.4, §2.1), which still serves the NO2 correction
-    or the sonar through ``ctx``. Any other overlap (two TMP117s, two sonars) cannot be told
-    apart in one device's records: ``ValueError``."""
-    owner = {}
-    for r in readers:
-        r.reports = list(r.quantities)
-        for q in r.quantities:
-            prev = owner.get(q)
-            if prev is None:
-                owner[q] = r
-            elif {prev.part, r.part} == {"tmp117", "scd4x"}:
-                scd = prev if prev.part == "scd4x" else r
-                scd.reports.remove(q)
-                owner[q] = prev if prev is not scd else r
-            else:
-                raise ValueError("local sensors %r and %r both report %s, and one device's "
-                                 "records hold each quantity once: give one of them its own "
-                                 "node" % (prev.name, r.name, q))
 
 
 class LocalSampler:

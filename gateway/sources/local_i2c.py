@@ -22,13 +22,13 @@ same way, and ``status()`` says what to do.
 Record keys. The boot epoch goes up by one every time the source is constructed and seqs
 start at 0 in each epoch, so a key is never reused. With ``state_path`` the epoch and the
 pending (not yet acked) records are kept in a small JSON file (written atomically: a
-temporary file, fsync, rename), so a restart neither reuses an epoch nor loses a reading
-that was taken but not committed; records of an older epoch are sent first. The composition
-root also passes ``epoch_floor``, the newest epoch the pipeline accepted from this device
-(its replay state), so even a lost state file cannot restart the epochs below it (the new
-readings would be taken for replays or duplicates). Without ``state_path`` (tests) pending
-records live in memory only. Pending records are bounded
-(``max_pending``): beyond it the oldest are dropped and a gap record says how many.
+temporary file, fsync, rename; every cycle, after acks and at stop), so a restart neither
+reuses an epoch nor loses a reading that was taken but not committed; records of an older
+epoch are sent first. The composition root also passes ``epoch_floor``, the newest epoch the
+pipeline accepted from this device (its replay state), so even a lost state file cannot
+restart the epochs below it (the new readings would be taken for replays or duplicates).
+Without ``state_path`` (tests) pending records live in memory only. Pending records are
+bounded (``max_pending``): beyond it the oldest are dropped and a gap record says how many.
 """
 
 import json
@@ -163,6 +163,7 @@ class LocalI2CSource(Source):
             self._thread.join(timeout_s)
             if not self._thread.is_alive():
                 self._thread = None
+                self._save_counted()  # what was acked since the last save is not sent again
         self._detail = "stopped"
 
     def status(self):

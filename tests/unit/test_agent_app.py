@@ -140,3 +140,96 @@ def test_sources_need_distinct_names():
         name = "serial:/dev/ttyUSB0"
     with pytest.raises(ValueError, match="distinct"):
         Agent(Ingest({}), _Box(), VirtualClock(), gateway_id="gw1", sources=[Src(), Src()])
+
+
+SITE = """\
+config_version = 1
+[site]
+id = "sch1"
+gateway_id = "gw1"
+data_dir = "data"
+%s
+[[devices]]
+id = "kitchen-hot"
+profile = "legionella-outlet"
+link = "lorawan"
+dev_eui = "70b3d57ed0061a2c"
+attributes = { outlet = "hot" }
+[sources.chirpstack]
+host = "127.0.0.1"
+tls = false
+username = "gw1"
+password_file = "pw"
+%s
+[upstream.mqtt]
+host = "127.0.0.1"
+tls = false
+username = "gw1"
+password_file = "pw"
+"""
+
+
+class _Forwarder:
+    def start(self, outbox):
+        pass
+
+    def stop(self, timeout_s=5.0):
+        pass
+
+    def wake(self):
+        pass
+
+    def counters(self):
+        return {}
+
+    def status(self):
+        return {"connected": True, "detail": "test"}
+
+
+def _build(tmp_path, site_extra="", chirpstack_extra=""):
+    from gateway.security import Secrets
+
+    path = tmp_path / "gateway.toml"
+    path.write_text(SITE % (site_extra, chirpstack_extra))
+    cfg = config.load(path)
+    secrets = Secrets({"sources.chirpstack": "x" * 20, "upstream.mqtt": "x" * 20}, {}, None)
+    return app.build(cfg, secrets, VirtualClock(), forwarder=_Forwarder())
+
+
+def test_alarm_windows_follow_the_sites_time_zone(tmp_path):
+    agent = _build(tmp_path)
+    try:
+        assert agent.alarms.tz.key == "Europe/London"  # the default: a UK council's site
+    finally:
+        agent.stop()
+    agent = _build(tmp_path, 'timezone = "Pacific/Auckland"')
+    try:
+        assert agent.alarms.tz.key == "Pacific/Auckland"
+    finally:
+        agent.stop()
+
+
+def _uplink(f_port):
+    from chirpstack_api import integration
+    from google.protobuf import json_format
+
+    ev = integration.UplinkEvent(deduplication_id="dd-%d" % f_port, f_port=f_port, f_cnt=7, data=b"\x01\x02")
+    ev.device_info.dev_eui = "70b3d57ed0061a2c"
+    return json_format.MessageToJson(ev).encode()
+
+
+@pytest.mark.parametrize("extra,port", [("", 2), ("f_port = 10", 10)])
+def test_the_chirpstack_source_takes_the_configured_fport(tmp_path, extra, port):
+    agent = _build(tmp_path, chirpstack_extra=extra)
+    try:
+        (src,) = [s for s in agent.sources if s.name == "chirpstack"]
+        taken = []
+        src._sink = lambda arrival: taken.append(arrival) or True
+        topic = "application/x/device/70b3d57ed0061a2c/event/up"
+        for p in (2, 10):
+            src._on_payload(topic, _uplink(p))
+        c = src.counters()
+        assert (c["uplinks"], c["dropped.other_port"]) == (1, 1)
+        assert [a.dedup_id for a in taken] == ["dd-%d" % port]
+    finally:
+        agent.stop()

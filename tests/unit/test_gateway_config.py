@@ -84,6 +84,8 @@ def test_the_example_in_deploy_validates():
     assert (cfg.metrics.host, cfg.metrics.port) == ("127.0.0.1", 9108)
     assert {d.link for d in cfg.devices} == set(config.LINKS)
     assert cfg.sources.i2c.sensors[0].address == 0x62
+    assert cfg.timezone == "Europe/London" and cfg.sources.chirpstack.f_port == 2
+    assert [s.part for s in cfg.sources.i2c.sensors] == ["scd4x", "tmp117"]
     assert cfg.device_keys_file.startswith("/etc/civicedge/secrets/")
     assert any(not o.enabled for o in cfg.alarm_overrides)
 
@@ -204,6 +206,13 @@ CASES = [
      "alarms.classroom-co2.co2_high_20min.quantity", "cannot be overridden"),
     ("alarm enabled not bool", _set(("alarms",), {"classroom-co2": {"co2_high_20min": {"enabled": "no"}}}),
      "alarms.classroom-co2.co2_high_20min.enabled", "true or false"),
+    ("device with the gateway's id", _set(("devices", 1, "id"), "gw1"), "devices[1].id", "site.gateway_id"),
+    ("unknown time zone", _set(("site", "timezone"), "Europe/Lundon"), "site.timezone", "not a time zone"),
+    ("time zone as a path", _set(("site", "timezone"), "../../etc/passwd"), "site.timezone", "IANA name"),
+    ("time zone not a zone file", _set(("site", "timezone"), "zone.tab"), "site.timezone", "not a time zone"),
+    ("chirpstack fport", _set(("sources", "chirpstack"), {"host": "127.0.0.1", "tls": False, "username": "gw",
+                                                         "password_file": "p", "f_port": 224}),
+     "sources.chirpstack.f_port", "1..223"),
 ]
 
 
@@ -231,6 +240,148 @@ def test_i2c_source_sensors_are_checked(tmp_path):
     d["sources"]["i2c"]["sensors"][1]["address"] = 0x48
     cfg = load(tmp_path, d)
     assert [s.address for s in cfg.sources.i2c.sensors] == [0x62, 0x48] and cfg.sources.i2c.bus == 1
+
+
+def test_time_zone_and_chirpstack_fport_defaults_and_choices(tmp_path):
+    d = base()
+    d["sources"]["chirpstack"] = {"host": "127.0.0.1", "tls": False, "username": "gw", "password_file": "p"}
+    cfg = load(tmp_path, d)
+    assert cfg.timezone == "Europe/London" == config.DEFAULT_TIMEZONE
+    assert cfg.sources.chirpstack.f_port == config.LORAWAN_FPORT == 2
+    d["site"]["timezone"] = "Pacific/Auckland"
+    d["sources"]["chirpstack"]["f_port"] = 10
+    cfg = load(tmp_path, d)
+    assert (cfg.timezone, cfg.sources.chirpstack.f_port) == ("Pacific/Auckland", 10)
+
+
+def test_the_lorawan_fport_default_is_the_nodes_and_the_profiles():
+    import tomllib
+
+    schema = (REPO / "firmware" / "app" / "config_schema.py").read_text()
+    assert '("port", _int(1, 223, %d))' % config.LORAWAN_FPORT in schema  # the node's default
+    for prof in sorted((REPO / "hardware" / "profiles").glob("*.toml")):
+        lorawan = tomllib.loads(prof.read_text()).get("link", {}).get("lorawan")
+        if lorawan is not None:
+            assert lorawan["port"] == config.LORAWAN_FPORT, prof.name
+
+
+# -- the Pi's own sensors: calibration sheets, bin depths, one sensor per quantity --------------------
+SHEET = {"sensor_type": "NO2-B43F", "serial_number": "212345678", "we_electronic_zero_mv": 228.0,
+         "we_sensor_zero_mv": 10.0, "ae_electronic_zero_mv": 231.0, "ae_sensor_zero_mv": 3.0,
+         "we_sensitivity_mv_ppb": 0.212}
+
+
+def _local(tmp_path, *sensors, sheet=SHEET):
+    """BASE with a local device reading ``sensors``, and ``sheet`` as no2.toml beside it."""
+    (tmp_path / "no2.toml").write_text("\n".join(dump(sheet)) + "\n")
+    d = base()
+    d["devices"].append({"id": "gw1-env", "profile": "classroom-co2", "link": "local"})
+    d["sources"]["i2c"] = {"device_id": "gw1-env", "sensors": [dict(s) for s in sensors]}
+    return d
+
+
+CO2 = {"name": "co2", "part": "scd4x", "address": 0x62}
+AIR = {"name": "air", "part": "tmp117", "address": 0x48}
+NO2 = {"name": "no2", "part": "ads1115", "address": 0x49, "calibration_file": "no2.toml"}
+BIN = {"name": "bin", "part": "i2cxl", "address": 0x70}
+
+
+def test_a_no2_sensor_takes_its_calibration_sheet_and_a_temperature_sensor(tmp_path):
+    from drivers.no2b43f import Calibration
+
+    cfg = load(tmp_path, _local(tmp_path, CO2, AIR, NO2))
+    no2 = cfg.sources.i2c.sensors[2].options
+    assert Calibration.from_sheet(no2["calibration"]).to_sheet() == Calibration.from_sheet(SHEET).to_sheet()
+    # defaults: the TMP117 corrects it (not the SCD4x listed first), WE/AE on AIN0/AIN1, algorithm 1
+    assert (no2["temperature_sensor"], no2["we_mux"], no2["ae_mux"], no2["algorithm"]) == ("air", "AIN0", "AIN1", 1)
+    assert cfg.sources.i2c.sensors[0].options == cfg.sources.i2c.sensors[1].options == {}
+    cfg = load(tmp_path, _local(tmp_path, CO2, dict(NO2, temperature_sensor="co2", we_mux="AIN2", algorithm=3)))
+    no2 = cfg.sources.i2c.sensors[1].options
+    assert (no2["temperature_sensor"], no2["we_mux"], no2["ae_mux"], no2["algorithm"]) == ("co2", "AIN2", "AIN1", 3)
+
+
+def test_a_json_calibration_sheet_is_read_too(tmp_path):
+    d = _local(tmp_path, AIR, dict(NO2, calibration_file="sheet.json"))
+    (tmp_path / "sheet.json").write_text(json.dumps(SHEET))
+    assert load(tmp_path, d).sources.i2c.sensors[1].options["calibration"]["we_sensitivity_mv_ppb"] == 0.212
+
+
+def test_a_bins_depths_give_the_sonar_its_fill_ratio(tmp_path):
+    cfg = load(tmp_path, _local(tmp_path, AIR, dict(BIN, empty_cm=118, air_temperature_sensor="air")))
+    assert cfg.sources.i2c.sensors[1].options == {"repeats": 5, "empty_cm": 118.0, "full_cm": 30.0,
+                                                  "air_temperature_sensor": "air"}
+    cfg = load(tmp_path, _local(tmp_path, dict(BIN, empty_cm=100.0, full_cm=25.5, repeats=3)))
+    assert cfg.sources.i2c.sensors[0].options == {"repeats": 3, "empty_cm": 100.0, "full_cm": 25.5}
+    assert load(tmp_path, _local(tmp_path, BIN)).sources.i2c.sensors[0].options == {"repeats": 5}
+
+
+LOCAL_CASES = [
+    # (id, sensors, sheet, key, words)
+    ("no2 without its sheet", (AIR, {k: v for k, v in NO2.items() if k != "calibration_file"}), SHEET,
+     "sources.i2c.sensors[1].calibration_file", "calibration sheet"),
+    ("sheet file absent", (AIR, dict(NO2, calibration_file="absent.toml")), SHEET,
+     "sources.i2c.sensors[1].calibration_file", "cannot be read"),
+    ("sheet lacks a field", (AIR, NO2), {k: v for k, v in SHEET.items() if k != "ae_electronic_zero_mv"},
+     "sources.i2c.sensors[1].calibration_file", "ae_electronic_zero_mv is missing"),
+    ("sheet of another sensor", (AIR, NO2), dict(SHEET, sensor_type="OX-B431"),
+     "sources.i2c.sensors[1].calibration_file", "sensor_type"),
+    ("sheet with a zero sensitivity", (AIR, NO2), dict(SHEET, we_sensitivity_mv_ppb=0),
+     "sources.i2c.sensors[1].calibration_file", "we_sensitivity_mv_ppb"),
+    ("no2 without a temperature sensor", (NO2,), SHEET, "sources.i2c.sensors[0].temperature_sensor", "tmp117"),
+    ("no2 corrected by a sonar", (AIR, BIN, dict(NO2, temperature_sensor="bin")), SHEET,
+     "sources.i2c.sensors[2].temperature_sensor", "'bin' is not the name of a tmp117 or scd4x"),
+    ("we and ae on one input", (AIR, dict(NO2, ae_mux="AIN0")), SHEET, "sources.i2c.sensors[1].ae_mux", "different"),
+    ("bad mux", (AIR, dict(NO2, we_mux="A0")), SHEET, "sources.i2c.sensors[1].we_mux", "AIN0"),
+    ("algorithm 2 with AEo 0", (AIR, dict(NO2, algorithm=2)), dict(SHEET, ae_sensor_zero_mv=0.0),
+     "sources.i2c.sensors[1].algorithm", "divides"),
+    ("full without empty", (dict(BIN, full_cm=30),), SHEET, "sources.i2c.sensors[0].empty_cm", "needs both"),
+    ("full below the floor", (dict(BIN, empty_cm=50, full_cm=60),), SHEET, "sources.i2c.sensors[0].full_cm",
+     "less than empty_cm"),
+    ("depth out of range", (dict(BIN, empty_cm=900),), SHEET, "sources.i2c.sensors[0].empty_cm", "20..765"),
+    ("sonar air sensor unknown", (dict(BIN, air_temperature_sensor="air"),), SHEET,
+     "sources.i2c.sensors[0].air_temperature_sensor", "there is none"),
+    ("a setting of another part", (dict(AIR, empty_cm=100),), SHEET, "sources.i2c.sensors[0].empty_cm",
+     "a setting of i2cxl, not of tmp117"),
+    ("a typo in a setting", (dict(BIN, empty=100),), SHEET, "sources.i2c.sensors[0].empty", "unknown key"),
+    ("two of one quantity", (AIR, dict(AIR, name="pipe", address=0x4A)), SHEET, "sources.i2c.sensors[1].part",
+     "'air' and 'pipe' both report temperature_c"),
+    ("two sonars", (BIN, dict(BIN, name="bin2", address=0x71)), SHEET, "sources.i2c.sensors[1].part",
+     "both report distance_cm"),
+]
+
+
+@pytest.mark.parametrize("sensors,sheet,key,words", [c[1:] for c in LOCAL_CASES], ids=[c[0] for c in LOCAL_CASES])
+def test_local_sensor_settings_are_checked_naming_the_key(tmp_path, sensors, sheet, key, words):
+    path = write(tmp_path, _local(tmp_path, *sensors, sheet=sheet))
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert (info.value.key, info.value.file) == (key, str(path))
+    assert words in info.value.message
+
+
+def test_an_scd4x_beside_a_tmp117_is_one_device_the_tmp117_gives_temperature(tmp_path):
+    from gateway.sources.i2c_sensors import assign_reports, part_quantities
+
+    cfg = load(tmp_path, _local(tmp_path, CO2, AIR))
+    s = cfg.sources.i2c.sensors
+    assert assign_reports([(x.name, x.part, part_quantities(x.part, x.options)) for x in s]) == [
+        ["co2_ppm", "rh_percent"], ["temperature_c"]]
+
+
+def test_the_examples_commented_local_sensors_validate_uncommented(tmp_path):
+    text = EXAMPLE.read_text()
+    start, end = text.index("# An Alphasense NO2-B43F"), text.index("# -- the outbox")
+    block = "\n".join(line[2:] if re.match(r"# (\[|[a-z_]+ = )", line) else line
+                      for line in text[start:end].splitlines())
+    block = block.replace("/etc/civicedge/no2-b43f-sheet.toml", str(tmp_path / "no2.toml"))
+    (tmp_path / "no2.toml").write_text("\n".join(dump(SHEET)) + "\n")
+    path = tmp_path / "local.toml"
+    path.write_text(text[:start] + block + "\n" + text[end:])
+    cfg = config.load(path)
+    parts = {s.name: s for s in cfg.sources.i2c.sensors}
+    assert [s.part for s in cfg.sources.i2c.sensors] == ["scd4x", "tmp117", "ads1115", "i2cxl"]
+    assert parts["no2"].options["temperature_sensor"] == "air" and "calibration" in parts["no2"].options
+    assert parts["bin"].options == {"repeats": 5, "empty_cm": 100.0, "full_cm": 30.0, "air_temperature_sensor": "air"}
 
 
 def test_bad_toml_names_the_file_with_an_empty_key(tmp_path):
