@@ -11,7 +11,8 @@ runs no thread of its own, so nothing races and a stop never waits on paho.
   stable ``client_id``, persistent session, TLS with verification (never plaintext instead),
   a retained last will ``{"state": "offline"}``, then a retained ``{"state": "online"}``.
   Failures are counted by reason and retried after a jittered backoff 1→120 s
-  (``gateway.backoff``) reset by a CONNACK; meanwhile the thread sleeps in ``select``.
+  (``gateway.backoff``), reset by a connection that stays up ``STABLE_S``; meanwhile the
+  thread sleeps in ``select``.
 * At most ``max_inflight`` publishes (fewer if an MQTT 5 broker's Receive Maximum says so)
   await a PUBACK; rows are taken from the outbox only when the window has room, one window's
   worth at a time, so memory is bounded whatever the backlog.
@@ -48,6 +49,8 @@ TAKE_MAX_ROWS = 4096  # rows read from the outbox at once (memory bound per take
 ACK_DELAY_S = 0.1  # PUBACKed rows are deleted together within this (one fsync for many)
 ACK_BATCH_ROWS = 4096
 IDLE_WAIT_S = 1.0  # select timeout with nothing to send: paho's keepalive needs the calls
+STABLE_S = 10.0  # a connection up this long resets the backoff (a broker that accepts and
+# drops at once, e.g. another client with our client_id, is retried ever more slowly)
 _AUTH_CODES = (134, 135, 140)  # Bad user name or password, Not authorized, Bad auth method
 _FAILURE_KINDS = ("auth", "tls", "network", "refused")
 COUNTERS = ("forwarded", "publishes", "pubacks", "connects", "reconnects", "publish_errors",
@@ -133,7 +136,8 @@ class MQTTForwarder(Forwarder):
         with self._lock:
             out = dict.fromkeys(COUNTERS, 0)
             out.update(self._counts)
-            out["in_flight"] = len(self._flight)
+            out["in_flight"] = len(self._flight)  # publishes awaiting their PUBACK
+            out["in_flight_rows"] = len(self._flight.refs)  # rows they (and the queue) carry
             return out
 
     def status(self):
@@ -340,7 +344,7 @@ class MQTTForwarder(Forwarder):
     # -- connected ----------------------------------------------------------------------------
     def _serve(self, client):
         m = self.up.mqtt
-        self._backoff.reset()
+        stable_at = time.monotonic() + STABLE_S  # then the backoff starts again at 1 s
         self._count("connects")
         where = "%s:%d" % (m.host, m.port)
         self._set_status(True, "connected to %s as %s (MQTT %s, %s)"
@@ -354,6 +358,9 @@ class MQTTForwarder(Forwarder):
             if self._stopping.is_set():
                 self._finish(client)
                 return
+            if stable_at is not None and time.monotonic() >= stable_at:
+                self._backoff.reset()
+                stable_at = None
             self._settle()
             self._fill(client)
             self._settle()
