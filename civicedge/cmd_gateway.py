@@ -131,6 +131,12 @@ def _run(args):
                      EXIT_INSECURE)
     except config.ConfigError as e:
         return _fail(e, EXIT_INVALID)
+    from gateway import ops
+
+    try:  # one agent per data directory; status and wipe look for this lock
+        lock = ops.hold_agent_lock(cfg.data_dir)  # noqa: F841 (held for the process's life)
+    except (ops.OpsError, OSError) as e:
+        return _fail(e, EXIT_FAILED)
     stop = threading.Event()
 
     def on_signal(signum, _frame):
@@ -181,11 +187,13 @@ def _add_run(sub):
     r.set_defaults(func=_run)
 
 
-SUBCOMMANDS = (_add_check, _add_run)
+from civicedge.cmd_gateway_ops import SUBCOMMANDS as OPS_SUBCOMMANDS  # noqa: E402
+
+SUBCOMMANDS = (_add_check, _add_run) + OPS_SUBCOMMANDS
 
 
 def register(sub):
-    gw = sub.add_parser("gateway", help="the Raspberry Pi gateway agent: run it, check its configuration")
+    gw = sub.add_parser("gateway", help="the Raspberry Pi gateway agent: run it, check its configuration, status, export, wipe")
     gwsub = gw.add_subparsers(dest="gateway_command", metavar="GATEWAY_COMMAND")
     for add in SUBCOMMANDS:
         add(gwsub)

@@ -359,6 +359,11 @@ class Agent:
             out["alarms.active"] = self._active_alarms
         try:
             out.update(_outbox_stats(self.outbox.stats()))
+            h = self.outbox.history_stats()
+            out.update({"outbox.history.rows": h.rows, "outbox.history.bytes": h.bytes,
+                        "outbox.history.trimmed_size": h.trimmed_size,
+                        "outbox.history.trimmed_age": h.trimmed_age,
+                        "outbox.history.trimmed_full": h.trimmed_full})
         except Exception:  # noqa: BLE001 (closed by stop, or its disk failing: stats later)
             out["agent.stats_errors"] = 1
         parts = [("source." + s.name + ".", s) for s in self.sources]

@@ -179,7 +179,8 @@ def build_forwarder(cfg, secrets, clock):
     """The configured forwarder (exactly one upstream is configured)."""
     if cfg.upstream_mqtt is not None:
         return load_class(FORWARDERS["mqtt"])(cfg.upstream_mqtt, secrets.password(
-            "upstream.mqtt"), cfg.site_id, cfg.gateway_id, clock)
+            "upstream.mqtt"), cfg.site_id, cfg.gateway_id, clock,
+            protocol=cfg.upstream_mqtt.protocol)
     return load_class(FORWARDERS["lorawan"])(cfg.upstream_lorawan, secrets.app_key, clock)
 
 
@@ -207,7 +208,9 @@ def build(cfg, secrets, clock=None, *, sources=None, forwarder=None, tz=None, i2
         keys[local] = os.urandom(LOCAL_KEY_BYTES)
     for d in (cfg.data_dir, os.path.dirname(os.path.abspath(cfg.outbox.path))):
         os.makedirs(d, mode=0o700, exist_ok=True)
-    outbox = Outbox(cfg.outbox.path, cfg.outbox.max_bytes, cfg.outbox.max_age_s, clock)
+    outbox = Outbox(cfg.outbox.path, cfg.outbox.max_bytes, cfg.outbox.max_age_s, clock,
+                    history_max_bytes=cfg.outbox.history_max_bytes,
+                    history_max_age_s=cfg.outbox.history_max_age_s)
     try:
         notes = []
         zone = tz if tz is not None else ZoneInfo(cfg.timezone)

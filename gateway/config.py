@@ -261,7 +261,11 @@ def _upstream(root, ctx):
         up_m = MQTTUpstream(_mqtt(m, "civicedge-%s-%s" % (ctx["site"], ctx["gateway"])),
                             m.get("encoding", "str", "senml-json", choices=ENCODINGS),
                             m.get("max_inflight", "int", 100, 1, 65535),
-                            m.get("readings_per_publish", "int", 100, 1, 10000))
+                            m.get("readings_per_publish", "int", 100, 1, 10000),
+                            m.get("protocol", "str", "5", choices=("5", "3.1.1"),
+                                  hint="MQTT 5 lets the broker refuse a publish (an ACL) with a "
+                                       "reason code; under 3.1.1 Mosquitto acks it and the rows "
+                                       "would be deleted unsent"))
         m.done()
     if lw:
         eui = (re.compile(r"[0-9a-fA-F]{16}\Z"), "16 hex digits")
@@ -362,7 +366,9 @@ def parse(text, file="<config>"):
     o = root.table("outbox") or _Table({}, "outbox", ctx)
     outbox = Outbox(o.get("path", "path", str(pathlib.Path(data_dir) / "outbox.sqlite3")),
                     o.get("max_bytes", "int", 256 * 2**20, 2**20, 2**40),
-                    o.get("max_age_s", "int", 90 * 86400, 3600, 3650 * 86400))
+                    o.get("max_age_s", "int", 90 * 86400, 3600, 3650 * 86400),
+                    o.get("history_max_bytes", "int", 64 * 2**20, 0, 2**40),
+                    o.get("history_max_age_s", "int", 35 * 86400, 0, 3650 * 86400))
     o.done()
     up_m, up_l = _upstream(root, ctx)
     cfg = GatewayConfig(file, ctx["site"], ctx["gateway"], data_dir, ctx["hardware"], keys_file, devices, sources,

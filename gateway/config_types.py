@@ -65,6 +65,7 @@ class MQTTUpstream:
     encoding: str
     max_inflight: int
     readings_per_publish: int
+    protocol: str = "5"  # MQTT version: "5" (default) or "3.1.1"
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,8 @@ class Outbox:
     path: str
     max_bytes: int
     max_age_s: int
+    history_max_bytes: int = 64 * 2**20  # delivered readings kept for export; 0: none
+    history_max_age_s: int = 35 * 86400
 
 
 @dataclass(frozen=True)

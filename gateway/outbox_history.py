@@ -19,14 +19,14 @@ deduplicated by the export, which meets both copies side by side in time order.
 
 History is bounded by ``history_max_bytes`` tracked bytes (``history_nbytes``) and by
 ``history_max_age_s`` of running time since the ack (never wall time, as the outbox's own
-bounds). If the copy fails on a full disk, the ack goes ahead without it (delivery must
-never stall on the open-data copy) and the rows are counted in ``history_skipped``.
-Either set to 0 turns history off: nothing is copied and what is stored goes at
-the next ``enforce``. Over the size bound, the oldest rows go until the history is at 7/8 of
-the bound, so steady acking trims in occasional chunks rather than at every ack. A history
-trim is **not a drop**: those rows were delivered. It is counted apart
-(``history_trimmed_size``/``_age``/``_full``), never in the outbox's drop counters, and leaves no gap
-marker. On ``SQLITE_FULL`` history is trimmed before any unsent row is dropped.
+bounds). Either set to 0 turns history off: nothing is copied, and what is stored goes at
+the next ``enforce``. Over the size bound, the oldest rows go until the history is at 7/8
+of the bound, so steady acking trims in occasional chunks rather than at every ack. A
+history trim is **not a drop**: those rows were delivered. It is counted apart
+(``history_trimmed_size``/``_age``/``_full``), never in the outbox's drop counters, and
+leaves no gap marker. On ``SQLITE_FULL`` history is trimmed before any unsent row is
+dropped; if the copy itself fails on a full disk, the ack goes ahead without it (delivery
+must never stall on the open-data copy) and the rows are counted in ``history_skipped``.
 
 Counters ``history_rows``/``history_bytes``/``history_trimmed_*``/``history_skipped`` live in
 ``meta`` and change in the transaction that changes the rows, like the outbox's own.

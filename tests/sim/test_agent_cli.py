@@ -81,7 +81,7 @@ class LinkNode:  # in place of SerialSource(cfg_serial, clock)
         return {"connected": True, "detail": ""}
 
 class Upstream:  # in place of MQTTForwarder(up, password, site_id, gateway_id, clock)
-    def __init__(self, up, password, site_id, gateway_id, clock):
+    def __init__(self, up, password, site_id, gateway_id, clock, protocol="5"):
         say("UPSTREAM", up.mqtt.host, site_id, gateway_id, password == sys.argv[3])
     def start(self, outbox):
         self.outbox = outbox

@@ -456,3 +456,24 @@ def test_any_value_anywhere_in_the_example_raises_only_config_error(changes):
         assert e.file == "fuzz.toml"
     else:
         assert isinstance(cfg, config.GatewayConfig)
+
+
+def test_mqtt_protocol_and_history_bounds_defaults_and_checks(tmp_path):
+    d = base()
+    cfg = load(tmp_path, d)
+    assert cfg.upstream_mqtt.protocol == "5"
+    assert (cfg.outbox.history_max_bytes, cfg.outbox.history_max_age_s) == (64 * 2**20, 35 * 86400)
+    d["upstream"]["mqtt"]["protocol"] = "3.1.1"
+    d["outbox"] = {"history_max_bytes": 0, "history_max_age_s": 0}
+    cfg = load(tmp_path, d)
+    assert cfg.upstream_mqtt.protocol == "3.1.1"
+    assert (cfg.outbox.history_max_bytes, cfg.outbox.history_max_age_s) == (0, 0)
+    d["upstream"]["mqtt"]["protocol"] = "4"
+    with pytest.raises(ConfigError) as e:
+        load(tmp_path, d)
+    assert e.value.key == "upstream.mqtt.protocol" and "gateway.toml" in str(e.value)
+    d["upstream"]["mqtt"]["protocol"] = "5"
+    d["outbox"] = {"history_max_bytes": -1}
+    with pytest.raises(ConfigError) as e:
+        load(tmp_path, d)
+    assert e.value.key == "outbox.history_max_bytes"
