@@ -115,7 +115,10 @@ RULES = [
      "Publishes that failed (the rows go again)."),
     (r"forwarder\.connected", "upstream_connected", GAUGE,
      "1 while the upstream connection is up (MQTT session / LoRaWAN joined)."),
-    (r"forwarder\.in_flight", "upstream_in_flight", GAUGE, "Rows sent, awaiting the ack."),
+    (r"forwarder\.in_flight_rows", "upstream_in_flight_rows", GAUGE,
+     "Rows in publishes awaiting the upstream ack."),
+    (r"forwarder\.in_flight", "upstream_in_flight", GAUGE,
+     "Publishes (MQTT) or rows (LoRaWAN) awaiting the upstream ack."),
     (r"forwarder\.gaps_forwarded", "gap_markers_forwarded_total", COUNTER,
      "Gap markers (counted drops) reported upstream."),
     # -- devices ---------------------------------------------------------------------------------
