@@ -270,6 +270,11 @@ class MQTTForwarder(Forwarder):
                 client.connect(m.host, m.port, keepalive, clean_start=False, properties=props)
             else:
                 client.connect(m.host, m.port, keepalive)
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError) as e:
+            # the peer hung up mid-handshake (a load balancer, a dying broker, a reset):
+            # a network failure, not a certificate problem
+            self._fail("network", "connection closed during the TLS handshake (%s)" % e)
+            return None
         except ssl.SSLError as e:  # before OSError: it is one
             self._fail("tls", "%s (check ca_file and the broker's certificate)" % e)
             return None
