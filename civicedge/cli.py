@@ -11,7 +11,8 @@ import sys
 from civicedge import __version__
 
 # Subcommand modules, in the order ``civicedge --help`` lists them.
-COMMANDS = ("civicedge.cmd_sim", "civicedge.cmd_firmware", "civicedge.cmd_gateway", "civicedge.cmd_bench")
+COMMANDS = ("civicedge.cmd_sim", "civicedge.cmd_firmware", "civicedge.cmd_gateway", "civicedge.cmd_flash",
+            "civicedge.cmd_bench")
 
 
 def build_parser():
