@@ -11,7 +11,7 @@ import sys
 from civicedge import __version__
 
 # Subcommand modules, in the order ``civicedge --help`` lists them.
-COMMANDS = ("civicedge.cmd_sim", "civicedge.cmd_firmware", "civicedge.cmd_gateway", "civicedge.cmd_flash",
+COMMANDS = ("civicedge.cmd_sim", "civicedge.cmd_firmware", "civicedge.cmd_gateway", "civicedge.cmd_flash", "civicedge.cmd_provision",
             "civicedge.cmd_bench")
 
 

@@ -68,7 +68,8 @@ def _sha256(data):
 def prepare(port, inventory, device_id, site_dir=None, firmware=None, erase=False, baud=ESP_ROM_BAUD,
             boot_wait_s=5.0):
     """A checked ``Job``; ``FlashError`` (or ``InventoryError``) naming what is missing."""
-    inv = inv_mod.load(inventory)
+    inv = inv_mod.import_csv(inventory) if str(inventory).lower().endswith(".csv") \
+        else inv_mod.load(inventory)
     try:
         device = inv.device(device_id)
     except KeyError:
