@@ -73,7 +73,8 @@ def _make_link(cfg, secrets, clock, feed, root):
 
     u = link["uart"]
     uart = machine.UART(u["id"], baudrate=u["baudrate"], tx=u["tx_pin"], rx=u["rx_pin"], timeout=20)
-    return LoRaWANLink(uart, cfg, secrets, clock, feed=feed, root=root)
+    # the ESP32 light-sleeps while the radio waits for its receive window (app/links/lorawan.py)
+    return LoRaWANLink(uart, cfg, secrets, clock, feed=feed, root=root, nap=machine.lightsleep)
 
 
 def _bus_recovery(cfg):
@@ -128,20 +129,15 @@ def main():
     from app.clock import MicroClock
 
     clock = MicroClock()
-    from app import config
+    from app.startup import collect_deep, configure  # config.json + overrides + secrets
 
-    try:
-        cfg = config.load_config(_path(root, "config.json"))
-        from app import downlink  # configuration changes by downlink (docs/protocol-lorawan.md)
-
-        cfg = downlink.apply_overrides(cfg, root, config.validate)
-        secrets = config.load_secrets(_path(root, "secrets.json"), cfg)
-    except config.ConfigError as e:
-        _report_config_error(root, e)
+    got, err = configure(root)
+    if err is not None:
+        _report_config_error(root, err)
         return
-    config.release()
-    del config
-    gc.collect()
+    cfg, secrets = got
+    got = None
+    collect_deep()  # the validator, released by configure, really goes (app/startup.py)
 
     wdt = machine.WDT(timeout=cfg["watchdog_ms"])
     from app.state import NodeState

@@ -36,9 +36,17 @@ marked; constants below carry their source:
   example B's ESP32 0.5 s less the 0.3 s boot;
 * the link: LoRaWAN TX for the time on air of the payload actually packed
   (``protocol.airtime``) at the module's TX current, its receive windows at the RX current,
-  and — what ``drivers.atmodem`` does — the ESP32 waiting awake for the modem's result
-  (RECEIVE_DELAY1 1 s + RX1 for a confirmed uplink acked in RX1; RECEIVE_DELAY2 2 s + RX2
-  for an unconfirmed one); Wi-Fi association + DHCP + MQTT publish 2 s @ 120 mA, TLS +1 s;
+  and the ESP32 while the modem works, as ``firmware/app/links/lorawan.py`` does it
+  (``lorawan_phases`` "light", with the firmware's ``RX1_DELAY_MS`` and ``NAP_MARGIN_MS``):
+  awake for one UART read timeout after the modem accepts the uplink, light sleep until the
+  margin before RX1, awake through RX1 (on to RX2 for an unconfirmed
+  uplink) and, on the RAK, the driver's ``rx_linger_ms`` listening for a downlink line.
+  "awake" is the firmware before it napped (40 mA until the result). Batching: a profile's
+  ``link.lorawan.max_delay_s`` makes one sending wake in ``max_delay_s // interval_s + 1``
+  (``batch_wakes``, the link's rule), its uplink carrying that many readings; a status
+  record every ``status_every_n_cycles`` goes in an uplink of its own, its counters cut to
+  fill the payload (``fit_status``; 220-222 B at DR5 in tests/e2e/test_node_lorawan.py),
+  modelled as a full one. Wi-Fi association + DHCP + MQTT publish 2 s @ 120 mA, TLS +1 s;
   serial: the frame's bytes at the UART's baud rate (negligible);
 * sleep: ESP32 deep sleep 10 µA (RTC timer + RTC memory) + a low-Iq regulator 5 µA + the
   modem's sleep current + the battery divider, on a bare module; a development board sleeps
@@ -49,8 +57,10 @@ class, under 1 % of the ESP32's 40 mA beside them), the NO2 ISB's bias current, 
 write bursts, and the join (once per session: the modem keeps its session across wakes).
 """
 
+import inspect
 import math
 
+from drivers.atmodem import ATModem
 from protocol import airtime
 
 HOURS_PER_YEAR = 8760.0
@@ -72,8 +82,13 @@ TLS_EXTRA_S = 1.0            # "TLS adds ~1 s"
 
 # ---- LoRaWAN (REFERENCE §6.2 delays; §5 example B's windows) --------------------------------
 RX_WINDOW_S = 0.05           # example B: 2 RX windows of 50 ms
-RECEIVE_DELAY1_S = 1.0       # spec default (TTN uses 5 s)
+RECEIVE_DELAY1_S = 1.0       # spec default (TTN uses 5 s); firmware/app/links/lorawan.py RX1_DELAY_MS
 RECEIVE_DELAY2_S = 2.0
+# What the firmware does around an uplink (firmware/ is not an installed package, so its
+# values are repeated here; tests/unit/test_energy.py checks they agree):
+NAP_MARGIN_S = 0.050                       # lorawan.py NAP_MARGIN_MS: awake this long before RX1 can open
+MODEM_UART_TIMEOUT_S = 0.020               # main.py: machine.UART(..., timeout=20): the quiet read before the nap
+RAK_LINGER_S = inspect.signature(ATModem.__init__).parameters["rx_linger_ms"].default / 1000.0
 
 # ---- sensors (REFERENCE §1.4, §2.2, §3.1, §4) -----------------------------------------------
 SUPPLY_V = 3.3
@@ -89,14 +104,16 @@ SONAR_PING_S = 0.1           # ~100 ms between readings (ring-down)
 
 class Module:
     """A LoRaWAN modem's currents: ``tx_ma`` transmitting, ``rx_ma`` in a receive window,
-    ``sleep_ua`` asleep between wakes."""
+    ``sleep_ua`` asleep between wakes; ``linger_s``: how long the driver listens on after
+    the result for a downlink line (RUI3 prints it separately)."""
 
-    def __init__(self, name, tx_ma, rx_ma, sleep_ua, source):
+    def __init__(self, name, tx_ma, rx_ma, sleep_ua, source, linger_s=0.0):
         self.name = name
         self.tx_ma = tx_ma
         self.rx_ma = rx_ma
         self.sleep_ua = sleep_ua
         self.source = source
+        self.linger_s = linger_s
 
 
 MODULES = {
@@ -106,7 +123,7 @@ MODULES = {
     # 16 dBm EIRP, so this is on the high side — RX 5.22 mA, sleep 1.69 µA at 3.3 V.
     # Source: RAKWireless/rakwireless-docs, docs/Product-Categories/WisDuo/RAK3172-Module/
     # Datasheet/README.md, "Operating Current" and "Sleep Current".
-    "rak3172": Module("RAK3172 (RAK3272S board)", 87.0, 5.22, 1.69, "RAK3172 datasheet"),
+    "rak3172": Module("RAK3172 (RAK3272S board)", 87.0, 5.22, 1.69, "RAK3172 datasheet", RAK_LINGER_S),
 }
 
 
@@ -225,9 +242,12 @@ def lorawan_phases(app_bytes, dr, module, confirmed=True, wait="awake", share=1.
     TX for the time on air at ``module.tx_ma``; receive windows at ``module.rx_ma`` (one, RX1,
     for a confirmed uplink acked there; RX1 and RX2 for an unconfirmed one); and the ESP32
     while the modem works: ``wait`` "awake" (40 mA until the modem reports the result, as
-    ``drivers.atmodem.AtModem.send`` blocks), "light" (light sleep until the receive window
-    opens, then awake for the window's length to read the report), "none" (the ESP32 sleeps
-    once the command is written, as in worked example B)."""
+    ``drivers.atmodem.ATModem.send`` blocks: the firmware before it napped), "light" (what
+    ``firmware/app/links/lorawan.py`` does: awake for one UART read timeout once the modem
+    has accepted the uplink, light sleep until ``NAP_MARGIN_S`` before RX1 can open, then
+    awake until the report), "none" (the ESP32 sleeps once the command is written, as in
+    worked example B). Both waking modes add the driver's linger for a downlink line
+    (``module.linger_s``) after the report."""
     if wait not in WAITS:
         raise ValueError("wait must be one of %s, got %r" % (", ".join(WAITS), wait))
     sf, bw, _ = airtime.DR_EU868[dr]
@@ -235,13 +255,13 @@ def lorawan_phases(app_bytes, dr, module, confirmed=True, wait="awake", share=1.
     windows = 1 if confirmed else 2
     phases = [Phase("LoRa TX %d B DR%d" % (app_bytes, dr), toa_s, module.tx_ma, share=share),
               Phase("LoRa RX window x%d" % windows, windows * RX_WINDOW_S, module.rx_ma, share=share)]
-    until_s = toa_s + (RECEIVE_DELAY1_S if confirmed else RECEIVE_DELAY2_S) + RX_WINDOW_S
+    until_s = toa_s + (RECEIVE_DELAY1_S if confirmed else RECEIVE_DELAY2_S) + RX_WINDOW_S + module.linger_s
     if wait == "awake":
         phases.append(Phase("ESP32 waits for the modem", until_s, ESP32_AWAKE_MA, True, share))
-    elif wait == "light":  # asleep until the window opens, awake to read the modem's report
-        phases.append(Phase("ESP32 light-sleeps for the modem", until_s - RX_WINDOW_S,
-                            ESP32_LIGHT_SLEEP_MA, False, share))
-        phases.append(Phase("ESP32 reads the modem's report", RX_WINDOW_S, ESP32_AWAKE_MA, True, share))
+    elif wait == "light":  # asleep from the modem's acceptance to just before RX1 can open
+        nap_s = toa_s + RECEIVE_DELAY1_S - NAP_MARGIN_S - MODEM_UART_TIMEOUT_S
+        phases.append(Phase("ESP32 light-sleeps until RX1", nap_s, ESP32_LIGHT_SLEEP_MA, False, share))
+        phases.append(Phase("ESP32 awake for the modem's report", until_s - nap_s, ESP32_AWAKE_MA, True, share))
     return phases
 
 
@@ -305,17 +325,38 @@ def sleep_current_ua(sleep="deep", build="module", modem=None):
     return chip + board + (modem.sleep_ua if modem is not None and modem.sleep_ua else 0.0)
 
 
-def profile_cycle(profile, link, uplink_bytes, readings_per_uplink=1, module="rak3172", wait="awake",
-                  build=None, dr=None, interval_s=None):
+def batch_wakes(profile, interval_s=None):
+    """Wakes per sending wake: ``link.lorawan.max_delay_s // interval_s + 1``, the rule of
+    ``firmware/app/links/lorawan.py`` (``LoRaWANLink.batch_wakes``; 1 without batching)."""
+    interval = interval_s or profile["profile"]["interval_s"]
+    return profile.get("link", {}).get("lorawan", {}).get("max_delay_s", 0) // interval + 1
+
+
+def records_per_wake(profile, interval_s=None):
+    """Records a wake logs: 1, or interval / mean_period_s for a node that logs means."""
+    interval = interval_s or profile["profile"]["interval_s"]
+    mean_s = profile["profile"].get("mean_period_s") or 0
+    return min(1.0, float(interval) / mean_s) if mean_s else 1.0
+
+
+def profile_cycle(profile, link, uplink_bytes, readings_per_uplink=None, module="rak3172", wait="light",
+                  build=None, dr=None, interval_s=None, status=True):
     """The ``Cycle`` of a profile (the dict of ``hardware/profiles/<id>.toml``) on ``link``.
 
     ``uplink_bytes``: the size of one message (LoRaWAN app payload, MQTT/serial frame) carrying
-    ``readings_per_uplink`` records. A node that logs a mean every ``mean_period_s`` makes one
-    record per that many seconds, so its messages are shared over the wakes in between.
+    ``readings_per_uplink`` records; None: on LoRaWAN, what a sending wake of the profile's
+    batching carries (``batch_wakes`` × ``records_per_wake``, at least 1), elsewhere 1. A node that logs a
+    mean every ``mean_period_s`` makes one record per that many seconds, so its messages are
+    shared over the wakes in between. ``wait``: the ESP32 during a LoRaWAN uplink
+    (``lorawan_phases``; "light" as built). ``status``: on LoRaWAN, a status record every
+    ``status_every_n_cycles`` in an uplink of its own that fills the data rate's payload.
     ``build`` defaults to "module" on battery and "devboard" on mains; ``dr`` to the
     profile's ``link.lorawan.data_rate``; ``interval_s`` to the profile's."""
     prof, power = profile["profile"], profile.get("power", {})
     interval = interval_s or prof["interval_s"]
+    if readings_per_uplink is None:  # a node logging means sends when one is logged, at most
+        readings_per_uplink = max(1.0, batch_wakes(profile, interval) * records_per_wake(profile, interval)) \
+            if link == "lorawan" else 1
     sleep = power.get("sleep", "deep")
     build = build or ("module" if power.get("source") == "battery" else "devboard")
     gated = bool(power.get("rail_gated"))
@@ -330,15 +371,19 @@ def profile_cycle(profile, link, uplink_bytes, readings_per_uplink=1, module="ra
         phases += ph
         continuous += cont
     phases.append(Phase("application (encode, log, link commands)", ESP32_APP_S, ESP32_AWAKE_MA, True))
-    mean_s = prof.get("mean_period_s") or 0
-    records_per_wake = min(1.0, float(interval) / mean_s) if mean_s else 1.0
-    share = records_per_wake / readings_per_uplink
+    share = records_per_wake(profile, interval) / readings_per_uplink
     modem = None
     if link == "lorawan":
         modem = MODULES[module]
         lw = profile.get("link", {}).get("lorawan", {})
-        phases += lorawan_phases(uplink_bytes, lw.get("data_rate", 5) if dr is None else dr, modem,
-                                 lw.get("confirmed", True), wait, share)
+        dr = lw.get("data_rate", 5) if dr is None else dr
+        phases += lorawan_phases(uplink_bytes, dr, modem, lw.get("confirmed", True), wait, share)
+        every = prof.get("status_every_n_cycles") or 0
+        if status and every:
+            for p in lorawan_phases(airtime.max_app_payload(dr), dr, modem, lw.get("confirmed", True), wait,
+                                    share=1.0 / every):
+                p.name = "status record: " + p.name
+                phases.append(p)
     elif link == "mqtt":
         phases += mqtt_phases(profile.get("link", {}).get("mqtt", {}).get("tls", True), share)
     elif link == "serial":

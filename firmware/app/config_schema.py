@@ -156,7 +156,9 @@ _LINK = _fields((
     ("lorawan", _opt(_obj((("region", _choice(("EU868",), "EU868")),
                            ("join_eui", _hex((8,), "0000000000000000")), ("dev_eui", _opt(_hex((8,)))),
                            ("port", _int(1, 223, 2)), ("confirmed", _bool(True)), ("adr", _bool(True)),
-                           ("data_rate", _int(0, 5, 5)), ("join_backoff_max_s", _int(60, 86400, 3600)))))),
+                           ("data_rate", _int(0, 5, 5)), ("join_backoff_max_s", _int(60, 86400, 3600)),
+                           # batching: a reading waits on the flash at most this long (0: send every wake)
+                           ("max_delay_s", _int(0, 86400, 0)))))),
 ))
 # link type -> (sections it needs, sections it may have with defaults)
 _LINK_SECTIONS = {"serial": (("uart",), ("serial",)), "mqtt": (("wifi", "mqtt"), ()),

@@ -101,6 +101,7 @@ def parse_change(payload):
     finally:
         if not had:  # a LoRaWAN node needs no CBOR otherwise: give its heap back
             _forget("protocol", "cbor")
+        _forget("protocol", "cbor_decode")  # cbor.loads imports it; nothing else on a node decodes
     if type(obj) is not dict or not obj:
         raise DownlinkError("must be a non-empty CBOR map")
     for key in obj:
@@ -268,3 +269,15 @@ def take_counts(counters):
         if _counts[name]:
             counters[name] = counters.get(name, 0) + _counts[name]
             _counts[name] = 0
+
+
+def release():
+    """Forget this module once boot has applied the overrides, so its heap can be collected.
+    Only a node whose link receives downlinks (LoRaWAN) keeps it: ``receive`` runs there,
+    and ``take_counts`` reports this boot's outcomes (they go with the module, so the caller
+    releases it only where nothing would report them)."""
+    package, _, name = __name__.rpartition(".")
+    if package:
+        _forget(package, name)
+    else:
+        sys.modules.pop(name, None)

@@ -19,8 +19,9 @@ sleeps between cycles — deep sleep on battery, light sleep on mains):
    authenticated ack (serial, MQTT) or the network (LoRaWAN) confirmed.
 
 What must survive a deep sleep (the cycle count, the aggregation, the quality checker's
-memory, the sampler's and link's counters) is ``Node.persist``, a small JSON-able dict the composition root keeps in RTC
-memory. Runs on MicroPython (and CPython for tests).
+memory, the sampler's and link's counters, the link's ``wake`` state such as the LoRaWAN
+link's batching) is ``Node.persist``, a small JSON-able dict the composition root keeps in
+RTC memory. Runs on MicroPython (and CPython for tests).
 """
 
 from protocol import quality
@@ -43,6 +44,11 @@ class Node:
             for k, v in self.persist.get("lc", {}).items():
                 if k in link_counters and isinstance(v, int):
                     link_counters[k] = v
+        wake = getattr(link, "wake", None)
+        if isinstance(wake, dict):  # e.g. how many wakes the LoRaWAN link has held
+            for k, v in self.persist.get("lw", {}).items():
+                if k in wake and (v is None or isinstance(v, int)):
+                    wake[k] = v
         period = cfg.get("mean_period_s") or 0
         self.mean_cycles = max(1, period // cfg["interval_s"]) if period else 0
 
@@ -112,6 +118,8 @@ class Node:
         self.persist["sc"] = self.sampler.counters
         if isinstance(getattr(self.link, "counters", None), dict):
             self.persist["lc"] = self.link.counters
+        if isinstance(getattr(self.link, "wake", None), dict):
+            self.persist["lw"] = self.link.wake
         return {"logged": len(records), "delivered": delivered, "values": values}
 
 

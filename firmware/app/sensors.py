@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 ``build_sensors(cfg_sensors, buses, clock)`` makes one ``Sensor`` per entry of the validated
-configuration (``app.config``), each holding its own driver. A cycle is ``Sampler.sample()``:
+configuration (``app.config``), each holding its own driver; each part's ``Sensor`` class is
+in its own module (``part_class``), loaded only when configured. A cycle is ``Sampler.sample()``:
 
 1. ``start()`` every sensor that measures on request (SCD41 single shot, TMP117 one-shot);
    each returns the ms until its result is ready, and the sampler waits the longest once.
@@ -31,8 +32,6 @@ from protocol import quality
 
 _NACK_ERRNOS = tuple(getattr(errno, n) for n in ("ENODEV", "EREMOTEIO", "ENXIO", "EIO") if hasattr(errno, n))
 _NACK_RETRIES = 3
-_SCD4X_POLL_MS = 1000
-_SCD4X_MAX_POLLS = 7  # a periodic sample is due every 5 s (30 s in low power: see read)
 
 
 class Sensor:
@@ -62,131 +61,27 @@ class Sensor:
         raise NotImplementedError
 
 
-class SCD4xSensor(Sensor):
-    quantities = ("co2_ppm", "temperature_c", "rh_percent")
-    power_up_ms = 1000  # REFERENCE §1 "Bus facts": 1000 ms to idle after VDD
-
-    def prepare(self):
-        from drivers.scd4x import SCD4X
-
-        s = self.spec
-        self.dev = SCD4X(self.bus, self.clock, s["address"])
-        # After a reset of the ESP32 alone the sensor may still be measuring: stop first
-        # (allowed in every state), or every setting below would be NACKed.
-        self.clock.sleep_ms(self.dev.stop_periodic_measurement())
-        self.dev.set_temperature_offset(s["temperature_offset_c"])
-        if s.get("ambient_pressure_hpa"):
-            self.dev.set_ambient_pressure(s["ambient_pressure_hpa"])
-        else:
-            self.dev.set_sensor_altitude(s["altitude_m"])
-        self.dev.set_automatic_self_calibration_enabled(s["asc_enabled"])
-        mode = s["mode"]
-        if mode == "periodic":
-            return self.dev.start_periodic_measurement()
-        if mode == "low_power":
-            return self.dev.start_low_power_periodic_measurement()
-        return 0
-
-    def start(self):
-        if self.spec["mode"] == "single_shot":
-            return self.dev.measure_single_shot()
-        return 0
-
-    def read(self, ctx):
-        if self.spec["mode"] != "single_shot":
-            polls = _SCD4X_MAX_POLLS * (6 if self.spec["mode"] == "low_power" else 1)
-            for _ in range(polls):
-                if self.dev.get_data_ready_status():
-                    break
-                self.clock.sleep_ms(_SCD4X_POLL_MS)
-        co2, t, rh = self.dev.read_measurement()
-        return [("co2_ppm", co2), ("temperature_c", t), ("rh_percent", rh)]
-
-
-class TMP117Sensor(Sensor):
-    quantities = ("temperature_c",)
-    power_up_ms = 2  # 1.5 ms (TMP117 datasheet §7.3.1)
-
-    def prepare(self):
-        from drivers.tmp117 import TMP117
-
-        s = self.spec
-        self.dev = TMP117(self.bus, self.clock, s["address"])
-        self.dev.check_device_id()
-        self.dev.set_averaging(s["averaging"])
-        self.dev.set_offset_c(s["offset_c"])
-        return self.dev.set_mode("continuous" if s["mode"] == "continuous" else "shutdown")
-
-    def start(self):
-        if self.spec["mode"] == "one_shot":
-            return self.dev.start_one_shot()
-        return 0
-
-    def read(self, ctx):
-        return [("temperature_c", self.dev.read_temperature_c())]
-
-
-class NO2Sensor(Sensor):
-    """An Alphasense NO2-B43F on its ISB, read through an ADS1115 (AAN 803 correction)."""
-
-    quantities = ("no2_ppb", "no2_ugm3")
-
-    def __init__(self, spec, bus, clock):
-        Sensor.__init__(self, spec, bus, clock)
-        self.needs = spec["temperature_sensor"]
-
-    def prepare(self):
-        from drivers.ads1115 import ADS1115
-        from drivers.no2b43f import Calibration
-
-        self.dev = ADS1115(self.bus, self.clock, self.spec["address"])
-        self.cal = Calibration.from_sheet(self.spec["calibration"])
-        return 0
-
-    def read(self, ctx):
-        from drivers.no2b43f import no2_ppb, ppb_to_ugm3
-
-        t = ctx.get(self.needs)
-        if t is None:
-            raise DriverError("no temperature from %r for the NO2 correction" % self.needs)
-        s = self.spec
-        we_mv = self.dev.read_single_shot_v(s["we_mux"], s["fsr_v"], s["data_rate_sps"]) * 1000.0
-        ae_mv = self.dev.read_single_shot_v(s["ae_mux"], s["fsr_v"], s["data_rate_sps"]) * 1000.0
-        ppb = no2_ppb(s["algorithm"], we_mv, ae_mv, t, self.cal)
-        return [("no2_ppb", ppb), ("no2_ugm3", ppb_to_ugm3(ppb))]
-
-
-class SonarSensor(Sensor):
-    """A MaxBotix I2CXL over a bin: distance (median of pings) and fill ratio."""
-
-    quantities = ("distance_cm", "fill_ratio")
-
-    def __init__(self, spec, bus, clock):
-        Sensor.__init__(self, spec, bus, clock)
-        self.needs = spec.get("air_temperature_sensor")
-
-    def prepare(self):
-        from drivers.i2cxl import I2CXL
-
-        self.dev = I2CXL(self.bus, self.clock, self.spec["address"])
-        return 0
-
-    def read(self, ctx):
-        from drivers.binfill import fill_ratio
-
-        s = self.spec
-        air_c = ctx.get(self.needs) if self.needs else None
-        d = self.dev.measure_distance_cm(repeats=s["repeats"], air_temperature_c=air_c)
-        return [("distance_cm", d), ("fill_ratio", fill_ratio(d, s["empty_cm"], s["full_cm"]))]
-
-
-PARTS = {"scd4x": SCD4xSensor, "tmp117": TMP117Sensor, "ads1115": NO2Sensor, "i2cxl": SonarSensor}
+def part_class(part):
+    """The ``Sensor`` class for a configured ``part``. Each lives in its own module
+    (``part_scd4x``, ``part_tmp117``, ``part_no2``, ``part_sonar``), imported here on first
+    use: a node loads the code of the parts it has, not all four. Raises ``ValueError``."""
+    if part == "scd4x":
+        from .part_scd4x import SCD4xSensor as cls
+    elif part == "tmp117":
+        from .part_tmp117 import TMP117Sensor as cls
+    elif part == "ads1115":
+        from .part_no2 import NO2Sensor as cls
+    elif part == "i2cxl":
+        from .part_sonar import SonarSensor as cls
+    else:
+        raise ValueError("part %r has no sensor class (scd4x, tmp117, ads1115, i2cxl)" % (part,))
+    return cls
 
 
 def build_sensors(cfg_sensors, buses, clock):
     """Sensors for the validated ``cfg_sensors``; ``buses`` maps bus id → I2C bus object.
     Ordered so every temperature source is read before the sensors that need it."""
-    made = [PARTS[s["part"]](s, buses[s["bus"]], clock) for s in cfg_sensors]
+    made = [part_class(s["part"])(s, buses[s["bus"]], clock) for s in cfg_sensors]
     first = [s for s in made if s.needs is None]
     return first + [s for s in made if s.needs is not None]
 

@@ -9,9 +9,14 @@ accuracy, with contiguous seqs per boot epoch; the modem is joined once, not at 
 queued until the band has budget again; confirmed uplinks (RAK build) trim only on the
 network's ack, unconfirmed ones (E5 build) when sent; a downlink changing ``interval_s``
 takes effect from the next boot (the readings' times show it); malformed and out-of-range
-downlinks are counted and change nothing; memory does not grow across wakes."""
+downlinks are counted and change nothing; memory does not grow across wakes. Those tests send
+at every wake (``max_delay_s=0``); the profile's own batching (``max_delay_s`` 3600: an uplink
+every 13th wake) delivers every reading too, one sending wake per batch period; the ESP32
+light-sleeps through each uplink's wait for RX1 while the modem prints nothing; and a status
+record cut to fit an uplink still leads a batch (never skipped as unpackable)."""
 
 import json
+import time
 import types
 
 import cbor2
@@ -33,36 +38,45 @@ APP_KEY = "a0b1c2d3e4f5061728394a5b6c7d8e9f"
 PIPE_C = 57.25  # a hot outlet's pipe
 TMP117_ACCURACY_C = 0.15  # REFERENCE §2: ±0.15 °C from -40 to 70 °C
 INTERVAL_S = 300  # the legionella-outlet profile's
-# What main.py needs for downlink configuration changes (reported to the lead; added here to
-# the test's copy of the build until firmware/main.py has them).
-LOAD_LINE = '        cfg = config.load_config(_path(root, "config.json"))\n'
-OVERRIDE_LINES = ("        from app import downlink  # configuration changes by downlink (docs/protocol-lorawan.md)\n"
-                  "        cfg = downlink.apply_overrides(cfg, root, config.validate)\n")
+MAX_DELAY_S = 3600  # its link.lorawan.max_delay_s: an uplink every 3600 // 300 + 1 = 13 wakes
+BATCH_WAKES = MAX_DELAY_S // INTERVAL_S + 1
 BOARDS = {"rak3172": "esp32-devkitc-rak3272s", "lora-e5": "esp32-devkitc-wio-e5"}
 
 
-@pytest.fixture(scope="module", params=sorted(BOARDS))
-def build(request, tmp_path_factory):
-    dialect = request.param
-    out = tmp_path_factory.mktemp("fw-" + dialect) / "flash"
-    sets = ["link.lorawan.dev_eui=" + DEV_EUI, "link.lorawan.join_eui=" + JOIN_EUI, "status_every_n_cycles=6"]
+def _build(dialect, out, extra_sets):
+    sets = ["link.lorawan.dev_eui=" + DEV_EUI, "link.lorawan.join_eui=" + JOIN_EUI] + list(extra_sets)
     if dialect == "lora-e5":
         sets.append("link.lorawan.confirmed=false")  # both trim rules: RAK confirmed, E5 unconfirmed
     fb.build(BOARDS[dialect], "legionella-outlet", DEVICE, out, sets=sets)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["link"]["modem"]["dialect"] == dialect and cfg["link"]["uart"]["id"] == 2
     assert cfg["power"]["sleep"] == "deep" and cfg["interval_s"] == INTERVAL_S
-    main = (out / "main.py").read_text()
-    if "downlink.apply_overrides" not in main:
-        assert main.count(LOAD_LINE) == 1
-        (out / "main.py").write_text(main.replace(LOAD_LINE, LOAD_LINE + OVERRIDE_LINES))
     (out / "secrets.json").write_text(json.dumps({"device_key_hex": KEY.hex(), "lorawan_app_key_hex": APP_KEY}))
     return dialect, cfg, out
 
 
-def run(build, tmp_path, wakes, setup=None, **emu_kw):
+@pytest.fixture(scope="module", params=sorted(BOARDS))
+def build(request, tmp_path_factory):
+    """Sending at every wake (``max_delay_s=0``), a status record every 6 cycles."""
+    dialect = request.param
+    out = tmp_path_factory.mktemp("fw-" + dialect) / "flash"
+    return _build(dialect, out, ["status_every_n_cycles=6", "link.lorawan.max_delay_s=0"])
+
+
+@pytest.fixture(scope="module", params=sorted(BOARDS))
+def batched(request, tmp_path_factory):
+    """The profile's batching as built (``max_delay_s`` 3600), a status record every batch."""
+    dialect = request.param
+    out = tmp_path_factory.mktemp("fw-batched-" + dialect) / "flash"
+    built = _build(dialect, out, ["status_every_n_cycles=%d" % BATCH_WAKES])
+    assert built[1]["link"]["lorawan"]["max_delay_s"] == MAX_DELAY_S
+    return built
+
+
+def run(build, tmp_path, wakes, setup=None, time_mode="advance", **emu_kw):
     """Boot the build for ``wakes`` wakes against a modem emulator; returns a namespace:
-    summary (board.py's), gw, emu, out (stdout), wall_offset_s (wall minus monotonic)."""
+    summary (board.py's), gw, emu, out (stdout), wall_offset_s (wall minus monotonic).
+    ``time_mode`` "follow": the node's own sleeps move the clock to the modem's reports."""
     dialect, cfg, out = build
     gw = LoRaWANGatewayStub(port=cfg["link"]["lorawan"]["port"])
     with SimServer() as srv:
@@ -71,7 +85,7 @@ def run(build, tmp_path, wakes, setup=None, **emu_kw):
         # scale), so a higher pin voltage would read clipped (reported to the lead)
         srv.analog["35"] = 1.05
         clock = srv.rig.clock
-        with ATModemEmulator(dialect, clock=clock, network=gw, time_mode="advance",
+        with ATModemEmulator(dialect, clock=clock, network=gw, time_mode=time_mode,
                              clock_lock=srv.lock, expected_app_key=APP_KEY, **emu_kw) as emu:
             gw.attach(emu)
             if setup:
@@ -116,6 +130,7 @@ def readings(recs):
 
 
 def check_every_reading(recs, wakes):
+    """Every wake's reading, as the simulated truth, with contiguous seqs per epoch."""
     got = readings(recs)
     assert len(got) == wakes + 1  # one per boot: the first boot and every wake
     for (epoch, seq), rec in got.items():
@@ -233,8 +248,10 @@ class _Secrets:
     lorawan_app_key = bytes.fromhex(APP_KEY)
 
 
-def _link_bench(tmp_path, **cfg_sets):
-    """(link, log, emulator, gateway, port) on one VirtualClock; DR0 (51-byte uplinks)."""
+def _link_bench(tmp_path, time_mode="advance", nap=None, **cfg_sets):
+    """(link, log, emulator, gateway, port) on one VirtualClock; DR0 (51-byte uplinks),
+    unconfirmed, sending at every wake unless ``cfg_sets`` say otherwise; ``nap(ms)`` given to the link (it gets
+    the link's clock and port as ``nap.clock``, ``nap.port``)."""
     import serial
 
     from firmware.app import config
@@ -245,18 +262,21 @@ def _link_bench(tmp_path, **cfg_sets):
 
     raw = fb.node_config(fb.load_board(BOARDS["rak3172"]), fb.load_profile("legionella-outlet"), DEVICE)
     for assignment in ["link.lorawan.dev_eui=" + DEV_EUI, "link.lorawan.data_rate=0", "link.lorawan.adr=false",
-                       "link.lorawan.confirmed=false"] + ["%s=%s" % kv for kv in cfg_sets.items()]:
+                       "link.lorawan.confirmed=false", "link.lorawan.max_delay_s=0"] + \
+            ["%s=%s" % kv for kv in cfg_sets.items()]:
         fb.apply_set(raw, assignment)
     cfg = config.validate(raw)
     clock = VirtualClock()
     gw = LoRaWANGatewayStub()
-    emu = ATModemEmulator("rak3172", clock, network=gw, expected_app_key=APP_KEY).start()
+    emu = ATModemEmulator("rak3172", clock, network=gw, expected_app_key=APP_KEY, time_mode=time_mode).start()
     gw.attach(emu)
     port = serial.Serial(emu.port_path, 115200, timeout=0.005)
     state = NodeState(str(tmp_path))
     state.boot("power_on")
     log = RecordLog(str(tmp_path), 65536, clock=clock, state=state)
-    link = LoRaWANLink(port, cfg, _Secrets(), clock, root=str(tmp_path))
+    if nap is not None:
+        nap.clock, nap.port = clock, port
+    link = LoRaWANLink(port, cfg, _Secrets(), clock, root=str(tmp_path), nap=nap)
     return link, log, emu, gw, port
 
 
@@ -297,3 +317,155 @@ def test_the_link_fits_dr0_skips_an_unpackable_record_and_rejoins_a_lost_session
         port.close()
         emu.stop()
     assert emu.errors == []
+
+
+# -- batching: the profile's max_delay_s ------------------------------------------------------------
+def sending_wakes(emu):
+    """The uplinks grouped by the wake that sent them (uplinks less than a minute apart)."""
+    groups = []
+    for up in emu.uplinks:
+        if groups and up.t_s - groups[-1][-1].t_s < 60:
+            groups[-1].append(up)
+        else:
+            groups.append([up])
+    return groups
+
+
+def test_batched_sending_delivers_every_reading_with_one_uplink_wake_per_batch(batched, tmp_path):
+    dialect = batched[0]
+    wakes = 2 * BATCH_WAKES  # boots 0..26: the first boot sends at once, then every 13th wake
+    r = run(batched, tmp_path, wakes)
+    gw, emu = r.gw, r.emu
+    recs = unique(gw)
+    got = check_every_reading(recs, wakes)  # nothing lost, nothing left behind on the flash
+    assert gw.counters["bad_payloads"] == 0 and emu.counters["join_requests"] == 1
+    groups = sending_wakes(emu)
+    assert len(groups) == wakes // BATCH_WAKES + 1  # boot 0, wake 13, wake 26
+    # each: one uplink for its readings (13 fit a 222-byte DR5 payload in about 40 bytes), one
+    # for the batch's status record, whose counters fill an uplink by themselves
+    assert [len(g) for g in groups] == [2, 2, 2]
+    assert all(len(unpack(g[0].payload)[1]) == (1 if i == 0 else BATCH_WAKES) for i, g in enumerate(groups))
+    starts = [g[0].t_s for g in groups]
+    assert near([b - a for a, b in zip(starts, starts[1:])], BATCH_WAKES * INTERVAL_S, tol=60)
+    # no reading waited on the node longer than max_delay_s (plus the wake's own seconds)
+    when = arrivals(gw)
+    delays = [when[k] + r.wall_offset_s - rec["t"] for k, rec in got.items()]
+    assert max(delays) <= MAX_DELAY_S + 60 and min(delays) < 60
+    assert len([d for d in delays if d > MAX_DELAY_S - INTERVAL_S / 2]) == 2  # the oldest of each batch
+    # the sampling interval is unchanged by the batching
+    assert near(gaps_s(got)[1:], INTERVAL_S)
+    status = last_status(recs)["counters"]
+    assert status["uplinks"] == 4  # the status record of wake 26 was logged before its own uplinks
+    if dialect == "rak3172":
+        assert all(u.confirmed for u in emu.uplinks) and emu.counters["acks"] == len(emu.uplinks)
+    free = r.summary["mem_free"]
+    assert min(free[-5:]) >= min(free[1:6]) - 2048
+
+
+def test_the_esp32_light_sleeps_through_the_wait_for_rx1(batched, tmp_path):
+    """On the modem's own clock ("follow": the node's sleeps move time to the modem's
+    reports), each uplink's wait for its result is spent mostly in light sleep: its time on
+    air + RECEIVE_DELAY1, less the margin and the one port read timeout (main.py opens the
+    UART with timeout=20) that shows the modem has gone quiet after accepting it."""
+    from firmware.app.links.lorawan import NAP_MARGIN_MS, RX1_DELAY_MS
+
+    wakes = BATCH_WAKES  # boot 0 and wake 13 send, two uplinks each (readings, status record)
+    r = run(batched, tmp_path, wakes, time_mode="follow")
+    recs = unique(r.gw)
+    check_every_reading(recs, wakes)
+    assert len(sending_wakes(r.emu)) == 2 and len(r.emu.uplinks) == 4
+    status = last_status(recs)["counters"]  # logged at wake 13, before its own uplinks
+    assert status["uplinks"] == 2
+    before = r.emu.uplinks[:2]
+    most = sum(u.airtime_ms for u in before) + 2 * (RX1_DELAY_MS - NAP_MARGIN_MS)
+    uart_timeout_ms = 20
+    assert most - 2 * (uart_timeout_ms + 2) <= status["rx_sleep_ms"] <= most
+
+
+class _Nap:
+    """A light sleep on the virtual clock that checks the ESP32 would lose nothing: no byte
+    is waiting when it starts, and the modem prints none while it lasts (real time is given
+    to the emulator's thread, which prints whatever is due by the new virtual time)."""
+
+    def __init__(self):
+        self.naps = []
+
+    def __call__(self, ms):
+        assert self.port.in_waiting == 0
+        t0 = self.clock.now_us
+        self.clock.sleep_ms(ms)
+        time.sleep(0.05)
+        assert self.port.in_waiting == 0, "the modem spoke during the light sleep"
+        self.naps.append((t0, ms))
+
+
+def test_held_wakes_leave_the_modem_alone_and_the_link_naps_only_while_it_is_silent(tmp_path):
+    nap = _Nap()
+    # confirmed DR0 uplinks, a batch every 3 wakes (600 // 300 + 1)
+    link, log, emu, gw, port = _link_bench(tmp_path, time_mode="follow", nap=nap,
+                                           **{"link.lorawan.confirmed": "true", "link.lorawan.max_delay_s": "600"})
+    t0 = 1767225600
+    try:
+        assert link.batch_wakes == 3 and link.wake == {"held": None}
+        sent = []
+        for wake in range(7):  # a wake: open, log a reading, deliver (as main.py and Node do)
+            link.clock.advance_s(300 if wake else 0)
+            commands = emu.counters["commands"]
+            assert link.open()
+            log.append_all([{"t": t0 + 300 * wake, "values": [["temperature_c", 55 + wake / 128, "ok"]]}])
+            sent.append(link.deliver(log))
+            if wake % 3:  # held: the modem was not asked anything
+                assert emu.counters["commands"] == commands and sent[-1] == 0
+        assert sent == [1, 0, 0, 3, 0, 0, 3]  # the first wake at once, then every 3rd
+        assert link.wake == {"held": 0} and not log.pending(1, mark_sent=False)
+        assert sorted(s for e, s in unique(gw)) == list(range(7))
+        assert len(emu.uplinks) == 3 and emu.counters["acks"] == 3
+        # one nap per uplink, from its command to RECEIVE_DELAY1 - margin after the air time
+        from firmware.app.links.lorawan import NAP_MARGIN_MS, RX1_DELAY_MS
+
+        assert len(nap.naps) == 3 and link.counters["rx_sleep_ms"] == sum(ms for _, ms in nap.naps)
+        for up, (start_us, ms) in zip(emu.uplinks, nap.naps):
+            until_ms = up.t_s * 1000 + up.airtime_ms + RX1_DELAY_MS - NAP_MARGIN_MS
+            assert until_ms - 25 <= (start_us / 1000 + ms) <= until_ms + 1
+            assert ms >= up.airtime_ms + RX1_DELAY_MS - NAP_MARGIN_MS - 25
+        # a refused uplink keeps the batch due: the next wake tries again, no batch period lost
+        log.append_all([{"t": t0 + 2100, "values": [["temperature_c", 56.0, "ok"]]}])
+        emu.fault("busy")
+        link.wake["held"] = 2  # the batch is due at this wake
+        assert link.deliver(log) == 0 and link.wake == {"held": 2} and link.due()
+        assert link.counters["busy"] == 1
+        assert link.deliver(log) == 1 and link.wake == {"held": 0}
+    finally:
+        port.close()
+        emu.stop()
+    assert emu.errors == []
+
+
+def test_a_status_record_cut_to_fit_still_leads_a_batch(tmp_path):
+    """A status record is cut to fit an uplink alone; first in a batch it must fit as well,
+    so the link gives the pack its time step (the node's interval) rather than letting it
+    take the look-ahead's, which may need a longer header: the record is sent, never skipped
+    as unpackable (seen as a lost seq when its counters came within a byte of the payload)."""
+    import random
+
+    from firmware.app.links import lorawan
+    from firmware.app.state import NodeState
+    from firmware.app.store import RecordLog
+    from protocol.lorapack import pack
+
+    rng = random.Random(3)
+    names = ["counter_%02d" % i for i in range(40)]
+    t0 = 1767225600
+    for i in range(60):
+        root = tmp_path / ("n%d" % i)
+        root.mkdir()
+        state = NodeState(str(root))
+        state.boot("power_on")
+        log = RecordLog(str(root), 65536, state=state)
+        counters = dict((n, rng.choice((0, 7, 300, 70000, 2 ** 24))) for n in rng.sample(names, 32))
+        log.append_all([{"t": t0, "kind": "status", "values": [["battery_v", 3.05, "ok"]], "counters": counters},
+                         {"t": t0 + 300 * rng.randint(1, 5000), "values": [["temperature_c", 55.0, "ok"]]}])
+        for room in (51, 115, 222):
+            seqs = []
+            payload, n = pack(lorawan._stream(log, 1, room, seqs, 300), room, 1, 300)  # never raises
+            assert n >= 1 and len(payload) <= room and seqs[0] == 0

@@ -97,8 +97,9 @@ def test_bench_energy_rows():
     assert rows[0][3] == "%.1f mAs" % base.charge_mas
     legionella = [r for r in rows if r[0] == "legionella-outlet"]
     charges = [float(r[3].split()[0]) for r in legionella]
-    assert charges[0] > charges[2] > charges[3]  # as built > light sleep > + hourly uplink
-    assert "(as built)" in legionella[0][1]
+    # before (awake, every wake) > light sleep only > as built (batched) > no uplink at all
+    assert charges[2] > charges[3] > charges[0] > charges[4]
+    assert legionella[0][1].startswith("as built") and "13-reading uplink" in legionella[0][1]
     verdicts = [n for n in notes if n.startswith("**Goal: legionella") or n.startswith("**Goal: bin")]
     assert len(verdicts) == 2
     assert all(("NOT met" in v) == (float(v.split("— ")[1].split()[0]) < 5) for v in verdicts)

@@ -85,24 +85,68 @@ def test_scd41_single_shot_matches_reference_extra_load():
     assert energy.sensor_phases({"part": "scd4x", "mode": "periodic"})[1] == 15.0
 
 
+def _toa_s(app_bytes, sf=7):
+    return airtime.time_on_air_ms(airtime.app_payload_to_phy(app_bytes), sf) / 1000.0
+
+
 def test_legionella_wake_cycle_is_made_of_its_parts():
     prof = _profile("legionella-outlet")
-    c = energy.profile_cycle(prof, "lorawan", 15)
-    toa_s = airtime.time_on_air_ms(airtime.app_payload_to_phy(15), 7) / 1000.0
-    # boot + rail settle (20 ms) + TMP117 8x (125 ms) + application + wait for the modem
-    # through RECEIVE_DELAY1 and the RX1 window of a confirmed uplink
-    assert c.awake_s == pytest.approx(0.3 + 0.02 + 0.125 + 0.2 + toa_s + 1.0 + 0.05)
-    expected = 40 * c.awake_s + toa_s * 87.0 + 0.05 * 5.22
+    # as built: a 13-reading uplink every 13 wakes (max_delay_s 3600 // 300 + 1), a status
+    # record every 72 wakes in a full 222-byte uplink of its own, the ESP32 light-sleeping
+    # from the modem's acceptance until 50 ms before RX1
+    assert energy.batch_wakes(prof) == 13
+    c = energy.profile_cycle(prof, "lorawan", 36)
+    wake_s = 0.3 + 0.02 + 0.125 + 0.2  # boot + rail settle + TMP117 8x + application
+    around_s = 0.02 + 0.05 + 0.05 + 0.1  # quiet UART read, margin, RX1 window, the RAK's linger
+    assert c.awake_s == pytest.approx(wake_s + around_s / 13 + around_s / 72)
+
+    def uplink_mas(app_bytes):
+        toa = _toa_s(app_bytes)
+        nap = toa + 1.0 - 0.05 - 0.02
+        return toa * 87.0 + 0.05 * 5.22 + nap * 0.8
+
+    expected = 40 * c.awake_s + uplink_mas(36) / 13 + uplink_mas(222) / 72
     assert c.charge_mas == pytest.approx(expected)
     # bare module: ESP32 10 + regulator 5 + divider 1.5 + RAK3172 1.69 µA
     assert c.sleep_ua == pytest.approx(18.19)
     assert c.interval_s == 300
+    # the firmware before: an uplink every wake, the ESP32 awake from the command through
+    # RECEIVE_DELAY1, the RX1 window and the driver's linger
+    before = energy.profile_cycle(prof, "lorawan", 15, 1, wait="awake", status=False)
+    assert before.awake_s == pytest.approx(wake_s + _toa_s(15) + 1.0 + 0.05 + 0.1)
+
+
+def test_the_model_uses_the_firmware_timings():
+    from drivers.atmodem import ATModem
+    from firmware.app.links.lorawan import NAP_MARGIN_MS, RX1_DELAY_MS
+    from simulators.clock import VirtualClock
+
+    assert energy.NAP_MARGIN_S * 1000 == NAP_MARGIN_MS and energy.RECEIVE_DELAY1_S * 1000 == RX1_DELAY_MS
+    assert energy.MODULES["rak3172"].linger_s * 1000 == ATModem(None, VirtualClock()).rx_linger_ms
+    # light sleep and its awake part cover exactly the time the ESP32 used to wait awake
+    m = energy.MODULES["rak3172"]
+    for confirmed in (True, False):
+        awake = energy.lorawan_phases(40, 5, m, confirmed, "awake")
+        light = energy.lorawan_phases(40, 5, m, confirmed, "light")
+        assert sum(p.seconds for p in light[2:]) == pytest.approx(awake[2].seconds)
+        assert light[2].ma == energy.ESP32_LIGHT_SLEEP_MA and not light[2].awake
+    assert light[3].seconds == pytest.approx(0.02 + 0.05 + 0.05 + 1.0 + 0.1)  # unconfirmed: awake to RX2
+
+
+def test_batching_follows_max_delay_s():
+    legionella, bins = _profile("legionella-outlet"), _profile("bin-level")
+    assert energy.batch_wakes(bins) == 3  # 3600 // 1800 + 1
+    unbatched = dict(legionella, link={"lorawan": dict(legionella["link"]["lorawan"], max_delay_s=0)})
+    assert energy.batch_wakes(unbatched) == 1
+    tx = [p for p in energy.profile_cycle(legionella, "lorawan", 36).phases if p.name.startswith("LoRa TX")]
+    assert tx[0].share == pytest.approx(1 / 13.0)
+    assert energy.batch_wakes(legionella, interval_s=900) == 5  # the batch shrinks with a longer interval
 
 
 def test_uplinks_shared_over_the_wakes_that_fill_them():
     prof = _profile("legionella-outlet")
-    one = energy.profile_cycle(prof, "lorawan", 15, wait="none")
-    twelve = energy.profile_cycle(prof, "lorawan", 15, readings_per_uplink=12, wait="none")
+    one = energy.profile_cycle(prof, "lorawan", 15, 1, wait="none", status=False)
+    twelve = energy.profile_cycle(prof, "lorawan", 15, readings_per_uplink=12, wait="none", status=False)
     link = sum(p.charge_mas for p in one.phases if p.name.startswith("LoRa"))
     assert one.charge_mas - twelve.charge_mas == pytest.approx(link * 11 / 12)
     # street NO2 logs a 15-min mean every 15 one-minute wakes: one uplink per 15 wakes

@@ -21,6 +21,34 @@ A status record too large for the payload keeps its values and as many counters 
 useful first (``_STATUS_FIRST``). A record that cannot be packed at all (a value beyond the
 pack's range) is skipped and counted (``records_unpackable``): the receiver sees the seq gap.
 
+Batching (``link.lorawan.max_delay_s``): a wake samples and logs as always, but sends only
+when a batch is due, every ``max_delay_s // interval_s + 1`` wakes, so no reading waits on the
+flash longer than ``max_delay_s`` while the network works (legionella: a reading every 5 min,
+an uplink every 65 min carrying 13). ``wake["held"]`` counts the wakes held since the last
+sending one; the node keeps it in RTC memory through deep sleep (``Node.persist``), so a
+power-on or watchdog reset (no RTC memory) sends at once, as a freshly installed node
+should. A held wake does not touch the modem (``open()`` and ``deliver()`` return at once).
+A due wake stays due until an uplink went out and nothing is left that the wake's
+``max_uplinks`` could not take: a refusal (duty cycle, busy, no session) or a backlog is
+retried at the next wake, while an unconfirmed or unacknowledged uplink waits a batch period
+(the network may be out of reach: do not spend an uplink every wake on it). The node holds no
+alarm thresholds (the gateway evaluates ``[[alarms]]``), so nothing jumps the queue.
+
+Waiting for the result in light sleep (``nap``, ``machine.lightsleep`` from ``main.py``): a
+class A modem reports a confirmed uplink only after RX1 (RECEIVE_DELAY1, 1 s, after the
+transmission ends), and prints nothing between accepting the command and that report. So
+once the modem has accepted an uplink and the port has been quiet for one read timeout, the
+ESP32 light-sleeps until ``NAP_MARGIN_MS`` before RX1 can open (time on air + 1 s from the
+command), then waits awake for the report. It never sleeps while the modem may speak: the
+ESP32 cannot wake on UART2 and loses the bytes that arrive during light sleep (ESP-IDF
+``esp_sleep_enable_uart_wakeup``: "ESP32 does not support wakeup from UART2"), while the
+UART keeps its state through it (ESP-IDF Sleep Modes: "peripherals ... their internal state
+is preserved"). The link does this beneath the unmodified driver, standing between it and
+the UART as its port (``write``, ``read``): it watches the uplink's own command go out (it
+carries the payload in hex, in both dialects) and a reply line come back that is not an echo
+of it; ``counters["rx_sleep_ms"]`` adds up the naps. A network that sets a longer
+RECEIVE_DELAY1 (TTN: 5 s) only leaves the ESP32 awake for the rest.
+
 Trimming: a **confirmed** uplink (``link.lorawan.confirmed``) trims the log only on the
 network's ack (``SendResult.CONFIRMED``); without one the records stay and go again next
 time (the receiver de-duplicates by record key). An **unconfirmed** uplink trims as soon as
@@ -43,6 +71,7 @@ downlink ever stops delivery. Runs on MicroPython (and CPython for tests).
 
 import os
 import sys
+from binascii import hexlify
 
 from drivers.atmodem import ATModem, SendResult
 from drivers.errors import DriverError
@@ -57,14 +86,17 @@ MAX_UPLINKS = 4  # per wake
 _FEED_SLICE_MS = 5000  # sleep in slices the watchdog outlives
 _CHUNK = 16  # records read from the flash log at a time
 _BACKOFF_MAX_EXP = 16
+RX1_DELAY_MS = 1000  # RECEIVE_DELAY1, the spec default (REFERENCE §6.2)
+NAP_MARGIN_MS = 50  # awake this long before RX1 can open
+NAP_MIN_MS = 100  # a shorter wait is not worth a light sleep
 # Counters a status record keeps first when it must be cut to fit an uplink.
 _STATUS_FIRST = ("boots", "cycles", "dropped", "gaps", "pending", "sensor_failures", "joins", "uplinks",
                  "duty_cycle", "not_confirmed", "link_errors", "downlinks", "downlinks_applied",
-                 "downlinks_rejected", "airtime_ms", "records_unpackable", "nacks", "crc_errors",
-                 "timeouts", "torn", "meta_faults")
+                 "downlinks_rejected", "airtime_ms", "rx_sleep_ms", "records_unpackable", "nacks",
+                 "crc_errors", "timeouts", "torn", "meta_faults")
 _COUNTERS = ("join_attempts", "joins", "join_backoff", "join_skip", "uplinks", "airtime_ms",
              "records_sent", "not_confirmed", "duty_cycle", "busy", "not_joined", "link_errors",
-             "records_unpackable", "downlinks", "downlinks_applied", "downlinks_rejected")
+             "records_unpackable", "downlinks", "downlinks_applied", "downlinks_rejected", "rx_sleep_ms")
 
 
 class LoRaWANLink:
@@ -73,17 +105,27 @@ class LoRaWANLink:
     ``link.lorawan``, ``interval_s``); ``secrets``: ``lorawan_app_key`` (bytes);
     ``clock``: the clock contract; ``feed``: the watchdog's feed; ``root``: the flash root
     for ``overrides.json`` (default the current directory); ``modem``: an ``ATModem`` to
-    use instead of one made on ``uart``."""
+    use instead of one made on ``uart``; ``nap(ms)``: light-sleep the ESP32 (None: wait
+    awake; with it the driver reads and writes the UART through ``write`` and ``read``)."""
 
     def __init__(self, uart, cfg, secrets, clock, feed=None, root=None, max_uplinks=MAX_UPLINKS,
-                 modem=None):
+                 modem=None, nap=None):
         self.cfg = cfg
         self.lw = cfg["link"]["lorawan"]
         self.clock = clock
         self.feed = feed or (lambda: None)
         self.root = root if root is not None else (os.getcwd() or "/")
         self.max_uplinks = max_uplinks
-        self.modem = modem if modem is not None else ATModem(uart, clock, dialect=cfg["link"]["modem"]["dialect"])
+        self.batch_wakes = self.lw["max_delay_s"] // max(1, cfg["interval_s"]) + 1
+        # the time step the pack predicts: the node's record step (a fixed header, see _stream)
+        self.step = cfg.get("mean_period_s") or cfg["interval_s"]
+        self.wake = {"held": None}  # wakes held since the last sending one (None: send now)
+        self._uart = uart
+        self._nap = nap
+        self._hex = self._until = None  # the uplink being sent (hex payload); when its nap ends
+        if modem is None:  # with a nap the driver reads and writes through this link
+            modem = ATModem(uart if nap is None else self, clock, dialect=cfg["link"]["modem"]["dialect"])
+        self.modem = modem
         self._app_key = secrets.lorawan_app_key
         self.port = self.lw["port"]
         self.confirmed = bool(self.lw["confirmed"])
@@ -94,11 +136,19 @@ class LoRaWANLink:
             self.counters[name] = 0
 
     # -- joining ---------------------------------------------------------------------------
+    def due(self):
+        """True if this wake sends (a batch is due); False if it only holds its readings."""
+        held = self.wake["held"]
+        return held is None or held + 1 >= self.batch_wakes
+
     def open(self):
         """True if the modem has a session (kept from before, or joined now); False (records
-        stay on flash) if not, or while the join backs off. Never raises for modem trouble."""
+        stay on flash) if not, or while the join backs off. Never raises for modem trouble.
+        On a wake that holds its readings the modem is not asked: True."""
         self._fresh = True
         self._boot_counts()
+        if not self.due():
+            return True
         c = self.counters
         m = self.modem
         try:
@@ -147,6 +197,10 @@ class LoRaWANLink:
     def deliver(self, log):
         """Send pending records (see the module docstring); returns how many were trimmed
         as delivered. Never raises for modem trouble (counted in ``link_errors``)."""
+        if not self.due():
+            self.wake["held"] += 1
+            self._fresh = False
+            return 0
         if not self.joined and not self._fresh:
             self.open()  # a session lost since (light sleep: main.py opens only once)
         self._fresh = False
@@ -154,11 +208,13 @@ class LoRaWANLink:
         if not self.joined:
             return 0
         c = self.counters
+        sent = False  # an uplink went out this wake
         for _ in range(self.max_uplinks):
             first = log.pending(1, mark_sent=False)
             if not first:
                 break
             epoch = first[0][0]
+            first = None  # not held while the same records stream in (heap)
             self.feed()
             try:
                 dr = self.modem.get_dr()
@@ -168,7 +224,7 @@ class LoRaWANLink:
             room = airtime.max_app_payload(dr)
             seqs = []
             try:
-                payload, n = pack(_stream(log, epoch, room, seqs), room, epoch)
+                payload, n = pack(_stream(log, epoch, room, seqs, self.step), room, epoch, self.step)
             except ValueError:
                 if not seqs:
                     break
@@ -176,15 +232,22 @@ class LoRaWANLink:
                 log.ack_through(epoch, seqs[0])
                 continue
             self.feed()
+            toa = airtime.dr_airtime_ms(dr, len(payload))
+            if self._nap is not None:  # arm the nap (``write``, ``read``)
+                self._hex = hexlify(payload).upper()
+                self._nap_ms = int(toa) + RX1_DELAY_MS - NAP_MARGIN_MS
             try:
                 res = self.modem.send(self.port, payload, confirmed=self.confirmed, timeout_ms=SEND_TIMEOUT_MS)
             except (OSError, DriverError):
                 self._failed()
                 self._downlinks(None)
                 break
+            finally:
+                self._hex = self._until = None
             if res.transmitted:
+                sent = True
                 c["uplinks"] += 1
-                c["airtime_ms"] += airtime.ceil_ms(airtime.dr_airtime_ms(dr, len(payload)))
+                c["airtime_ms"] += airtime.ceil_ms(toa)
             self._downlinks(res.downlink)
             status = res.status
             if status == SendResult.CONFIRMED or (status == SendResult.SENT and not self.confirmed):
@@ -197,7 +260,42 @@ class LoRaWANLink:
             if status == SendResult.NOT_JOINED:
                 self.joined = False
             break  # not confirmed, duty cycle, busy, no session: try again next wake
+        else:  # every uplink this wake may send went: a backlog goes on at the next wake
+            sent = sent and not log.pending(1, mark_sent=False)
+        if sent:
+            self.wake["held"] = 0
         return delivered
+
+    # -- the driver's port (with a nap): the serial-port contract over the UART -------------
+    def write(self, buf):
+        n = self._uart.write(buf)
+        # the uplink's own command: its payload hex is the last field (RAK AT+SEND=p:HEX,
+        # E5 AT+CMSGHEX="HEX"); a command split over writes is not recognised (no nap)
+        if self._hex is not None and bytes(buf).rstrip(b'\r\n"').endswith(self._hex):
+            c = self.clock
+            self._until = c.ticks_add(c.ticks_ms(), self._nap_ms)
+            self._first = self._replied = None
+        return n
+
+    def read(self, n):
+        got = self._uart.read(n)
+        if self._until is None:
+            return got
+        for b in got or ():
+            if b == 10:  # a line ended: a reply unless blank or the echo of the command ("AT...")
+                if self._first not in (None, 13, 65):
+                    self._replied = True
+                self._first = None
+            elif self._first is None:
+                self._first = b
+        if not got and self._replied and self._first is None:  # accepted, then silence
+            c = self.clock
+            ms = c.ticks_diff(self._until, c.ticks_ms())
+            self._until = None  # once per uplink
+            if ms >= NAP_MIN_MS:
+                self._nap(ms)
+                self.counters["rx_sleep_ms"] += ms
+        return got
 
     def _failed(self):
         self.counters["link_errors"] += 1
@@ -225,9 +323,10 @@ class LoRaWANLink:
             mod.take_counts(self.counters)
 
 
-def _stream(log, epoch, room, seqs):
+def _stream(log, epoch, room, seqs, step=None):
     """The pending records of ``epoch``, oldest first, read ``_CHUNK`` at a time; status
-    records cut to fit ``room``; each seq handed out is appended to ``seqs``."""
+    records cut to fit ``room`` in a pack whose time step is ``step`` (pass the same to
+    ``pack``); each seq handed out is appended to ``seqs``."""
     after = None
     while True:
         chunk = log.pending(_CHUNK, after=after)
@@ -237,24 +336,28 @@ def _stream(log, epoch, room, seqs):
             if e != epoch:
                 return
             if rec.get("kind") == "status":
-                rec = fit_status(rec, room, epoch)
+                # cut to fit alone; first in a batch it needs no more as long as the pack's
+                # header is the same: the time step is given (``step``), not taken from the
+                # look-ahead, or a status cut to the byte would not fit and be skipped
+                rec = fit_status(rec, room, epoch, step)
             seqs.append(rec["seq"])
             yield rec
         after = (chunk[-1][0], chunk[-1][1]["seq"])
 
 
-def _fits(rec, room, epoch):
+def _fits(rec, room, epoch, step):
     try:
-        pack((rec,), room, epoch)
+        pack((rec,), room, epoch, step)
         return True
     except ValueError:
         return False
 
 
-def fit_status(rec, room, epoch):
-    """``rec`` (a status record) if it packs alone into ``room`` bytes; else a copy with its
-    values and as many counters as fit, ``_STATUS_FIRST`` first, then by name."""
-    if _fits(rec, room, epoch):
+def fit_status(rec, room, epoch, step=None):
+    """``rec`` (a status record) if it packs alone into ``room`` bytes (pack time step
+    ``step``); else a copy with its values and as many counters as fit, ``_STATUS_FIRST``
+    first, then by name."""
+    if _fits(rec, room, epoch, step):
         return rec
     counters = rec.get("counters") or {}
     out = dict(rec)
@@ -263,6 +366,6 @@ def fit_status(rec, room, epoch):
     names += sorted([k for k in counters if k not in _STATUS_FIRST])
     for name in names:
         kept[name] = counters[name]
-        if not _fits(out, room, epoch):
+        if not _fits(out, room, epoch, step):
             del kept[name]
     return out
