@@ -29,11 +29,13 @@ import threading
 
 from gateway.alarms import CLEARED, RAISED
 from gateway.outbox import OutboxError, OutboxRecord
+from gateway.outbox_state import JSONText
 from gateway.pipeline import ALARM, ROUTINE
 
 FRAME, LORAWAN = "frame", "lorawan"  # Arrival.kind, as gateway.sources defines them
 STATE_REPLAY, STATE_ALARMS, STATE_GATEWAY = "replay", "alarms", "gateway"
 EVENTS_PER_RECORD = 50
+WALL_STEP_S = 2.0  # a wall clock this far from running time has been stepped
 _HEX_BYTES = 8
 _WARN = ("auth_failures", "replays", "decode_errors")
 _STORE_FAILURES = {"OutboxFull": "outbox_full", "OutboxError": "outbox_error",
@@ -80,6 +82,7 @@ class Agent:
         self._anchor = clock.ticks_ms()
         self._mono = 0  # ms since construction, from ticks (re-anchored: wraps never matter)
         self._due, self._active_alarms = {}, 0
+        self._tick_anchor = None  # (wall s, running ms): alarm windows close on running time
         self.boot_epoch, self.next_seq = None, 0
         self._started = self._stopped = False
         self._halt = threading.Event()  # run()'s stop event: backoff waits end on it
@@ -99,6 +102,20 @@ class Agent:
 
     def _wall(self):  # Unix s, or None while wall time is not trusted
         return self.clock.wall_s() if self.clock.wall_trusted() else None
+
+    def _tick_now(self):
+        """The time alarm windows are closed on (Unix s), or None while the wall clock is not
+        trusted: the trusted wall time at the first tick, advanced by running time since. A
+        wall-clock step does not move it (a jump of a day must not close today's windows
+        early, RELIABILITY.md); only a confirmed NTP synchronisation re-anchors it
+        (``_check_wall``)."""
+        if not self.clock.wall_trusted():
+            return None
+        mono = self._now_ms()
+        if self._tick_anchor is None:
+            self._tick_anchor = (self.clock.wall_s(), mono)
+        wall0, mono0 = self._tick_anchor
+        return wall0 + (mono - mono0) / 1000.0
 
     def _throttled(self, key, level, fmt, *args, exc_info=False):
         """Log once per ``key`` per interval; the next line says how many were held back."""
@@ -217,7 +234,7 @@ class Agent:
         tick = self.alarms is not None and now >= self._due.get("tick", 0)
         if tick:
             self._due["tick"] = now + self._period_ms["tick"]
-            tick = self._wall() is not None  # window verdicts need a trusted wall clock
+            tick = self._tick_now() is not None  # window verdicts need a trusted wall clock
         if arrivals or tick:
             if not self._batch(arrivals, tick) and self.tuning["backoff_s"]:
                 self._halt.wait(self.tuning["backoff_s"])  # the disk needs a moment, not a spin
@@ -227,8 +244,7 @@ class Agent:
                 fn()
         return len(arrivals)
 
-    def _ingest(self, a):
-        rx = a.received_s if a.received_s is not None else self._wall()
+    def _ingest(self, a, rx):
         if a.kind == FRAME:
             return self.ingest.ingest_frame(a.data, a.source, device_id=a.device_id,
                                             received_s=rx)
@@ -244,7 +260,10 @@ class Agent:
         self.count("arrivals", len(arrivals))
         for a in arrivals:
             try:
-                res = self._ingest(a)
+                rx = a.received_s  # receive time: the alarms' for untimed records, and rx_t
+                if rx is None:
+                    rx = self._wall()
+                res = self._ingest(a, rx)
             except Exception as e:  # noqa: BLE001 (a pipeline bug: drop this input only)
                 self.count("ingest_errors")
                 self._throttled("ingest_error", logging.ERROR, "input from %s dropped: "
@@ -255,7 +274,6 @@ class Agent:
             if not res.accepted:
                 self._rejected(a, res)
                 continue
-            rx = a.received_s if a.received_s is not None else self._wall()
             records.extend(_stored(res, rx))
             seen[res.device_id] = self.clock.wall_s()
         if not seen and not tick:
@@ -266,8 +284,8 @@ class Agent:
             records.extend(ticked)
             state = {STATE_REPLAY: self.ingest.replay_state(),
                      STATE_GATEWAY: self._gateway_state()}
-            if self.alarms is not None:
-                state[STATE_ALARMS] = self.alarms.state()
+            if self.alarms is not None:  # encoded by the engine: only what changed is new
+                state[STATE_ALARMS] = JSONText(self.alarms.state_json())
             put = self.outbox.put_many(records, state=state)
         except Exception as e:  # noqa: BLE001 (OutboxError, OutboxFull, ValueError, a bug)
             self.ingest.rollback()  # the alarm engine's too
@@ -280,8 +298,7 @@ class Agent:
             return False
         self.ingest.commit()
         if self.alarms is not None:
-            self._active_alarms = sum(1 for d in state[STATE_ALARMS]["devices"].values()
-                                      for rs in d["r"].values() if rs.get("on"))
+            self._active_alarms = self.alarms.active_count()
         acks = 0
         for a, res in done:
             if res.ack is not None and a.reply is not None:
@@ -313,7 +330,7 @@ class Agent:
         return {"boot_epoch": self.boot_epoch, "next_seq": self.next_seq}
 
     def _tick_records(self):
-        now_s = self._wall()
+        now_s = self._tick_now()
         events, out = self.alarms.tick(now_s), []
         for i in range(0, len(events), EVENTS_PER_RECORD):
             chunk = events[i:i + EVENTS_PER_RECORD]
@@ -333,8 +350,16 @@ class Agent:
 
     def _check_wall(self):
         try:
-            if self.wall_check is not None:
-                self.wall_check()
+            if self.wall_check is None:
+                return
+            self.wall_check()
+            if self.clock.wall_trusted() and self._tick_anchor is not None:
+                wall, ticked = self.clock.wall_s(), self._tick_now()
+                if abs(wall - ticked) > WALL_STEP_S:  # NTP confirms the new time: follow it
+                    self.count("wall_steps")
+                    self._throttled("wall_step", logging.WARNING, "wall clock stepped %+.0f s "
+                                    "(NTP synchronised): alarm windows follow it", wall - ticked)
+                    self._tick_anchor = (wall, self._now_ms())
         except Exception as e:  # noqa: BLE001 (a failing check must not stop the loop)
             self._throttled("wall_check", logging.WARNING, "wall clock check failed: %s", e)
 
@@ -380,14 +405,19 @@ class Agent:
 
 
 def _stored(res, rx_t):
-    """The ``OutboxRecord``s of an accepted ``Result`` (duplicates are already stored)."""
+    """The outbox records ``(device_id, boot_epoch, seq, record, lane)`` (``OutboxRecord``'s
+    fields) of an accepted ``Result`` (duplicates are already stored)."""
     out = []
-    for sr in (sr for sr in res.records if not sr.duplicate):
-        extra = {"alarms": [e.to_dict() for e in sr.events]} if sr.events else {}
-        if sr.record.get("t") is None and rx_t is not None:
-            extra["rx_t"] = rx_t
-        rec = dict(sr.record, **extra) if extra else sr.record
-        out.append(OutboxRecord(sr.device_id, sr.boot_epoch, sr.seq, rec, sr.lane))
+    for sr in res.records:
+        if sr.duplicate:
+            continue
+        rec = sr.record
+        if sr.events or (rx_t is not None and rec.get("t") is None):
+            extra = {"alarms": [e.to_dict() for e in sr.events]} if sr.events else {}
+            if rx_t is not None and rec.get("t") is None:
+                extra["rx_t"] = rx_t
+            rec = dict(rec, **extra)
+        out.append((sr.device_id, sr.boot_epoch, sr.seq, rec, sr.lane))
     return out
 
 

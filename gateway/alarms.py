@@ -28,7 +28,11 @@ device on one record and returns ``AlarmEvent``s (``raised`` / ``cleared`` / ``r
   every device touched since the last ``commit()`` back as it was, so a failed commit and
   the node's resend evaluate the records exactly once.
 * **State** is a small JSON-able dict per device (``state()`` / ``AlarmEngine(state=...)``),
-  persisted by the agent next to the outbox.
+  persisted by the agent next to the outbox as ``state_json()``: the same JSON text, with
+  each device's part encoded again only after its state changed (no copy of the whole).
+* **Speed.** ``observe`` runs for every record the gateway takes in (tens of thousands a
+  second), so it tests the usual types first and falls back to the general checks; the undo
+  copies and ``state()`` use a copier for JSON-like values instead of ``copy.deepcopy``.
 * ``tick(now_s)`` closes windows that ended before ``now_s`` for devices that went quiet;
   records of a window closed that way are then too late for it.
 
@@ -37,6 +41,7 @@ in ``counters["rule_errors"]``; the stream keeps flowing.
 """
 
 import copy
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import timezone
@@ -52,6 +57,9 @@ KINDS = {cls.kind: cls for cls in (_point.AboveFor, _point.AtOrAbove, _point.Ris
 VALID_FLAGS = (quality.OK, quality.TIME_UNSYNCED)
 STATE_VERSION = 1
 _T_MAX = 2 ** 36  # Unix seconds (year ~4147): a later time is junk, not a reading's time
+# No quantity civicedge measures comes near this; a value beyond it (or NaN/inf) is left out
+# like a flagged one, so a window's running sum stays finite and its state storable.
+VALUE_ABS_MAX = 1e15
 _RULE_FAULTS = (TypeError, KeyError, IndexError, ValueError, AttributeError, ArithmeticError,
                 OSError)
 
@@ -162,6 +170,36 @@ def _uint32(x):
     return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 0xFFFFFFFF
 
 
+def _plan(rule):
+    """``(rule, id, quantity, windowed, advances)`` for ``AlarmEngine.observe``'s loop:
+    ``windowed`` when the kind's ``advance`` starts with ``_Window.advance``'s test (it
+    returns no events unless ``t`` passed the open window's end), ``advances`` unless the
+    kind keeps ``Rule.advance`` (no events, ever)."""
+    advance = type(rule).advance
+    return (rule, rule.id, rule.quantity, advance in _WINDOW_ADVANCES,
+            advance is not _point.Rule.advance)
+
+
+_WINDOW_ADVANCES = (_window._Window.advance, _window.TimeInBand.advance)
+_ATOMIC = frozenset((int, float, str, bool, type(None)))
+
+
+def _copy(v):
+    """``copy.deepcopy`` of a state value (JSON-like: dicts, lists, numbers, text, None) at
+    a fraction of its cost; anything else goes to ``copy.deepcopy``."""
+    kind = type(v)
+    if kind in _ATOMIC:
+        return v
+    if kind is dict:
+        return {k: x if type(x) in _ATOMIC else _copy(x) for k, x in v.items()}
+    if kind is list:
+        return [x if type(x) in _ATOMIC else _copy(x) for x in v]
+    return copy.deepcopy(v)
+
+
+_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
 class AlarmEngine:
     """Rules per device (``device_rules``: device_id → rules from ``rules_from_profile`` or
     ``build_rule``), local time ``tz`` (a ``datetime.tzinfo``; None: UTC; a UK site passes
@@ -176,9 +214,13 @@ class AlarmEngine:
             if len(set(ids)) != len(ids):
                 raise ValueError("device %r has two alarm rules with one id: %s" % (dev, ids))
             self._rules[dev] = rules
+        self._plan = {dev: tuple(_plan(r) for r in rules) for dev, rules in self._rules.items()}
         self.tz = tz or timezone.utc
         self._dev = {}
         self._undo = {}
+        # device -> the JSON text of its state; never of a device touched since the last
+        # commit (in _undo): _touch drops it, state_json() keeps only the others'
+        self._json = {}
         self.counters = {"evaluated": 0, "excluded_flagged": 0, "skipped_duplicate": 0,
                          "skipped_late": 0, "skipped_untimed": 0, "events": 0, "rule_errors": 0}
         if state is not None:
@@ -191,48 +233,67 @@ class AlarmEngine:
     def observe(self, device_id, boot_epoch, record, received_s=None):
         """Events from one record of ``device_id`` (a decoded reading/status/gap dict with
         ``seq``, ``t``, ``values``). Never raises for the record's content."""
-        rules = self._rules.get(device_id)
-        if not rules or not isinstance(record, dict):
+        # The hot path of the gateway's ingest: each check has a fast form for the types a
+        # decoder gives and falls back to the general one, so the verdicts are the same.
+        plan = self._plan.get(device_id)
+        if not plan or not isinstance(record, dict):
             return []
         seq = record.get("seq")
-        if not _uint32(boot_epoch) or not _uint32(seq):
+        if not (type(boot_epoch) is int and 0 <= boot_epoch <= 0xFFFFFFFF
+                or _uint32(boot_epoch)) or not (type(seq) is int and 0 <= seq <= 0xFFFFFFFF
+                                                or _uint32(seq)):
             return []
-        key = [boot_epoch, seq]
-        st = self._touch(device_id)
-        if st["k"] is not None and key <= st["k"]:
+        st = self._dev.get(device_id) if device_id in self._undo else None
+        if st is None:
+            st = self._touch(device_id)
+        k = st["k"]  # [boot_epoch, seq] of the last evaluated record, or None
+        if k is not None and (boot_epoch < k[0] or boot_epoch == k[0] and seq <= k[1]):
             self.counters["skipped_duplicate"] += 1
             return []
-        st["k"] = key
+        st["k"] = [boot_epoch, seq]
         if record.get("kind") == "gap":
             return []
         t = record.get("t")
         if t is None:
             t = received_s
-        if not _time_ok(t):
+        kind = type(t)
+        if not ((kind is float or kind is int) and 0 <= t < _T_MAX) and not _time_ok(t):
             self.counters["skipped_untimed"] += 1
             return []
-        values = {}
+        values = {}  # quantity -> the record's last well-formed [quantity, value, flag] of it
         items = record.get("values")
-        for item in items if isinstance(items, (list, tuple)) else ():
-            if isinstance(item, (list, tuple)) and len(item) == 3 and isinstance(item[0], str):
+        for item in items if type(items) is list or isinstance(items, (list, tuple)) else ():
+            if type(item) is list and len(item) == 3 and type(item[0]) is str or (
+                    isinstance(item, (list, tuple)) and len(item) == 3
+                    and isinstance(item[0], str)):
                 values[item[0]] = item
-        self.counters["evaluated"] += 1
-        out = []
-        for rule in rules:
-            item = values.get(rule.quantity)
-            rs = st["r"].setdefault(rule.id, {})
+        counters = self.counters
+        counters["evaluated"] += 1
+        out, r, tz = [], st["r"], self.tz
+        for rule, rid, quantity, windowed, advances in plan:
+            item = values.get(quantity)
+            rs = r.get(rid)
+            if rs is None:
+                rs = r[rid] = {}
             try:
                 last = rs.get("_t")
                 if last is not None and t < last:
-                    self.counters["skipped_late"] += 1
+                    counters["skipped_late"] += 1
                     continue
                 rs["_t"] = t
-                evs = rule.advance(rs, t, self.tz)
+                if windowed:  # the window rules' own first test: has t passed the window?
+                    w = rs.get("w")
+                    evs = None if w is None or t < w[1] else rule.advance(rs, t, tz)
+                else:
+                    evs = rule.advance(rs, t, tz) if advances else None
                 if item is not None:
-                    if item[2] in VALID_FLAGS and _value_ok(item[1]):
-                        evs = evs + rule.step(rs, t, item[1], self.tz)
+                    v = item[1]
+                    if item[2] in VALID_FLAGS and (type(v) is float or type(v) is int or (
+                            _value_ok(v))) and -VALUE_ABS_MAX <= v <= VALUE_ABS_MAX:
+                        stepped = rule.step(rs, t, v, tz)
+                        evs = evs + stepped if evs else stepped
                     else:
-                        self.counters["excluded_flagged"] += 1
+                        counters["excluded_flagged"] += 1
             except _RULE_FAULTS:
                 self._reset(st, rule, t)
                 continue
@@ -276,7 +337,8 @@ class AlarmEngine:
     # -- state and transactions ---------------------------------------------------------------
     def _touch(self, dev):
         if dev not in self._undo:
-            self._undo[dev] = copy.deepcopy(self._dev.get(dev))
+            self._undo[dev] = _copy(self._dev.get(dev))
+            self._json.pop(dev, None)  # its state may change: state_json() encodes it afresh
         st = self._dev.get(dev)
         if st is None:
             st = self._dev[dev] = {"k": None, "r": {}}
@@ -289,6 +351,7 @@ class AlarmEngine:
     def rollback(self):
         """The outbox did not commit: forget everything evaluated since the last commit."""
         for dev, old in self._undo.items():
+            self._json.pop(dev, None)
             if old is None:
                 self._dev.pop(dev, None)
             else:
@@ -297,7 +360,30 @@ class AlarmEngine:
 
     def state(self):
         """Every device's alarm state as a JSON-able dict (a copy)."""
-        return {"v": STATE_VERSION, "devices": copy.deepcopy(self._dev)}
+        return {"v": STATE_VERSION, "devices": {dev: _copy(st) for dev, st in self._dev.items()}}
+
+    def state_json(self):
+        """``state()`` as compact JSON text: the text of ``json.dumps(state(), separators=(",",
+        ":"), allow_nan=False)``, without copying the state. Each device's part is kept until
+        the device is touched again, so a batch that touched a few devices encodes only
+        theirs. Raises ``ValueError`` if a state holds what JSON cannot (NaN, infinity)."""
+        cache, touched, parts = self._json, self._undo, []
+        for dev, st in self._dev.items():
+            text = cache.get(dev)
+            if text is None:
+                try:
+                    text = _JSON(dev) + ":" + _JSON(st)
+                except (TypeError, ValueError) as e:
+                    raise ValueError("alarm state of device %r cannot be stored as JSON (%s)"
+                                     % (dev, e)) from None
+                if dev not in touched:  # it may still change before the commit
+                    cache[dev] = text
+            parts.append(text)
+        return '{"v":%d,"devices":{%s}}' % (STATE_VERSION, ",".join(parts))
+
+    def active_count(self):
+        """How many alarms are raised now, over every device and rule."""
+        return sum(1 for st in self._dev.values() for rs in st["r"].values() if rs.get("on"))
 
     def forget(self, device_id):
         """Forget the order of ``device_id``'s records (its node restarted at a lower boot
@@ -327,3 +413,4 @@ class AlarmEngine:
             devs[dev] = {"k": k, "r": copy.deepcopy(st["r"])}
         self._dev = devs
         self._undo.clear()
+        self._json.clear()

@@ -14,6 +14,10 @@ table existed simply gains it on the next open (no schema version change: an old
 never reads it). Values are compact JSON; each is rewritten whole at every write (a few KB for
 a site's replay and alarm states, next to a batch of rows).
 
+A value may also be given as ``JSONText`` (a ``str`` of JSON its producer already encoded,
+e.g. ``AlarmEngine.state_json()``, which keeps each device's part until it changes): it is
+stored as it is, not checked or encoded again.
+
 ``StoredState`` is a mixin of ``gateway.outbox.Outbox`` (which supplies ``_lock`` and
 ``_db``); ``Outbox.put_many(records, state=...)`` calls ``encode_state`` before its
 transaction and ``write_state`` inside it.
@@ -23,6 +27,13 @@ import json
 import math
 
 MAX_NAME_CHARS = 64
+
+
+class JSONText(str):
+    """JSON text already encoded by its producer (compact, finite numbers, string keys):
+    ``encode_state`` stores it as it is."""
+
+    __slots__ = ()
 
 
 def _check(value, where):
@@ -47,7 +58,8 @@ def _check(value, where):
 
 
 def encode_state(state):
-    """``[(name, json text)]`` for ``state`` (a dict name -> JSON-able value, or None).
+    """``[(name, json text)]`` for ``state`` (a dict name -> JSON-able value or
+    ``JSONText``, or None).
 
     Raises ``ValueError`` naming the entry for a name that is not a short non-empty string or
     a value JSON cannot hold exactly (NaN, a set, bytes, a non-string key)."""
@@ -61,6 +73,9 @@ def encode_state(state):
         if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_CHARS:
             raise ValueError("state name %r must be a string of 1..%d characters"
                              % (name, MAX_NAME_CHARS))
+        if type(value) is JSONText:
+            out.append((name, str(value)))
+            continue
         _check(value, repr(name))
         out.append((name, json.dumps(value, separators=(",", ":"), allow_nan=False)))
     return out

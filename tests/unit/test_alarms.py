@@ -554,3 +554,17 @@ def test_flush_test_verdicts_match_the_time_the_model_takes(seed, kind, fault):
         assert reports[0].detail["passed"]
     if truth_s is None or truth_s > limit + 10:
         assert not reports[0].detail["passed"]
+
+
+def test_absurd_values_are_left_out_so_the_state_stays_storable():
+    # Two readings of 1.7e308 ppm flagged ok used to push a daily mean's running sum to
+    # infinity: the state could not be stored and every batch of the gateway failed.
+    eng = AlarmEngine({"d": [rule(id="mean", rule="mean_above", window="day", threshold=1500)]})
+    samples = [(MONDAY, 1.7e308), (MONDAY + 60, 1.7e308), (MONDAY + 120, -1e300),
+               (MONDAY + 180, 600)] + steady(MONDAY + 240, 5, 700)
+    feed(eng, samples)
+    json.dumps(eng.state(), allow_nan=False)  # raises ValueError if anything went infinite
+    assert json.loads(eng.state_json()) == eng.state()
+    assert eng.counters["excluded_flagged"] == 3
+    ev = feed(eng, [(MONDAY + DAY + 60, 700)], seq0=100)
+    assert ev == []  # the mean of the sane values (about 690 ppm) is below 1500
