@@ -35,8 +35,6 @@ Counters ``history_rows``/``history_bytes``/``history_trimmed_*``/``history_skip
 import heapq
 from dataclasses import dataclass
 
-from gateway.outbox_policy import ROW_OVERHEAD_BYTES
-
 HISTORY_MAX_BYTES = 64 << 20  # delivered readings kept for export
 HISTORY_MAX_AGE_S = 35 * 86400  # a month and a few days: a monthly open-data export fits
 # Tracked bytes per history row on top of its payload and its device id: the other columns,
@@ -61,9 +59,13 @@ TIME_EXPR = "coalesce(t, rx_wall_s)"
 _ROW_T = "coalesce(json_extract(payload, '$.t'), json_extract(payload, '$.rx_t'))"
 _COPY = ("INSERT INTO history (device_id, boot_epoch, seq, lane, rx_wall_s, t, "
          "acked_ms, payload) SELECT device_id, boot_epoch, seq, lane, rx_wall_s, " + _ROW_T
-         + ", ?, payload FROM rows WHERE id IN (%s) ORDER BY id")
+         + ", ?, payload %s ORDER BY id")
 _SIZE = "length(payload) + length(CAST(device_id AS BLOB))"
 _SUM_UNTIL = "SELECT count(*), coalesce(sum(%s), 0) FROM history WHERE id <= ?" % _SIZE
+# trimming by size: the next TRIM_BATCH rows after an id, summed, or one by one
+_BATCH_ROWS = "SELECT id, %s FROM history WHERE id > ? ORDER BY id LIMIT ?" % _SIZE
+_BATCH_SUMS = ("SELECT count(*), coalesce(sum(s), 0), max(id) FROM (SELECT id, %s AS s FROM "
+               "history WHERE id > ? ORDER BY id LIMIT ?)" % _SIZE)
 
 
 def history_nbytes(payload_len, device_id):
@@ -109,30 +111,31 @@ class History:
         self._db.executemany("INSERT OR IGNORE INTO meta VALUES (?, 0)",
                              [(k,) for k in HISTORY_META_KEYS])
 
-    def _history_copy(self, chunk, keep=True):
-        """In ``ack``'s transaction, before the delete: copy rows ``chunk`` (ids) into history
+    def _history_copy(self, where, params, keep=True):
+        """In ``ack``'s transaction, before the delete: copy the rows that ``where`` (SQL from
+        FROM on, e.g. ``FROM rows WHERE id IN (?, ...)``) selects with ``params`` into history
         (one ``INSERT ... SELECT``). ``keep`` False: the copy failed on a full disk; skip it."""
         if keep and self.history_on:
-            self._db.execute(_COPY % ",".join("?" * len(chunk)), [self._now_ms()] + list(chunk))
+            self._db.execute(_COPY % where, [self._now_ms()] + list(params))
 
-    def _history_count(self, rows, keep=True):
-        """After the copies of ``rows`` (``RowSummary`` of the acked rows): count them (or,
-        not ``keep``, count them skipped) and trim if history went over its size bound."""
-        if not self.history_on or not rows:
+    def _history_count(self, n, nbytes, keep=True):
+        """After the copies of ``n`` acked rows whose payloads and device ids (UTF-8) add up
+        to ``nbytes``: count them (or, not ``keep``, count them skipped) and trim if history
+        went over its size bound."""
+        if not self.history_on or not n:
             return
         if not keep:
-            self._delta["history_skipped"] += len(rows)
+            self._delta["history_skipped"] += n
             return
-        self._delta["history_rows"] += len(rows)
-        self._delta["history_bytes"] += sum(
-            r.nbytes - ROW_OVERHEAD_BYTES - len(r.device_id.encode("utf-8"))
-            + HISTORY_ROW_OVERHEAD_BYTES for r in rows)  # = history_nbytes of each
+        self._delta["history_rows"] += n
+        self._delta["history_bytes"] += nbytes + n * HISTORY_ROW_OVERHEAD_BYTES  # history_nbytes
         if self._value("history_bytes") > self.history_max_bytes:
             self._history_trim(age=False)
 
-    def _history_cut(self, last_id, reason):
-        """Delete history rows with id <= ``last_id`` and count them under ``reason``."""
-        n, size = self._db.execute(_SUM_UNTIL, (last_id,)).fetchone()
+    def _history_cut(self, last_id, reason, counted=None):
+        """Delete history rows with id <= ``last_id`` and count them under ``reason``
+        (``counted``: their number and ``_SIZE`` sum, when the caller already knows)."""
+        n, size = counted or self._db.execute(_SUM_UNTIL, (last_id,)).fetchone()
         self._db.execute("DELETE FROM history WHERE id <= ?", (last_id,))
         self._delta["history_rows"] -= n
         self._delta["history_bytes"] -= size + n * HISTORY_ROW_OVERHEAD_BYTES
@@ -162,19 +165,23 @@ class History:
         total, excess = self._value("history_bytes"), free_bytes
         if total > self.history_max_bytes:  # down to 7/8 of the bound: trims come in chunks
             excess = max(excess, total - (self.history_max_bytes - self.history_max_bytes // 8))
-        after, last, freed = 0, None, 0
-        while freed < excess:
-            batch = db.execute("SELECT id, %s FROM history WHERE id > ? ORDER BY id LIMIT ?"
-                               % _SIZE, (after, TRIM_BATCH)).fetchall()
-            for row_id, size in batch:
-                last, freed = row_id, freed + size + HISTORY_ROW_OVERHEAD_BYTES
-                if freed >= excess:
-                    break
-            if len(batch) < TRIM_BATCH:
+        last, n, size = None, 0, 0  # the oldest rows up to ``last``: ``n`` rows, ``size``
+        while size + n * HISTORY_ROW_OVERHEAD_BYTES < excess:
+            # a batch's sums in SQL; the rows one by one only in the batch where the cut falls
+            count, got, top = db.execute(_BATCH_SUMS, (-1 if last is None else last,
+                                                       TRIM_BATCH)).fetchone()
+            if not count:
                 break
-            after = batch[-1][0]
+            if size + got + (n + count) * HISTORY_ROW_OVERHEAD_BYTES < excess:
+                last, n, size = top, n + count, size + got
+                continue
+            for row_id, row_size in db.execute(_BATCH_ROWS, (-1 if last is None else last,
+                                                             TRIM_BATCH)).fetchall():
+                last, n, size = row_id, n + 1, size + row_size
+                if size + n * HISTORY_ROW_OVERHEAD_BYTES >= excess:
+                    break
         if last is not None:
-            trimmed += self._history_cut(last, "full" if free_bytes else "size")
+            trimmed += self._history_cut(last, "full" if free_bytes else "size", (n, size))
         return trimmed
 
     def _history_free(self, target):

@@ -455,7 +455,17 @@ def bench_ingest():
 
 # ---- running and writing -------------------------------------------------------------------
 
-SECTIONS = {"gateway-ingest": (bench_ingest, HEADERS)}
+def _drain(name):
+    """``simulators.bench_gateway_drain.<name>``."""
+    from simulators import bench_gateway_drain
+    return getattr(bench_gateway_drain, name)
+
+
+SECTIONS = {"gateway-ingest": (bench_ingest, HEADERS),
+            # simulators/bench_gateway_drain.py: one run measures these three
+            "gateway-drain": (_drain("bench_drain"), _drain("DRAIN_HEADERS")),
+            "gateway-rss": (_drain("bench_rss"), _drain("RSS_HEADERS")),
+            "gateway-idle": (_drain("bench_idle"), _drain("IDLE_HEADERS"))}
 
 
 def _markdown(name, title, rows, notes, head):

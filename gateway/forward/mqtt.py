@@ -397,7 +397,8 @@ class MQTTForwarder(Forwarder):
             if self._more or self._woken.is_set():
                 self._woken.clear()
                 n = min(self._window * self.up.readings_per_publish, TAKE_MAX_ROWS)
-                rows = self.outbox.take(n)
+                # SenML JSON packs are written from the stored text (gateway.upstream_fast)
+                rows = self.outbox.take(n, raw=self.up.encoding == upstream.SENML_JSON)
                 self._more = len(rows) == n
             if rows or now >= self._next_gap_poll:
                 self._next_gap_poll = now + GAP_POLL_S
