@@ -151,6 +151,7 @@ class Agent:
         self._started = True
         now = self._now_ms()
         self._due = {k: now + p for k, p in self._period_ms.items()}
+        self._tick_now()  # anchor the alarm windows' time now, if the wall clock is trusted
         try:
             st = self.outbox.load_state(STATE_GATEWAY, None)
         except ValueError:  # hand-edited: a fresh epoch from the wall clock below

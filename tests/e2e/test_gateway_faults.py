@@ -385,8 +385,9 @@ def test_a_connection_closed_during_the_handshake_counts_as_network_not_tls(tmp_
     """The council's address answers TCP and hangs up once the ClientHello arrived. That is
     an outage, not a certificate problem: counted under ``tls`` it would page the operator
     about certificates (RELIABILITY.md: a TLS failure raises an alarm) and the log says
-    "check ca_file". FAILS at present: the forwarder counts every ``ssl.SSLError`` from
-    ``connect`` as ``tls``, and the ``ssl.SSLEOFError`` of a closed handshake is one."""
+    "check ca_file". This failed before the fix: the forwarder counted every
+    ``ssl.SSLError`` from ``connect`` as ``tls``, and the ``SSLEOFError`` of a closed
+    handshake is one."""
     hangup = HangUp()
     try:
         with Site(tmp_path, n_nodes=1, up_port=hangup.port) as site:
@@ -468,10 +469,11 @@ def test_a_clock_jump_of_a_day_raises_no_alarm(tmp_path):
     gateway's wall clock then steps a day ahead. Nothing may be raised: no duration rule
     has seen 20 minutes, and the node's own times say its day has seconds of data.
 
-    FAILS at present: the agent's alarm tick passes the (stepped) wall time to
+    This failed before the fix: the agent's alarm tick passed the (stepped) wall time to
     ``AlarmEngine.tick``, which closes the node's day window and raises
     ``co2_daily_mean_high`` from a few seconds of samples; the node's next readings of that
-    same day are then skipped as late (``alarms.skipped_late``)."""
+    same day are then skipped as late (``alarms.skipped_late``). Fixed: windows close on
+    running time anchored at start (``Agent._tick_now``)."""
     site, clock, agent, nodes = _jump_site(tmp_path, co2_ppm=1800, unsynced=False)
     try:
         _send_for(site, nodes, 2.0)
