@@ -45,7 +45,7 @@ from drivers.errors import DriverError
 from gateway import airtime_budget
 from gateway.forward import lorawan_envelope as env
 from gateway.forward.lorawan_decode import Settings, parse_downlink
-from gateway.forward.lorawan_session import ModemSession, backoff_ms
+from gateway.forward.lorawan_session import ModemSession, backoff, wait_ms
 from gateway.outbox_policy import ALARM, ROUTINE
 from gateway.outbox_sql import OutboxError
 from protocol import airtime
@@ -94,7 +94,7 @@ class LoRaWANForwarder(ModemSession):
         self.settings = Settings()  # what downlinks changed
         self._devices = OrderedDict()  # device ids forwarded, newest last (for DIRECTORY)
         self._next_send = self._next_alarm = self._budget_until = 0
-        self._alarm_streak = 0
+        self._alarm_backoff = backoff(self._rng, ALARM_RETRY_MS)
         self._fopts_margin = self._margin_left = 0
         self._taken, self._taken_gaps = [], []  # row and gap ids in flight in this step
 
@@ -227,7 +227,7 @@ class LoRaWANForwarder(ModemSession):
 
     def _outcome(self, res, b, lane, extras, toa, t0, confirmed):
         t1 = self.now_ms()
-        self._error_streak = 0
+        self._error_backoff.reset()
         if res.transmitted:
             if self._fopts_margin:
                 self._margin_left -= 1
@@ -243,13 +243,12 @@ class LoRaWANForwarder(ModemSession):
             self._hold_since = None
             if st == SendResult.CONFIRMED:
                 self._count("acked")
-                self._alarm_streak = 0
+                self._alarm_backoff.reset()
                 if res.downlink is None:
                     self.budget.record_downlink(t1)  # the ack is a downlink (fair use)
         elif st == SendResult.NOT_CONFIRMED:
             self._count("no_ack")
-            self._alarm_streak += 1
-            self._next_alarm = t1 + backoff_ms(self._rng, ALARM_RETRY_MS, self._alarm_streak)
+            self._next_alarm = t1 + wait_ms(self._alarm_backoff)
         elif st == SendResult.DUTY_CYCLE:
             self._count("modem_refusals.duty_cycle")
             self._next_send = t1 + (res.wait_ms or MODEM_DUTY_WAIT_MS)

@@ -34,6 +34,7 @@ import serial
 from drivers.atmodem import ATModem
 from drivers.errors import DriverError
 from gateway import airtime_budget
+from gateway.backoff import Backoff
 from gateway.forward import Forwarder
 from protocol import airtime
 
@@ -46,12 +47,14 @@ ERROR_BACKOFF_MS = (2000, 120000)  # after a modem or port error
 IDLE_MS = 60000  # with nothing to send, look again at least this often (or on wake())
 
 
-def backoff_ms(rng, limits, streak):
-    """Equal-jitter exponential backoff for the ``streak``-th failure in a row (≥ 1): the
-    delay ``min(cap, first * 2**(streak-1))``, half of it fixed and half drawn from ``rng``."""
-    first, cap = limits
-    d = min(cap, first * (1 << min(max(streak, 1) - 1, 20)))
-    return int(d / 2 + rng.random() * d / 2)
+def backoff(rng, limits_ms):
+    """The project's jittered doubling backoff (``gateway.backoff``) for ``(first, cap)`` ms."""
+    return Backoff(limits_ms[0] / 1000.0, limits_ms[1] / 1000.0, rng)
+
+
+def wait_ms(b):
+    """Count a failure on ``Backoff`` ``b``; the ms to wait before the next attempt."""
+    return int(b.next_s() * 1000)
 
 
 class ModemSession(Forwarder):
@@ -72,7 +75,8 @@ class ModemSession(Forwarder):
         self._opened = self._joined = self._configured = False
         self._mono_ms, self._last_ticks = 0, clock.ticks_ms()
         self._next_open = self._next_join = 0
-        self._join_streak = self._error_streak = 0
+        self._join_backoff = backoff(self._rng, JOIN_BACKOFF_MS)
+        self._error_backoff = backoff(self._rng, ERROR_BACKOFF_MS)
         self._dr = None
         self._usage = {}
         self._detail = "not started"
@@ -231,8 +235,7 @@ class ModemSession(Forwarder):
                              "wiring, the baud rate (%d) and the modem's power" % (e, self.up.baudrate))
         self._release()
         self._close()
-        self._error_streak += 1
-        wait = backoff_ms(self._rng, ERROR_BACKOFF_MS, self._error_streak)
+        wait = wait_ms(self._error_backoff)
         self._next_open = self.now_ms() + wait
         return wait
 
@@ -260,18 +263,18 @@ class ModemSession(Forwarder):
             self._count("joins")
             return self._joined_now("joined")
         self._count("join_failures")
-        self._join_streak += 1
-        wait = backoff_ms(self._rng, JOIN_BACKOFF_MS, self._join_streak)
+        wait = wait_ms(self._join_backoff)
         self._next_join = t1 + wait
         self._set_detail("join failed %d time(s); next try in %d s. Check the DevEUI/JoinEUI/"
                          "AppKey registered in the network server, the antenna and the coverage"
-                         % (self._join_streak, wait // 1000))
+                         % (self._join_backoff.failures, wait // 1000))
         return wait
 
     def _joined_now(self, how):
         with self._lock:
             self._joined = True
-        self._join_streak = self._error_streak = 0
+        self._join_backoff.reset()
+        self._error_backoff.reset()
         self._set_detail(how)
         return 0
 
