@@ -22,28 +22,30 @@ runs no thread of its own, so nothing races and a stop never waits on paho.
   ``publish_error`` and drops the connection. On any disconnect: ``outbox.release_all()``.
 * paho finds a dead link 2 × its keepalive after the last packet, so it gets ¾ of
   ``keepalive_s``: a half-open link is dropped within 1.5 × ``keepalive_s``.
+
+Files: this module holds the forwarding (the contract, the thread's loop, the window, take,
+publish, PUBACK → ack, clean stop, teardown); ``gateway.forward.mqtt_link`` holds the
+connection it runs on (``MQTTLink``, a mixin of ``MQTTForwarder``: TLS context, paho client
+factory, connect and its failure reasons, the ``select`` network step, the backoff sleep,
+paho's callbacks).
 """
 
 import logging
-import select
 import socket
-import ssl
 import threading
 import time
 from collections import Counter, deque
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from gateway import security, upstream
 from gateway.backoff import Backoff
 from gateway.forward import Forwarder, InFlight
+from gateway.forward.mqtt_link import (  # noqa: F401 (importable from here as before)
+    _AUTH_CODES, MQTT311, MQTT5, SESSION_EXPIRY_S, MQTTLink)
 
 log = logging.getLogger("civicedge.gateway.forward.mqtt")
 
-MQTT5, MQTT311 = "5", "3.1.1"
-SESSION_EXPIRY_S = 7 * 86400  # the broker keeps our session through a week's outage
 GAP_POLL_S = 30.0
 TAKE_MAX_ROWS = 4096  # rows read from the outbox at once (memory bound per take)
 ACK_DELAY_S = 0.1  # PUBACKed rows are deleted together within this (one fsync for many)
@@ -51,14 +53,13 @@ ACK_BATCH_ROWS = 4096
 IDLE_WAIT_S = 1.0  # select timeout with nothing to send: paho's keepalive needs the calls
 STABLE_S = 10.0  # a connection up this long resets the backoff (a broker that accepts and
 # drops at once, e.g. another client with our client_id, is retried ever more slowly)
-_AUTH_CODES = (134, 135, 140)  # Bad user name or password, Not authorized, Bad auth method
 _FAILURE_KINDS = ("auth", "tls", "network", "refused")
 COUNTERS = ("forwarded", "publishes", "pubacks", "connects", "reconnects", "publish_errors",
             "gaps_forwarded", "unencodable", "nothing_to_send", "backoff_waits",
             "internal_errors") + tuple("connect_failures." + k for k in _FAILURE_KINDS)
 
 
-class MQTTForwarder(Forwarder):
+class MQTTForwarder(MQTTLink, Forwarder):
     """Forwards an ``Outbox`` to the broker of ``up`` (``config_types.MQTTUpstream``) as site
     ``site_id`` and gateway ``gateway_id``; ``password`` for ``up.mqtt.username`` (None with a
     client certificate); ``clock`` (drivers.clock contract) stamps the status document.
@@ -191,160 +192,6 @@ class MQTTForwarder(Forwarder):
         self._set_status(False, "stopped")
         for s in (self._wake_r, self._wake_w):
             s.close()
-
-    def _sleep(self, seconds):
-        with self._lock:
-            self._counts["backoff_waits"] += 1
-        self._set_status(False, "waiting %.1f s before reconnecting to %s:%d"
-                         % (seconds, self.up.mqtt.host, self.up.mqtt.port))
-        end = time.monotonic() + seconds
-        while not self._stopping.is_set():
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            if select.select([self._wake_r], [], [], left)[0]:
-                self._drain_wake()
-
-    def _drain_wake(self):
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except OSError:
-            pass
-
-    def _tls_context(self):
-        m = self.up.mqtt
-        try:
-            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=m.ca_file)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            ctx.check_hostname, ctx.verify_mode = True, ssl.CERT_REQUIRED
-            if m.client_cert_file:
-                ctx.load_cert_chain(m.client_cert_file, m.client_key_file)
-        except (OSError, ssl.SSLError) as e:
-            raise ValueError("upstream.mqtt: the TLS files do not load (ca_file %r, "
-                             "client_cert_file %r): %s" % (m.ca_file, m.client_cert_file, e))
-        return ctx
-
-    def _new_client(self):
-        m = self.up.mqtt
-        v2 = mqtt.CallbackAPIVersion.VERSION2
-        if self.protocol == MQTT5:
-            c = mqtt.Client(v2, client_id=m.client_id, protocol=mqtt.MQTTv5,
-                            reconnect_on_failure=False)
-        else:
-            c = mqtt.Client(v2, client_id=m.client_id, clean_session=False,
-                            protocol=mqtt.MQTTv311, reconnect_on_failure=False)
-        c.username_pw_set(m.username, self._password)
-        if m.tls:
-            c.tls_set_context(self._tls_context())
-        c.will_set(self.status_topic, upstream.status_payload(
-            upstream.OFFLINE, self.site_id, self.gateway_id), qos=1, retain=True)
-        c.max_inflight_messages_set(self.up.max_inflight + 2)  # + the status messages
-        c.max_queued_messages_set(self.up.max_inflight + 4)
-        c.connect_timeout = self.connect_timeout_s
-        c.on_connect, c.on_disconnect = self._on_connect, self._on_disconnect
-        c.on_publish = self._on_publish
-        return c
-
-    def _fail(self, kind, detail):
-        self._count("connect_failures." + kind)
-        where = "%s:%d" % (self.up.mqtt.host, self.up.mqtt.port)
-        msg = "connecting to %s failed (%s): %s" % (where, kind, detail)
-        self._set_status(False, "disconnected", msg)
-        log.warning("%s", msg)
-
-    def _connect(self):
-        m = self.up.mqtt
-        self._reset_link()
-        self._set_status(False, "connecting to %s:%d" % (m.host, m.port))
-        try:
-            client = self._new_client()
-        except ValueError as e:  # TLS files gone or broken since start
-            self._fail("tls", e)
-            return None
-        keepalive = max(5, m.keepalive_s * 3 // 4)
-        try:
-            if self.protocol == MQTT5:
-                props = Properties(PacketTypes.CONNECT)
-                props.SessionExpiryInterval = SESSION_EXPIRY_S
-                client.connect(m.host, m.port, keepalive, clean_start=False, properties=props)
-            else:
-                client.connect(m.host, m.port, keepalive)
-        except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError) as e:
-            # the peer hung up mid-handshake (a load balancer, a dying broker, a reset):
-            # a network failure, not a certificate problem
-            self._fail("network", "connection closed during the TLS handshake (%s)" % e)
-            return None
-        except ssl.SSLError as e:  # before OSError: it is one
-            self._fail("tls", "%s (check ca_file and the broker's certificate)" % e)
-            return None
-        except OSError as e:
-            self._fail("network", "%s" % (e.strerror or e))
-            return None
-        deadline = time.monotonic() + self.connect_timeout_s
-        while self._connack is None and client.socket() is not None \
-                and not self._stopping.is_set() and time.monotonic() < deadline:
-            self._step(client, deadline - time.monotonic())
-        rc = self._connack
-        if rc is None:
-            self._fail("network", "no CONNACK within %.0f s" % self.connect_timeout_s
-                       if client.socket() is not None else "the broker closed the connection")
-        elif rc.is_failure:
-            kind = "auth" if rc.value in _AUTH_CODES else "refused"
-            hint = " (check upstream.mqtt.username and its password file)" if kind == "auth" \
-                else " (an MQTT 3.1.1-only broker needs protocol 3.1.1)" if rc.value in (1, 132) \
-                else ""
-            self._fail(kind, "the broker refused: %s%s" % (rc, hint))
-        elif self._stopping.is_set():
-            pass
-        else:
-            return client
-        self._close(client)
-        return None
-
-    def _close(self, client):
-        sock = client.socket()
-        if sock is not None:
-            try:
-                sock.close()  # abrupt: the broker publishes our will
-            except OSError:
-                pass
-
-    def _step(self, client, timeout):
-        """One network step: wait for the socket or a wake-up at most ``timeout`` s, then let
-        paho read, write and keep the link alive. Callbacks run here."""
-        sock = client.socket()
-        if sock is None:
-            return
-        if getattr(sock, "pending", None) and sock.pending():
-            timeout = 0.0  # TLS holds decrypted bytes select cannot see
-        want = [sock] if client.want_write() else []
-        try:
-            rd, wr, _ = select.select([sock, self._wake_r], want, [], max(0.0, timeout))
-        except (OSError, ValueError):  # the socket was closed under us
-            self._broken = self._broken or "socket closed"
-            return
-        if self._wake_r in rd:
-            self._drain_wake()
-        if sock in rd or (getattr(sock, "pending", None) and sock.pending()):
-            client.loop_read()
-        if client.socket() is not None and (sock in wr or client.want_write()):
-            client.loop_write()
-        if client.socket() is not None:
-            client.loop_misc()
-
-    # -- paho callbacks (in this thread) --------------------------------------------------------
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
-        self._connack = reason_code
-        recv_max = getattr(properties, "ReceiveMaximum", None) if properties else None
-        if recv_max:  # the broker's limit (Mosquitto: max_inflight_messages, 20 by default)
-            self._window = max(1, min(self.up.max_inflight, int(recv_max)))
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        self._broken = self._broken or "connection lost (%s)" % (reason_code,)
-
-    def _on_publish(self, client, userdata, mid, reason_code, properties):
-        self._pubacks.append((mid, reason_code))
 
     # -- connected ----------------------------------------------------------------------------
     def _serve(self, client):
