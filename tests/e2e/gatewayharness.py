@@ -45,6 +45,8 @@ from gateway.upstream import SENML_JSON, decode_readings
 from simulators.broker import Mosquitto, free_port, make_test_tls
 from simulators.pynode import MQTTPyNode
 from simulators.tcpproxy import TCPProxy
+from tests import gatewaykit as kit
+from tests.gatewaykit import as_user_prefix  # noqa: F401  (the fault tests import it from here)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SITE_ID, GATEWAY_ID = "sch1", "gw1"
@@ -62,12 +64,7 @@ SLOW_START_S = 60.0  # bound on one start on a loaded machine (a bounded wait)
 
 def wait_until(pred, timeout_s=30.0, interval_s=0.02):
     """Poll ``pred`` until it is true or ``timeout_s`` passed; returns its last value."""
-    end = time.monotonic() + timeout_s
-    while True:
-        got = pred()
-        if got or time.monotonic() >= end:
-            return got
-        time.sleep(interval_s)
+    return kit.wait_until(pred, timeout_s, interval_s)
 
 
 def site_acl():
@@ -177,20 +174,6 @@ def drained(m):
 
 
 # -- the agent as a process -----------------------------------------------------------------------
-def as_user_prefix():
-    """The command prefix that runs the agent as a user (it refuses root): under root, a user
-    namespace mapping root to uid 1000 (``unshare`` execs the command: the child's pid is the
-    agent's). None if that is not possible here."""
-    if os.geteuid() != 0:
-        return []
-    prefix = ["unshare", "--user", "--map-user=1000", "--map-group=1000"]
-    try:
-        ok = subprocess.run(prefix + ["true"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        ok = False
-    return prefix if ok else None
-
-
 class AgentProcess:
     """``civicedge gateway run --config <path>`` as a child process (startable again after
     it ended); stderr appended to ``log_path``."""

@@ -13,42 +13,18 @@ from gateway.security import Secrets
 from gateway.sources import FRAME, LORAWAN, Arrival
 from protocol import frame, lorapack, senml
 from simulators.clock import VirtualClock
+from tests.gatewaykit import device_toml, mqtt_toml, site_toml
 
 KEY = bytes(range(16, 48))
 DEV, BIN, EUI = "sch1-rm12-co2", "sch1-yard-bin1", "70b3d57ed0061a2d"
 T0 = 1767571200  # 2026-01-05 00:00 UTC (00:00 in London), the VirtualClock's start
 FAST = {"backoff_s": 0, "put_timeout_s": 0.05, "poll_s": 0.02}
 
-CONFIG = """\
-config_version = 1
-[site]
-id = "sch1"
-gateway_id = "gw1"
-data_dir = "data"
-[secrets]
-device_keys_file = "keys.toml"
-[[devices]]
-id = "%s"
-profile = "classroom-co2"
-link = "serial"
-[[devices]]
-id = "%s"
-profile = "bin-level"
-link = "lorawan"
-dev_eui = "%s"
-[[sources.serial]]
-port = "loop://"
-[sources.chirpstack]
-host = "127.0.0.1"
-tls = false
-username = "gw1"
-password_file = "pw"
-[upstream.mqtt]
-host = "127.0.0.1"
-tls = false
-username = "gw1"
-password_file = "pw"
-""" % (DEV, BIN, EUI)
+CONFIG = (site_toml(keys_file="keys.toml") + device_toml(DEV)
+          + device_toml(BIN, "bin-level", "lorawan", 'dev_eui = "%s"' % EUI)
+          + '[[sources.serial]]\nport = "loop://"\n'
+          + mqtt_toml("sources.chirpstack", "gw1", "pw", tls=False)
+          + mqtt_toml("upstream.mqtt", "gw1", "pw", tls=False))
 
 
 def readings(first, n, co2=800, t0=T0, step=120):

@@ -23,33 +23,17 @@ import urllib.request
 import pytest
 
 from simulators.broker import free_port
+from tests.gatewaykit import (as_user_prefix, device_toml, mqtt_toml, site_toml, write_file,
+                              write_site)
 
 PASSWORD = "n8Vq-3LzK-w7Rt-Y2pX-c5Hm"
 KEY = "7c1f9a3e52b84d06a1e3c5f7092b4d6e"
 DEV = "sch1-rm12-co2"
 
-CONFIG = """\
-config_version = 1
-[site]
-id = "sch1"
-gateway_id = "gw1"
-data_dir = "data"
-[secrets]
-device_keys_file = "secrets/keys.toml"
-[[devices]]
-id = "%s"
-profile = "classroom-co2"
-link = "serial"
-[[sources.serial]]
-port = "loop://"
-[upstream.mqtt]
-host = "127.0.0.1"
-tls = false
-username = "sch1-gw1"
-password_file = "secrets/up.password"
-[metrics]
-listen = "127.0.0.1:%d"
-"""
+CONFIG = (site_toml() + device_toml("%s")
+          + '[[sources.serial]]\nport = "loop://"\n'
+          + mqtt_toml("upstream.mqtt", "sch1-gw1", "secrets/up.password", tls=False)
+          + '[metrics]\nlisten = "127.0.0.1:%d"\n')
 
 CHILD = r"""
 import sys, threading
@@ -103,34 +87,22 @@ sys.exit(cmd_gateway.main(["gateway", "run", "--config", sys.argv[5]]))
 
 
 def _as_user():
-    """The command prefix that runs the agent as a non-root user. Under root (the agent
-    refuses root): a user namespace mapping root to uid 1000, where the test's files look
-    owned by that user and the interpreter stays reachable."""
-    if os.geteuid() != 0:
-        return []
-    prefix = ["unshare", "--user", "--map-user=1000", "--map-group=1000"]
-    try:
-        ok = subprocess.run(prefix + ["true"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        ok = False
-    if not ok:
+    """The command prefix that runs the agent as a non-root user (see ``as_user_prefix``);
+    skips under root without a user namespace."""
+    prefix = as_user_prefix()
+    if prefix is None:
         pytest.skip("running as root and no user namespace to run the agent as a user")
     return prefix
 
 
 @pytest.fixture
 def site(tmp_path):
-    (tmp_path / "secrets").mkdir()
-
     def write(name, text, mode=0o600):
-        path = tmp_path / name
-        path.write_text(text)
-        os.chmod(path, mode)
-        return str(path)
+        return str(write_file(tmp_path / name, text, mode))
 
-    write("secrets/up.password", PASSWORD + "\n")
-    write("secrets/keys.toml", '"%s" = "%s"\n' % (DEV, KEY))
-    write("gateway.toml", CONFIG % (DEV, free_port()), 0o644)
+    write_site(tmp_path, CONFIG % (DEV, free_port()), {
+        "up.password": PASSWORD + "\n", "keys.toml": '"%s" = "%s"\n' % (DEV, KEY)},
+        config_mode=0o644)
     return str(tmp_path), write
 
 
@@ -237,33 +209,12 @@ def test_an_invalid_configuration_exits_2(site):
 SITE_PW, NODE_PW, UP_PW, COUNCIL_PW = ("s1te-Gw-7Kq2-xN4v-Lp9R", "n0de-Rm12-Hq7w-3Zc8-Vt5",
                                        "up-Sch1-Gw1-9fK3-mQ7x-2Lb", "c0uncil-Vw8r-4Nt6-Jy2P")
 
-MQTT_CONFIG = """\
-config_version = 1
-[site]
-id = "sch1"
-gateway_id = "gw1"
-data_dir = "data"
-[secrets]
-device_keys_file = "secrets/keys.toml"
-[[devices]]
-id = "%s"
-profile = "classroom-co2"
-link = "mqtt"
-[sources.site_broker]
-host = "127.0.0.1"
-port = %d
-tls = false
-username = "gw1-site"
-password_file = "secrets/site.password"
-[upstream.mqtt]
-host = "127.0.0.1"
-port = %d
-tls = false
-username = "sch1-gw1"
-password_file = "secrets/up.password"
-[metrics]
-enabled = false
-"""
+MQTT_CONFIG = (site_toml() + device_toml("%s", "classroom-co2", "mqtt")
+               + mqtt_toml("sources.site_broker", "gw1-site", "secrets/site.password",
+                           port="%d", tls=False)
+               + mqtt_toml("upstream.mqtt", "sch1-gw1", "secrets/up.password", port="%d",
+                           tls=False)
+               + "[metrics]\nenabled = false\n")
 
 
 class Client:

@@ -11,6 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from simulators.broker import Mosquitto, make_test_tls
+from tests.gatewaykit import broker_fixture
 
 PW = {"node-1": "n1-9f2c81e07a", "node-2": "n2-4be1d0c6f3"}
 ACL = ["pattern readwrite civicedge/v1/site/%u/#"]
@@ -56,10 +57,7 @@ class Paho:
         self.c.loop_stop()
 
 
-@pytest.fixture
-def broker():
-    with Mosquitto(users=PW, acl=ACL) as b:
-        yield b
+broker = broker_fixture(PW, ACL)
 
 
 def test_right_password_connects(broker):

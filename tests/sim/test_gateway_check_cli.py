@@ -6,30 +6,15 @@ import os
 import pytest
 
 from civicedge import cmd_gateway
+from tests.gatewaykit import device_toml, mqtt_toml, site_toml, write_site
 
 PASSWORD = "n8Vq-3LzK-w7Rt-Y2pX-c5Hm"
 KEY = "7c1f9a3e52b84d06a1e3c5f7092b4d6e"
 
-CONFIG = """\
-config_version = 1
-[site]
-id = "sch1"
-gateway_id = "gw1"
-data_dir = "data"
-[secrets]
-device_keys_file = "secrets/keys.toml"
-[[devices]]
-id = "sch1-rm12-co2"
-profile = "classroom-co2"
-link = "serial"
-[[sources.serial]]
-port = "/dev/ttyUSB0"
-[upstream.mqtt]
-host = "mqtt.example.net"
-ca_file = "ca.pem"
-username = "sch1-gw1"
-password_file = "secrets/up.password"
-"""
+CONFIG = (site_toml() + device_toml("sch1-rm12-co2")
+          + '[[sources.serial]]\nport = "/dev/ttyUSB0"\n'
+          + mqtt_toml("upstream.mqtt", "sch1-gw1", "secrets/up.password", host="mqtt.example.net",
+                      ca_file="ca.pem"))
 
 
 @pytest.fixture
@@ -40,17 +25,9 @@ def owner():
 @pytest.fixture
 def site(tmp_path, owner):
     def make(text=CONFIG, password=PASSWORD + "\n", mode=0o600):
-        (tmp_path / "secrets").mkdir(exist_ok=True)
-        for name, content in (("up.password", password), ("keys.toml", '"sch1-rm12-co2" = "%s"\n' % KEY)):
-            path = tmp_path / "secrets" / name
-            path.write_text(content)
-            os.chmod(path, mode if name == "up.password" else 0o600)
-            if os.geteuid() == 0:
-                os.chown(path, owner, -1)
-        (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
-        path = tmp_path / "gateway.toml"
-        path.write_text(text)
-        return path
+        return write_site(tmp_path, text, {"up.password": password,
+                                           "keys.toml": '"sch1-rm12-co2" = "%s"\n' % KEY},
+                          modes={"up.password": mode}, owner=owner, ca=True)
     return make
 
 

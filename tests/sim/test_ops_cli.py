@@ -20,38 +20,17 @@ from gateway.outbox import Outbox, OutboxRecord
 from gateway.outbox_policy import ALARM
 from protocol.senml import parse_base_name
 from simulators.clock import VirtualClock
+from tests.gatewaykit import device_toml, mqtt_toml, site_toml, write_site
 
 T0 = 1767571200  # 2026-01-05T00:00:00Z: the virtual clock's wall start
 KEY = "7c1f9a3e52b84d06a1e3c5f7092b4d6e"
 PASSWORD = "n8Vq-3LzK-w7Rt-Y2pX-c5Hm"
 ROOM, BIN = "sch1-rm12-co2", "sch1-rm14-co2"
-CONFIG = """\
-config_version = 1
-[site]
-id = "sch1"
-gateway_id = "gw1"
-data_dir = "data"
-[secrets]
-device_keys_file = "secrets/keys.toml"
-[[devices]]
-id = "%s"
-profile = "classroom-co2"
-link = "serial"
-[[devices]]
-id = "%s"
-profile = "classroom-co2"
-link = "serial"
-[[sources.serial]]
-port = "/dev/ttyUSB0"
-[upstream.mqtt]
-host = "mqtt.example.net"
-ca_file = "ca.pem"
-username = "sch1-gw1"
-password_file = "secrets/up.password"
-[metrics]
-enabled = ENABLED
-listen = "127.0.0.1:PORT"
-""" % (ROOM, BIN)
+CONFIG = (site_toml() + device_toml(ROOM) + device_toml(BIN)
+          + '[[sources.serial]]\nport = "/dev/ttyUSB0"\n'
+          + mqtt_toml("upstream.mqtt", "sch1-gw1", "secrets/up.password", host="mqtt.example.net",
+                      ca_file="ca.pem")
+          + '[metrics]\nenabled = ENABLED\nlisten = "127.0.0.1:PORT"\n')
 
 
 def reading(seq, t, co2=600, flag="ok"):
@@ -63,17 +42,12 @@ def reading(seq, t, co2=600, flag="ok"):
 def site(tmp_path):
     """Write the configuration and secrets; returns a namespace-like dict."""
     def make(metrics_port=None):
-        (tmp_path / "secrets").mkdir(exist_ok=True)
-        (tmp_path / "data").mkdir(exist_ok=True)
-        for name, text in (("up.password", PASSWORD + "\n"),
-                           ("keys.toml", '"%s" = "%s"\n"%s" = "%s"\n' % (ROOM, KEY, BIN, KEY))):
-            (tmp_path / "secrets" / name).write_text(text)
-            os.chmod(tmp_path / "secrets" / name, 0o600)
-        (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
         on = metrics_port is not None
         text = CONFIG.replace("ENABLED", "true" if on else "false").replace(
             "PORT", str(metrics_port if on else 9108))
-        (tmp_path / "gateway.toml").write_text(text)
+        write_site(tmp_path, text, {"up.password": PASSWORD + "\n",
+                                    "keys.toml": '"%s" = "%s"\n"%s" = "%s"\n' % (ROOM, KEY, BIN, KEY)},
+                   ca=True, dirs=["data"])
         return {"config": str(tmp_path / "gateway.toml"), "dir": tmp_path,
                 "outbox": str(tmp_path / "data" / "outbox.sqlite3")}
     return make

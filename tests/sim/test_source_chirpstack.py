@@ -18,9 +18,9 @@ from gateway.pipeline import Ingest
 from gateway.sources import LORAWAN
 from gateway.sources.chirpstack import ChirpStackSource
 from protocol import lorapack
-from simulators.broker import Mosquitto, mosquitto_available
+from tests.gatewaykit import broker_fixture, needs_mosquitto, wait_until
 
-pytestmark = pytest.mark.skipif(not mosquitto_available(), reason="mosquitto not installed: scripts/setup")
+pytestmark = needs_mosquitto
 
 APP = "6f1c0f7e-2d8a-4a43-9a4e-0c3b1f6d2a11"
 OTHER_APP = "0b7e9a52-4f1d-4c5e-8a3b-6d2e1f0c9b88"
@@ -28,15 +28,6 @@ EUI = "70b3d57ed0000a01"
 PW = {"gateway": "gw-3c9e7a51d2f08b", "chirpstack": "cs-d1e2f3a4b5c6d7"}
 ACL = ["user gateway", "topic read application/+/device/+/event/up",
        "user chirpstack", "topic write application/#"]
-
-
-def wait_until(pred, timeout_s=10.0):
-    end = time.monotonic() + timeout_s
-    while True:
-        v = pred()
-        if v or time.monotonic() > end:
-            return v
-        time.sleep(0.01)
 
 
 class Clock:
@@ -89,10 +80,7 @@ def cfg(broker, app=APP):
     return ChirpCfg(c, app)
 
 
-@pytest.fixture
-def broker():
-    with Mosquitto(users=PW, acl=ACL) as b:
-        yield b
+broker = broker_fixture(PW, ACL)
 
 
 def test_uplinks_reach_the_pipeline_and_bad_events_are_counted(broker):

@@ -4,7 +4,6 @@ dedupe) and its acks trim them; a failing part is flagged sensor_failed and the 
 reporting; the boot epoch and the unacked readings survive a restart in the state file."""
 
 import json
-import time
 
 import pytest
 
@@ -15,21 +14,13 @@ from gateway.sources.local_i2c import LocalI2CSource
 from protocol import quality
 from simulators.clock import VirtualClock
 from simulators.rig import LocalRig
+from tests.gatewaykit import wait_until
 
 DEV = "sch1-gw1-local"
 KEY = bytes(range(50, 82))
 ROOM = {"co2_ppm": 900.0, "temperature_c": 21.0, "rh_percent": 45.0}
 PIPE = {"temperature_c": 55.0}
 SENSORS = (LocalSensor("room", "scd4x", 0x62), LocalSensor("pipe", "tmp117", 0x48))
-
-
-def wait_until(pred, timeout_s=10.0):
-    end = time.monotonic() + timeout_s
-    while True:
-        v = pred()
-        if v or time.monotonic() > end:
-            return v
-        time.sleep(0.01)
 
 
 def rig(extra=(), trusted=True):

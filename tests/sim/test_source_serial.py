@@ -17,19 +17,10 @@ from gateway.sources import FRAME
 from gateway.sources.serial import SerialSource
 from protocol import frame, senml, serial_link
 from simulators.clock import VirtualClock
+from tests.gatewaykit import wait_until
 
 DEV = "sch1-rm12-co2"
 KEY = bytes(range(100, 132))
-
-
-def wait_until(pred, timeout_s=10.0):
-    """Poll ``pred`` until true (bounded); returns its last value."""
-    end = time.monotonic() + timeout_s
-    while True:
-        v = pred()
-        if v or time.monotonic() > end:
-            return v
-        time.sleep(0.01)
 
 
 def node_frame(epoch, first, n=1):

@@ -6,7 +6,6 @@ persistent broker the session resumes with the frames published while it was awa
 
 import dataclasses
 import threading
-import time
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -16,9 +15,10 @@ from gateway.pipeline import Ingest
 from gateway.sources import FRAME
 from gateway.sources.site_mqtt import SiteMQTTSource, ack_topic, device_of_up_topic
 from protocol import frame, senml
-from simulators.broker import Mosquitto, make_test_tls, mosquitto_available
+from simulators.broker import Mosquitto, make_test_tls
+from tests.gatewaykit import broker_fixture, needs_mosquitto, wait_until
 
-pytestmark = pytest.mark.skipif(not mosquitto_available(), reason="mosquitto not installed: scripts/setup")
+pytestmark = needs_mosquitto
 
 DEV, OTHER = "sch1-rm12-co2", "sch1-rm14-co2"
 KEY = bytes(range(7, 39))
@@ -26,15 +26,6 @@ PW = {"gateway": "gw-3c9e7a51d2f08b", DEV: "n1-e81f0c47a9d2", OTHER: "n2-50b7d31
       "Not_An_Id": "nx-9a8b7c6d5e4f"}
 ACL = ["user gateway", "topic read civicedge/node/+/up", "topic write civicedge/node/+/ack",
        "pattern write civicedge/node/%u/up", "pattern read civicedge/node/%u/ack"]
-
-
-def wait_until(pred, timeout_s=10.0):
-    end = time.monotonic() + timeout_s
-    while True:
-        v = pred()
-        if v or time.monotonic() > end:
-            return v
-        time.sleep(0.01)
 
 
 class Clock:
@@ -102,10 +93,7 @@ class Node:
         self.c.loop_stop()
 
 
-@pytest.fixture
-def broker():
-    with Mosquitto(users=PW, acl=ACL) as b:
-        yield b
+broker = broker_fixture(PW, ACL)
 
 
 def test_topic_names_the_device():

@@ -13,40 +13,19 @@ from gateway import app, config
 from gateway.agent import Agent
 from gateway.pipeline import Ingest
 from simulators.clock import VirtualClock
+from tests.gatewaykit import device_toml, mqtt_toml, site_toml
 
-CONFIG = """\
-config_version = 1
-[site]
-id = "sch1"
-gateway_id = "gw1"
-[[devices]]
-id = "kitchen-hot"
-profile = "legionella-outlet"
-link = "lorawan"
-dev_eui = "70b3d57ed0061a2c"
-attributes = { outlet = "hot" }
-[[devices]]
-id = "kitchen-cold"
-profile = "legionella-outlet"
-link = "lorawan"
-dev_eui = "70b3d57ed0061a2e"
-attributes = { outlet = "cold" }
-[sources.chirpstack]
-host = "127.0.0.1"
-tls = false
-username = "gw1"
-password_file = "pw"
-[upstream.mqtt]
-host = "127.0.0.1"
-tls = false
-username = "gw1"
-password_file = "pw"
-[alarms.legionella-outlet.hot_outlet_below_50]
-threshold = 55
-severity = "critical"
-[alarms.legionella-outlet.hours_in_growth_band]
-enabled = false
-"""
+HOT = device_toml("kitchen-hot", "legionella-outlet", "lorawan", 'dev_eui = "70b3d57ed0061a2c"',
+                  'attributes = { outlet = "hot" }')
+CHIRPSTACK = mqtt_toml("sources.chirpstack", "gw1", "pw", tls=False)
+UPSTREAM = mqtt_toml("upstream.mqtt", "gw1", "pw", tls=False)
+
+CONFIG = (site_toml(data_dir=None, keys_file=None) + HOT
+          + device_toml("kitchen-cold", "legionella-outlet", "lorawan", 'dev_eui = "70b3d57ed0061a2e"',
+                        'attributes = { outlet = "cold" }')
+          + CHIRPSTACK + UPSTREAM
+          + "[alarms.legionella-outlet.hot_outlet_below_50]\nthreshold = 55\nseverity = \"critical\"\n"
+          + "[alarms.legionella-outlet.hours_in_growth_band]\nenabled = false\n")
 
 
 def test_device_rules_apply_the_profile_and_only_the_overrides_that_fit_each_device():
@@ -142,31 +121,7 @@ def test_sources_need_distinct_names():
         Agent(Ingest({}), _Box(), VirtualClock(), gateway_id="gw1", sources=[Src(), Src()])
 
 
-SITE = """\
-config_version = 1
-[site]
-id = "sch1"
-gateway_id = "gw1"
-data_dir = "data"
-%s
-[[devices]]
-id = "kitchen-hot"
-profile = "legionella-outlet"
-link = "lorawan"
-dev_eui = "70b3d57ed0061a2c"
-attributes = { outlet = "hot" }
-[sources.chirpstack]
-host = "127.0.0.1"
-tls = false
-username = "gw1"
-password_file = "pw"
-%s
-[upstream.mqtt]
-host = "127.0.0.1"
-tls = false
-username = "gw1"
-password_file = "pw"
-"""
+SITE = site_toml(keys_file=None) + "%s\n" + HOT + CHIRPSTACK + "%s\n" + UPSTREAM
 
 
 class _Forwarder:

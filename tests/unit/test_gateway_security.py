@@ -13,6 +13,7 @@ from civicedge import cmd_gateway
 from gateway import config, security
 from gateway.config import ConfigError
 from gateway.security import Finding
+from tests.gatewaykit import CA_PEM, device_toml, mqtt_toml, site_toml, write_file, write_site
 
 # Distinctive secrets: the leak tests look for them (and parts of them) everywhere.
 UP_PW = base64.b64encode(bytes(range(7, 31))).decode()  # 32 characters, as openssl rand -base64 24
@@ -21,34 +22,11 @@ KEY1 = bytes.fromhex("9f3c1ab27e5d4c8801f6e2a9b37d5c10")
 KEY2 = bytes.fromhex("5aa1c3e4f7091b2d3c4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6071829304")
 APP_KEY = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
 
-CONFIG = """\
-config_version = 1
-[site]
-id = "sch1"
-gateway_id = "gw1"
-[secrets]
-device_keys_file = "secrets/keys.toml"
-[[devices]]
-id = "node-1"
-profile = "classroom-co2"
-link = "serial"
-[[devices]]
-id = "node-2"
-profile = "classroom-co2"
-link = "mqtt"
-[[sources.serial]]
-port = "/dev/ttyUSB0"
-[sources.site_broker]
-host = "127.0.0.1"
-tls = false
-username = "gateway"
-password_file = "secrets/site.password"
-[upstream.mqtt]
-host = "mqtt.example.net"
-ca_file = "ca.pem"
-username = "sch1-gw1"
-password_file = "secrets/up.password"
-"""
+CONFIG = (site_toml(data_dir=None) + device_toml("node-1") + device_toml("node-2", "classroom-co2", "mqtt")
+          + '[[sources.serial]]\nport = "/dev/ttyUSB0"\n'
+          + mqtt_toml("sources.site_broker", "gateway", "secrets/site.password", tls=False)
+          + mqtt_toml("upstream.mqtt", "sch1-gw1", "secrets/up.password", host="mqtt.example.net",
+                      ca_file="ca.pem"))
 
 
 @pytest.fixture
@@ -58,26 +36,14 @@ def owner():
     return 65534 if os.geteuid() == 0 else os.geteuid()
 
 
-def _write(path, text, mode, uid):
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(text)
-    os.chmod(path, mode)
-    if os.geteuid() == 0:
-        os.chown(path, uid, -1)
-    return path
-
-
 @pytest.fixture
 def site(tmp_path, owner):
     """A valid, secure configuration on disk: returns a function writing ``(cfg, path)``."""
     def make(text=CONFIG, up_pw=UP_PW + "\n", keys='"node-1" = "%s"\n"node-2" = "%s"\n' % (KEY1.hex(), KEY2.hex()),
              mode=0o600):
-        _write(tmp_path / "secrets" / "up.password", up_pw, mode, owner)
-        _write(tmp_path / "secrets" / "site.password", SITE_PW, 0o600, owner)
-        _write(tmp_path / "secrets" / "keys.toml", keys, 0o600, owner)
-        _write(tmp_path / "ca.pem", "-----BEGIN CERTIFICATE-----\n", 0o644, 0)
-        path = tmp_path / "gateway.toml"
-        path.write_text(text)
+        path = write_site(tmp_path, text, {"up.password": up_pw, "site.password": SITE_PW, "keys.toml": keys},
+                          modes={"up.password": mode}, owner=owner)
+        write_file(tmp_path / "ca.pem", CA_PEM, 0o644, 0)
         return config.load(path), path
     return make
 
@@ -231,8 +197,8 @@ def test_a_ca_file_may_be_world_readable_but_a_client_key_may_not(site, owner, t
     text = CONFIG.replace('password_file = "secrets/up.password"\n',
                           'password_file = "secrets/up.password"\nclient_cert_file = "gw.crt"\n'
                           'client_key_file = "secrets/gw.key"\n')
-    _write(tmp_path / "gw.crt", "cert", 0o644, 0)
-    _write(tmp_path / "secrets" / "gw.key", "key", 0o644, owner)
+    write_file(tmp_path / "gw.crt", "cert", 0o644, 0)
+    write_file(tmp_path / "secrets" / "gw.key", "key", 0o644, owner)
     cfg, _ = site(text=text)
     assert settings_of(security.check(cfg, security.gather(cfg, owner))) == ["upstream.mqtt.client_key_file"]
 
@@ -258,10 +224,10 @@ def test_lorawan_app_key_file(site, owner, tmp_path):
     text = CONFIG[:CONFIG.index("[upstream.mqtt]")] + (
         '[upstream.lorawan]\nport = "/dev/ttyAMA0"\ndialect = "rak3172"\njoin_eui = "0000000000000000"\n'
         'app_key_file = "secrets/appkey.hex"\n')
-    _write(tmp_path / "secrets" / "appkey.hex", APP_KEY.hex() + "\n", 0o600, owner)
+    write_file(tmp_path / "secrets" / "appkey.hex", APP_KEY.hex() + "\n", 0o600, owner)
     cfg, _ = site(text=text)
     assert security.enforce(cfg, euid=owner).app_key == APP_KEY
-    _write(tmp_path / "secrets" / "appkey.hex", "01" * 16, 0o600, owner)
+    write_file(tmp_path / "secrets" / "appkey.hex", "01" * 16, 0o600, owner)
     findings = security.check(cfg, security.gather(cfg, owner))
     assert settings_of(findings) == ["upstream.lorawan.app_key_file"] and "placeholder" in findings[0].problem
 
