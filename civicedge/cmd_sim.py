@@ -1,5 +1,6 @@
 """``civicedge sim``: run simulations.
 
+``civicedge sim run SCENARIO`` runs a simulated site end to end (``civicedge/cmd_simrun.py``);
 ``civicedge sim day`` runs a simulated day per deployment profile through the real drivers
 on the simulated bus and prints truth against readings (``simulators.daysim``).
 """
@@ -19,6 +20,9 @@ def register(sub):
     day.add_argument("--seed", type=int, default=1, help="seed for the environments and sensors (default 1)")
     day.add_argument("--hours", type=float, default=24.0, help="simulated hours (default 24)")
     day.set_defaults(func=_day)
+    from civicedge import cmd_simrun
+
+    cmd_simrun.register(simsub)
     sim.set_defaults(func=lambda args: (sim.print_help(), 2)[1])
 
 

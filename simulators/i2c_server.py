@@ -200,6 +200,10 @@ class SimServer:
         self._conns = set()
         self._stopping = False
         self.nodes = {}  # connection -> Node
+        # The fleet runner's hook (simulators/fleet/timeline.py): called, outside the lock,
+        # with the virtual time (µs, as NOW) a SLEEP_US, BOOT_AT or HALT would move this
+        # board's clock to; it returns when the fleet's global time allows. None: no fleet.
+        self.gate = None
         self._reset_environment()
 
     def _reset_environment(self):
@@ -274,6 +278,16 @@ class SimServer:
                 payload = rfile.read(n) if n else b""
                 if len(payload) < n:
                     return
+                if self.gate is not None and op in (OP_SLEEP_US, OP_BOOT_AT, OP_HALT):
+                    target = self._gate_target(op, payload, self.nodes.get(conn))
+                    if target is not None:
+                        try:
+                            self.gate(target)  # the clock is at ``target`` when it returns
+                        except Exception:  # the fleet cancelled this board: hang up
+                            return
+                        if op == OP_SLEEP_US:  # what is left of the sleep: nothing
+                            with self.lock:
+                                payload = struct.pack(">Q", max(0, target - self.rig.clock.now_us))
                 with self.lock:
                     status, out = self.handle(op, addr, payload, self.nodes.get(conn))
                 conn.sendall(RESPONSE.pack(status, len(out)) + out)
@@ -285,6 +299,25 @@ class SimServer:
                 self.nodes.pop(conn, None)
             rfile.close()
             conn.close()
+
+    def _gate_target(self, op, payload, node):
+        """Where ``op`` would take the clock (µs, as NOW), or None if it does not wait."""
+        with self.lock:
+            now = self.rig.clock.now_us
+            deadline = node.wdt_deadline_us if node is not None else None
+        try:
+            if op == OP_SLEEP_US:
+                target = now + struct.unpack(">Q", payload)[0]
+            elif op == OP_BOOT_AT:
+                target = struct.unpack(">QB", payload)[0]
+                deadline = None  # a reset stops the watchdog
+            else:
+                target = deadline  # HALT: asleep until the watchdog fires (None: it never does)
+        except struct.error:
+            return None  # malformed: handle() answers ERROR without waiting
+        if target is not None and deadline is not None:
+            target = min(target, deadline + 1)
+        return target if target is not None and target > now else None
 
     # -- requests ----------------------------------------------------------------------------
     def handle(self, op, addr, payload, node=None):

@@ -1,0 +1,159 @@
+"""One simulated gateway: the real agent (``gateway.app.build`` on the gateway's own
+configuration and 0600 secrets), in its own process, on the fleet's virtual clock::
+
+    python -m simulators.fleet.gateway_child CONFIG CLOCK_FILE START_WALL_S
+
+A process of its own, so a power cut is a real SIGKILL (SQLite's journal and the outbox's
+recovery are what is tested) and the agent gets the second CPU core.
+
+``CLOCK_FILE`` is the fleet's ``Timeline`` published by the runner: 24 bytes, little-endian,
+``u64`` the global virtual time (µs since the scenario's start), ``f64`` this gateway's wall
+clock offset (s: a clock-jump fault), ``u64`` a counter the runner bumps at each write. The
+agent's ticks and wall time come from it (``FleetClock``); its own waits (backoff, polls)
+are real time, so the forwarder's reconnect backoff is scaled down (``BACKOFF_S``): while
+the council's broker is away it retries every second or so of real time, however much
+virtual time passes.
+
+Every security check runs as ``civicedge gateway run`` runs them except the refusal to run
+as root (the simulation runs as whoever runs it); any other finding stops it.
+
+Commands on stdin, one per line, answered with one JSON line on stdout:
+``snapshot`` (``Agent.snapshot()``), ``backlog`` (rows in the outbox), ``disk_full`` /
+``disk_ok`` (cap the outbox file at its current size, as a full disk does / lift the cap),
+``stop`` (stop as SIGTERM does: store what is queued, close).
+"""
+
+import json
+import mmap
+import struct
+import sys
+import threading
+
+from drivers.clock import TICKS_PERIOD, WallTrust, ticks_add, ticks_diff
+
+CLOCK = struct.Struct("<QdQ")
+NO_CAP_BYTES = 1 << 40
+BACKOFF_S = (0.1, 1.0)  # the forwarder's reconnect backoff here, real s (see main)
+
+
+class ClockFile:
+    """The runner's side: publishes G and each gateway's wall offset (module docstring)."""
+
+    def __init__(self, path):
+        with open(path, "wb") as f:
+            f.write(bytes(CLOCK.size))
+        self._f = open(path, "r+b")
+        self._map = mmap.mmap(self._f.fileno(), CLOCK.size)
+        self.offset_s = 0.0
+        self._n = 0
+        self._g = 0
+
+    def publish(self, g_us):
+        self._g = g_us
+        self._n += 1
+        CLOCK.pack_into(self._map, 0, g_us, self.offset_s, self._n)
+
+    def jump(self, delta_s):
+        self.offset_s += delta_s
+        self.publish(self._g)
+
+    def close(self):
+        self._map.close()
+        self._f.close()
+
+
+class FleetClock(WallTrust):
+    """The clock contract on the fleet's published time (see the module docstring)."""
+
+    ticks_diff = staticmethod(ticks_diff)
+    ticks_add = staticmethod(ticks_add)
+
+    def __init__(self, path, start_wall_s):
+        WallTrust.__init__(self, True)
+        self._f = open(path, "rb")
+        self._map = mmap.mmap(self._f.fileno(), CLOCK.size, access=mmap.ACCESS_READ)
+        self.start_wall_s = float(start_wall_s)
+
+    def _read(self):
+        g, off, _ = CLOCK.unpack_from(self._map, 0)
+        return g, off
+
+    def now_us(self):
+        return self._read()[0]
+
+    def ticks_ms(self):
+        return (self._read()[0] // 1000) & (TICKS_PERIOD - 1)
+
+    def sleep_ms(self, ms):
+        import time
+
+        if ms > 0:
+            time.sleep(min(ms, 50) / 1000.0)  # real: the fleet's time is not ours to move
+
+    def wall_s(self):
+        g, off = self._read()
+        return self.start_wall_s + g / 1e6 + off
+
+
+def _secrets(cfg):
+    from gateway import security
+
+    facts = security.gather(cfg)
+    findings = [f for f in security.check(cfg, facts) if "runs as root" not in str(f)]
+    if findings:
+        raise SystemExit("refusing to start: %s" % "; ".join(str(f) for f in findings))
+    return security.secrets(cfg, facts)
+
+
+def main(argv=None):
+    from gateway import app, config
+
+    config_path, clock_path, start_wall_s = (argv or sys.argv[1:])[:3]
+    cfg = config.load(config_path)
+    app.setup_logging(20)
+    secrets, clock = _secrets(cfg), FleetClock(clock_path, start_wall_s)
+    forwarder = None
+    if cfg.upstream_mqtt is not None:
+        from gateway.backoff import Backoff
+        from gateway.forward.mqtt import MQTTForwarder
+
+        # The agent's reconnect backoff (1-120 s) is real time, while the fleet's clock runs
+        # a hundred or more times faster: scaled so that the council's broker coming back is
+        # noticed within minutes of virtual time, as the real backoff notices it in minutes.
+        forwarder = MQTTForwarder(cfg.upstream_mqtt, secrets.password("upstream.mqtt"), cfg.site_id,
+                                  cfg.gateway_id, clock, protocol=cfg.upstream_mqtt.protocol,
+                                  backoff=Backoff(BACKOFF_S[0], BACKOFF_S[1]))
+    agent = app.build(cfg, secrets, clock, forwarder=forwarder)
+    stop = threading.Event()
+    ready = threading.Event()
+    runner = threading.Thread(target=agent.run, args=(stop,), kwargs={"ready": ready.set}, daemon=True)
+    runner.start()
+    ready.wait(60)
+    say = sys.stdout
+    say.write(json.dumps({"ready": ready.is_set()}) + "\n")
+    say.flush()
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "snapshot":
+            out = agent.snapshot()
+        elif cmd == "backlog":
+            st = agent.outbox.stats()
+            out = {"rows": sum(st.rows.values()) if isinstance(st.rows, dict) else st.rows}
+        elif cmd == "disk_full":
+            out = {"cap_bytes": agent.outbox.cap_file_bytes(agent.outbox.stats().file_bytes)}
+        elif cmd == "disk_ok":
+            out = {"cap_bytes": agent.outbox.cap_file_bytes(NO_CAP_BYTES)}
+        elif cmd == "stop":
+            break
+        else:
+            out = {"error": "unknown command %r" % cmd}
+        say.write(json.dumps(out, default=str) + "\n")
+        say.flush()
+    stop.set()
+    runner.join(60)
+    say.write(json.dumps({"stopped": not runner.is_alive()}) + "\n")
+    say.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""A simulated gateway's process, as the runner drives it: start (power on), kill (power
+cut), commands over its stdin (``simulators/fleet/gateway_child.py``), its CPU time."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+
+from simulators.mpyrun import REPO
+
+
+class GatewayProcess:
+    def __init__(self, spec, config_path, clock_path, start_wall_s, workdir):
+        self.spec, self.config_path, self.clock_path = spec, config_path, clock_path
+        self.start_wall_s = start_wall_s
+        self.dir = workdir
+        self.proc = None
+        self.cpu_s = 0.0
+        self.starts = self.kills = 0
+        self._lock = threading.Lock()
+        self.last_snapshot = {}
+
+    def start(self, timeout_s=60.0):
+        """Power on; returns when the agent says it is running (or raises)."""
+        log = open(os.path.join(self.dir, "gateway-%d.log" % self.starts), "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "simulators.fleet.gateway_child", self.config_path, self.clock_path,
+             repr(self.start_wall_s)], cwd=self.dir, env=dict(os.environ, PYTHONPATH=str(REPO)),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
+        log.close()
+        self.starts += 1
+        threading.Thread(target=self._reap, args=(self.proc,), daemon=True).start()
+        line = self._read(timeout_s)
+        if not line or not json.loads(line).get("ready"):
+            raise RuntimeError("gateway %s did not start: see %s" % (self.spec.id, self.dir))
+        return self
+
+    def _reap(self, proc):
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        self.cpu_s += usage.ru_utime + usage.ru_stime
+
+    def _read(self, timeout_s):
+        out = []
+        t = threading.Thread(target=lambda: out.append(self.proc.stdout.readline()), daemon=True)
+        t.start()
+        t.join(timeout_s)
+        return out[0] if out else None
+
+    def alive(self):
+        return self.proc is not None and self.proc.returncode is None
+
+    def command(self, cmd, timeout_s=30.0):
+        """One command (see gateway_child); its JSON answer, or None if it is off."""
+        with self._lock:
+            if not self.alive():
+                return None
+            try:
+                self.proc.stdin.write(cmd + "\n")
+                self.proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                return None
+            line = self._read(timeout_s)
+        return json.loads(line) if line else None
+
+    def snapshot(self):
+        snap = self.command("snapshot")
+        if snap is not None:
+            self.last_snapshot = snap
+        return snap
+
+    def kill(self):
+        """A power cut: SIGKILL, wherever it is."""
+        with self._lock:
+            if self.alive():
+                self.proc.send_signal(signal.SIGKILL)
+                self._wait()
+                self.kills += 1
+
+    def _wait(self, timeout_s=30.0):
+        import time
+
+        end = time.monotonic() + timeout_s
+        while self.proc.returncode is None and time.monotonic() < end:
+            time.sleep(0.01)
+
+    def stop(self):
+        """As SIGTERM does: store what is queued, close; then the outbox is ours to read."""
+        if self.alive():
+            self.snapshot()
+            with self._lock:
+                try:
+                    self.proc.stdin.write("stop\n")
+                    self.proc.stdin.flush()
+                except OSError:
+                    pass
+                self._read(60)
+                self._wait(60)
+        if self.alive():
+            self.kill()
+
+    def held(self, node_ids):
+        """``[[device, epoch, seq], ...]`` still in the outbox (the agent stopped)."""
+        db = sqlite3.connect(os.path.join(self.dir, "data", "outbox.sqlite3"))
+        try:
+            rows = db.execute("SELECT device_id, boot_epoch, seq FROM rows ORDER BY id").fetchall()
+        except sqlite3.Error:
+            rows = []
+        finally:
+            db.close()
+        return [list(r) for r in rows if r[0] in node_ids]

@@ -1,0 +1,361 @@
+"""``civicedge sim run SCENARIO.toml``: a simulated site end to end, on one virtual clock.
+
+What runs (all real, on loopback): the nodes' firmware, each in its own ``micropython``
+process against its own simulated sensors (``simulators/fleet/nodes.py``); each gateway's
+agent in its own process (``gateway_child.py``); the site's and the council's Mosquitto and
+the council's platform subscriber (``site.py``); for LoRaWAN the modem emulators, the radio
+and the network-server stand-in. The ``Timeline`` keeps every node's clock together and
+publishes the global time to the gateways; the runner's *director* is a participant too, so
+faults and samples happen at their exact virtual time.
+
+A run: prepare (builds, brokers, configurations, nodes), start (gateways, nodes), direct
+(faults, backlog samples, progress) until the scenario's end, then drain (the gateways
+forward what they hold, in real time), stop everything, read what is still held (each
+node's flash, each gateway's outbox) and write the run record (docs/simulation.md) that
+``accounting`` and ``report`` turn into the verdict.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from simulators import flashinspect
+from simulators.ads1115 import SimADS1115
+from simulators.fleet import inject
+from simulators.fleet.gateway_child import ClockFile
+from simulators.fleet.gateways import GatewayProcess
+from simulators.fleet.nodes import SSID_SET, Build, FleetNode, SerialCable, dev_eui, node_attributes, profile_table
+from simulators.fleet.site import SiteBrokers, Platform, gateway_files
+from simulators.fleet.timeline import Timeline
+from simulators.fleet import scenario as scenario_mod
+
+ELECTRODE = {"electrode": {"zero_algorithm": 1}, "we": 0, "ae": 1}
+WINDOW_S = 30  # the timeline's lookahead (timeline.py): nodes waking this close run together
+DRAIN_S = 60.0  # real seconds the gateways get to forward what they hold after the end
+
+
+class GlobalClock:
+    """The fleet's time as a ``VirtualClock``-like view (for the network server)."""
+
+    def __init__(self, timeline, start_wall_s):
+        self.timeline, self.start_wall_s = timeline, start_wall_s
+
+    @property
+    def now_us(self):
+        return self.timeline.now_us
+
+    def monotonic_s(self):
+        return self.timeline.now_us / 1e6
+
+    def wall_s(self):
+        return self.start_wall_s + self.timeline.now_us / 1e6
+
+
+class FleetRun:
+    """One run of ``scenario`` in ``workdir`` (made empty). ``say``: progress lines."""
+
+    def __init__(self, scenario, workdir, say=print):
+        self.sc = scenario
+        self.dir = pathlib.Path(workdir)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        self.say = say
+        self.nodes, self.gateways, self.clockfiles = {}, {}, {}
+        self.brokers = self.platform = self.cable = self.radio = None
+        self.network_servers = []
+        self.timeline = Timeline(end_us=scenario.duration_s * 1_000_000, publish=self._publish,
+                                 window_us=WINDOW_S * 1_000_000)
+        self.view = GlobalClock(self.timeline, scenario.start_wall_s)
+        self.backlog = {g.id: [] for g in scenario.gateways}
+        self.log = []  # (wall_s, what) of every director action
+
+    def _publish(self, g_us):
+        for cf in self.clockfiles.values():
+            cf.publish(g_us)
+
+    def now_wall(self):
+        return self.view.wall_s()
+
+    # -- preparation ----------------------------------------------------------------------------
+    def prepare(self):
+        sc, specs = self.sc, self.sc.nodes()
+        self.say("preparing %d nodes, %d gateways" % (len(specs), len(sc.gateways)))
+        self.brokers = SiteBrokers(str(self.dir / "brokers"), [n.id for n in specs if n.link == "mqtt"],
+                                   sc.gateways).start()
+        self.cable = SerialCable()
+        builds, keys, serial_ports, by_gw = {}, {}, {}, {g.id: [] for g in sc.gateways}
+        lora_gws = [g.id for g in sc.gateways if g.lorawan]
+        if any(n.link == "lorawan" for n in specs):
+            self._lorawan(specs, lora_gws)
+        ca = pathlib.Path(self.brokers.tls["cafile"]).read_bytes()
+        for spec in specs:
+            kind = (spec.profile, spec.link, tuple(spec.sets))
+            electrode, calibration = self._electrode(spec)
+            if kind not in builds:
+                self.say("building firmware: %s over %s" % (spec.profile, spec.link))
+                builds[kind] = Build(self.dir / "builds" / ("b%d" % len(builds)), spec.profile, spec.link,
+                                     spec.sets, self._link_sets(spec.link), calibration=calibration)
+            key = os.urandom(32)
+            secrets = {"device_key_hex": key.hex()}
+            link_env, extra, eui = {}, {}, None
+            if spec.link == "serial":
+                node_end, gw_end = self.cable.add(spec.id)
+                link_env["CIVICEDGE_UART2"] = node_end
+                serial_ports[spec.id] = gw_end
+            elif spec.link == "mqtt":
+                secrets.update(wifi_password=self.brokers.wifi_pw, mqtt_password=self.brokers.node_pw[spec.id])
+                extra["ca.pem"] = ca
+            else:
+                eui = dev_eui(spec.id)
+                secrets["lorawan_app_key_hex"] = self.app_keys[spec.id]
+            if spec.link != "lorawan":
+                keys[spec.id] = key
+            node = FleetNode(spec, scenario_mod.make_environment(spec), builds[kind], self.dir / "nodes",
+                             self.timeline, sc.start_wall_s, sc.duration_s, link_env,
+                             {"extra_files": extra, "secrets": secrets, "calibration": calibration,
+                              "sets": self._node_sets(spec, eui)}, electrode=electrode)
+            if spec.link == "lorawan":
+                link_env["CIVICEDGE_UART2"] = self._modem(node, eui)
+            node.link_env = link_env
+            self.nodes[spec.id] = node
+            by_gw[spec.gateway].append((spec, eui))
+        for g in sc.gateways:
+            d = self.dir / "gateways" / g.id
+            d.mkdir(parents=True)
+            cfg = gateway_files(str(d), g, by_gw[g.id], {s.id: keys[s.id] for s, _ in by_gw[g.id] if s.id in keys},
+                                self.brokers, {s.id: serial_ports[s.id] for s, _ in by_gw[g.id] if s.id in serial_ports},
+                                self.app_ids.get(g.id, "+") if self.radio else "+")
+            self.clockfiles[g.id] = ClockFile(str(d / "clock"))
+            self.gateways[g.id] = GatewayProcess(g, cfg, str(d / "clock"), sc.start_wall_s, str(d))
+        inject.attach(sc.faults, self.nodes, self.radio)
+        return self
+
+    def _link_sets(self, link):
+        if link == "mqtt":
+            return [SSID_SET, "link.mqtt.host=127.0.0.1", "link.mqtt.port=%d" % self.brokers.site.port]
+        return []
+
+    @staticmethod
+    def _node_sets(spec, eui):
+        if eui is None:
+            return []
+        return ["link.lorawan.dev_eui=" + eui, "link.lorawan.join_eui=70b3d57ed0000000"]
+
+    def _electrode(self, spec):
+        sensors = profile_table(spec.profile)["sensors"]
+        idx = next((i for i, s in enumerate(sensors) if s["part"] == "ads1115"), None)
+        if idx is None:
+            return None, None
+        sheet = SimADS1115(sensors[idx]["address"], inputs=ELECTRODE,
+                           seed=(spec.env_seed & 0xFFFFFF) + idx).electrode_sheet
+        path = self.dir / "calibration" / ("%s.json" % spec.id)
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(sheet))
+        return ELECTRODE, path
+
+    def _lorawan(self, specs, lora_gws):
+        from simulators.lorawan_ns import NetworkServer
+        from simulators.lorawan_radio import Radio
+
+        sites = {dev_eui(n.id).upper(): dict(n.distances_m) for n in specs if n.link == "lorawan"}
+        self.radio = Radio(seed=self.sc.seed, sites=sites)
+        self.app_keys = {n.id: os.urandom(16).hex() for n in specs if n.link == "lorawan"}
+        self.app_ids, self.ns_by_gw = {}, {}
+        for i, gid in enumerate(sorted({n.gateway for n in specs if n.link == "lorawan"})):
+            app = "0f0e0d0c-0000-4000-8000-%012d" % (i + 1)
+            devices = {dev_eui(n.id): n.id for n in specs if n.link == "lorawan" and n.gateway == gid}
+            ns = NetworkServer("127.0.0.1", self.brokers.plain_port, "chirpstack", self.brokers.ns_pw, app, devices,
+                               clock=self.view, seed=self.sc.seed + i, keep_events=False,
+                               client_id="chirpstack-sim-%d" % i)
+            self.app_ids[gid], self.ns_by_gw[gid] = app, ns
+            self.network_servers.append(ns)
+
+    def _modem(self, node, eui):
+        from simulators.atmodem import ATModemEmulator
+
+        cfg = node.config
+        emu = ATModemEmulator(cfg["link"]["modem"]["dialect"], clock=node.clock, clock_lock=node.server.lock, time_mode="follow",
+                              expected_app_key=self.app_keys[node.spec.id], seed=node.spec.env_seed & 0xFFFF)
+        self.radio.link(self.ns_by_gw[node.spec.gateway]).attach(emu)
+        emu.start()
+        node.modem = emu
+        return emu.port_path
+
+    # -- the run --------------------------------------------------------------------------------
+    def run(self):
+        """Start everything, direct the scenario to its end, drain, stop; the run record."""
+        t0, cpu0 = time.monotonic(), time.process_time()
+        director = self.timeline.join("director", _DirectorClock(), exact=True)
+        try:
+            self.cable.start()
+            for ns in self.network_servers:
+                ns.start()
+            self.platform = Platform(self.brokers, self.now_wall)
+            for g in self.gateways.values():
+                g.start()
+            self.say("gateways running; starting %d nodes" % len(self.nodes))
+            for n in self.nodes.values():
+                n.start()
+            self._direct(director, t0)
+        finally:
+            director.leave()
+        self.say("simulated %s in %.0f s; draining the gateways" % (_span(self.sc.duration_s), time.monotonic() - t0))
+        self._drain()
+        return self._finish(time.monotonic() - t0, time.process_time() - cpu0)
+
+    def _direct(self, director, t0):
+        sc = self.sc
+        events = [(a[0], 1, a[2], a[3]) for a in inject.actions(sc.faults, sc.seed)]
+        events += [(t, 0, None, None) for t in range(0, sc.duration_s + 1, sc.sample_s)]
+        events.sort(key=lambda e: (e[0], e[1]))
+        next_say = 0
+        for at_s, _, what, act in events:
+            director.wait_until(int(at_s * 1_000_000))
+            if act is None:
+                self._sample()
+                if at_s >= next_say:
+                    self._progress(at_s, t0)
+                    next_say = at_s + max(3600, sc.duration_s // 12)
+            else:
+                self.log.append((self.now_wall(), what))
+                self.say("  %s  %s" % (_hhmm(self.now_wall()), what))
+                act(self)
+
+    def _sample(self):
+        for gid, g in self.gateways.items():
+            got = g.command("backlog")
+            self.backlog[gid].append([self.now_wall(), got["rows"] if got else None])
+
+    def _progress(self, at_s, t0):
+        alive = sum(1 for n in self.nodes.values() if n.running())
+        self.say("  %s  +%s  %d nodes running, %d records upstream, %.0f s wall" % (
+            _hhmm(self.now_wall()), _span(at_s), alive, self.platform.count(), time.monotonic() - t0))
+
+    # -- fault actions (inject.actions) -------------------------------------------------------
+    def cut_node(self, node_id, after_wake_s=None):
+        node = self.nodes[node_id]
+        if after_wake_s is None:
+            node.power_cut()
+        else:
+            node.cut_after_wake_s = after_wake_s
+
+    def restore_node(self, node_id):
+        node = self.nodes[node_id]
+        node.cut_after_wake_s = None
+        if not node.running():
+            node.start()
+
+    def jump_clock(self, target, jump_s, gateway):
+        if gateway:
+            self.clockfiles[target].jump(jump_s)
+        else:
+            with self.nodes[target].server.lock:
+                self.nodes[target].server.rig.wall(jump_s)
+
+    # -- the end --------------------------------------------------------------------------------
+    def _drain(self):
+        end = time.monotonic() + DRAIN_S
+        quiet_since, last = time.monotonic(), -1
+        while time.monotonic() < end:
+            rows = [g.command("backlog") for g in self.gateways.values()]
+            count = self.platform.count()
+            if count != last:
+                quiet_since, last = time.monotonic(), count
+            if all(r is not None and r["rows"] == 0 for r in rows) and time.monotonic() - quiet_since > 2.0:
+                break
+            time.sleep(0.25)
+
+    def _finish(self, wall_s, cpu_s):
+        self.timeline.cancel_all()
+        for n in self.nodes.values():
+            n.stop()
+        for g in self.gateways.values():
+            g.stop()
+        with ThreadPoolExecutor(2) as pool:
+            held = dict(zip(self.nodes, pool.map(
+                lambda n: flashinspect.inspect_image(n.image, n.config), self.nodes.values())))
+        broker_cpu = sum(_proc_cpu_s(b.proc) for b in (self.brokers.site, self.brokers.council))
+        for ns in self.network_servers:
+            ns.stop()
+        self.platform.close()
+        self.cable.close()
+        self.brokers.close()
+        return self.record(held, wall_s, cpu_s, broker_cpu)
+
+    def record(self, held, wall_s, cpu_s, broker_cpu):
+        sc = self.sc
+        ids = set(self.nodes)
+        nodes = [{"id": n.spec.id, "group": n.spec.group, "profile": n.spec.profile, "link": n.spec.link,
+                  "gateway": n.spec.gateway, "interval_s": n.config["interval_s"],
+                  "mean_period_s": n.config.get("mean_period_s", 0), "attributes": node_attributes(n.spec)}
+                 for n in self.nodes.values()]
+        return {
+            "scenario": {"name": sc.name, "title": sc.title, "seed": sc.seed, "start_wall_s": sc.start_wall_s,
+                         "end_wall_s": sc.end_wall_s, "path": str(sc.path) if sc.path else None},
+            "nodes": nodes,
+            "gateways": [{"id": g.id, "site": g.site, "lorawan": g.lorawan} for g in sc.gateways],
+            "faults": [{"kind": f.kind, "targets": list(f.targets), "start_wall_s": sc.start_wall_s + f.start_s,
+                        "end_wall_s": None if f.end_s is None else sc.start_wall_s + f.end_s,
+                        "params": dict(f.params)} for f in sc.faults],
+            "arrived": list(self.platform.arrived),
+            "gaps": list(self.platform.gaps),
+            "alarm_events": list(self.platform.alarm_events),
+            "platform_errors": list(self.platform.bad),
+            "held_node": {d: {"mount": h["mount"], "state": h["state"], "keys": [list(k) for k in h["held"]],
+                              "error": h["error"]} for d, h in held.items()},
+            "held_gateway": {gid: g.held(ids) for gid, g in self.gateways.items()},
+            "truth": {d: truth_series(n.env, sc) for d, n in self.nodes.items()},
+            "backlog": self.backlog,
+            "node_stats": {d: n.stats() for d, n in self.nodes.items()},
+            "counters": {gid: g.last_snapshot for gid, g in self.gateways.items()},
+            "director": [[t, what] for t, what in self.log],
+            "timing": {"wall_s": round(wall_s, 2),
+                       "cpu_s": {"interpreter": round(sum(n.cpu_s for n in self.nodes.values()), 2),
+                                 "simulator": round(cpu_s, 2),
+                                 "gateway": round(sum(g.cpu_s for g in self.gateways.values()), 2),
+                                 "broker": round(broker_cpu, 2)},
+                       "node_days": round(len(self.nodes) * sc.duration_s / 86400.0, 3),
+                       "timeline_waits": self.timeline.releases + self.timeline.passes},
+        }
+
+
+class _DirectorClock:
+    """The director's clock: wherever the timeline last released it."""
+
+    def __init__(self):
+        self.now_us = 0
+
+    def advance_us(self, us):
+        self.now_us += us
+
+
+def truth_series(env, sc):
+    """The environment's numeric truth every ``sample_s`` over the run."""
+    times, values = [], {}
+    for t in range(sc.start_wall_s, sc.end_wall_s + 1, sc.sample_s):
+        times.append(t)
+        for q, v in env.at(t).items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                values.setdefault(q, []).append(round(float(v), 4))
+    return {"times": times, "values": {q: v for q, v in values.items() if len(v) == len(times)}}
+
+
+def _proc_cpu_s(proc):
+    try:
+        with open("/proc/%d/stat" % proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, AttributeError, IndexError, ValueError):
+        return 0.0
+
+
+def _hhmm(wall_s):
+    return time.strftime("%a %H:%M", time.gmtime(wall_s))
+
+
+def _span(seconds):
+    h, m = divmod(int(seconds) // 60, 60)
+    return "%dh%02dm" % (h, m)

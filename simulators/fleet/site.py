@@ -1,0 +1,183 @@
+"""The real infrastructure around a simulated site: the site's Mosquitto (nodes over TLS,
+the gateways and the LoRaWAN network server on a loopback listener), the council's
+Mosquitto with its platform subscriber (``Platform``), a ``TCPProxy`` per gateway on the way
+to the council (a broker outage is that proxy refusing and dropping connections), each
+gateway's configuration and 0600 secrets, written as provisioning writes them.
+
+Every password and key is random (``secrets``), made for the run and kept in its work
+directory; the agent refuses weak ones, and so would a reviewer.
+"""
+
+import json
+import os
+import secrets
+import threading
+
+import paho.mqtt.client as mqtt
+
+from gateway.upstream import SENML_JSON, decode_readings
+from simulators.broker import Mosquitto, free_port, make_test_tls
+from simulators.fleet.nodes import node_attributes
+from simulators.tcpproxy import TCPProxy
+
+PLATFORM = "platform"
+NS_USER = "chirpstack"
+SSID = "civicedge-sim"
+
+
+def password():
+    return "sim-" + secrets.token_urlsafe(18)
+
+
+def _write_private(path, text):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
+class SiteBrokers:
+    """Both brokers and the proxies (module docstring). ``nodes``: MQTT node ids;
+    ``gateways``: ``GatewaySpec``s."""
+
+    def __init__(self, workdir, mqtt_nodes, gateways):
+        self.dir = workdir
+        os.makedirs(os.path.join(workdir, "tls"), exist_ok=True)
+        self.tls = make_test_tls(os.path.join(workdir, "tls"))
+        self.node_pw = {n: password() for n in mqtt_nodes}
+        self.gw_pw = {g.id: password() for g in gateways}
+        self.up_pw = {g.id: password() for g in gateways}
+        self.ns_pw, self.platform_pw = password(), password()
+        self.wifi_pw = password()
+        self.plain_port = free_port()
+        acl = ["pattern write civicedge/node/%u/up", "pattern read civicedge/node/%u/ack",
+               "user %s" % NS_USER, "topic write application/#",
+               "topic read application/+/device/+/command/down"]
+        for g in gateways:
+            acl += ["user gw-%s" % g.id, "topic readwrite civicedge/node/#", "topic read application/#"]
+        users = dict(self.node_pw, **{"gw-" + k: v for k, v in self.gw_pw.items()})
+        users[NS_USER] = self.ns_pw
+        self.site = Mosquitto(users=users, acl=acl, tls={"certfile": self.tls["certfile"],
+                                                          "keyfile": self.tls["keyfile"]},
+                              extra_config=["max_queued_messages 10000",
+                                            "listener %d 127.0.0.1" % self.plain_port])
+        council_acl = ["user %s" % PLATFORM, "topic read civicedge/v1/#"]
+        for g in gateways:
+            council_acl += ["user up-%s" % g.id, "topic write civicedge/v1/%s/#" % g.site]
+        self.council = Mosquitto(users=dict({"up-" + k: v for k, v in self.up_pw.items()},
+                                            **{PLATFORM: self.platform_pw}),
+                                 acl=council_acl, persistence=False,
+                                 extra_config=["max_queued_messages 100000", "max_inflight_messages 100"])
+        self.proxies = {}
+
+    def start(self):
+        self.site.start()
+        self.council.start()
+        for gid in self.gw_pw:
+            self.proxies[gid] = TCPProxy("127.0.0.1", self.council.port)
+        return self
+
+    def outage(self, gateway_id, down):
+        """The council's broker unreachable from ``gateway_id`` (``down``) or back."""
+        proxy = self.proxies[gateway_id]
+        proxy.refuse(down)
+        if down:
+            proxy.reset_all()
+
+    def close(self):
+        for p in self.proxies.values():
+            p.close()
+        self.site.close()
+        self.council.close()
+
+
+def gateway_files(d, g, devices, keys, brokers, serial_ports, app_id):
+    """Write gateway ``g``'s configuration (``gateway.toml``) and secrets into ``d``; returns
+    the configuration's path. ``devices``: [(NodeSpec, dev_eui or None)]; ``keys``: device
+    id -> key bytes (serial and MQTT nodes); ``serial_ports``: device id -> the gateway's pty."""
+    sec = os.path.join(d, "secrets")
+    os.makedirs(sec, mode=0o700, exist_ok=True)
+    os.chmod(sec, 0o700)
+    lines = ["config_version = 1", "[site]", 'id = "%s"' % g.site, 'gateway_id = "%s"' % g.id,
+             'data_dir = "data"', "[secrets]", 'device_keys_file = "secrets/keys.toml"']
+    for spec, eui in devices:
+        lines += ["[[devices]]", 'id = "%s"' % spec.id, 'profile = "%s"' % spec.profile, 'link = "%s"' % spec.link]
+        if eui:
+            lines.append('dev_eui = "%s"' % eui)
+        attrs = node_attributes(spec)
+        if attrs:
+            lines += ["[devices.attributes]"] + ['%s = "%s"' % kv for kv in sorted(attrs.items())]
+    for dev_id, port in sorted(serial_ports.items()):
+        lines += ["[[sources.serial]]", 'port = "%s"' % port]
+    if any(s.link == "mqtt" for s, _ in devices):
+        lines += ["[sources.site_broker]", 'host = "127.0.0.1"', "port = %d" % brokers.plain_port, "tls = false",
+                  'username = "gw-%s"' % g.id, 'password_file = "secrets/site.password"', "keepalive_s = 10"]
+    if any(s.link == "lorawan" for s, _ in devices):
+        lines += ["[sources.chirpstack]", 'host = "127.0.0.1"', "port = %d" % brokers.plain_port, "tls = false",
+                  'username = "gw-%s"' % g.id, 'password_file = "secrets/chirpstack.password"',
+                  'application_id = "%s"' % app_id, "keepalive_s = 10"]
+    lines += ["[outbox]", 'path = "data/outbox.sqlite3"',
+              "[upstream.mqtt]", 'host = "127.0.0.1"', "port = %d" % brokers.proxies[g.id].port, "tls = false",
+              'username = "up-%s"' % g.id, 'password_file = "secrets/up.password"',
+              'client_id = "civicedge-%s-%s"' % (g.site, g.id), "keepalive_s = 10", "readings_per_publish = 100"]
+    path = os.path.join(d, "gateway.toml")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    _write_private(os.path.join(sec, "keys.toml"),
+                   "".join('"%s" = "%s"\n' % (k, v.hex()) for k, v in sorted(keys.items())))
+    for name, pw in (("site", brokers.gw_pw[g.id]), ("chirpstack", brokers.gw_pw[g.id]),
+                     ("up", brokers.up_pw[g.id])):
+        _write_private(os.path.join(sec, name + ".password"), pw + "\n")
+    return path
+
+
+class Platform:
+    """The council's platform: subscribes ``civicedge/v1/#`` (QoS 1, persistent session) and
+    keeps every readings record copy, gap message and alarm event, stamped with the fleet's
+    wall time on arrival (``now_wall``: a function)."""
+
+    def __init__(self, brokers, now_wall):
+        self.now_wall = now_wall
+        self.lock = threading.Lock()
+        self.arrived, self.gaps, self.alarm_events, self.bad = [], [], [], []
+        self.subscribed = threading.Event()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="council-platform", clean_session=False,
+                        protocol=mqtt.MQTTv311)
+        c.username_pw_set(PLATFORM, brokers.platform_pw)
+        c.reconnect_delay_set(0.1, 1)
+        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe("civicedge/v1/#", qos=1)
+        c.on_subscribe = lambda cl, u, mid, rcs, p: self.subscribed.set()
+        c.on_message = self._on_message
+        c.connect("127.0.0.1", brokers.council.port, keepalive=30)
+        c.loop_start()
+        self.client = c
+
+    def _on_message(self, client, userdata, msg):
+        at = self.now_wall()
+        topic, payload = msg.topic, bytes(msg.payload)
+        with self.lock:
+            try:
+                if topic.endswith("/readings"):
+                    pack = decode_readings(payload, SENML_JSON)
+                    for rec in pack["records"]:
+                        self.arrived.append({
+                            "device": pack["device_id"], "epoch": pack["boot_epoch"], "seq": rec["seq"],
+                            "kind": rec.get("kind") or "reading", "t": rec.get("t"),
+                            "values": {q: [v, f] for q, v, f in rec.get("values", [])},
+                            "arrived_wall_s": at})
+                elif topic.endswith("/gaps"):
+                    self.gaps.append(dict(json.loads(payload), device=topic.split("/")[3], arrived_wall_s=at))
+                elif topic.endswith("/alarms"):
+                    msg_ = json.loads(payload)
+                    for ev in msg_.get("alarms", []):
+                        self.alarm_events.append(dict(ev, arrived_wall_s=at))
+            except Exception as e:  # noqa: BLE001 (kept and reported: a platform must not choke)
+                self.bad.append({"topic": topic, "error": repr(e)})
+
+    def count(self):
+        with self.lock:
+            return len(self.arrived)
+
+    def close(self):
+        self.client.loop_stop()
+        self.client.disconnect()

@@ -1,0 +1,175 @@
+"""``Timeline``: one virtual clock for a whole fleet — many nodes, each on its own
+``VirtualClock``, moving together.
+
+Theory of operation
+-------------------
+Each node keeps its own ``VirtualClock`` (µs since the scenario's start; every node's
+starts at the same wall time) because its bus transactions cost wire time on it, and that
+must stay cheap. The ``Timeline`` keeps those clocks together, the conservative way:
+
+* Every clock that can still act is a *participant*. A participant is either **running**
+  (its process is doing something now, at its clock's time) or **waiting** for a time
+  (asleep: a light sleep, a deep sleep until the next wake, a watchdog halt).
+* The global time ``G`` is the least of the running participants' clocks and the waiting
+  participants' wake times. Nothing that is still to happen can happen before ``G``.
+* A participant that wants to sleep until ``T`` waits until ``G >= T``; then it runs again
+  with its clock at ``T``. Waiters are released in order of ``T``; all those with the same
+  ``T`` run together (in parallel, on real threads and processes).
+
+So a simulated day passes as fast as the nodes can do their work, a node can never be
+overtaken by another by more than the work it does between two sleeps (a few ms of wire
+time), and whoever is working holds everyone else back. Real waits (a node's poll for its
+gateway's ack, up to ``CIVICEDGE_REAL_WAIT_MS``) hold the clock too: the far end is real.
+
+*Lookahead.* Run strictly, a node's cycle would have the whole fleet to itself: the others
+are held at ``G`` while it waits, in real time, for its gateway's ack, and a day of a
+hundred nodes would take as long as all their acks one after another. So a waiter is
+released once its wake time is within ``window_us`` of ``G``: nodes that wake within the
+window run together, each on its own clock, ahead of ``G`` by at most the window. The order
+of events inside one window is not kept between nodes (they share nothing but the gateway
+and the radio, whose frames carry their own times); a gateway, stamping with ``G``, can
+see a frame up to the window before the node's clock says it was sent.
+
+``G`` never passes ``end_us``: a participant asleep past the end stays asleep until the
+runner stops it. The runner's own scheduled actions (faults, samples for the report) run
+as a participant too (``director``), so they happen at their exact time.
+
+``publish`` is called with every new ``G`` (the gateway, a separate process, reads it from
+shared memory); it must be quick and must not call back into the timeline.
+"""
+
+import heapq
+import itertools
+import threading
+
+FOREVER = 1 << 62
+
+
+class Cancelled(Exception):
+    """The participant was removed (its process died or the run is over) while waiting."""
+
+
+class Participant:
+    """One clock on the timeline (see the module docstring); made by ``Timeline.join``."""
+
+    def __init__(self, timeline, name, clock, exact=False):
+        self.timeline = timeline
+        self.exact = exact          # released only at its time, never within the lookahead
+        self.name = name
+        self.clock = clock          # anything with ``now_us`` and ``advance_us``
+        self.target_us = None       # waiting for this time; None: running
+        self.gone = False
+        self._event = threading.Event()
+
+    def now_us(self):
+        return self.clock.now_us
+
+    def wait_until(self, target_us):
+        """Sleep until the global time reaches ``target_us`` (µs); the clock is then at it
+        (or later, if it already was). Raises ``Cancelled`` if the participant leaves
+        meanwhile (its process died, or the run is over)."""
+        self.timeline._wait(self, int(target_us))
+
+    def leave(self):
+        self.timeline.leave(self)
+
+
+class Timeline:
+    """The fleet's clock coordinator (module docstring). ``end_us``: G never passes it;
+    ``window_us``: the lookahead (µs)."""
+
+    def __init__(self, end_us=FOREVER, publish=None, window_us=0):
+        self.end_us = int(end_us)
+        self.window_us = int(window_us)
+        self._publish = publish
+        self._lock = threading.Lock()
+        self._running = set()
+        self._waiting = []             # heap of (target_us, n, participant)
+        self._n = itertools.count()
+        self._g = 0
+        self.releases = 0              # waits that had to block (for the bench's breakdown)
+        self.passes = 0                # waits that passed at once
+
+    # -- membership -----------------------------------------------------------------------------
+    def join(self, name, clock, exact=False):
+        """A new running participant at its clock's time (which must not be before G).
+        ``exact``: never released early (the director: a fault happens at its time, and
+        nobody waiting behind it is released before it)."""
+        p = Participant(self, name, clock, exact)
+        with self._lock:
+            self._running.add(p)
+        return p
+
+    def leave(self, p):
+        """``p`` is gone (process ended or killed): it no longer holds the time back."""
+        with self._lock:
+            if p.gone:
+                return
+            p.gone = True
+            self._running.discard(p)
+            if p.target_us is not None:
+                p.target_us = None
+                p._event.set()  # its waiter raises Cancelled; the heap entry is skipped later
+            self._advance()
+
+    def cancel_all(self):
+        """End of run: every participant leaves; waiters raise ``Cancelled``."""
+        with self._lock:
+            parts = list(self._running) + [p for _, _, p in self._waiting]
+        for p in parts:
+            self.leave(p)
+
+    # -- time -----------------------------------------------------------------------------------
+    @property
+    def now_us(self):
+        """G: the global virtual time, µs since the scenario's start."""
+        return self._g
+
+    def idle(self):
+        """True when nobody runs and nobody can: every participant waits past ``end_us``."""
+        with self._lock:
+            return not self._running and self._next_target() > self.end_us
+
+    def _wait(self, p, target_us):
+        with self._lock:
+            if p.gone:
+                raise Cancelled(p.name)
+            p.target_us = target_us
+            self._running.discard(p)
+            heapq.heappush(self._waiting, (target_us, next(self._n), p))
+            p._event.clear()
+            self._advance()
+            blocked = p.target_us is not None
+        if blocked:
+            self.releases += 1
+            p._event.wait()
+        else:
+            self.passes += 1
+        if p.gone:
+            raise Cancelled(p.name)
+
+    def _next_target(self):
+        while self._waiting and self._waiting[0][2].target_us is None:
+            heapq.heappop(self._waiting)  # left, or released already
+        return self._waiting[0][0] if self._waiting else FOREVER
+
+    def _advance(self):
+        """Recompute G and release every waiter whose time has come (lock held)."""
+        low = min((q.clock.now_us for q in self._running), default=FOREVER)
+        nxt = self._next_target()
+        g = min(low, nxt, self.end_us)
+        if low == FOREVER and nxt <= self.end_us:
+            g = nxt  # nobody runs: jump to the next wake
+        if g > self._g:
+            self._g = g
+            if self._publish is not None:
+                self._publish(g)
+        while self._waiting and self._next_target() <= min(self._g + self.window_us, self.end_us):
+            if self._waiting[0][2].exact and self._waiting[0][0] > self._g:
+                break
+            target, _, q = heapq.heappop(self._waiting)
+            if target > q.clock.now_us:  # its clock is at its wake time before anyone looks
+                q.clock.advance_us(target - q.clock.now_us)
+            q.target_us = None
+            self._running.add(q)
+            q._event.set()
