@@ -346,10 +346,6 @@ def account(run, profiles=None):
                         "malformed": d.malformed}
         if d.malformed:
             warnings.append("%s: %d malformed keys ignored" % (dev, d.malformed))
-        for e, lo, _hi in epochs:
-            if lo > 0:
-                warnings.append("%s: epoch %d is accounted from seq %d (seqs below it are not "
-                                "known anywhere)" % (dev, e, lo))
         xs = lat.setdefault(prof, [[], 0])
         for k, c in sorted(d.first.items()):
             if d.kind.get(k, "reading") != "reading":
