@@ -318,6 +318,13 @@ class MQTTClient:
         self._keepalive(True)
         return n
 
+    def ping(self):
+        """Send a PINGREQ now, before the keep-alive would; ``poll()`` handles the PINGRESP.
+        Raises ``OSError`` (ENOTCONN when not connected; the socket is closed on a send error)."""
+        self._send(mp.encode_pingreq())
+        self._ping_out = True
+        self.counters["pings"] += 1
+
     # ---- publish / subscribe ----
     def _next_pid(self):
         used = [item[0] for item in self._inflight] + list(self._acks)

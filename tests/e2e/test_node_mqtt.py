@@ -14,7 +14,8 @@ read from the records it delivers afterwards. A TCP tap between node and broker 
 nothing but TLS ever leaves the node.
 
 The last tests are CPython only: the ACL as configured, and ``MQTTLink``'s backoff and WiFi
-wait on a virtual clock.
+wait on a virtual clock. A mains (light-sleep) node, which keeps its session between cycles,
+is tested in ``test_node_mqtt_mains.py``.
 """
 
 import json
@@ -30,7 +31,7 @@ from protocol import quality
 from simulators.broker import Mosquitto, free_port, make_test_tls
 from simulators.clock import VirtualClock
 from simulators.i2c_server import SimServer
-from simulators.mpyrun import popen_micropython, run_micropython
+from simulators.mpyrun import run_micropython
 from simulators.mqtt_gateway import MQTTGatewayStub
 from tests.e2e.nodeharness import BOARD_PY, DEVICE, KEY, ROOM, Run, kind, values_of
 
@@ -351,43 +352,6 @@ def test_an_ack_that_comes_back_late_waits_in_the_session_and_trims_without_a_re
     assert_complete(gw, [1, 2])
     assert gw.counters["frames"] == 2 and gw.counters["duplicates"] == 0
     assert [f.boot_epoch for f in gw.frames] == [1, 2]
-
-
-def test_light_sleep_node_reconnects_every_cycle(certs, node_port, tmp_path):
-    """The classroom profile as shipped sleeps lightly on mains power and never resets: the
-    composition root opens the link once, so the link reconnects by itself each cycle (WiFi
-    drops in light sleep and the broker would drop a client that cannot ping)."""
-    out = tmp_path / "light"
-    fb.build("esp32-devkitc", "classroom-co2", DEVICE, out, link="mqtt",
-             sets=["status_every_n_cycles=2", "link.wifi.ssid=" + SSID, "link.mqtt.host=127.0.0.1",
-                   "link.mqtt.port=%d" % node_port])
-    shutil.copyfile(certs["cafile"], out / "ca.pem")
-    (out / "secrets.json").write_text(json.dumps({"device_key_hex": KEY.hex(), "wifi_password": WIFI_PW,
-                                                  "mqtt_password": PW[DEVICE]}))
-    srv = sim()
-    try:
-        with broker_for(certs, port=node_port) as broker, gateway(broker, certs) as gw:
-            proc = popen_micropython([str(BOARD_PY), "--flash", str(tmp_path / "flash.img"), "--install", str(out)],
-                                     srv, heapsize=HEAP)
-            try:
-                assert gw.wait_for(lambda: len(readings(gw)) >= 4, 30), proc.poll()
-            finally:
-                proc.kill()
-                out_text, err_text = proc.communicate(timeout=10)
-            log = broker.log_text()
-    finally:
-        srv.stop()
-    assert "Traceback" not in out_text + err_text, out_text + err_text
-    assert gw.counters["bad_frames"] == gw.counters["duplicates"] == 0
-    keys = keys_in_order(gw)
-    assert keys == [(1, s) for s in range(len(keys))]  # one boot, never reset: one epoch
-    assert_room(readings(gw))
-    later = statuses(gw, 1)[-1]["counters"]
-    # one connection per cycle: main.py's open() before the first, then deliver()'s own, which
-    # comes after the status record is logged
-    assert later["cycles"] >= 3 and later["connects"] == later["cycles"] - 1
-    assert later["link_errors"] == later["ack_timeouts"] == later["wifi_fails"] == 0
-    assert log.count("Client %s disconnected." % DEVICE) >= 3
 
 
 # -- CPython: the ACL, and the link's backoff on a virtual clock ---------------------------------

@@ -35,11 +35,26 @@ without sending the frame again. PUBACK never trims anything: it only says the b
 the message (docs/mqtt-link.md). A lost connection mid-exchange raises ``OSError``
 (``FramedLink`` counts it; the records stay on flash).
 
-After each cycle's delivery the link sends DISCONNECT and closes: neither deep sleep nor
-light sleep lets the client answer keep-alives, and the persistent session keeps the
-subscription and queues the acks until the next wake, so nothing is lost by leaving. WiFi is
-left to the power mode (deep sleep turns the radio off). Runs on MicroPython; imports on
-CPython (``network`` only when opening), where ``wlan=`` can supply a station.
+Between cycles the power mode decides (``power.sleep``). A deep-sleeping node loses its RAM,
+so after each cycle's delivery the link sends DISCONNECT and closes; the persistent session
+keeps the subscription and queues the acks until the next wake, so nothing is lost by
+leaving. A light-sleeping (mains) node keeps the session open instead: a TLS handshake every
+cycle costs CPU, time, energy and broker load for nothing. At the next cycle the link brings
+WiFi back if the sleep lost it, then ``poll(0)`` takes in what arrived meanwhile (acks go to
+the inbox as before) and notices a connection the broker closed; a closed one is made again
+by ``open()`` with the same backoff rules. The keep-alive it announces then covers the
+sleep (``session_keepalive_s``): Mosquitto drops a client it hears nothing from for
+1.5 x keepalive (MQTT 3.1.1 §3.1.2.10), and a sleeping node sends nothing, so a PINGREQ at
+the start of each cycle would come too late whenever the interval is over 1.5 x the
+configured keepalive (120 s against 60 s in the classroom profile). The node therefore
+announces max(keepalive_s, 2 x interval_s) and sends at least one packet every cycle (its
+frame, else a PINGREQ: a node logging 15-minute means publishes nothing for 14 cycles), so
+the broker tolerates 3 intervals of silence against the 1 it sees: a late or missed cycle
+does not cost the session. A frame the broker has not PUBACKed by the end of the ack wait
+means a connection nobody answers on (half-open after WiFi trouble): the link closes it, and
+the next cycle reconnects rather than waiting 1.5 x that long keep-alive for the verdict.
+WiFi is left to the power mode (deep sleep turns the radio off). Runs on MicroPython;
+imports on CPython (``network`` only when opening), where ``wlan=`` can supply a station.
 """
 
 import errno
@@ -58,6 +73,7 @@ _FEED_MS = 1000  # feed the watchdog this often while waiting
 _INBOX = 8  # acks kept until an exchange looks at them
 _CLIENT_TIMEOUT_MS = 5000  # socket operations, CONNACK and SUBACK waits
 _MAX_INFLIGHT = 4  # one frame is in flight; room for a slow PUBACK or two
+_KEEPALIVE_MAX_S = 65535  # CONNECT's keep-alive is 16 bits (MQTT 3.1.1 §3.1.2.10)
 
 
 def up_topic(device_id):
@@ -77,6 +93,18 @@ def jittered_s(delay_s, r):
     """``delay_s`` scaled to 50–100 % by ``r`` (0..255, random): whole seconds."""
     half = delay_s // 2
     return half + (delay_s - half) * r // 255
+
+
+def session_keepalive_s(keepalive_s, interval_s, light_sleep):
+    """The keep-alive (s) a node announces: the configured one, or on a light-sleep node,
+    which stays connected through its sleep, at least 2 x ``interval_s`` (capped at 65535),
+    so Mosquitto's 1.5 x keepalive limit is 3 intervals (see the module docstring)."""
+    if not light_sleep:
+        return keepalive_s
+    # Not a PINGREQ at the start of each cycle instead: Mosquitto counts the silence from the
+    # node's last packet, which is a whole sleep earlier, so with keepalive 60 s and a 120 s
+    # interval it would have dropped us (> 90 s) before that ping was sent.
+    return max(keepalive_s, min(_KEEPALIVE_MAX_S, interval_s * 2))
 
 
 def first_seq(data):
@@ -103,6 +131,9 @@ class MQTTLink(FramedLink):
                 ca = root.rstrip("/") + "/" + ca
             self._tls = {"cafile": ca, "server_hostname": m["host"]}
         self._wlan = wlan
+        # a light-sleep (mains) node keeps its session between cycles; a deep-sleep one cannot
+        self.stay_connected = cfg["power"]["sleep"] == "light"
+        self.keepalive_s = session_keepalive_s(m["keepalive_s"], cfg["interval_s"], self.stay_connected)
         self._client = None
         self._inbox = []
         self._failed_in_cycle = False
@@ -182,7 +213,7 @@ class MQTTLink(FramedLink):
         m = self.mqtt
         client = MQTTClient(m["client_id"] or self.device_id, m["host"], m["port"], self.clock,
                             user=m["username"] or self.device_id, password=self._password,
-                            keepalive_s=m["keepalive_s"], tls=self._tls, max_inflight=_MAX_INFLIGHT,
+                            keepalive_s=self.keepalive_s, tls=self._tls, max_inflight=_MAX_INFLIGHT,
                             timeout_ms=_CLIENT_TIMEOUT_MS, on_message=self._on_message)
         self._client = client
         self.feed()
@@ -255,16 +286,48 @@ class MQTTLink(FramedLink):
             raise OSError(errno.EIO, "MQTT protocol error: %s" % e)
         return None
 
+    def _resume(self):
+        # A kept session at the start of a cycle: WiFi back if the light sleep lost it, then
+        # what arrived meanwhile into the inbox; a connection the broker closed (restart,
+        # keep-alive) or a dead one is closed here, and deliver() reconnects.
+        if not self._wifi_up():
+            self._fail("wifi_fails")
+            return
+        try:
+            self._client.poll(0)
+        except (OSError, ValueError):  # ValueError: MQTTProtocolError; the client has closed
+            self.close()
+
+    def _end_cycle(self, published):
+        # A kept session at the end of a cycle (see the module docstring).
+        client = self._client
+        if client is None or not client.is_connected():
+            return
+        try:
+            if client.inflight_count():  # no PUBACK within the ack wait: nobody answers there
+                self.close()
+            elif client.counters["published"] == published:
+                client.ping()  # nothing sent this cycle: the broker hears from us anyway
+        except OSError:
+            self.close()
+
     def deliver(self, log):
-        """Send what is pending, reconnecting if needed (at most one attempt per cycle),
-        then DISCONNECT until the next cycle. Returns the records acked."""
+        """Send what is pending, reconnecting if needed (at most one attempt per cycle).
+        Then a deep-sleep node DISCONNECTs until the next cycle and a light-sleep one keeps
+        the session. Returns the records acked."""
+        if self.stay_connected and self.is_connected():
+            self._resume()
         if not self.is_connected():
             failed, self._failed_in_cycle = self._failed_in_cycle, False
             if failed or not self.open():
                 self._failed_in_cycle = False
                 return 0
+        published = self._client.counters["published"]
         try:
             return FramedLink.deliver(self, log)
         finally:
             self._failed_in_cycle = False
-            self.close()
+            if self.stay_connected:
+                self._end_cycle(published)
+            else:
+                self.close()
