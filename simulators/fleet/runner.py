@@ -11,7 +11,7 @@ faults and samples happen at their exact virtual time.
 A run: prepare (builds, brokers, configurations, nodes), start (gateways, nodes), direct
 (faults, backlog samples, progress) until the scenario's end, then drain (the gateways
 forward what they hold, in real time), stop everything, read what is still held (each
-node's flash, each gateway's outbox) and write the run record (docs/simulation.md) that
+node's flash, each gateway's outbox) and write the run record (``FleetRun.record``; docs/simulation-fleet.md) that
 ``accounting`` and ``report`` turn into the verdict.
 """
 
