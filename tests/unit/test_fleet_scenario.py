@@ -117,7 +117,7 @@ def test_legionella():
     assert kinds.count("hot") >= 10 and kinds.count("cold") >= 10
     assert s.duration_s == 86400 and [g.lorawan for g in s.gateways] == [True]
     for n in nodes:
-        assert 30 <= n.distances_m["civ1-gw"] <= 400
+        assert 20 <= n.distances_m["civ1-gw"] <= 110  # within SF7 range of the radio model
     assert all(f.kind == "lora_interference" for f in s.faults)
 
 
