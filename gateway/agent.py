@@ -12,7 +12,9 @@ and ``forwarder.wake()``. If the outbox refuses, ``ingest.rollback()``, no acks,
 is counted and the loop backs off ``backoff_s``. Stored records are the pipeline's, plus
 ``"alarms"`` (events they raised or cleared) and ``"rx_t"`` (receive time) when untimed;
 records marked ``duplicate`` are not stored again (the replay state that marks them was
-committed with their rows). Timers run on the clock's monotonic ticks: alarm ``tick`` (its
+committed with their rows). While a batch is processed the cycle collector waits (its objects
+live until the commit and form no cycles; scanning them was ~3 % of ingest), then runs as
+before. Timers run on the clock's monotonic ticks: alarm ``tick`` (its
 events become records ``(gateway_id, boot_epoch, seq)`` of kind ``event``; only while wall
 time is trusted), ``outbox.enforce()``, and an optional ``wall_check()`` (NTP). The gateway
 boot epoch is the stored one + 1 at each start (the first: the trusted wall time in Unix s,
@@ -23,6 +25,7 @@ forwarder, outbox.
 """
 
 import dataclasses
+import gc
 import logging
 import queue
 import threading
@@ -237,7 +240,15 @@ class Agent:
             self._due["tick"] = now + self._period_ms["tick"]
             tick = self._tick_now() is not None  # window verdicts need a trusted wall clock
         if arrivals or tick:
-            if not self._batch(arrivals, tick) and self.tuning["backoff_s"]:
+            collecting = gc.isenabled()  # a batch's objects live until its commit and form no
+            if collecting:               # cycles: the cycle collector waits for it to end
+                gc.disable()
+            try:
+                stored = self._batch(arrivals, tick)
+            finally:
+                if collecting:
+                    gc.enable()
+            if not stored and self.tuning["backoff_s"]:
                 self._halt.wait(self.tuning["backoff_s"])  # the disk needs a moment, not a spin
         for name, fn in (("enforce", self._enforce), ("wall_check", self._check_wall)):
             if now >= self._due.get(name, 0):
@@ -283,7 +294,7 @@ class Agent:
         try:
             ticked = self._tick_records() if tick else []
             records.extend(ticked)
-            state = {STATE_REPLAY: self.ingest.replay_state(),
+            state = {STATE_REPLAY: JSONText(self.ingest.replay_state_json()),
                      STATE_GATEWAY: self._gateway_state()}
             if self.alarms is not None:  # encoded by the engine: only what changed is new
                 state[STATE_ALARMS] = JSONText(self.alarms.state_json())

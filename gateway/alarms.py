@@ -41,7 +41,6 @@ in ``counters["rule_errors"]``; the stream keeps flowing.
 """
 
 import copy
-import json
 import math
 from dataclasses import dataclass, field
 from datetime import timezone
@@ -49,6 +48,7 @@ from datetime import timezone
 from gateway import alarm_rules as _point
 from gateway import alarm_windows as _window
 from gateway.alarm_rules import CLEARED, RAISED, REPORT  # noqa: F401  (re-exported)
+from gateway.outbox_policy import compact_json
 from protocol import quality, quantities
 
 KINDS = {cls.kind: cls for cls in (_point.AboveFor, _point.AtOrAbove, _point.Rise,
@@ -197,7 +197,7 @@ def _copy(v):
     return copy.deepcopy(v)
 
 
-_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_JSON = compact_json  # json.dumps(x, separators=(",", ":"), allow_nan=False), without its setup
 
 
 class AlarmEngine:
@@ -233,73 +233,91 @@ class AlarmEngine:
     def observe(self, device_id, boot_epoch, record, received_s=None):
         """Events from one record of ``device_id`` (a decoded reading/status/gap dict with
         ``seq``, ``t``, ``values``). Never raises for the record's content."""
+        return self.observe_many(device_id, boot_epoch, (record,), received_s)[0]
+
+    def observe_many(self, device_id, boot_epoch, records, received_s=None):
+        """``[observe(device_id, boot_epoch, r, received_s) for r in records]`` (each a list
+        of events, in order), evaluated in one call: what stays the same from record to
+        record (the device's rules and state, the epoch check) is looked up once."""
         # The hot path of the gateway's ingest: each check has a fast form for the types a
         # decoder gives and falls back to the general one, so the verdicts are the same.
         plan = self._plan.get(device_id)
-        if not plan or not isinstance(record, dict):
-            return []
-        seq = record.get("seq")
-        if not (type(boot_epoch) is int and 0 <= boot_epoch <= 0xFFFFFFFF
-                or _uint32(boot_epoch)) or not (type(seq) is int and 0 <= seq <= 0xFFFFFFFF
-                                                or _uint32(seq)):
-            return []
-        st = self._dev.get(device_id) if device_id in self._undo else None
-        if st is None:
-            st = self._touch(device_id)
-        k = st["k"]  # [boot_epoch, seq] of the last evaluated record, or None
-        if k is not None and (boot_epoch < k[0] or boot_epoch == k[0] and seq <= k[1]):
-            self.counters["skipped_duplicate"] += 1
-            return []
-        st["k"] = [boot_epoch, seq]
-        if record.get("kind") == "gap":
-            return []
-        t = record.get("t")
-        if t is None:
-            t = received_s
-        kind = type(t)
-        if not ((kind is float or kind is int) and 0 <= t < _T_MAX) and not _time_ok(t):
-            self.counters["skipped_untimed"] += 1
-            return []
-        values = {}  # quantity -> the record's last well-formed [quantity, value, flag] of it
-        items = record.get("values")
-        for item in items if type(items) is list or isinstance(items, (list, tuple)) else ():
-            if type(item) is list and len(item) == 3 and type(item[0]) is str or (
-                    isinstance(item, (list, tuple)) and len(item) == 3
-                    and isinstance(item[0], str)):
-                values[item[0]] = item
-        counters = self.counters
-        counters["evaluated"] += 1
-        out, r, tz = [], st["r"], self.tz
-        for rule, rid, quantity, windowed, advances in plan:
-            item = values.get(quantity)
-            rs = r.get(rid)
-            if rs is None:
-                rs = r[rid] = {}
-            try:
-                last = rs.get("_t")
-                if last is not None and t < last:
-                    counters["skipped_late"] += 1
-                    continue
-                rs["_t"] = t
-                if windowed:  # the window rules' own first test: has t passed the window?
-                    w = rs.get("w")
-                    evs = None if w is None or t < w[1] else rule.advance(rs, t, tz)
-                else:
-                    evs = rule.advance(rs, t, tz) if advances else None
-                if item is not None:
-                    v = item[1]
-                    if item[2] in VALID_FLAGS and (type(v) is float or type(v) is int or (
-                            _value_ok(v))) and -VALUE_ABS_MAX <= v <= VALUE_ABS_MAX:
-                        stepped = rule.step(rs, t, v, tz)
-                        evs = evs + stepped if evs else stepped
-                    else:
-                        counters["excluded_flagged"] += 1
-            except _RULE_FAULTS:
-                self._reset(st, rule, t)
+        if not plan or not (type(boot_epoch) is int and 0 <= boot_epoch <= 0xFFFFFFFF
+                            or _uint32(boot_epoch)):
+            return [[] for _ in records]
+        result, st, counters, tz, valid = [], None, self.counters, self.tz, VALID_FLAGS
+        ke = ks = None  # the key (boot_epoch, seq) of the last evaluated record: st["k"]
+        evaluated = 0
+        for record in records:
+            out = []
+            result.append(out)
+            if not isinstance(record, dict):
                 continue
-            if evs:
-                out.extend(self._events(device_id, rule, evs, t))
-        return out
+            seq = record.get("seq")
+            if not (type(seq) is int and 0 <= seq <= 0xFFFFFFFF or _uint32(seq)):
+                continue
+            if st is None:
+                st = self._dev.get(device_id) if device_id in self._undo else None
+                if st is None:
+                    st = self._touch(device_id)
+                k = st["k"]  # [boot_epoch, seq] of the last evaluated record, or None
+                if k is not None:
+                    ke, ks = k
+                r = st["r"]
+            if ke is not None and (boot_epoch < ke or boot_epoch == ke and seq <= ks):
+                counters["skipped_duplicate"] += 1
+                continue
+            ke, ks = boot_epoch, seq
+            if record.get("kind") == "gap":
+                continue
+            t = record.get("t")
+            if t is None:
+                t = received_s
+            kind = type(t)
+            if not ((kind is float or kind is int) and 0 <= t < _T_MAX) and not _time_ok(t):
+                counters["skipped_untimed"] += 1
+                continue
+            values = {}  # quantity -> the record's last well-formed [quantity, value, flag]
+            items = record.get("values")
+            for item in items if type(items) is list or isinstance(items, (list, tuple)) else ():
+                if type(item) is list and len(item) == 3 and type(item[0]) is str or (
+                        isinstance(item, (list, tuple)) and len(item) == 3
+                        and isinstance(item[0], str)):
+                    values[item[0]] = item
+            evaluated += 1
+            for rule, rid, quantity, windowed, advances in plan:
+                item = values.get(quantity)
+                rs = r.get(rid)
+                if rs is None:
+                    rs = r[rid] = {}
+                try:
+                    last = rs.get("_t")
+                    if last is not None and t < last:
+                        counters["skipped_late"] += 1
+                        continue
+                    rs["_t"] = t
+                    if windowed:  # the window rules' own first test: has t passed the window?
+                        w = rs.get("w")
+                        evs = None if w is None or t < w[1] else rule.advance(rs, t, tz)
+                    else:
+                        evs = rule.advance(rs, t, tz) if advances else None
+                    if item is not None:
+                        v = item[1]
+                        if item[2] in valid and (type(v) is float or type(v) is int or (
+                                _value_ok(v))) and -VALUE_ABS_MAX <= v <= VALUE_ABS_MAX:
+                            stepped = rule.step(rs, t, v, tz)
+                            evs = evs + stepped if evs else stepped
+                        else:
+                            counters["excluded_flagged"] += 1
+                except _RULE_FAULTS:
+                    self._reset(st, rule, t)
+                    continue
+                if evs:
+                    out.extend(self._events(device_id, rule, evs, t))
+        if ke is not None and st is not None:
+            st["k"] = [ke, ks]
+        counters["evaluated"] += evaluated
+        return result
 
     def tick(self, now_s):
         """Events from closing every window that ended at or before ``now_s``."""

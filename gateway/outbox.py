@@ -270,7 +270,7 @@ class Outbox(Forwarding, GapMarkers, StoredState, History):
         ``SQLITE_FULL`` the size policy frees room and the batch is retried. Raises
         ``ValueError`` naming a bad record, ``OutboxFull`` if the disk stays full with nothing
         droppable left, ``OutboxError`` on other I/O errors; then nothing was stored."""
-        prepared, batch_bytes = policy.prepare(records)
+        prepared, batch_bytes, tallies = policy.prepare_tallied(records)
         encoded = encode_state(state)
         if not prepared and not encoded:
             return PutResult([], [], 0)
@@ -278,7 +278,7 @@ class Outbox(Forwarding, GapMarkers, StoredState, History):
             freed_rows = 0
             for attempt in range(FULL_RETRIES + 1):
                 try:
-                    result = self._put(prepared, encoded)
+                    result = self._put(prepared, encoded, tallies)
                     return result._replace(dropped=result.dropped + freed_rows)
                 except sqlite3.Error as e:
                     self._rollback()
@@ -299,29 +299,33 @@ class Outbox(Forwarding, GapMarkers, StoredState, History):
                              "%d records were not stored (do not ack); free disk space"
                              % (self.path, len(prepared)))
 
-    def _put(self, prepared, encoded=()):
+    def _put(self, prepared, encoded=(), tallies=None):
         now = self._now_ms()
         wall = self._clock.wall_s() if self._clock.wall_trusted() else None
         self._begin()
         first = self._next_id
         cur = self._db.executemany(_INSERT, [(i, d, e, s, lane, now, wall, p) for i, (
             d, e, s, lane, p, _) in enumerate(prepared, first)])
-        fresh = None  # all new, the common case: no query needed to tell
-        if cur.rowcount != len(prepared):
+        delta = self._delta
+        if cur.rowcount == len(prepared) and tallies is not None:  # all new, the usual case
+            new, dups = [r[:3] for r in prepared], []
+            for lane, (n, nbytes) in tallies.items():
+                delta["rows_" + lane] += n
+                delta["bytes_" + lane] += nbytes
+        else:  # some were stored before: which are new?
             fresh = set(self._db.execute("SELECT device_id, boot_epoch, seq FROM rows "
                                          "WHERE id >= ?", (first,)))
-        new, dups = [], []
-        for d, e, s, lane, _, nbytes in prepared:
-            key = (d, e, s)
-            if fresh is None or key in fresh:
-                if fresh is not None:
+            new, dups = [], []
+            for d, e, s, lane, _, nbytes in prepared:
+                key = (d, e, s)
+                if key in fresh:
                     fresh.discard(key)  # the same key twice in one batch: new once
-                new.append(key)
-                self._delta["rows_" + lane] += 1
-                self._delta["bytes_" + lane] += nbytes
-            else:
-                dups.append(key)
-        self._delta["duplicates"] += len(dups)
+                    new.append(key)
+                    delta["rows_" + lane] += 1
+                    delta["bytes_" + lane] += nbytes
+                else:
+                    dups.append(key)
+        delta["duplicates"] += len(dups)
         write_state(self._db, encoded)
         dropped = self._enforce()
         self._commit()

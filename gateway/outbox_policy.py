@@ -123,17 +123,22 @@ _U32 = 1 << 32
 # Compact ASCII-only JSON: the stored text's length is its size in bytes, as SQLite's length()
 # counts it. NaN/Infinity are refused (not JSON). Where CPython's C encoder is there, it is
 # called directly without the circular-reference check (records are trees from a decoder):
-# half the cost of JSONEncoder.encode, which is most of put_many's own CPU time.
+# half the cost of JSONEncoder.encode, which is most of put_many's own CPU time. The alarm
+# engine's and the pipeline's state texts use it too.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 if getattr(json.encoder, "c_make_encoder", None) is not None:
     _c_encode = json.encoder.c_make_encoder(None, _ENCODER.default,
                                             json.encoder.encode_basestring_ascii, None,
                                             ":", ",", False, False, False)
 
-    def _encode(record):
-        return "".join(_c_encode(record, 0))
+    def compact_json(value):
+        """``value`` (a tree of dicts, lists, text, numbers: no cycles) as compact ASCII JSON
+        text; raises ``ValueError`` for NaN or an infinity, ``TypeError`` for what JSON
+        cannot hold."""
+        return "".join(_c_encode(value, 0))
 else:  # pragma: no cover (PyPy and others)
-    _encode = _ENCODER.encode
+    compact_json = _ENCODER.encode
+_encode = compact_json  # its old name (tests/property/test_upstream_fast_props.py)
 
 
 def _bad_record(i, rec):
@@ -158,26 +163,46 @@ def prepare(records):
     ``records`` (``OutboxRecord`` or equal tuples) and their total tracked bytes. The payload
     is the record as compact ASCII JSON text. Raises ``ValueError`` naming the first bad
     record and field."""
-    prepared, batch_bytes = [], 0
+    prepared, batch_bytes, _tallies = prepare_tallied(records)
+    return prepared, batch_bytes
+
+
+def prepare_tallied(records):
+    """``prepare``'s rows and total, and ``{lane: (rows, tracked bytes)}`` for every lane
+    (what the counters gain if every row is new)."""
+    prepared, batch_bytes, alarm_rows, alarm_bytes, extra = [], 0, 0, 0, {}
+    append, encode, lanes = prepared.append, compact_json, LANES
     for i, rec in enumerate(records):
-        try:
-            if not isinstance(rec, (tuple, list)):
-                raise TypeError
-            device_id, boot_epoch, seq, record, lane = rec if len(rec) == 5 else OutboxRecord(*rec)
-        except TypeError:
-            raise _bad_record(i, rec) from None
+        if type(rec) is tuple and len(rec) == 5:  # the agent's (and most callers') form
+            device_id, boot_epoch, seq, record, lane = rec
+        else:
+            try:
+                if not isinstance(rec, (tuple, list)):
+                    raise TypeError
+                device_id, boot_epoch, seq, record, lane = (rec if len(rec) == 5
+                                                            else OutboxRecord(*rec))
+            except TypeError:
+                raise _bad_record(i, rec) from None
         if (type(device_id) is not str or not device_id or type(boot_epoch) is not int
                 or type(seq) is not int or not 0 <= boot_epoch < _U32 or not 0 <= seq < _U32
-                or lane not in LANES):
+                or lane not in lanes):
             raise _bad_record(i, rec)
         try:
-            payload = _encode(record)
+            payload = encode(record)
         except (TypeError, ValueError, RecursionError) as e:
             raise ValueError("records[%d]: record is not JSON-able (%s)" % (i, e)) from e
-        nbytes = row_nbytes(len(payload), device_id)
-        prepared.append((device_id, boot_epoch, seq, lane, payload, nbytes))
+        x = extra.get(device_id)  # row_nbytes without the payload, once per device
+        if x is None:
+            x = extra[device_id] = row_nbytes(0, device_id)
+        nbytes = len(payload) + x
+        append((device_id, boot_epoch, seq, lane, payload, nbytes))
         batch_bytes += nbytes
-    return prepared, batch_bytes
+        if lane is not ROUTINE and lane == ALARM:  # (the rare lane: the other is the rest)
+            alarm_rows += 1
+            alarm_bytes += nbytes
+    tallies = {ALARM: (alarm_rows, alarm_bytes),
+               ROUTINE: (len(prepared) - alarm_rows, batch_bytes - alarm_bytes)}
+    return prepared, batch_bytes, tallies
 
 
 def row_nbytes(payload_len, device_id):

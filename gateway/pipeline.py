@@ -6,7 +6,8 @@ Theory of operation
 
 ``ingest_frame(buf, source)`` (serial and MQTT nodes) verifies the frame's tag with the
 device key (``protocol.frame.decode_frame``), rejects a replay, decodes the SenML-CBOR pack
-with ``cbor2`` and ``protocol.senml_decode``, validates it against the frame, runs the alarm
+with ``cbor2`` and ``protocol.senml_usual`` (a node's usual pack, fast) or
+``protocol.senml_decode``, validates it against the frame, runs the alarm
 rules and returns a ``Result``: the records to store (each with its key and its lane), the
 alarm events, the counters it bumped and the **ack to send once the outbox has committed**.
 ``ingest_lorawan(dev_eui, payload, dedup_id)`` does the same for a ChirpStack uplink
@@ -44,9 +45,11 @@ from dataclasses import dataclass, field
 import cbor2
 
 from gateway.alarms import CLEARED, RAISED
+from gateway.outbox_policy import compact_json
 from protocol import frame, quality
 from protocol.lorapack_decode import PackError, unpack
 from protocol.senml_decode import SenMLError, decode_pack
+from protocol.senml_usual import decode_usual
 
 ALARM, ROUTINE = "alarm", "routine"
 REPLAY_STATE_VERSION = 1
@@ -65,7 +68,7 @@ _HINTS = {
 }
 
 
-@dataclass
+@dataclass(slots=True)  # one per record taken in: slots make it cheap to build
 class StoredRecord:
     """One record to insert in the outbox under ``key``; ``record`` is the decoded dict
     (``seq``, ``t``, ``values``...), ``lane`` ``alarm`` if it raised or cleared an alarm."""
@@ -87,7 +90,7 @@ class StoredRecord:
         return self.record.get("kind", "reading")
 
 
-@dataclass
+@dataclass(slots=True)
 class Result:
     """What one input produced. ``ack``: bytes to send after the commit (frames only)."""
 
@@ -184,6 +187,7 @@ class Ingest:
         self._max_ranges = max_ranges
         self._state = {}
         self._undo = {}
+        self._json = {}  # device -> its replay_state_json() part; never one changed since commit
         self._dedup = OrderedDict()
         self._dedup_added = []
         self.counters = {}
@@ -220,8 +224,11 @@ class Ingest:
         except Exception as e:  # hostile bytes into a third-party decoder: any failure is theirs
             return self._reject(res, "decode_errors.cbor", "payload of device %r is not CBOR "
                                 "(%s: %s)" % (f.device_id, type(e).__name__, e), _NOT_ACKED)
-        try:
-            pack = decode_pack(obj)
+        try:  # a node's usual pack decodes on the fast path, already checked; else by the book
+            pack = decode_usual(obj)
+            usual = pack is not None
+            if not usual:
+                pack = decode_pack(obj)
         except Exception as e:  # SenMLError, or a CBOR type decode_pack never expected
             name = "" if isinstance(e, SenMLError) else type(e).__name__ + ": "
             return self._reject(res, "decode_errors.senml", "pack of device %r: %s%s"
@@ -231,7 +238,7 @@ class Ingest:
             return self._reject(res, "decode_errors." + what, "pack says %s %r, frame %r"
                                 % (what, pack[what], getattr(f, what)), _NOT_ACKED)
         if not self._accept(res, f.device_id, f.boot_epoch, pack["records"], f.first_seq,
-                            f.seq_through, received_s):
+                            f.seq_through, received_s, checked=usual):
             return res
         res.ack = frame.encode_ack(self._keys[f.device_id], f.device_id, f.boot_epoch,
                                    f.seq_through, self._tag_len)
@@ -293,8 +300,11 @@ class Ingest:
                      "accepted %d" % (dev, epoch, st["e"]), _HINTS["replays"])
         return True
 
-    def _accept(self, res, dev, epoch, records, lo, hi, received_s):
-        bad = _check_values(records)
+    def _accept(self, res, dev, epoch, records, lo, hi, received_s, checked=False):
+        """Classify, run the alarm rules and keep ``records``; ``checked``: they come from
+        ``decode_usual``, whose records pass ``_check_values`` by construction
+        (tests/property/test_senml_usual_props.py), so it is not run again."""
+        bad = None if checked else _check_values(records)
         if bad is not None:
             self._reject(res, "decode_errors." + bad, "a record of device %r has a bad %s"
                          % (dev, bad), _NOT_ACKED)
@@ -302,21 +312,36 @@ class Ingest:
         st = self._state.get(dev)
         ranges = st["r"] if st is not None and st["e"] == epoch else []
         top = max([b for _, b in ranges]) if ranges else -1  # above it, no range can hold a seq
-        dups, alarms, out = 0, self.alarms, res.records
-        for rec in records:
-            seq = rec["seq"]
-            if not lo <= seq <= hi:
-                self._count(res, "records_held.seq_range")
-                continue
-            dup = seq <= top and any(a <= seq <= b for a, b in ranges)
-            dups += dup
-            if dup or alarms is None:
-                out.append(StoredRecord(dev, epoch, seq, rec, ROUTINE, dup, []))
-                continue
-            events = alarms.observe(dev, epoch, rec, received_s)
-            lane = ALARM if any(e.kind in (RAISED, CLEARED) for e in events) else ROUTINE
-            out.append(StoredRecord(dev, epoch, seq, rec, lane, dup, events))
-            res.events.extend(events)
+        dups, out, held = 0, res.records, 0
+        kept = records
+        if records and not (lo <= records[0]["seq"] and records[-1]["seq"] <= hi):
+            kept = [r for r in records if lo <= r["seq"] <= hi]  # seqs increase (decoders)
+            held = len(records) - len(kept)
+        if top >= lo:  # some may be duplicates
+            new = []
+            for rec in kept:
+                seq = rec["seq"]
+                if seq <= top and any(a <= seq <= b for a, b in ranges):
+                    dups += 1
+                    out.append(StoredRecord(dev, epoch, seq, rec, ROUTINE, True, []))
+                else:
+                    new.append(rec)
+        else:
+            new = kept
+        if self.alarms is None:
+            out.extend([StoredRecord(dev, epoch, rec["seq"], rec, ROUTINE, False, [])
+                        for rec in new])
+        else:
+            for rec, events in zip(new, self.alarms.observe_many(dev, epoch, new, received_s)):
+                lane = ROUTINE
+                if events:
+                    if any(e.kind in (RAISED, CLEARED) for e in events):
+                        lane = ALARM
+                    res.events.extend(events)
+                out.append(StoredRecord(dev, epoch, rec["seq"], rec, lane, False, events))
+        if dups:
+            out.sort(key=_by_seq)  # back in pack order (duplicates were listed first)
+        self._count(res, "records_held.seq_range", held)
         self._advance(dev, epoch, lo, hi)
         res.accepted = True
         self._count(res, "accepted")
@@ -327,6 +352,7 @@ class Ingest:
     def _advance(self, dev, epoch, lo, hi):
         if dev not in self._undo:
             self._undo[dev] = _copy_state(self._state.get(dev))
+            self._json.pop(dev, None)
         st = self._state.get(dev)
         if st is None or epoch > st["e"]:
             self._state[dev] = {"e": epoch, "r": [[lo, hi]]}
@@ -363,6 +389,7 @@ class Ingest:
     def rollback(self):
         """The outbox transaction failed: undo this batch's state changes (send no acks)."""
         for dev, old in self._undo.items():
+            self._json.pop(dev, None)
             if old is None:
                 self._state.pop(dev, None)
             else:
@@ -379,6 +406,7 @@ class Ingest:
         restarted) and its alarm key order; its next frame is accepted whatever its epoch."""
         if device_id not in self._undo:
             self._undo[device_id] = copy.deepcopy(self._state.get(device_id))
+            self._json.pop(device_id, None)
         self._state.pop(device_id, None)
         if self.alarms is not None:
             self.alarms.forget(device_id)
@@ -387,6 +415,21 @@ class Ingest:
         """``{"v": 1, "devices": {device_id: {"e": boot_epoch, "r": [[lo, hi], ...]}}}``."""
         return {"v": REPLAY_STATE_VERSION,
                 "devices": {dev: _copy_state(st) for dev, st in self._state.items()}}
+
+    def replay_state_json(self):
+        """``replay_state()`` as compact JSON text (``json.dumps(replay_state(),
+        separators=(",", ":"))``), without a copy: each device's part is kept until the
+        device changes again (as ``AlarmEngine.state_json`` does)."""
+        cache, touched, parts = self._json, self._undo, []
+        for dev, st in self._state.items():
+            text = cache.get(dev)
+            if text is None:
+                text = '%s:{"e":%d,"r":[%s]}' % (compact_json(dev), st["e"], ",".join(
+                    ["[%d,%d]" % (a, b) for a, b in st["r"]]))
+                if dev not in touched:  # it may still change before the commit
+                    cache[dev] = text
+            parts.append(text)
+        return '{"v":%d,"devices":{%s}}' % (REPLAY_STATE_VERSION, ",".join(parts))
 
     def load_replay_state(self, state):
         """Resume from ``replay_state()``. Raises ``ValueError`` naming what is malformed."""
@@ -409,6 +452,11 @@ class Ingest:
             devices[dev] = {"e": e, "r": ranges}
         self._state = devices
         self._undo.clear()
+        self._json.clear()
+
+
+def _by_seq(sr):
+    return sr.seq
 
 
 _NOT_ACKED = "not acked, so the node keeps these records and sends them again"

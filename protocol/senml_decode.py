@@ -9,6 +9,7 @@ Portable.
 
 from protocol import cbor, quality
 from protocol.quantities import BY_SENML_NAME, NUM, TEXT
+from protocol.senml_usual import decode_usual as _decode_usual  # the fast path for node packs
 from protocol.senml import (  # the profile's constants and checks are shared, not copied
     ABSOLUTE_TIME_MIN,
     BN,
@@ -37,10 +38,7 @@ from protocol.senml import (  # the profile's constants and checks are shared, n
     _BY_JSON,
     _COUNTER_CHARS,
     _EXTENSIONS,
-    _INF,
     _INT_LIMIT,
-    _TIME_LIMIT,
-    _UINT32,
     _UNUSED,
     _check_chars,
     _finite,
@@ -205,7 +203,8 @@ def decode_pack(pack):
 
 def _decode_checked(pack):
     """``decode_pack`` by the book: every label and rule checked in pack order, so the first
-    problem is the one named. The reference ``_decode_usual`` must agree with."""
+    problem is the one named. The reference ``_decode_usual`` (``protocol.senml_usual``) must
+    agree with."""
     if not isinstance(pack, list) or not pack:
         raise SenMLError("a pack must be a non-empty array of SenML records")
     bn = epoch = group = prev_seq = bu = None
@@ -257,157 +256,6 @@ def _decode_checked(pack):
                              % (i, t, group["seq"], group["t"]))
         group["entries"].append(_entry(i, rec, bu))
     records.append(_finish(group, epoch))
-    return {"device_id": device_id, "pen": pen, "boot_epoch": epoch, "records": records}
-
-
-# ---------------------------------------------------------------------------- the usual pack
-# What nodes send: integer labels, readings and status records (no gaps), nothing unknown.
-# ``_decode_usual`` decodes just that shape in one pass, several times faster than
-# ``_decode_checked`` (docs/benchmarks.md, gateway-ingest), and returns None at the first
-# thing outside it, valid or not: then ``_decode_checked`` gives the result or names the error.
-# So it returns only what ``_decode_checked`` would, and never raises: each key and value is
-# type-checked (exact int/str/float: True, 1.0 and Decimal(1) all equal the label 1) before
-# it is compared or hashed. Base fields are looked for only in records that carry one.
-_REGULAR = {N, U, V, VS, T, L_FLAG}
-_BASE = {BVER, BN, BT, BU, L_EPOCH, L_SEQ, L_KIND}
-_OK, _FAILED, _BAD = quality.OK, quality.SENSOR_FAILED, "bad"
-_NAMES = {}  # base name -> parse_base_name's (pure) answer: one entry per device of the site
-
-
-def _usual_time(x):
-    """``_time``'s result for bt + t = ``x``, or ``_BAD`` (also for x not a time)."""
-    if not ((type(x) is int or type(x) is float) and -_TIME_LIMIT < x < _TIME_LIMIT):
-        return _BAD                              # NaN and infinities fail the range test too
-    if x == 0:
-        return None
-    if x < ABSOLUTE_TIME_MIN or (type(x) is float and x != int(x)):
-        return _BAD
-    return int(x)
-
-
-def _usual_name(bn):
-    got = _NAMES.get(bn)
-    if got is None:
-        try:
-            got = parse_base_name(bn)
-        except SenMLError:
-            return None
-        if len(_NAMES) >= 4096:
-            _NAMES.clear()
-        _NAMES[bn] = got
-    return got
-
-
-def _decode_usual(pack):
-    if type(pack) is not list or not pack:
-        return None
-    regular, base, flags, by_name = _REGULAR, _BASE, quality.FLAGS, BY_SENML_NAME
-    bn = epoch = pen = device_id = bu = values = names = counters = prev = g_t = bt_t = None
-    bt, status, records = 0, False, []
-    for raw in pack:
-        if type(raw) is not dict:
-            return None
-        has_base = starts = False
-        for k in raw:
-            if type(k) is not int and type(k) is not str:
-                return None
-            if k not in regular:
-                if k not in base:
-                    return None
-                has_base = True
-        if has_base:
-            if bn is None and (BN not in raw or L_EPOCH not in raw):
-                return None                     # record 0 carries both
-            if BVER in raw and (type(raw[BVER]) is not int or raw[BVER] != 10):
-                return None
-            if BN in raw:
-                x = raw[BN]
-                if type(x) is not str or (bn is not None and x != bn):
-                    return None
-                if bn is None:
-                    got = _usual_name(x)
-                    if got is None:
-                        return None
-                    (pen, device_id), bn = got, x
-            if L_EPOCH in raw:
-                x = raw[L_EPOCH]
-                if type(x) is not int or not 0 <= x < _UINT32 or (epoch is not None and x != epoch):
-                    return None
-                epoch = x
-            if BT in raw:
-                bt = raw[BT]
-                if not ((type(bt) is int or type(bt) is float) and -_TIME_LIMIT < bt < _TIME_LIMIT):
-                    return None
-                bt_t = _usual_time(bt)
-            if BU in raw:
-                bu = raw[BU]
-                if type(bu) is not str:
-                    return None
-            starts = L_SEQ in raw
-            if L_KIND in raw:
-                x = raw[L_KIND]
-                if not starts or type(x) is not str or (x != READING and x != STATUS):
-                    return None                 # a gap (or an error): the checked path
-                status = x == STATUS
-        elif bn is None:
-            return None
-        t = bt_t                                # a record without t: bt's time
-        if T in raw:
-            t = raw[T]
-            ok = (type(t) is int or type(t) is float) and -_TIME_LIMIT < t < _TIME_LIMIT
-            t = _usual_time(bt + t) if ok else _BAD
-        if t is _BAD:
-            return None
-        if starts:
-            seq = raw[L_SEQ]
-            if type(seq) is not int or not 0 <= seq < _UINT32 or (prev is not None and seq <= prev):
-                return None
-            values, names, g_t, prev = [], [], t, seq
-            if status:
-                counters = {}
-                records.append({"seq": seq, "t": t, "values": values, "kind": STATUS,
-                                "counters": counters})
-            else:
-                records.append({"seq": seq, "t": t, "values": values})
-        elif values is None or t != g_t:
-            return None
-        name = raw.get(N)
-        if type(name) is not str or name in names:
-            return None
-        names.append(name)
-        unit = raw[U] if U in raw else bu
-        flag = raw.get(L_FLAG, _OK)
-        if (unit is not None and type(unit) is not str) or (
-                flag is not _OK and (type(flag) is not str or flag not in flags)):
-            return None
-        has_v, has_vs = V in raw, VS in raw
-        if status and name.startswith(COUNTER_PREFIX):
-            x, cname = raw.get(V), name[len(COUNTER_PREFIX):]
-            if (unit != COUNT_UNIT or flag != _OK or has_vs or type(x) is not int
-                    or not 0 <= x < _INT_LIMIT or not _check_chars(cname, _COUNTER_CHARS, 1, 32)):
-                return None
-            counters[cname] = x
-            continue
-        row = by_name.get(name)
-        if row is None or unit != row[3]:
-            return None
-        if flag == _FAILED:
-            if has_v or has_vs:
-                return None
-            values.append([row[1], None, flag])
-            continue
-        if row[4] == NUM:
-            x = raw[V] if has_v and not has_vs else None
-            if type(x) is int:
-                if not -_INT_LIMIT <= x < _INT_LIMIT:
-                    return None
-            elif type(x) is not float or x != x or x == _INF or x == -_INF:
-                return None
-        else:
-            x = raw[VS] if has_vs and not has_v else None
-            if type(x) is not str:
-                return None
-        values.append([row[1], x, flag])
     return {"device_id": device_id, "pen": pen, "boot_epoch": epoch, "records": records}
 
 

@@ -6,7 +6,7 @@
     (``protocol.senml.encode_pack`` + ``protocol.frame.encode_data``: 50 classroom-co2 nodes,
     4-value readings of one simulated day through the real drivers, a status record every 30
     cycles as the profile says) go through the real ``gateway.agent.Agent``: its queue, then
-    per batch ``Ingest.ingest_frame`` (HMAC, replay, cbor2, ``decode_pack``, checks, the
+    per batch ``Ingest.ingest_frame`` (HMAC, replay, cbor2, the SenML decode, checks, the
     profile's alarm rules in UK time), ONE ``Outbox.put_many(records, state=...)`` on a new
     file (WAL, synchronous=FULL), ``ingest.commit()`` and the acks. A node keeps one frame in
     flight until it is acked, so a batch holds one frame per node. Baseline in the same run:
