@@ -27,6 +27,7 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import os
 import pathlib
 import re
 import shutil
@@ -274,6 +275,35 @@ def firmware_version(code_files):
     """SHA-256 (hex) of the sha256sum-style listing of ``code_files`` (flash path -> bytes)."""
     listing = "".join("%s  %s\n" % (sha256_hex(code_files[p]), p) for p in sorted(code_files))
     return sha256_hex(listing.encode())
+
+
+def write_bundle(template_dir, sources, config_text, info, out):
+    """Another node's flash tree from a build in ``template_dir``: its compiled files
+    (``sources``: flash path -> source, as the build's manifest lists them; hard links where
+    the file system allows, the same bytes for every node) plus ``config_text`` (bytes) as
+    config.json and a manifest made with ``info``. Written beside ``out`` and renamed over it, so a tree is only ever
+    replaced whole. Returns the manifest dict."""
+    out = pathlib.Path(out)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    files = {}
+    for path in sources:
+        if path == "config.json":
+            continue
+        src, dest = pathlib.Path(template_dir) / path, tmp / path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, dest)
+        except OSError:
+            shutil.copyfile(src, dest)
+        files[path] = dest.read_bytes()
+    files["config.json"] = config_text
+    (tmp / "config.json").write_bytes(config_text)
+    manifest = make_manifest(files, sources, info)
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    os.rename(tmp, out)
+    return manifest
 
 
 def make_manifest(files, sources, info):

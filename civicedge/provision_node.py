@@ -11,10 +11,8 @@ applies with these.
 
 import hashlib
 import json
-import os
 import pathlib
 import secrets
-import shutil
 import subprocess
 import time
 
@@ -242,33 +240,15 @@ class Template:
                                      overlay=overlay, calibration=d.calibration, hardware=site.hardware)
         except (fb.BuildError, fb.config_module().ConfigError) as e:
             raise ProvisionError("%s: %s" % (site.where(d), e), EXIT_INVALID)
-        self.code = {e["path"]: (self.dir / e["path"]).read_bytes() for e in self.manifest["files"]
-                     if e["path"] != "config.json"}
         self.sources = {e["path"]: e["source"] for e in self.manifest["files"]}
 
     def write(self, d, cfg, out):
         """Node ``d``'s bundle (configuration ``cfg``, unvalidated) into ``out``; its manifest."""
         cfg = dict(cfg, firmware_version=self.manifest["firmware_version"])
         text = fb.config_json(fb.check_config(cfg, "config.json of %s" % d.id, fb.REPO)).encode()
-        files = dict(self.code, **{"config.json": text})
         info = {"device_id": d.id, "board": d.board, "profile": d.profile, "link": cfg["link"]["type"],
                 "compiler": self.manifest["compiler"], "march": self.manifest["march"]}
-        manifest = fb.make_manifest(files, self.sources, info)
-        tmp = out.with_name(out.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        for sub in sorted({os.path.dirname(p) for p in self.code}):
-            os.makedirs(os.path.join(tmp, sub), exist_ok=True)
-        for path in self.code:  # hard links: the same for every node, and a bundle is only ever replaced whole
-            src, dest = os.path.join(self.dir, path), os.path.join(tmp, path)
-            try:
-                os.link(src, dest)
-            except OSError:
-                shutil.copyfile(src, dest)
-        (tmp / "config.json").write_bytes(text)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-        shutil.rmtree(out, ignore_errors=True)
-        os.rename(tmp, out)
-        return manifest
+        return fb.write_bundle(self.dir, self.sources, text, info, out)
 
 
 def bundle_change(site, d, digest, key):

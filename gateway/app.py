@@ -175,12 +175,13 @@ def build_sources(cfg, secrets, clock, keys, profiles=None, *, local_epoch_floor
     return out
 
 
-def build_forwarder(cfg, secrets, clock):
-    """The configured forwarder (exactly one upstream is configured)."""
+def build_forwarder(cfg, secrets, clock, backoff=None):
+    """The configured forwarder (exactly one upstream is configured). ``backoff``: the MQTT
+    forwarder's reconnect ``gateway.backoff.Backoff`` (None: its default, 1-120 s)."""
     if cfg.upstream_mqtt is not None:
         return load_class(FORWARDERS["mqtt"])(cfg.upstream_mqtt, secrets.password(
             "upstream.mqtt"), cfg.site_id, cfg.gateway_id, clock,
-            protocol=cfg.upstream_mqtt.protocol)
+            protocol=cfg.upstream_mqtt.protocol, backoff=backoff)
     return load_class(FORWARDERS["lorawan"])(cfg.upstream_lorawan, secrets.app_key, clock)
 
 

@@ -117,8 +117,8 @@ import struct
 import threading
 import traceback
 
-from simulators.clock import VirtualClock
 from simulators.i2c import UnknownCommand
+from simulators.i2c_control import WIFI_DEFAULTS, ControlMethods, ProtocolError
 from simulators.rig import LocalRig
 
 OP_WRITE = 0x01
@@ -144,17 +144,8 @@ REQUEST = struct.Struct(">BBH")
 RESPONSE = struct.Struct(">BH")
 MAX_PAYLOAD = 0xFFFF
 
-CONTROL_METHODS = ("wall", "setup", "fault", "clear_faults", "set_truth", "power", "recover", "counters",
-                   "attr", "advance_s", "now_s")
-SERVER_METHODS = ("reset", "wifi", "wifi_link", "analog", "nodes")
-
 # Reset causes as the ESP32 port's machine module numbers them (BOOT_AT's cause byte).
 CAUSE_NAMES = {0: "soft_reboot", 1: "pwron", 2: "hard", 3: "wdt", 4: "deepsleep", 5: "soft"}
-WIFI_DEFAULTS = {"up": True, "ssid": None, "key": None, "assoc_ms": 1500, "scan_ms": 2000, "rssi": -60}
-
-
-class ProtocolError(Exception):
-    """A request the server cannot parse or does not know (answered with ``ERROR``)."""
 
 
 def _error_body(exc):
@@ -182,7 +173,7 @@ class WDTFired(Exception):
         self.at_us = at_us
 
 
-class SimServer:
+class SimServer(ControlMethods):
     """A ``LocalRig`` served on ``host``:``port`` (port 0: a free one). A context manager.
 
     One thread accepts connections, one thread serves each; every request runs under
@@ -405,49 +396,6 @@ class SimServer:
             return struct.unpack(fmt, payload)
         except struct.error:
             raise ProtocolError("payload %r does not match %s" % (bytes(payload), fmt)) from None
-
-    def _control(self, payload):
-        try:
-            method, args = json.loads(payload.decode("utf-8"))
-        except ValueError:
-            raise ProtocolError("CONTROL payload must be JSON [method, [args...]], got %r" % (bytes(payload),)) from None
-        if method in SERVER_METHODS:
-            return getattr(self, "_control_" + method)(*args)
-        if method not in CONTROL_METHODS:
-            raise ProtocolError("unknown control method %r; known: %s" % (
-                method, ", ".join(SERVER_METHODS + CONTROL_METHODS)))
-        return getattr(self.rig, method)(*args)
-
-    # -- the server's own CONTROL methods (see the module docstring) ---------------------------
-    def _control_reset(self, clock_kwargs=None):
-        self.rig = LocalRig(VirtualClock(**(clock_kwargs or {})))
-        self._reset_environment()
-
-    def _control_wifi(self, settings=None):
-        for key, value in (settings or {}).items():
-            if key not in WIFI_DEFAULTS:
-                raise ValueError("wifi setting must be one of %s, got %r" % (", ".join(WIFI_DEFAULTS), key))
-            if key == "up":
-                value = bool(value)
-                if value != self.wifi["up"]:
-                    self.wifi["changed_us"] = self.rig.clock.now_us
-            self.wifi[key] = value
-        return dict(self.wifi)
-
-    def _control_wifi_link(self, poll_us=0):
-        self.rig.clock.advance_us(int(poll_us))
-        return [self.rig.clock.now_us, self.wifi]
-
-    def _control_analog(self, pin, volts=None):
-        key = str(pin)
-        if volts is not None:
-            self.analog[key] = float(volts)
-        if key not in self.analog:
-            raise ValueError("no voltage set on ADC pin %r: set it with control analog [pin, volts]" % (pin,))
-        return self.analog[key]
-
-    def _control_nodes(self):
-        return [node.as_dict() for node in self.nodes.values()]
 
 
 def main(argv=None):

@@ -6,9 +6,9 @@ configuration and 0600 secrets), in its own process, on the fleet's virtual cloc
 A process of its own, so a power cut is a real SIGKILL (SQLite's journal and the outbox's
 recovery are what is tested) and the agent gets the second CPU core.
 
-``CLOCK_FILE`` is the fleet's ``Timeline`` published by the runner: 24 bytes, little-endian,
-``u64`` the global virtual time (µs since the scenario's start), ``f64`` this gateway's wall
-clock offset (s: a clock-jump fault), ``u64`` a counter the runner bumps at each write. The
+``CLOCK_FILE`` is the fleet's ``Timeline`` published by the runner: 16 bytes, little-endian,
+``u64`` the global virtual time (µs since the scenario's start) and ``f64`` this gateway's
+wall clock offset (s: a clock-jump fault). The
 agent's ticks and wall time come from it (``FleetClock``); its own waits (backoff, polls)
 are real time, so the forwarder's reconnect backoff is scaled down (``BACKOFF_S``): while
 the council's broker is away it retries every second or so of real time, however much
@@ -31,7 +31,7 @@ import threading
 
 from drivers.clock import TICKS_PERIOD, WallTrust, ticks_add, ticks_diff
 
-CLOCK = struct.Struct("<QdQ")
+CLOCK = struct.Struct("<Qd")
 NO_CAP_BYTES = 1 << 40
 BACKOFF_S = (0.1, 1.0)  # the forwarder's reconnect backoff here, real s (see main)
 
@@ -45,13 +45,11 @@ class ClockFile:
         self._f = open(path, "r+b")
         self._map = mmap.mmap(self._f.fileno(), CLOCK.size)
         self.offset_s = 0.0
-        self._n = 0
         self._g = 0
 
     def publish(self, g_us):
         self._g = g_us
-        self._n += 1
-        CLOCK.pack_into(self._map, 0, g_us, self.offset_s, self._n)
+        CLOCK.pack_into(self._map, 0, g_us, self.offset_s)
 
     def jump(self, delta_s):
         self.offset_s += delta_s
@@ -75,11 +73,7 @@ class FleetClock(WallTrust):
         self.start_wall_s = float(start_wall_s)
 
     def _read(self):
-        g, off, _ = CLOCK.unpack_from(self._map, 0)
-        return g, off
-
-    def now_us(self):
-        return self._read()[0]
+        return CLOCK.unpack_from(self._map, 0)
 
     def ticks_ms(self):
         return (self._read()[0] // 1000) & (TICKS_PERIOD - 1)
@@ -107,22 +101,17 @@ def _secrets(cfg):
 
 def main(argv=None):
     from gateway import app, config
+    from gateway.backoff import Backoff
 
     config_path, clock_path, start_wall_s = (argv or sys.argv[1:])[:3]
     cfg = config.load(config_path)
     app.setup_logging(20)
     secrets, clock = _secrets(cfg), FleetClock(clock_path, start_wall_s)
-    forwarder = None
-    if cfg.upstream_mqtt is not None:
-        from gateway.backoff import Backoff
-        from gateway.forward.mqtt import MQTTForwarder
-
-        # The agent's reconnect backoff (1-120 s) is real time, while the fleet's clock runs
-        # a hundred or more times faster: scaled so that the council's broker coming back is
-        # noticed within minutes of virtual time, as the real backoff notices it in minutes.
-        forwarder = MQTTForwarder(cfg.upstream_mqtt, secrets.password("upstream.mqtt"), cfg.site_id,
-                                  cfg.gateway_id, clock, protocol=cfg.upstream_mqtt.protocol,
-                                  backoff=Backoff(BACKOFF_S[0], BACKOFF_S[1]))
+    # The agent's reconnect backoff (1-120 s) is real time, while the fleet's clock runs a
+    # hundred or more times faster: scaled so that the council's broker coming back is noticed
+    # within minutes of virtual time, as the real backoff notices it in minutes.
+    forwarder = app.build_forwarder(cfg, secrets, clock, backoff=Backoff(*BACKOFF_S)) \
+        if cfg.upstream_mqtt is not None else None
     agent = app.build(cfg, secrets, clock, forwarder=forwarder)
     stop = threading.Event()
     ready = threading.Event()

@@ -18,14 +18,16 @@ from simulators.atmodem_radio import CHANNELS_HZ
 from simulators.fleet.nodes import profile_table
 
 
+# The part that measures each quantity (hardware/profiles/*.toml [[sensors]] parts).
+_PARTS_BY_QUANTITY = {"co2_ppm": "scd4x", "rh_percent": "scd4x", "no2_ppb": "ads1115",
+                      "distance_cm": "i2cxl", "temperature_c": "tmp117"}
+
+
 def _sensor_address(node, quantity):
+    """The bus address of the node's sensor for ``quantity`` (None: its first sensor)."""
     sensors = profile_table(node.spec.profile)["sensors"]
-    return sensors[0]["address"] if quantity is None or len(sensors) == 1 else next(
-        (s["address"] for s in sensors if s["part"] in _PARTS_BY_QUANTITY.get(quantity, ())), sensors[0]["address"])
-
-
-_PARTS_BY_QUANTITY = {"co2_ppm": ("scd4x",), "rh_percent": ("scd4x",), "no2_ppb": ("ads1115",),
-                      "distance_cm": ("i2cxl",), "temperature_c": ("tmp117", "scd4x")}
+    part = _PARTS_BY_QUANTITY.get(quantity)
+    return next((s["address"] for s in sensors if s["part"] == part), sensors[0]["address"])
 
 
 def attach(faults, nodes, radio):

@@ -13,17 +13,16 @@ the scenario's end. A power cut is SIGKILL; the power coming back is a new proce
 same flash image (``start(power_on=True)`` again, the install skipped).
 """
 
+import functools
 import hashlib
 import json
 import os
 import pathlib
 import select
-import shutil
 import signal
 import subprocess
 import threading
 import time
-import tomllib
 import tty
 
 from civicedge import firmware_build as fb
@@ -56,9 +55,10 @@ def node_attributes(spec):
     return {}
 
 
+@functools.lru_cache(maxsize=None)
 def profile_table(name):
-    with open(fb.HARDWARE / "profiles" / ("%s.toml" % name), "rb") as f:
-        return tomllib.load(f)
+    """The profile ``name`` as the build reads it (cached: read-only here)."""
+    return fb.load_profile(name)
 
 
 class Build:
@@ -73,8 +73,7 @@ class Build:
         self.dir = pathlib.Path(workdir) / "template"
         self.manifest = fb.build(self.board, profile, "template-node", self.dir, link=link,
                                  sets=["link.type=%s" % link] + self.sets, calibration=calibration)
-        self.code = {e["path"]: e["source"] for e in self.manifest["files"] if e["path"] != "config.json"}
-        self.config = json.loads((self.dir / "config.json").read_text())
+        self.sources = {e["path"]: e["source"] for e in self.manifest["files"]}
 
     def write(self, device_id, out, sets=(), extra_files=None, secrets=None, calibration=None):
         """Node ``device_id``'s flash tree in ``out`` (its config with ``sets`` on top, its own
@@ -87,16 +86,10 @@ class Build:
             fb.apply_set(cfg, assignment)
         cfg["firmware_version"] = self.manifest["firmware_version"]
         text = fb.config_json(fb.check_config(cfg, "config.json of %s" % device_id, fb.REPO)).encode()
-        out = pathlib.Path(out)
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.copytree(self.dir, out, copy_function=os.link)
-        (out / "config.json").unlink()
-        (out / "config.json").write_bytes(text)
-        files = {p: (out / p).read_bytes() for p in list(self.code) + ["config.json"]}
         info = {"device_id": device_id, "board": self.board, "profile": self.profile, "link": self.link,
                 "compiler": self.manifest["compiler"], "march": self.manifest["march"]}
-        (out / "manifest.json").unlink()
-        (out / "manifest.json").write_text(json.dumps(fb.make_manifest(files, self.code, info), indent=1) + "\n")
+        out = pathlib.Path(out)
+        fb.write_bundle(self.dir, self.sources, text, info, out)
         for name, data in (extra_files or {}).items():
             (out / name).write_bytes(data)
         (out / "secrets.json").write_text(json.dumps(secrets or {}))
