@@ -179,9 +179,10 @@ def build_forwarder(cfg, secrets, clock, backoff=None):
     """The configured forwarder (exactly one upstream is configured). ``backoff``: the MQTT
     forwarder's reconnect ``gateway.backoff.Backoff`` (None: its default, 1-120 s)."""
     if cfg.upstream_mqtt is not None:
+        extra = {} if backoff is None else {"backoff": backoff}  # a configured class need not take one
         return load_class(FORWARDERS["mqtt"])(cfg.upstream_mqtt, secrets.password(
             "upstream.mqtt"), cfg.site_id, cfg.gateway_id, clock,
-            protocol=cfg.upstream_mqtt.protocol, backoff=backoff)
+            protocol=cfg.upstream_mqtt.protocol, **extra)
     return load_class(FORWARDERS["lorawan"])(cfg.upstream_lorawan, secrets.app_key, clock)
 
 
