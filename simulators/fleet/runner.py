@@ -59,7 +59,7 @@ class FleetRun:
 
     def __init__(self, scenario, workdir, say=print):
         self.sc = scenario
-        self.dir = pathlib.Path(workdir)
+        self.dir = pathlib.Path(workdir).resolve()  # children run in their own directories
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
         self.say = say

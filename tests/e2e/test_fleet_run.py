@@ -54,10 +54,11 @@ target = "gw1"
 
 
 @needs_mosquitto
-def test_a_small_site_runs_end_to_end_and_every_record_is_accounted_for(tmp_path, capsys):
+def test_a_small_site_runs_end_to_end_and_every_record_is_accounted_for(tmp_path, capsys, monkeypatch):
     path = tmp_path / "mini.toml"
     path.write_text(SCENARIO)
-    rc = cli.main(["sim", "run", str(path), "--out", str(tmp_path / "out")])
+    monkeypatch.chdir(tmp_path)  # a relative --out, as scripts/demo gives (children run elsewhere)
+    rc = cli.main(["sim", "run", "mini.toml", "--out", "out"])
     out = capsys.readouterr().out
     assert rc == 0, out
     report = json.loads((tmp_path / "out" / "report.json").read_text())
