@@ -16,29 +16,41 @@ committed with their rows). While a batch is processed the cycle collector waits
 live until the commit and form no cycles; scanning them was ~3 % of ingest), then runs as
 before. Timers run on the clock's monotonic ticks: alarm ``tick`` (its
 events become records ``(gateway_id, boot_epoch, seq)`` of kind ``event``; only while wall
-time is trusted), ``outbox.enforce()``, and an optional ``wall_check()`` (NTP). The gateway
+time is trusted), ``outbox.enforce()``, an optional ``wall_check()`` (NTP), and the link
+check: a TLS handshake refused ``tls_alarm_after`` times in a row raises the gateway's
+``tls_failure`` alarm, cleared once connected (``gateway.agent_links``; its events are
+records of the gateway's stream, stored with the links' state). The gateway
 boot epoch is the stored one + 1 at each start (the first: the trusted wall time in Unix s,
 else 1, so a new outbox file does not reuse an old epoch). Rejected input is counted by the
 pipeline and logged at most once per reason per ``log_interval_s`` (detail and at most 8
 bytes of hex: never keys or payloads). ``stop``: sources, drain and commit the queue,
 forwarder, outbox.
+
+Arrivals with ``settled`` (LoRaWAN uplinks, which no node resends) hear what became of them
+once the batch is done: ``settled(True)`` after the commit (or when the pipeline rejected
+them), ``settled(False)`` when the outbox refused the batch; the source holds those for
+another try. A ``GAP`` arrival is a gap record a source made for uplinks it had to drop:
+stored as it is, under ``(device_id, first_epoch, seq)``.
+
+Files: this module is the loop; ``gateway.agent_timers`` has time, timers and throttled
+logging, ``gateway.agent_view`` the snapshot, ``gateway.agent_links`` the TLS alarm.
 """
 
-import dataclasses
 import gc
 import logging
 import queue
 import threading
 
-from gateway.alarms import CLEARED, RAISED
+from gateway.agent_links import DEFAULT_AFTER, LinkAlarms
+from gateway.agent_timers import EVENTS_PER_RECORD, WALL_STEP_S, Timers  # noqa: F401 (API)
+from gateway.agent_view import View
 from gateway.outbox import OutboxError, OutboxRecord
 from gateway.outbox_state import JSONText
-from gateway.pipeline import ALARM, ROUTINE
+from gateway.pipeline import ROUTINE
 
-FRAME, LORAWAN = "frame", "lorawan"  # Arrival.kind, as gateway.sources defines them
+FRAME, LORAWAN, GAP = "frame", "lorawan", "gap"  # Arrival.kind, as gateway.sources defines
 STATE_REPLAY, STATE_ALARMS, STATE_GATEWAY = "replay", "alarms", "gateway"
-EVENTS_PER_RECORD = 50
-WALL_STEP_S = 2.0  # a wall clock this far from running time has been stepped
+STATE_LINKS = "links"  # the TLS alarms standing (gateway.agent_links)
 _HEX_BYTES = 8
 _WARN = ("auth_failures", "replays", "decode_errors")
 _STORE_FAILURES = {"OutboxFull": "outbox_full", "OutboxError": "outbox_error",
@@ -46,12 +58,13 @@ _STORE_FAILURES = {"OutboxFull": "outbox_full", "OutboxError": "outbox_error",
 # Tuning (keyword arguments of Agent; docs/gateway-agent.md says why each value).
 TUNING = {"queue_size": 4096, "batch_max": 2000, "tick_s": 60.0, "enforce_s": 60.0,
           "log_interval_s": 60.0, "put_timeout_s": 1.0, "backoff_s": 1.0, "poll_s": 0.5,
-          "wall_check_s": 60.0}
+          "wall_check_s": 60.0, "link_check_s": 5.0, "tls_alarm_after": DEFAULT_AFTER}
+_TIMERS = ("tick", "enforce", "wall_check", "link_check")
 
 log = logging.getLogger("civicedge.gateway")
 
 
-class Agent:
+class Agent(Timers, View):
     """The loop. ``ingest``: a ``gateway.pipeline.Ingest`` (with its ``alarms`` engine or
     None); ``outbox``: a ``gateway.outbox.Outbox``; ``clock``: the ``drivers.clock``
     contract; ``gateway_id``: the gateway's own stream id; ``sources``: objects following
@@ -75,7 +88,8 @@ class Agent:
         self.ingest, self.alarms, self.outbox, self.clock = ingest, ingest.alarms, outbox, clock
         self.gateway_id, self.sources, self.forwarder = gateway_id, list(sources), forwarder
         self.tuning, self.wall_check = t, wall_check
-        self._period_ms = {k: int(t[k + "_s"] * 1000) for k in ("tick", "enforce", "wall_check")}
+        self._period_ms = {k: int(t[k + "_s"] * 1000) for k in _TIMERS}
+        self.links = LinkAlarms(gateway_id, t["tls_alarm_after"])
         self._log_ms = int(t["log_interval_s"] * 1000)
         self._queue = queue.Queue(t["queue_size"])
         self._lock = threading.Lock()  # counters and last_seen: sinks and snapshot() read too
@@ -96,42 +110,6 @@ class Agent:
         if n:
             with self._lock:
                 self.counters[name] = self.counters.get(name, 0) + n
-
-    def _now_ms(self):
-        t = self.clock.ticks_ms()
-        self._mono += max(0, self.clock.ticks_diff(t, self._anchor))
-        self._anchor = t
-        return self._mono
-
-    def _wall(self):  # Unix s, or None while wall time is not trusted
-        return self.clock.wall_s() if self.clock.wall_trusted() else None
-
-    def _tick_now(self):
-        """The time alarm windows are closed on (Unix s), or None while the wall clock is not
-        trusted: the trusted wall time at the first tick, advanced by running time since. A
-        wall-clock step does not move it (a jump of a day must not close today's windows
-        early, RELIABILITY.md); only a confirmed NTP synchronisation re-anchors it
-        (``_check_wall``)."""
-        if not self.clock.wall_trusted():
-            return None
-        mono = self._now_ms()
-        if self._tick_anchor is None:
-            self._tick_anchor = (self.clock.wall_s(), mono)
-        wall0, mono0 = self._tick_anchor
-        return wall0 + (mono - mono0) / 1000.0
-
-    def _throttled(self, key, level, fmt, *args, exc_info=False):
-        """Log once per ``key`` per interval; the next line says how many were held back."""
-        now = self._now_ms()
-        seen = self._logged.get(key)
-        if seen is not None and now - seen[0] < self._log_ms:
-            seen[1] += 1
-            return
-        self._logged[key] = [now, 0]
-        if seen and seen[1]:
-            fmt += " (and %d more like it in the last %d s)"
-            args += (seen[1], (now - seen[0]) // 1000)
-        log.log(level, fmt, *args, exc_info=exc_info)
 
     # -- the sources' side -----------------------------------------------------------------
     def sink(self, arrival):
@@ -163,6 +141,10 @@ class Agent:
         self.boot_epoch = epoch + 1 if type(epoch) is int and 0 <= epoch < 0xFFFFFFFF else (
             int(wall) if wall and 1 < wall < 0xFFFFFFFF else 1)
         self.next_seq = 0
+        try:
+            self.links.load(self.outbox.load_state(STATE_LINKS, None))
+        except ValueError:  # hand-edited: no alarm standing
+            pass
         try:
             self.outbox.put_many([], state={STATE_GATEWAY: self._gateway_state()})
         except OutboxError as e:  # stored with the first batch instead
@@ -250,11 +232,21 @@ class Agent:
                     gc.enable()
             if not stored and self.tuning["backoff_s"]:
                 self._halt.wait(self.tuning["backoff_s"])  # the disk needs a moment, not a spin
-        for name, fn in (("enforce", self._enforce), ("wall_check", self._check_wall)):
+        for name, fn in (("enforce", self._enforce), ("wall_check", self._check_wall),
+                         ("link_check", self._check_links)):
             if now >= self._due.get(name, 0):
                 self._due[name] = now + self._period_ms[name]
                 fn()
         return len(arrivals)
+
+    def _check_links(self):
+        """The TLS alarm (``gateway.agent_links``): its events stored as records of the
+        gateway's stream with the links' state; if the outbox refuses, the state goes back
+        and the next check raises (or clears) again."""
+        before = self.links.state()
+        events = self._link_events()
+        if events and not self._batch([], False, events):
+            self.links.load(before)
 
     def _ingest(self, a, rx):
         if a.kind == FRAME:
@@ -265,16 +257,23 @@ class Agent:
                                               source=a.source)
         raise ValueError("arrival kind %r is neither %r nor %r" % (a.kind, FRAME, LORAWAN))
 
-    def _batch(self, arrivals, tick):
-        """Ingest, store with state in one transaction, then commit and ack. False if the
-        outbox refused (rolled back, nothing acked)."""
-        done, records, seen = [], [], {}
+    def _batch(self, arrivals, tick, events=()):
+        """Ingest, store with state in one transaction, then commit and ack (and settle).
+        ``events``: the gateway's own alarm events to store too. False if the outbox refused
+        (rolled back, nothing acked, settled False)."""
+        done, records, seen, settle, gaps = [], [], {}, [], 0
         self.count("arrivals", len(arrivals))
         for a in arrivals:
+            if a.settled is not None:
+                settle.append(a.settled)
             try:
                 rx = a.received_s  # receive time: the alarms' for untimed records, and rx_t
                 if rx is None:
                     rx = self._wall()
+                if a.kind == GAP:
+                    records.append(_gap_record(a, rx))
+                    gaps += 1
+                    continue
                 res = self._ingest(a, rx)
             except Exception as e:  # noqa: BLE001 (a pipeline bug: drop this input only)
                 self.count("ingest_errors")
@@ -288,16 +287,21 @@ class Agent:
                 continue
             records.extend(_stored(res, rx))
             seen[res.device_id] = self.clock.wall_s()
-        if not seen and not tick:
-            return True  # nothing accepted: no state changed, nothing to store or ack
+        if not (seen or tick or events or gaps):
+            _settle(settle, True)  # nothing accepted: no state changed, nothing to store
+            return True
         seq0, ticked = self.next_seq, []
         try:
             ticked = self._tick_records() if tick else []
             records.extend(ticked)
+            if events:
+                records.extend(self._event_records(events, self._wall()))
             state = {STATE_REPLAY: JSONText(self.ingest.replay_state_json()),
                      STATE_GATEWAY: self._gateway_state()}
             if self.alarms is not None:  # encoded by the engine: only what changed is new
                 state[STATE_ALARMS] = JSONText(self.alarms.state_json())
+            if events:
+                state[STATE_LINKS] = self.links.state()
             put = self.outbox.put_many(records, state=state)
         except Exception as e:  # noqa: BLE001 (OutboxError, OutboxFull, ValueError, a bug)
             self.ingest.rollback()  # the alarm engine's too
@@ -305,8 +309,9 @@ class Agent:
             reason = _STORE_FAILURES.get(type(e).__name__, "error")
             self.count("store_failures." + reason)
             self._throttled("store:" + reason, logging.ERROR, "batch of %d input(s) not "
-                            "stored, not acked (nodes will resend): %s: %s", len(arrivals),
-                            type(e).__name__, e)
+                            "stored, not acked (nodes will resend); LoRaWAN uplinks wait in "
+                            "their source: %s: %s", len(arrivals), type(e).__name__, e)
+            _settle(settle, False)
             return False
         self.ingest.commit()
         if self.alarms is not None:
@@ -319,11 +324,13 @@ class Agent:
                     acks += 1
                 except Exception:  # noqa: BLE001 (reply never raises, by contract; still)
                     self.count("reply_errors")
+        _settle(settle, True)
         with self._lock:
             self.last_seen.update(seen)
         for name, n in (("batches", 1), ("acks", acks), ("records_stored", len(put.new)),
                         ("bounds_dropped", put.dropped), ("ticks", int(tick)),
-                        ("tick_events", sum(len(r.record["alarms"]) for r in ticked))):
+                        ("tick_events", sum(len(r.record["alarms"]) for r in ticked)),
+                        ("gap_records", gaps), ("link_events", len(events))):
             self.count(name, n)
         if self.forwarder is not None and put.new:
             self._call("forwarder", self.forwarder.wake)
@@ -340,80 +347,6 @@ class Agent:
 
     def _gateway_state(self):
         return {"boot_epoch": self.boot_epoch, "next_seq": self.next_seq}
-
-    def _tick_records(self):
-        now_s = self._tick_now()
-        events, out = self.alarms.tick(now_s), []
-        for i in range(0, len(events), EVENTS_PER_RECORD):
-            chunk = events[i:i + EVENTS_PER_RECORD]
-            lane = ALARM if any(e.kind in (RAISED, CLEARED) for e in chunk) else ROUTINE
-            rec = {"seq": self.next_seq, "t": now_s, "kind": "event",
-                   "alarms": [e.to_dict() for e in chunk]}
-            out.append(OutboxRecord(self.gateway_id, self.boot_epoch, self.next_seq, rec, lane))
-            self.next_seq += 1
-        return out
-
-    def _enforce(self):
-        try:
-            self.count("bounds_dropped", self.outbox.enforce())
-        except OutboxError as e:
-            self.count("enforce_errors")
-            self._throttled("enforce", logging.ERROR, "outbox bounds not applied: %s", e)
-
-    def _check_wall(self):
-        try:
-            if self.wall_check is None:
-                return
-            self.wall_check()
-            if self.clock.wall_trusted() and self._tick_anchor is not None:
-                wall, ticked = self.clock.wall_s(), self._tick_now()
-                if abs(wall - ticked) > WALL_STEP_S:  # NTP confirms the new time: follow it
-                    self.count("wall_steps")
-                    self._throttled("wall_step", logging.WARNING, "wall clock stepped %+.0f s "
-                                    "(NTP synchronised): alarm windows follow it", wall - ticked)
-                    self._tick_anchor = (wall, self._now_ms())
-        except Exception as e:  # noqa: BLE001 (a failing check must not stop the loop)
-            self._throttled("wall_check", logging.WARNING, "wall clock check failed: %s", e)
-
-    # -- looking --------------------------------------------------------------------------
-    def snapshot(self):
-        """Every counter and gauge as one flat dict ``name -> number`` (thread-safe):
-        ``agent.*`` (this loop), ``pipeline.*`` and ``alarms.*`` (the core's counters),
-        ``outbox.*`` (``Outbox.stats``; ``outbox.oldest_age_s`` is 0 when empty),
-        ``source.<name>.*`` and ``forwarder.*`` (their ``counters()``, plus ``connected``
-        0/1 from ``status()``), ``last_seen_s.<device_id>`` (wall s) and ``gateway.*``."""
-        with self._lock:
-            out = {"agent." + k: v for k, v in self.counters.items()}
-            out.update(("last_seen_s." + k, v) for k, v in self.last_seen.items())
-        out.update({"agent.queue_len": self._queue.qsize(), "agent.queue_max":
-                    self._queue.maxsize, "agent.uptime_s": self._mono / 1000.0,
-                    "agent.wall_trusted": int(bool(self.clock.wall_trusted())),
-                    "gateway.boot_epoch": self.boot_epoch or 0,
-                    "gateway.next_seq": self.next_seq})
-        out.update(("pipeline." + k, v) for k, v in dict(self.ingest.counters).items())
-        if self.alarms is not None:
-            out.update(("alarms." + k, v) for k, v in dict(self.alarms.counters).items())
-            out["alarms.active"] = self._active_alarms
-        try:
-            out.update(_outbox_stats(self.outbox.stats()))
-            h = self.outbox.history_stats()
-            out.update({"outbox.history.rows": h.rows, "outbox.history.bytes": h.bytes,
-                        "outbox.history.trimmed_size": h.trimmed_size,
-                        "outbox.history.trimmed_age": h.trimmed_age,
-                        "outbox.history.trimmed_full": h.trimmed_full})
-        except Exception:  # noqa: BLE001 (closed by stop, or its disk failing: stats later)
-            out["agent.stats_errors"] = 1
-        parts = [("source." + s.name + ".", s) for s in self.sources]
-        parts += [("forwarder.", self.forwarder)] if self.forwarder is not None else []
-        for prefix, part in parts:
-            try:  # a part's numbers, and connected 0/1 from its status()
-                got = {k: v for k, v in dict(part.counters()).items()
-                       if isinstance(v, (int, float))}
-                got["connected"] = int(bool(dict(part.status()).get("connected")))
-            except Exception:  # noqa: BLE001 (a broken part must not break the metrics)
-                got = {"snapshot_errors": 1}
-            out.update((prefix + k, v) for k, v in got.items())
-        return out
 
 
 def _stored(res, rx_t):
@@ -433,11 +366,25 @@ def _stored(res, rx_t):
     return out
 
 
-def _outbox_stats(st):
-    out = {}
-    for k, v in dataclasses.asdict(st).items():
-        if isinstance(v, dict):
-            out.update(("outbox.%s.%s" % (k, lane), n) for lane, n in v.items())
-        else:
-            out["outbox." + k] = 0.0 if v is None else v  # oldest_age_s of an empty outbox
-    return out
+def _gap_record(a, rx_t):
+    """The ``OutboxRecord`` of a ``GAP`` arrival: its gap record under ``(device_id,
+    first_epoch, seq)``, with ``rx_t`` as any untimed record. Raises ``ValueError`` if it
+    is not one."""
+    rec = a.record
+    ok = isinstance(rec, dict) and rec.get("kind") == GAP and isinstance(a.device_id, str)
+    if not ok or not all(type(rec.get(k)) is int and 0 <= rec[k] <= 0xFFFFFFFF
+                         for k in ("seq", "first_epoch")):
+        raise ValueError("a gap arrival needs a device_id and a gap record, got %r for %r"
+                         % (rec, a.device_id))
+    if rx_t is not None and rec.get("t") is None:
+        rec = dict(rec, rx_t=rx_t)
+    return OutboxRecord(a.device_id, rec["first_epoch"], rec["seq"], rec, ROUTINE)
+
+
+def _settle(callbacks, stored):
+    """Tell each source what became of its arrivals (``Arrival.settled``); never raises."""
+    for fn in callbacks:
+        try:
+            fn(stored)
+        except Exception:  # noqa: BLE001 (settled never raises, by contract; still)
+            pass

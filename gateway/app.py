@@ -162,8 +162,10 @@ def build_sources(cfg, secrets, clock, keys, profiles=None, *, local_epoch_floor
         out.append(load_class(SOURCES["site_broker"])(
             s.site_broker, secrets.password("sources.site_broker"), ids, clock))
     if s.chirpstack:
+        euis = {d.dev_eui: d.id for d in cfg.devices if d.dev_eui}  # for gap records
         out.append(load_class(SOURCES["chirpstack"])(
-            s.chirpstack, secrets.password("sources.chirpstack"), clock, f_port=s.chirpstack.f_port))
+            s.chirpstack, secrets.password("sources.chirpstack"), clock, f_port=s.chirpstack.f_port,
+            devices=euis))
     if s.i2c:
         dev = next(d for d in cfg.devices if d.id == s.i2c.device_id)
         prof = (profiles or {}).get(dev.profile) or load_profile(dev.profile, cfg.hardware_dir)
@@ -183,7 +185,8 @@ def build_forwarder(cfg, secrets, clock, backoff=None):
         return load_class(FORWARDERS["mqtt"])(cfg.upstream_mqtt, secrets.password(
             "upstream.mqtt"), cfg.site_id, cfg.gateway_id, clock,
             protocol=cfg.upstream_mqtt.protocol, **extra)
-    return load_class(FORWARDERS["lorawan"])(cfg.upstream_lorawan, secrets.app_key, clock)
+    up = cfg.upstream_lorawan
+    return load_class(FORWARDERS["lorawan"])(up, secrets.app_key, clock, max_delay_s=up.max_delay_s)
 
 
 def build(cfg, secrets, clock=None, *, sources=None, forwarder=None, tz=None, i2c_bus=None,

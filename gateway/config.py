@@ -26,6 +26,7 @@ from civicedge.hardware_render import HARDWARE, BuildError, load_profile
 from drivers.atmodem_core import DIALECTS
 from gateway.config_i2c import PARTS, SENSOR_KEYS, i2c_source  # noqa: F401 (PARTS, SENSOR_KEYS re-exported)
 from gateway.config_types import (  # noqa: F401 (re-exported: users import them from here)
+    MAX_DELAY_S,
     MQTTConnection,
     SerialSource,
     ChirpStackSource,
@@ -273,7 +274,9 @@ def _upstream(root, ctx):
         up_l = LoRaWANUpstream(lw.get("port", "str"), lw.get("baudrate", "int", 115200, 1200, 921600),
                                lw.get("dialect", "str", choices=DIALECTS), dev_eui and dev_eui.upper(),
                                lw.get("join_eui", "str", pattern=eui).upper(), lw.get("app_key_file", "path"),
-                               lw.get("ttn_fair_use", "bool", False), lw.get("confirmed_alarms", "bool", True))
+                               lw.get("ttn_fair_use", "bool", False), lw.get("confirmed_alarms", "bool", True),
+                               lw.get("max_delay_s", "int", MAX_DELAY_S, 0, 86400,
+                                      hint="seconds a routine uplink that is not yet full may wait"))
         lw.done()
     t.done()
     return up_m, up_l

@@ -3,6 +3,10 @@
 
 from dataclasses import dataclass, field
 
+# upstream.lorawan.max_delay_s: a routine uplink not yet 3/4 full waits at most this (s) for
+# more rows (gateway.forward.lorawan; at SF12 one reading costs 2/3 of a full uplink's airtime)
+MAX_DELAY_S = 900
+
 
 @dataclass(frozen=True)
 class MQTTConnection:
@@ -78,6 +82,7 @@ class LoRaWANUpstream:
     app_key_file: str
     ttn_fair_use: bool
     confirmed_alarms: bool
+    max_delay_s: int = MAX_DELAY_S
 
 
 @dataclass(frozen=True)

@@ -316,6 +316,13 @@ def _outbox_status(db, cfg, now_s, ob, st, devices, notes):
                     devices[dev]["last_key"] = [s["e"], max(hi for _, hi in s["r"])]
         except (ValueError, KeyError, TypeError, AttributeError):
             notes.append("the stored replay state is not readable (the agent says more)")
+        row = db.execute("SELECT json FROM state WHERE name = 'links'").fetchone()
+        try:  # the gateway's tls_failure alarm standing (gateway.agent_links)
+            for part in sorted(json.loads(row[0])["active"]) if row else ():
+                notes.append("ALARM tls_failure: %s keeps refusing TLS: check ca_file, the "
+                             "broker's certificate and the Pi's clock" % part)
+        except (ValueError, KeyError, TypeError):
+            notes.append("the stored links state is not readable")
 
 
 def duration(s):

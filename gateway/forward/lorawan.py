@@ -16,7 +16,9 @@ this module turns the outbox into uplinks. Each send step fills ONE uplink:
   uplink less than 3/4 full waits for more rows, at most ``max_delay_s`` (15 min) after it
   was first ready: at SF12 a one-reading uplink costs 2/3 of the airtime of a full one.
 * **when**: the airtime budget (``gateway.airtime_budget``: 1 % of sub-band M in any hour, and
-  TTN's 30 s a day with ``up.ttn_fair_use``) is checked before the radio is asked. Over
+  TTN's 30 s a day with ``up.ttn_fair_use``; stored in the outbox's state with each frame
+  counted before it goes, so a restart or a power cut remembers it) is checked before the
+  radio is asked. Over
   budget, the rows go back and the step waits exactly until the frame fits (``budget_waits``,
   once per wait). Rows wait in the outbox, whose own bounds drop the oldest routine rows
   when a backlog can never be carried.
@@ -43,16 +45,16 @@ from collections import OrderedDict
 from drivers.atmodem import ModemError, SendResult
 from drivers.errors import DriverError
 from gateway import airtime_budget
+from gateway.config_types import MAX_DELAY_S  # a routine uplink not yet full waits at most this
 from gateway.forward import lorawan_envelope as env
 from gateway.forward.lorawan_decode import Settings, parse_downlink
-from gateway.forward.lorawan_session import ModemSession, backoff, wait_ms
+from gateway.forward.lorawan_session import SAVE_RETRY_MS, ModemSession, backoff, wait_ms
 from gateway.outbox_policy import ALARM, ROUTINE
 from gateway.outbox_sql import OutboxError
 from protocol import airtime
 
 log = logging.getLogger(__name__)
 
-MAX_DELAY_S = 900  # a routine uplink not yet full waits at most this for more rows
 TAKE_LIMIT = 256  # rows read per uplink (a 222-byte uplink carries at most ~120 readings)
 GAP_LIMIT = 16  # gap markers read per uplink
 SEND_TIMEOUT_MS = 30000  # one uplink to its result (SF12 + RX windows + confirmed ack)
@@ -68,7 +70,7 @@ COUNTERS = ("forwarded", "gaps_forwarded", "alarms_forwarded", "uplinks", "confi
             "downlinks_applied", "bad_downlinks", "modem_errors", "publish_errors", "reconnects",
             "port_errors", "modem_refusals.duty_cycle", "modem_refusals.busy", "not_joined",
             "uplink_refused", "records_unpackable", "records_trimmed", "status_uplinks",
-            "outbox_errors", "internal_errors")
+            "outbox_errors", "internal_errors", "budget_save_errors", "budget_state_errors")
 
 
 class LoRaWANForwarder(ModemSession):
@@ -209,6 +211,9 @@ class LoRaWANForwarder(ModemSession):
             confirmed = False  # TTN's 10 downlinks a day include acks: send it unconfirmed
             self._count("confirm_skipped")
         t0 = self.now_ms()
+        if not self._reserve(toa, t0, SEND_TIMEOUT_MS):  # a power cut mid-uplink must not
+            self._next_send = t0 + SAVE_RETRY_MS         # forget its airtime
+            return SAVE_RETRY_MS
         try:
             res = self._modem.send(env.UPLINK_PORT, payload, confirmed=confirmed, timeout_ms=SEND_TIMEOUT_MS)
         except (OSError, DriverError) as e:

@@ -18,6 +18,12 @@ Theory of operation
   (joins are uplinks too); a failure waits a jittered doubling backoff, 15 s .. 30 min.
 * **send**: the subclass's ``_send_step(now_ms)``.
 
+The airtime budget survives a restart: ``attach`` restores it from the outbox's state
+(``STATE_AIRTIME``, ``gateway.airtime_budget``: time the gateway was off counts as none),
+each step that changed it stores it again, and a join request or an uplink goes on air only
+after the budget *with that frame counted* was stored (a power cut mid-frame cannot forget
+it). A store that fails (``budget_save_errors``) holds the frame back ``SAVE_RETRY_MS``.
+
 An error of the modem or the port (a garbled or cut reply, silence, a restart mid-command, the
 port gone) in any step is counted (``modem_errors``), everything in flight is released, the
 port is dropped and opened again after the error backoff, and the session is checked again.
@@ -27,6 +33,7 @@ budget wait does not (the Forwarder contract: wake never hurries a reconnect).
 
 import logging
 import random
+import sqlite3
 import threading
 
 import serial
@@ -36,6 +43,7 @@ from drivers.errors import DriverError
 from gateway import airtime_budget
 from gateway.backoff import Backoff
 from gateway.forward import Forwarder
+from gateway.outbox_sql import OutboxError
 from protocol import airtime
 
 log = logging.getLogger("gateway.forward.lorawan")
@@ -45,6 +53,8 @@ JOIN_TIMEOUT_MS = 20000  # one join attempt (the driver waits its JOIN_WAIT_MS a
 JOIN_BACKOFF_MS = (15000, 1800000)  # first wait after a failed join, cap (doubling, jittered)
 ERROR_BACKOFF_MS = (2000, 120000)  # after a modem or port error
 IDLE_MS = 60000  # with nothing to send, look again at least this often (or on wake())
+STATE_AIRTIME = "airtime_budget"  # the budget's name in the outbox's state table
+SAVE_RETRY_MS = 5000  # the budget could not be stored: no frame goes out before this
 
 
 def backoff(rng, limits_ms):
@@ -78,6 +88,7 @@ class ModemSession(Forwarder):
         self._join_backoff = backoff(self._rng, JOIN_BACKOFF_MS)
         self._error_backoff = backoff(self._rng, ERROR_BACKOFF_MS)
         self._dr = None
+        self._saved_changes = None  # budget.changes when it was last stored
         self._usage = {}
         self._detail = "not started"
         self._stop, self._wake = threading.Event(), threading.Event()
@@ -123,8 +134,39 @@ class ModemSession(Forwarder):
 
     # -- stepping ------------------------------------------------------------------------------
     def attach(self, outbox):
-        """Use ``outbox`` for ``run_once`` without a thread (tests, simulations)."""
+        """Use ``outbox`` for ``run_once`` without a thread (tests, simulations); the airtime
+        budget is restored from it."""
         self._outbox = outbox
+        try:
+            state = outbox.load_state(STATE_AIRTIME, None)
+            if state is not None:
+                self.budget.restore(state, self.now_ms())
+                log.info("LoRaWAN airtime budget resumed: %s", self.budget.usage(self.now_ms()))
+        except (OutboxError, ValueError) as e:  # unreadable or hand-edited: start afresh
+            self._count("budget_state_errors")
+            log.error("LoRaWAN airtime budget not resumed (%s): starting empty", e)
+        self._saved_changes = self.budget.changes
+
+    def _save_budget(self, reserve=None):
+        """Store the budget (with ``reserve``: ``(toa_ms, start_ms, end_ms)`` of a frame about
+        to go counted in). True if stored; a failure is counted and logged."""
+        changes = self.budget.changes
+        try:
+            self._outbox.put_many([], state={STATE_AIRTIME: self.budget.state(self.now_ms(),
+                                                                              reserve)})
+        except (OutboxError, ValueError, sqlite3.Error) as e:  # sqlite3: closed at a stop
+            self._count("budget_save_errors")
+            log.warning("LoRaWAN airtime budget not stored (%s): no frame goes out until it "
+                        "is", e)
+            return False
+        if reserve is None:
+            self._saved_changes = changes
+        return True
+
+    def _reserve(self, toa, t0, timeout_ms):
+        """Store the budget with a frame of ``toa`` ms starting at ``t0`` counted in, ending
+        at the latest ``timeout_ms`` later; False if that could not be stored."""
+        return self._save_budget((toa, t0, t0 + airtime.ceil_ms(toa) + timeout_ms))
 
     def now_ms(self):
         """Monotonic ms since this object was made, from the clock's ticks (wrap-safe while
@@ -155,6 +197,8 @@ class ModemSession(Forwarder):
             return self._after_error(e)
         finally:
             self._release()
+            if self.budget.changes != self._saved_changes:
+                self._save_budget()
             with self._lock:
                 self._usage = self.budget.usage(self.now_ms())
 
@@ -253,8 +297,10 @@ class ModemSession(Forwarder):
         if wait:
             self._set_detail("joining: waiting %d s for the %s budget" % (wait // 1000, reason))
             return wait
-        self._count("join_attempts")
         t0 = self.now_ms()
+        if not self._reserve(toa, t0, JOIN_TIMEOUT_MS):
+            return SAVE_RETRY_MS
+        self._count("join_attempts")
         ok = m.join(timeout_ms=JOIN_TIMEOUT_MS, attempts=1)
         t1 = self.now_ms()
         # Recorded as ending when the modem answered: later than the real end, never earlier.

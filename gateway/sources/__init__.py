@@ -15,6 +15,16 @@ handed to the agent as an ``Arrival`` through ``sink(arrival) -> bool``:
 * ``arrival.reply(ack_bytes)`` sends the pipeline's ack back on the same transport once
   the outbox has committed. It never raises and never blocks for more than about a second;
   a failure is counted by the source (the node resends, and the pipeline re-acks).
+* ``arrival.settled(stored)`` (optional) tells a source that has no node to resend (a
+  LoRaWAN uplink) what became of an arrival the sink took: ``True`` once the agent is done
+  with it (its records committed, or the pipeline rejected it: nothing to try again),
+  ``False`` if the outbox refused the batch (a full disk): nothing of it was stored and the
+  source hands it again later (``gateway.sources.holding``). Called on the agent's thread,
+  once per arrival taken; it must be quick and never raise.
+
+Kinds: ``FRAME`` (a node frame), ``LORAWAN`` (a pack from ChirpStack) and ``GAP``: a gap
+record a source made for uplinks it had to drop (``data`` is unused; ``device_id``,
+``record`` say what to store: ``gateway.sources.holding``).
 
 Every source has ``start(sink)``, ``stop(timeout_s)`` (joins its threads, bounded),
 ``counters()`` (a flat ``{name: int}``, e.g. ``{"frames": 12, "link_errors.crc": 1}``) and
@@ -26,11 +36,11 @@ source's counters for the IoT manager.
 import threading
 from typing import NamedTuple
 
-FRAME, LORAWAN = "frame", "lorawan"
+FRAME, LORAWAN, GAP = "frame", "lorawan", "gap"
 
 
 class Arrival(NamedTuple):
-    kind: str                 # FRAME (a node frame, COBS/CRC already removed) or LORAWAN
+    kind: str                 # FRAME (a node frame, COBS/CRC already removed), LORAWAN, GAP
     data: bytes               # the frame, or the LoRaWAN FRMPayload
     source: str               # a label for logs/metrics: "serial:/dev/ttyUSB0",
                               # "site_mqtt", "chirpstack", "i2c:1"
@@ -41,6 +51,8 @@ class Arrival(NamedTuple):
     reply: object = None      # callable(ack_bytes) -> None: send the ack back on the same
                               # transport (serial: COBS/CRC-framed write; MQTT: publish QoS 1
                               # to civicedge/node/<id>/ack). Never raises, never blocks > 1 s.
+    settled: object = None    # callable(stored: bool) -> None, or None (see the docstring)
+    record: object = None     # GAP only: the gap record (a dict) to store for device_id
 
 
 class Counters:

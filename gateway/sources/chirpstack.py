@@ -28,16 +28,37 @@ clock, NTP-synchronised) if present, else the gateway's own clock when trusted.
 ChirpStack's MQTT integration publishes at QoS 0 by default; set ``qos = 1`` (and
 ``clean_session = false``) in its ``[integration.mqtt]`` section, or an uplink published
 while the gateway is away is lost at the broker (docs/gateway-sources.md).
+
+Nothing lost on the way in. The node does not send an uplink again, so the source holds on to
+each one until it is safe: the PUBACK to the broker waits (``manual_ack``) until the agent
+settles the arrival (``Arrival.settled``): stored (or rejected by the pipeline) -> PUBACK; a
+gateway killed before that gets the event again from the broker (persistent session) and
+the pipeline de-duplicates it. Not stored (the outbox refused the batch: a full disk), or not
+taken (the agent's queue stayed full) -> the uplink moves to the source's bounded memory
+(``gateway.sources.holding.Holding``, ``max_held``), is PUBACKed (the broker must not become
+the buffer, RELIABILITY.md rule 3), and a retry thread hands it to the agent again after 1 s,
+then up to every 30 s while the disk stays full (``retried``). Past ``max_held`` the oldest
+held uplink is dropped, counted (``dropped.held_full``) and marked by a gap record in its
+device's stream, stored once the disk has room. What is held lives in memory: a gateway
+stopped or killed while the disk is full loses it (``lost_at_stop`` is counted and logged
+at a stop).
 """
 
+import functools
+import logging
+import threading
+import time
 from typing import NamedTuple
 
 from chirpstack_api import integration
 from google.protobuf import json_format
 
 from gateway.pipeline import normalise_dev_eui
-from gateway.sources import LORAWAN, Arrival, wall_or_none
+from gateway.sources import GAP, LORAWAN, Arrival, RetryDelay, wall_or_none
+from gateway.sources.holding import Holding
 from gateway.sources.site_mqtt import MQTTSubscription
+
+log = logging.getLogger("civicedge.gateway.sources.chirpstack")
 
 # The FPort civicedge packs travel on: the node's link.lorawan.port default
 # (firmware/app/config_schema.py) and every profile's [link.lorawan] port
@@ -48,6 +69,9 @@ MAX_DATA_BYTES = 255      # the LoRa PHY header's payload length is one byte
 MAX_DEDUP_ID = 128        # the pipeline's bound (a UUID is 36)
 REASONS = ("oversize", "not_utf8", "json", "dev_eui", "topic_mismatch", "dedup_id",
            "no_data", "data_too_long", "other_port")
+MAX_HELD = 4096           # uplinks held in memory while the disk is full (~0.5 KB each)
+RETRY_BATCH = 256         # held uplinks handed to the agent per try
+_LOG_EVERY_S = 60.0
 
 
 class EventError(ValueError):
@@ -118,28 +142,153 @@ def parse_up_event(payload, f_port=UPLINK_FPORT, topic_dev_eui=None):
     return Uplink(eui, data, dedup, ev.f_port, time_s)
 
 
+class _Held:
+    """One uplink on its way: the arrival and the PUBACK still owed for it (None once sent)."""
+    __slots__ = ("arrival", "owed")
+
+    def __init__(self, arrival, owed):
+        self.arrival, self.owed = arrival, owed
+
+
 class ChirpStackSource(MQTTSubscription):
     """Uplinks from ChirpStack's MQTT integration (module docstring). ``cs``: the
     ``gateway.config_types.ChirpStackSource``; ``password``: the MQTT password (None with a
     client certificate); ``clock`` gives ``received_s`` when an event has no time;
-    ``f_port``: the FPort civicedge packs use. Keyword arguments as ``MQTTSubscription``.
-    Raises ``ValueError`` if TLS verification is off."""
+    ``f_port``: the FPort civicedge packs use; ``devices``: devEUI -> device_id (the
+    inventory's, for gap records); ``max_held``: uplinks held while the agent cannot store
+    them; ``retry_min_s``/``retry_max_s``: the delay between tries to hand them over again
+    (doubling while they keep failing). Other keyword arguments as ``MQTTSubscription``.
+    Raises ``ValueError`` if TLS verification is off or ``max_held`` < 1."""
 
-    def __init__(self, cs, password, clock, *, f_port=UPLINK_FPORT, **kw):
+    def __init__(self, cs, password, clock, *, f_port=UPLINK_FPORT, devices=None,
+                 max_held=MAX_HELD, retry_min_s=1.0, retry_max_s=30.0, **kw):
         MQTTSubscription.__init__(self, "chirpstack", cs.mqtt, password,
                                   up_topic_filter(cs.application_id), clock,
-                                  ("uplinks",) + tuple("dropped." + r for r in REASONS),
-                                  **kw)
+                                  ("uplinks", "dropped.held_full", "lost_at_stop")
+                                  + tuple("dropped." + r for r in REASONS),
+                                  manual_ack=True, **kw)
         self.application_id = cs.application_id
         self.f_port = f_port
+        self._holding = Holding(max_held, devices)
+        self._delay = RetryDelay(retry_min_s, retry_max_s)
+        self._halt, self._kick = threading.Event(), threading.Event()
+        self._retry_ok = False  # an uplink was stored since the last try
+        self._retrier = None
+        self._logged_s = None
 
-    def _on_payload(self, topic, payload):
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self, sink):
+        MQTTSubscription.start(self, sink)
+        self._halt.clear()
+        self._retrier = threading.Thread(target=self._retry_loop, name="chirpstack-retry",
+                                         daemon=True)
+        self._retrier.start()
+
+    def stop(self, timeout_s=5.0):
+        self._halt.set()
+        self._kick.set()
+        if self._retrier is not None:
+            self._retrier.join(timeout_s)
+            self._retrier = None
+        MQTTSubscription.stop(self, timeout_s)
+        uplinks, gaps = self._holding.left()  # handed out ones may still be stored at stop
+        if uplinks or gaps:
+            self._counters.inc("lost_at_stop", uplinks)
+            log.error("stopping with %d uplink(s) and %d gap record(s) held in memory (the "
+                      "outbox could not store them: is the disk full?); they are lost",
+                      uplinks, gaps)
+
+    def status(self):
+        out = MQTTSubscription.status(self)
+        held = self._holding.pending()[0]
+        if held:
+            out["detail"] += ("; %d uplink(s) held in memory: the outbox cannot store them (is "
+                              "the disk full?)" % held)
+        return out
+
+    def counters(self):
+        out = MQTTSubscription.counters(self)
+        h = self._holding
+        out.update(held=h.counts["held"], retried=h.counts["retried"],
+                   gap_records=h.counts["gap_records"],
+                   held_unmarked=h.counts["dropped_unmarked"], holding=sum(h.pending()))
+        out["dropped.held_full"] = h.counts["dropped"]
+        return out
+
+    # -- the paho thread -----------------------------------------------------------------------
+    def _on_payload(self, topic, payload, owed=None):
         try:
             up = parse_up_event(payload, self.f_port, dev_eui_of_topic(topic))
         except EventError as e:
             self._counters.inc("dropped." + e.reason)  # no total beside: metrics sum the reasons
-            return
+            return False
         self._counters.inc("uplinks")
         received = up.time_s if up.time_s is not None else wall_or_none(self._clock)
-        self._emit(Arrival(LORAWAN, up.data, self.name, dev_eui=up.dev_eui,
-                           dedup_id=up.dedup_id, received_s=received))
+        self._offer(_Held(Arrival(LORAWAN, up.data, self.name, dev_eui=up.dev_eui,
+                                  dedup_id=up.dedup_id, received_s=received), owed), False)
+        return True  # the PUBACK waits for the agent (_settle)
+
+    # -- holding -----------------------------------------------------------------------------
+    def _offer(self, item, retried):
+        """Hand ``item`` to the agent; if it does not take it, hold it."""
+        a = item.arrival._replace(settled=functools.partial(self._settle, item, retried))
+        if not self._emit(a):
+            self._keep(item, retried)
+
+    def _settle(self, item, retried, stored):
+        """``Arrival.settled`` (the agent's thread): PUBACK a stored uplink, hold the rest."""
+        if stored:
+            self._puback(item.owed)
+            item.owed = None
+            self._holding.stored(retried)
+            self._retry_ok = True  # the agent stores again: the next try need not wait long
+        else:
+            self._keep(item, retried)
+
+    def _keep(self, item, retried):
+        self._puback(item.owed)  # held in memory from now on: the broker may forget it
+        item.owed = None
+        if self._holding.hold(item, retried) is not None:
+            now = time.monotonic()
+            if self._logged_s is None or now - self._logged_s >= _LOG_EVERY_S:
+                self._logged_s = now
+                log.error("%d uplink(s) held in memory (the outbox cannot store them: is the "
+                          "disk full?); the oldest are being dropped (dropped.held_full %d), "
+                          "their gaps marked: free disk space",
+                          self._holding.pending()[0], self._holding.counts["dropped"])
+        self._kick.set()
+
+    def _offer_gap(self, device_id, rec):
+        a = Arrival(GAP, b"", self.name, device_id=device_id, record=rec,
+                    received_s=wall_or_none(self._clock),
+                    settled=functools.partial(self._settle_gap, device_id, rec))
+        if not self._emit(a):
+            self._holding.gap_refused(device_id, rec)
+
+    def _settle_gap(self, device_id, rec, stored):
+        if stored:
+            self._holding.gap_stored()
+        else:
+            self._holding.gap_refused(device_id, rec)
+            self._kick.set()
+
+    def _retry_loop(self):
+        """Hand held uplinks and gap records to the agent again: after ``retry_min_s``, then
+        doubling up to ``retry_max_s`` while none of them gets stored; idle (no wake-ups)
+        while nothing is held."""
+        while not self._halt.is_set():
+            if not self._holding.waiting():
+                if self._holding.pending() == (0, 0):
+                    self._delay.reset()
+                self._kick.wait()
+                self._kick.clear()
+                continue
+            if self._retry_ok:
+                self._retry_ok = False
+                self._delay.reset()
+            if self._halt.wait(self._delay.next()):
+                return
+            for device_id, rec in self._holding.take_gaps():
+                self._offer_gap(device_id, rec)
+            for item in self._holding.take(RETRY_BATCH):
+                self._offer(item, True)

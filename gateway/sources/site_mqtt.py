@@ -33,9 +33,15 @@ another device (``auth_failures.source_mismatch``). A topic that is not
 paho calls ``on_message`` on its network thread, and the sink may block there for up to
 about a second when the agent's queue is full (back-pressure: paho reads nothing else
 meanwhile and the broker holds the rest); the PUBACK goes after the handler returns, so a
-frame dropped on ``overflow`` is one the node still has and resends. Acks published while
-disconnected are queued by paho in memory (at most ``max_queued_acks``) and sent on
-reconnect; an ack lost on the way only makes the node resend, and the pipeline re-acks.
+frame dropped on ``overflow`` is one the node still has and resends. With ``manual_ack``
+(the ChirpStack source) the PUBACK waits instead until the handler's subclass says the
+message is safe (``_puback``): stored, or held for another try; a message the handler
+drops is PUBACKed at once. A PUBACK owed on a connection that has since been lost is not
+sent: the broker delivers the message again on the new one (persistent session).
+
+A node's acks (``reply``) published while disconnected are queued by paho in memory (at most
+``max_queued_acks``) and sent on reconnect; an ack lost on the way only makes the node
+resend, and the pipeline re-acks.
 """
 
 import ssl
@@ -89,7 +95,8 @@ class MQTTSubscription(Source):
     not raise (anything it raises is counted as ``handler_errors``)."""
 
     def __init__(self, name, conn, password, topic_filter, clock, counter_names=(), *,
-                 reconnect_min_s=0.5, reconnect_max_s=30.0, max_queued_acks=1000):
+                 reconnect_min_s=0.5, reconnect_max_s=30.0, max_queued_acks=1000,
+                 manual_ack=False):
         Source.__init__(self, name, "messages", "connects", "reconnects", "disconnects",
                         "connect_failures", "connect_refused", "sessions_resumed",
                         "subscribe_refused", "handler_errors", *counter_names)
@@ -97,7 +104,7 @@ class MQTTSubscription(Source):
         self.topic_filter = topic_filter
         self._clock = clock
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=conn.client_id,
-                        clean_session=False, protocol=mqtt.MQTTv311)
+                        clean_session=False, protocol=mqtt.MQTTv311, manual_ack=manual_ack)
         c.username_pw_set(conn.username, password)
         if conn.tls:
             c.tls_set_context(tls_context(conn))
@@ -115,6 +122,8 @@ class MQTTSubscription(Source):
         self._started = False
         self._stopping = False
         self._detail = "not started"
+        self._manual_ack = manual_ack
+        self._link = 0  # +1 at every CONNACK: a PUBACK belongs to the connection it is owed on
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self, sink):
@@ -153,6 +162,7 @@ class MQTTSubscription(Source):
                             "file and the broker's ACL" % (self._where, self.conn.username,
                                                            reason_code))
             return
+        self._link += 1
         if self._counters.get("connects"):
             self._counters.inc("reconnects")
         self._counters.inc("connects")
@@ -188,13 +198,30 @@ class MQTTSubscription(Source):
 
     def _on_message(self, client, userdata, msg):
         self._counters.inc("messages")
+        owed = (msg.mid, self._link) if self._manual_ack and msg.qos == 1 else None
+        kept = False
         try:
-            self._on_payload(msg.topic, msg.payload)
+            kept = self._on_payload(msg.topic, msg.payload, owed)
         except Exception:  # paho would end its loop on an exception: count, never raise
             self._counters.inc("handler_errors")
+        if owed is not None and not kept:
+            self._puback(owed)  # dropped or counted: nothing to wait for
 
-    def _on_payload(self, topic, payload):
+    def _on_payload(self, topic, payload, owed):
+        """Handle one message. ``owed``: ``(mid, link)`` of a PUBACK this handler may keep
+        (``manual_ack``), else None. Returns True if it kept it (it calls ``_puback``
+        later), anything else if the PUBACK may go now."""
         raise NotImplementedError
+
+    def _puback(self, owed):
+        """Send the PUBACK ``owed`` (``(mid, link)``) if its connection is still the one up;
+        never raises (any thread)."""
+        if owed is None or owed[1] != self._link or not self._connected:
+            return
+        try:
+            self.client.ack(owed[0], 1)
+        except Exception:  # noqa: BLE001 (a socket closing under us: the broker resends)
+            pass
 
     # -- publishing (any thread) ---------------------------------------------------------------
     def _publish(self, topic, payload):
@@ -219,7 +246,7 @@ class SiteMQTTSource(MQTTSubscription):
                                    "empty", "acks_sent", "ack_errors"), **kw)
         self.device_ids = frozenset(device_ids)
 
-    def _on_payload(self, topic, payload):
+    def _on_payload(self, topic, payload, owed=None):
         device_id = device_of_up_topic(topic)
         if device_id is None:
             self._counters.inc("bad_topic")

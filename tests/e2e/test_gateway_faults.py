@@ -42,6 +42,7 @@ from tests.e2e.gatewayharness import (
     drained,
     wait_until,
 )
+from tests.e2e.test_gateway_tls_alarm import tls_alarms
 
 pytestmark = pytest.mark.skipif(not mosquitto_available(), reason="mosquitto not installed")
 
@@ -327,12 +328,16 @@ def test_a_wrong_ca_is_refused_rows_are_kept_and_nothing_goes_in_plaintext(tmp_p
             m = site.wait_metrics(lambda m: m.get(CONNECT_FAILURES, reason="tls") >= 2)
             pump.producing = False
             assert wait_until(site.all_acked, 30)
-            m = site.metrics()
-            assert m.get(CONNECT_FAILURES, reason="tls") >= 2
+            # three refusals in a row raise the gateway's tls_failure alarm (RELIABILITY.md)
+            m = site.wait_metrics(lambda m: m.get("civicedge_link_alarms_active") == 1, 90)
+            assert m.get("civicedge_link_alarms_active") == 1, agent.log_text()[-2000:]
+            assert "ALARM tls_failure raised: forwarder refused" in agent.log_text()
+            assert m.get(CONNECT_FAILURES, reason="tls") >= 3
             assert m.get("civicedge_forwarder_connects_total") == 0
             assert m.get("civicedge_upstream_connected") == 0
-            # every reading acked to the nodes is kept, none reached the council
-            assert m.total("civicedge_outbox_rows") == site.produced() > 0
+            # every reading acked to the nodes is kept (and the alarm), none reached the council
+            assert m.get("civicedge_outbox_rows", lane="routine") == site.produced() > 0
+            assert m.get("civicedge_outbox_rows", lane="alarm") == 1
             assert site.collector.messages == []
             log = site.council.log_text()
             # Each attempt was a TLS handshake the gateway ended with "unknown CA" (it checked
@@ -343,9 +348,12 @@ def test_a_wrong_ca_is_refused_rows_are_kept_and_nothing_goes_in_plaintext(tmp_p
             assert openssl and all("unknown ca" in ln for ln in openssl), log[-2000:]
             assert "civicedge-%s-%s" % (SITE_ID, GATEWAY_ID) not in log
             assert agent.terminate() == 0
-            # The operator fixes ca_file and restarts: what was kept goes out.
+            # The operator fixes ca_file and restarts: what was kept goes out, the alarm
+            # first, and the good link clears it (the standing alarm outlived the restart).
             site.write_files(ca_file=site.tls["cafile"])
             agent = start_agent(site, prefix)
+            assert wait_until(lambda: [e["kind"] for e in tls_alarms(site)] ==
+                              ["raised", "cleared"], 60), site.collector.topics("/alarms")
             finish(site, agent)
         finally:
             pump.stop()

@@ -329,3 +329,33 @@ def test_overflow_when_the_queue_stays_full(site):
     agent.step()
     assert node.acks == [frame.Ack(DEV, 7, 0)]  # the node resends the other one later
     agent.stop()
+
+
+def test_settled_says_what_became_of_an_uplink_and_gap_arrivals_are_stored(site):
+    agent, node, up, _ = site()
+    recs = [{"seq": i, "t": T0 + i * 60, "values": [["fill_ratio", 0.4, "ok"],
+                                                    ["temperature_c", 12.5, "ok"]]}
+            for i in range(40)]  # ~5 KB of rows: more than the empty outbox's pages hold
+    payload, _ = lorapack.pack(recs, 222, 3)
+    told = []
+    uplink = Arrival(LORAWAN, payload, "chirpstack", dev_eui=EUI, dedup_id="d-1",
+                     settled=told.append)
+    agent.outbox.cap_file_bytes(0)  # a full disk: the batch is refused
+    node.sink(uplink)
+    agent.step()
+    assert told == [False] and up.pump() == []
+    agent.outbox.cap_file_bytes(1 << 30)
+    gap = {"seq": 40, "t": None, "kind": "gap", "dropped": 5, "first_epoch": 3,
+           "first_seq": 40, "last_epoch": 3, "last_seq": 44}
+    node.sink(uplink)  # handed over again, with a gap record for five dropped readings
+    node.sink(Arrival("gap", b"", "chirpstack", device_id=BIN, record=gap, settled=told.append))
+    node.sink(Arrival("gap", b"", "chirpstack", device_id=BIN, record={"kind": "gap"},
+                      settled=told.append))  # a source's bug: counted, dropped
+    agent.step()
+    assert told == [False, True, True, True]
+    rows = {r.seq: r for r in up.pump()}
+    assert sorted(rows) == list(range(41)) and rows[40].record["kind"] == "gap"
+    assert rows[40].record["rx_t"] == T0 and rows[40].lane == "routine"
+    snap = agent.snapshot()
+    assert snap["agent.gap_records"] == 1 and snap["agent.ingest_errors"] == 1
+    agent.stop()

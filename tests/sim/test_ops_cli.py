@@ -113,6 +113,17 @@ def test_status_json_has_the_figures(site, capsys):
     assert devs[ROOM]["last_seen"] == "2026-01-05T00:00:00Z"  # when the gateway stored it
 
 
+def test_status_says_when_the_tls_alarm_stands(site, capsys):
+    s = site()
+    fill(s["outbox"])
+    ob = Outbox(s["outbox"], 1 << 24, 30 * 86400, VirtualClock())
+    ob.put_many([], state={"links": {"active": {"forwarder": {"since": T0, "raised_at": T0}}}})
+    ob.close()
+    status, out, _ = run(capsys, "status", "--config", s["config"])
+    assert status == 0
+    assert "note:     ALARM tls_failure: forwarder keeps refusing TLS: check ca_file" in out
+
+
 def test_status_before_the_agent_ever_ran(site, capsys):
     s = site()
     status, out, _ = run(capsys, "status", "--config", s["config"])

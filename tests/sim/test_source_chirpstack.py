@@ -138,3 +138,64 @@ def test_application_filter_and_arbitrary_payloads_never_stop_it(broker):
     finally:
         cs.close()
         src.stop()
+
+
+def test_the_puback_waits_until_the_agent_settled_the_uplink(broker):
+    """A gateway killed between taking an uplink and storing it must get it again: the
+    source PUBACKs only once the agent settled it, so the broker (persistent session)
+    delivers an unsettled uplink again to the next connection; a settled one never."""
+    cs = ChirpStackPublisher(broker)
+    got = []
+    first = ChirpStackSource(cfg(broker), PW["gateway"], Clock(), reconnect_min_s=0.05)
+    first.start(got.append)  # takes every uplink (None: not a refusal), never settles
+    try:
+        assert wait_until(lambda: first.status()["connected"])
+        cs.publish(up_event(pack_payload(), dedup="dd-1"))
+        assert wait_until(lambda: len(got) == 1)
+    finally:
+        first.stop()  # as if killed before the commit: no PUBACK went out
+    again = []
+    second = ChirpStackSource(cfg(broker), PW["gateway"], Clock(), reconnect_min_s=0.05)
+    second.start(lambda a: again.append(a) or True)
+    try:
+        assert wait_until(lambda: [a.dedup_id for a in again] == ["dd-1"])
+        again[0].settled(True)  # stored: the PUBACK goes now
+        assert wait_until(lambda: second.counters()["held"] == 0)
+    finally:
+        second.stop()
+    last = []
+    third = ChirpStackSource(cfg(broker), PW["gateway"], Clock(), reconnect_min_s=0.05)
+    third.start(lambda a: last.append(a) or True)
+    try:
+        assert wait_until(lambda: third.status()["connected"])
+        cs.publish(up_event(pack_payload(first=3, n=1), dedup="dd-2"))
+        assert wait_until(lambda: len(last) >= 1)
+        assert [a.dedup_id for a in last] == ["dd-2"]  # the settled one did not come back
+    finally:
+        third.stop()
+        cs.close()
+
+
+def test_an_uplink_not_stored_is_held_and_handed_over_again(broker):
+    cs = ChirpStackPublisher(broker)
+    got = []
+    src = ChirpStackSource(cfg(broker), PW["gateway"], Clock(), devices={EUI: "outlet-1"},
+                           retry_min_s=0.02, retry_max_s=0.05)
+    src.start(lambda a: got.append(a) or True)
+    try:
+        assert wait_until(lambda: src.status()["connected"])
+        cs.publish(up_event(pack_payload(), dedup="dd-1"))
+        assert wait_until(lambda: len(got) == 1)
+        got[0].settled(False)  # the outbox refused the batch (a full disk)
+        assert wait_until(lambda: len(got) == 2)  # handed over again
+        assert got[1].dedup_id == "dd-1" and got[1].data == got[0].data
+        got[1].settled(False)
+        assert wait_until(lambda: len(got) == 3)
+        got[2].settled(True)
+        assert wait_until(lambda: src.counters()["holding"] == 0)
+        c = src.counters()
+        assert (c["uplinks"], c["held"], c["retried"], c["dropped.held_full"]) == (1, 1, 2, 0)
+    finally:
+        src.stop()
+        cs.close()
+    assert src.counters()["lost_at_stop"] == 0

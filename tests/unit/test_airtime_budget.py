@@ -125,3 +125,53 @@ def test_bad_band_or_dr_is_a_value_error():
         plan(7)
     with pytest.raises(ValueError, match="dr"):
         join_airtime_ms(True)
+
+
+def test_the_state_restored_on_a_new_clock_counts_the_downtime_as_none():
+    b = AirtimeBudget(ttn_fair_use=True)
+    toa = uplink_airtime_ms(0, 51)
+    for i in range(12):
+        b.record_uplink(toa, 10 ** 7 + i * 3000)
+    b.record_downlink(10 ** 7 + 5000)
+    saved_at = 10 ** 7 + 40000
+    state = b.state(saved_at)
+    assert state["v"] == 1 and len(state["duty"]) == 12 and state["duty"][0][0] < 0
+    # the new process's clock starts at 0: the budget continues where it stopped
+    again = AirtimeBudget(ttn_fair_use=True)
+    again.restore(state, 0)
+    assert again.usage(0) == b.usage(saved_at)
+    assert again.wait_ms(toa, 0) == b.wait_ms(toa, saved_at)  # wait, as before the restart
+    assert again.wait_ms(toa, 0)[0] > 0
+    assert not AirtimeBudget().wait_ms(toa, 0)[0]  # a forgetful one would send at once
+
+
+def test_a_reserved_frame_is_in_the_state_ending_as_late_as_it_can():
+    b = AirtimeBudget()
+    toa = uplink_airtime_ms(0, 51)
+    state = b.state(1000, reserve=(toa, 1000, 1000 + 2794 + 30000))
+    assert state["duty"] == [[2794 + 30000, 2794]] and b.usage(1000)["duty_used_ms"] == 0
+    restored = AirtimeBudget()
+    restored.restore(state, 0)
+    assert restored.usage(0)["duty_used_ms"] == 2794
+    # counted until an hour after its latest end: never shorter than the real frame's
+    assert restored.usage(HOUR_MS + 2794 + 30000 - 1)["duty_used_ms"] == 2794
+
+
+@pytest.mark.parametrize("state, what", [
+    (None, "version"), ({"v": 2}, "version"), ({"v": 1, "band": "L"}, "band"),
+    ({"v": 1, "band": "M", "duty": [[1, 2, 3]]}, "duty"),
+    ({"v": 1, "band": "M", "duty": [[1, 99999]]}, "duty"),
+    ({"v": 1, "band": "M", "duty": "x"}, "duty")])
+def test_a_state_that_is_not_one_is_refused_and_changes_nothing(state, what):
+    b = AirtimeBudget()
+    b.record_uplink(1000, 0)
+    with pytest.raises(ValueError, match=what):
+        b.restore(state, 0)
+    assert b.usage(0)["duty_used_ms"] == 1000
+
+
+def test_restoring_more_entries_than_kept_merges_the_oldest():
+    state = {"v": 1, "band": "M", "duty": [[-100 * i, 10] for i in range(40)]}
+    b = AirtimeBudget(max_entries=32)
+    b.restore(state, 0)
+    assert b.usage(0)["duty_used_ms"] == 400  # nothing forgotten

@@ -101,6 +101,7 @@ def test_the_examples_commented_lorawan_upstream_validates_in_place_of_mqtt(tmp_
     cfg = config.load(path)
     assert cfg.upstream_mqtt is None
     assert cfg.upstream_lorawan.dialect == "rak3172" and cfg.upstream_lorawan.dev_eui == "70B3D57ED0061A30"
+    assert cfg.upstream_lorawan.max_delay_s == 900
 
 
 def test_defaults_and_relative_paths(tmp_path):

@@ -3,16 +3,17 @@ when the sink refuses or breaks its contract, and the small helpers."""
 
 import pytest
 
-from gateway.sources import FRAME, LORAWAN, Arrival, RetryDelay, Source, wall_or_none
+from gateway.sources import FRAME, GAP, LORAWAN, Arrival, RetryDelay, Source, wall_or_none
 from simulators.clock import VirtualClock
 
 
 def test_arrival_fields_and_defaults():
     a = Arrival(FRAME, b"\x01", "serial:/dev/ttyUSB0")
     assert Arrival._fields == ("kind", "data", "source", "device_id", "dev_eui", "dedup_id",
-                               "received_s", "reply")
-    assert (a.device_id, a.dev_eui, a.dedup_id, a.received_s, a.reply) == (None,) * 5
-    assert (FRAME, LORAWAN) == ("frame", "lorawan")
+                               "received_s", "reply", "settled", "record")
+    assert (a.device_id, a.dev_eui, a.dedup_id, a.received_s, a.reply, a.settled,
+            a.record) == (None,) * 7
+    assert (FRAME, LORAWAN, GAP) == ("frame", "lorawan", "gap")
 
 
 def test_emit_counts_what_the_sink_did():
