@@ -18,8 +18,10 @@ before. Timers run on the clock's monotonic ticks: alarm ``tick`` (its
 events become records ``(gateway_id, boot_epoch, seq)`` of kind ``event``; only while wall
 time is trusted), ``outbox.enforce()``, an optional ``wall_check()`` (NTP), and the link
 check: a TLS handshake refused ``tls_alarm_after`` times in a row raises the gateway's
-``tls_failure`` alarm, cleared once connected (``gateway.agent_links``; its events are
-records of the gateway's stream, stored with the links' state). The gateway
+``tls_failure`` alarm, cleared once connected (``gateway.agent_links``), and a full disk
+(``SQLITE_FULL``) raises ``disk_full``, cleared after ``disk_clear_s`` without one
+(``gateway.agent_disk``: its events wait in memory until a store goes through). Their events
+are records of the gateway's stream, stored with the alarms' state. The gateway
 boot epoch is the stored one + 1 at each start (the first: the trusted wall time in Unix s,
 else 1, so a new outbox file does not reuse an old epoch). Rejected input is counted by the
 pipeline and logged at most once per reason per ``log_interval_s`` (detail and at most 8
@@ -33,7 +35,9 @@ another try. A ``GAP`` arrival is a gap record a source made for uplinks it had 
 stored as it is, under ``(device_id, first_epoch, seq)``.
 
 Files: this module is the loop; ``gateway.agent_timers`` has time, timers and throttled
-logging, ``gateway.agent_view`` the snapshot, ``gateway.agent_links`` the TLS alarm.
+logging, ``gateway.agent_view`` the snapshot, ``gateway.agent_records`` the records stored
+for results and gap arrivals, ``gateway.agent_links`` the TLS alarm, ``gateway.agent_disk``
+the disk alarm.
 """
 
 import gc
@@ -41,16 +45,18 @@ import logging
 import queue
 import threading
 
+from gateway.agent_disk import DEFAULT_CLEAR_S, DiskAlarm, DiskCheck
 from gateway.agent_links import DEFAULT_AFTER, LinkAlarms
 from gateway.agent_timers import EVENTS_PER_RECORD, WALL_STEP_S, Timers  # noqa: F401 (API)
+from gateway.agent_records import GAP, gap_record, settle as _settle
+from gateway.agent_records import stored_records as _stored  # the bench imports it from here
 from gateway.agent_view import View
-from gateway.outbox import OutboxError, OutboxRecord
+from gateway.outbox import OutboxError
 from gateway.outbox_state import JSONText
-from gateway.pipeline import ROUTINE
 
-FRAME, LORAWAN, GAP = "frame", "lorawan", "gap"  # Arrival.kind, as gateway.sources defines
+FRAME, LORAWAN = "frame", "lorawan"  # Arrival.kind, as gateway.sources defines (and GAP)
 STATE_REPLAY, STATE_ALARMS, STATE_GATEWAY = "replay", "alarms", "gateway"
-STATE_LINKS = "links"  # the TLS alarms standing (gateway.agent_links)
+STATE_LINKS, STATE_DISK = "links", "disk"  # the TLS and disk alarms standing
 _HEX_BYTES = 8
 _WARN = ("auth_failures", "replays", "decode_errors")
 _STORE_FAILURES = {"OutboxFull": "outbox_full", "OutboxError": "outbox_error",
@@ -58,13 +64,14 @@ _STORE_FAILURES = {"OutboxFull": "outbox_full", "OutboxError": "outbox_error",
 # Tuning (keyword arguments of Agent; docs/gateway-agent.md says why each value).
 TUNING = {"queue_size": 4096, "batch_max": 2000, "tick_s": 60.0, "enforce_s": 60.0,
           "log_interval_s": 60.0, "put_timeout_s": 1.0, "backoff_s": 1.0, "poll_s": 0.5,
-          "wall_check_s": 60.0, "link_check_s": 5.0, "tls_alarm_after": DEFAULT_AFTER}
+          "wall_check_s": 60.0, "link_check_s": 5.0, "tls_alarm_after": DEFAULT_AFTER,
+          "disk_clear_s": DEFAULT_CLEAR_S}
 _TIMERS = ("tick", "enforce", "wall_check", "link_check")
 
 log = logging.getLogger("civicedge.gateway")
 
 
-class Agent(Timers, View):
+class Agent(Timers, View, DiskCheck):
     """The loop. ``ingest``: a ``gateway.pipeline.Ingest`` (with its ``alarms`` engine or
     None); ``outbox``: a ``gateway.outbox.Outbox``; ``clock``: the ``drivers.clock``
     contract; ``gateway_id``: the gateway's own stream id; ``sources``: objects following
@@ -90,6 +97,7 @@ class Agent(Timers, View):
         self.tuning, self.wall_check = t, wall_check
         self._period_ms = {k: int(t[k + "_s"] * 1000) for k in _TIMERS}
         self.links = LinkAlarms(gateway_id, t["tls_alarm_after"])
+        self.disk, self._disk_seen = DiskAlarm(gateway_id, outbox.path, t["disk_clear_s"]), None
         self._log_ms = int(t["log_interval_s"] * 1000)
         self._queue = queue.Queue(t["queue_size"])
         self._lock = threading.Lock()  # counters and last_seen: sinks and snapshot() read too
@@ -141,14 +149,17 @@ class Agent(Timers, View):
         self.boot_epoch = epoch + 1 if type(epoch) is int and 0 <= epoch < 0xFFFFFFFF else (
             int(wall) if wall and 1 < wall < 0xFFFFFFFF else 1)
         self.next_seq = 0
+        for alarm, name in ((self.links, STATE_LINKS), (self.disk, STATE_DISK)):
+            try:
+                alarm.load(self.outbox.load_state(name, None))
+            except ValueError:  # hand-edited: no alarm standing
+                pass
         try:
-            self.links.load(self.outbox.load_state(STATE_LINKS, None))
-        except ValueError:  # hand-edited: no alarm standing
-            pass
-        try:
+            self._disk_seen = self._disk_events()
             self.outbox.put_many([], state={STATE_GATEWAY: self._gateway_state()})
         except OutboxError as e:  # stored with the first batch instead
             log.error("could not store the gateway's boot epoch now (%s); continuing", e)
+            self._disk_refused(e)
         log.info("gateway %s starting: boot epoch %d, %d source(s), forwarder %s",
                  self.gateway_id, self.boot_epoch, len(self.sources),
                  type(self.forwarder).__name__ if self.forwarder else "none")
@@ -195,6 +206,10 @@ class Agent(Timers, View):
             while not self._queue.empty():
                 if not self._batch(self._drain(0), tick=False):
                     break  # the outbox refuses: the rest stays unacked, the nodes resend
+            if self.disk.pending and not self._batch([], False, alone=True):
+                log.error("%d disk_full alarm event(s) not stored at the stop (the disk is "
+                          "full); a full disk at the next start raises it again",
+                          len(self.disk.pending))
         if self.forwarder is not None:
             self._call("forwarder", self.forwarder.stop, timeout_s)
         self.outbox.close()
@@ -240,12 +255,14 @@ class Agent(Timers, View):
         return len(arrivals)
 
     def _check_links(self):
-        """The TLS alarm (``gateway.agent_links``): its events stored as records of the
-        gateway's stream with the links' state; if the outbox refuses, the state goes back
-        and the next check raises (or clears) again."""
+        """The TLS and disk alarms (``gateway.agent_links``, ``gateway.agent_disk``): their
+        events stored as records of the gateway's stream with the alarms' state; if the
+        outbox refuses, the links' state goes back and the next check raises (or clears)
+        again, and the disk's events stay pending."""
         before = self.links.state()
         events = self._link_events()
-        if events and not self._batch([], False, events):
+        alone = self._check_disk()
+        if (events or alone) and not self._batch([], False, events, alone):
             self.links.load(before)
 
     def _ingest(self, a, rx):
@@ -257,10 +274,11 @@ class Agent(Timers, View):
                                               source=a.source)
         raise ValueError("arrival kind %r is neither %r nor %r" % (a.kind, FRAME, LORAWAN))
 
-    def _batch(self, arrivals, tick, events=()):
+    def _batch(self, arrivals, tick, events=(), alone=False):
         """Ingest, store with state in one transaction, then commit and ack (and settle).
-        ``events``: the gateway's own alarm events to store too. False if the outbox refused
-        (rolled back, nothing acked, settled False)."""
+        ``events``: the gateway's own alarm events to store too; the disk alarm's pending
+        ones go with anything stored (``alone``: even with nothing else). False if the
+        outbox refused (rolled back, nothing acked, settled False)."""
         done, records, seen, settle, gaps = [], [], {}, [], 0
         self.count("arrivals", len(arrivals))
         for a in arrivals:
@@ -271,7 +289,7 @@ class Agent(Timers, View):
                 if rx is None:
                     rx = self._wall()
                 if a.kind == GAP:
-                    records.append(_gap_record(a, rx))
+                    records.append(gap_record(a, rx))
                     gaps += 1
                     continue
                 res = self._ingest(a, rx)
@@ -287,21 +305,23 @@ class Agent(Timers, View):
                 continue
             records.extend(_stored(res, rx))
             seen[res.device_id] = self.clock.wall_s()
-        if not (seen or tick or events or gaps):
+        if not (seen or tick or events or gaps or (alone and self.disk.pending)):
             _settle(settle, True)  # nothing accepted: no state changed, nothing to store
             return True
-        seq0, ticked = self.next_seq, []
+        seq0, ticked, disk = self.next_seq, [], list(self.disk.pending)
         try:
             ticked = self._tick_records() if tick else []
             records.extend(ticked)
-            if events:
-                records.extend(self._event_records(events, self._wall()))
+            if events or disk:
+                records.extend(self._event_records(list(events) + disk, self._wall()))
             state = {STATE_REPLAY: JSONText(self.ingest.replay_state_json()),
                      STATE_GATEWAY: self._gateway_state()}
             if self.alarms is not None:  # encoded by the engine: only what changed is new
                 state[STATE_ALARMS] = JSONText(self.alarms.state_json())
             if events:
                 state[STATE_LINKS] = self.links.state()
+            if disk:
+                state[STATE_DISK] = self.disk.state()
             put = self.outbox.put_many(records, state=state)
         except Exception as e:  # noqa: BLE001 (OutboxError, OutboxFull, ValueError, a bug)
             self.ingest.rollback()  # the alarm engine's too
@@ -312,8 +332,11 @@ class Agent(Timers, View):
                             "stored, not acked (nodes will resend); LoRaWAN uplinks wait in "
                             "their source: %s: %s", len(arrivals), type(e).__name__, e)
             _settle(settle, False)
+            self._disk_refused(e)
             return False
         self.ingest.commit()
+        self.disk.wrote()
+        self.disk.flushed(len(disk))
         if self.alarms is not None:
             self._active_alarms = self.alarms.active_count()
         acks = 0
@@ -330,7 +353,8 @@ class Agent(Timers, View):
         for name, n in (("batches", 1), ("acks", acks), ("records_stored", len(put.new)),
                         ("bounds_dropped", put.dropped), ("ticks", int(tick)),
                         ("tick_events", sum(len(r.record["alarms"]) for r in ticked)),
-                        ("gap_records", gaps), ("link_events", len(events))):
+                        ("gap_records", gaps), ("link_events", len(events)),
+                        ("disk_events", len(disk))):
             self.count(name, n)
         if self.forwarder is not None and put.new:
             self._call("forwarder", self.forwarder.wake)
@@ -348,43 +372,3 @@ class Agent(Timers, View):
     def _gateway_state(self):
         return {"boot_epoch": self.boot_epoch, "next_seq": self.next_seq}
 
-
-def _stored(res, rx_t):
-    """The outbox records ``(device_id, boot_epoch, seq, record, lane)`` (``OutboxRecord``'s
-    fields) of an accepted ``Result`` (duplicates are already stored)."""
-    out = []
-    for sr in res.records:
-        if sr.duplicate:
-            continue
-        rec = sr.record
-        if sr.events or (rx_t is not None and rec.get("t") is None):
-            extra = {"alarms": [e.to_dict() for e in sr.events]} if sr.events else {}
-            if rx_t is not None and rec.get("t") is None:
-                extra["rx_t"] = rx_t
-            rec = dict(rec, **extra)
-        out.append((sr.device_id, sr.boot_epoch, sr.seq, rec, sr.lane))
-    return out
-
-
-def _gap_record(a, rx_t):
-    """The ``OutboxRecord`` of a ``GAP`` arrival: its gap record under ``(device_id,
-    first_epoch, seq)``, with ``rx_t`` as any untimed record. Raises ``ValueError`` if it
-    is not one."""
-    rec = a.record
-    ok = isinstance(rec, dict) and rec.get("kind") == GAP and isinstance(a.device_id, str)
-    if not ok or not all(type(rec.get(k)) is int and 0 <= rec[k] <= 0xFFFFFFFF
-                         for k in ("seq", "first_epoch")):
-        raise ValueError("a gap arrival needs a device_id and a gap record, got %r for %r"
-                         % (rec, a.device_id))
-    if rx_t is not None and rec.get("t") is None:
-        rec = dict(rec, rx_t=rx_t)
-    return OutboxRecord(a.device_id, rec["first_epoch"], rec["seq"], rec, ROUTINE)
-
-
-def _settle(callbacks, stored):
-    """Tell each source what became of its arrivals (``Arrival.settled``); never raises."""
-    for fn in callbacks:
-        try:
-            fn(stored)
-        except Exception:  # noqa: BLE001 (settled never raises, by contract; still)
-            pass

@@ -8,8 +8,8 @@ check (``gateway.agent_links``: the TLS alarm) and log throttling (one line per 
 ``log_interval_s``). docs/gateway-agent.md, "Timers".
 
 The mixin uses the agent's ``clock``, ``alarms``, ``outbox``, ``links``, ``sources``,
-``forwarder``, ``gateway_id``, ``boot_epoch``, ``next_seq``, ``wall_check`` and its
-``count``.
+``forwarder``, ``gateway_id``, ``boot_epoch``, ``next_seq``, ``wall_check``, its ``count``
+and ``_disk_refused`` (``gateway.agent_disk``: a full disk raises ``disk_full``).
 """
 
 import logging
@@ -88,6 +88,7 @@ class Timers:
         except OutboxError as e:
             self.count("enforce_errors")
             self._throttled("enforce", logging.ERROR, "outbox bounds not applied: %s", e)
+            self._disk_refused(e)
 
     def _check_wall(self):
         try:

@@ -2,7 +2,7 @@
 the metrics endpoint (``gateway.metrics``) and ``status``. A mixin of ``gateway.agent.Agent``
 (it uses the agent's ``_lock``, ``counters``, ``last_seen``, ``_queue``, ``_mono``, ``clock``,
 ``boot_epoch``, ``next_seq``, ``ingest``, ``alarms``, ``_active_alarms``, ``links``,
-``outbox``, ``sources`` and ``forwarder``)."""
+``disk``, ``outbox``, ``sources`` and ``forwarder``)."""
 
 import dataclasses
 
@@ -12,7 +12,9 @@ class View:
 
     def snapshot(self):
         """Every counter and gauge as one flat dict ``name -> number`` (thread-safe):
-        ``agent.*`` (this loop; ``agent.link_alarms_active``: TLS alarms standing),
+        ``agent.*`` (this loop; ``agent.link_alarms_active``: TLS alarms standing,
+        ``agent.disk_full_alarm_active`` 0/1 and ``agent.disk_events_pending``: its events
+        not stored yet),
         ``pipeline.*`` and ``alarms.*`` (the core's counters), ``outbox.*``
         (``Outbox.stats``; ``outbox.oldest_age_s`` is 0 when empty), ``source.<name>.*`` and
         ``forwarder.*`` (their ``counters()``, plus ``connected`` 0/1 from ``status()``),
@@ -24,6 +26,8 @@ class View:
                     self._queue.maxsize, "agent.uptime_s": self._mono / 1000.0,
                     "agent.wall_trusted": int(bool(self.clock.wall_trusted())),
                     "agent.link_alarms_active": len(self.links.active),
+                    "agent.disk_full_alarm_active": len(self.disk.active),
+                    "agent.disk_events_pending": len(self.disk.pending),
                     "gateway.boot_epoch": self.boot_epoch or 0,
                     "gateway.next_seq": self.next_seq})
         out.update(("pipeline." + k, v) for k, v in dict(self.ingest.counters).items())

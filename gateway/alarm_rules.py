@@ -9,6 +9,12 @@ Both return events as ``(kind, value, since, detail)`` tuples, ``kind`` one of `
 ``cleared`` / ``report``. ``st`` is the rule's state for that device: a dict of numbers,
 lists and None only, so it serialises as JSON and is restored exactly.
 
+``run_many(st, samples, tz, reset)``, where a kind has one (``AboveFor`` here,
+``MeanAbove``), runs the rule over a frame's samples ``(index, t, value, code)`` in one loop
+and gives the engine's verdicts, events and state for them: ``(late, flagged, [(index, t,
+events)])``, or None (before changing anything) for state it does not expect, which the
+engine's own loop then handles (tests/property/test_alarms_many_props.py holds them equal).
+
 ``above_for``    above ``threshold`` continuously for ``duration_s``; clears once below
                  ``clear_below`` (threshold - ``hysteresis``) for ``clear_for_s``; a gap in
                  valid samples longer than ``max_gap_s`` restarts both timers.
@@ -26,6 +32,33 @@ import math
 RAISED, CLEARED, REPORT = "raised", "cleared", "report"
 SEVERITIES = ("info", "warning", "critical")
 COMMON_KEYS = ("id", "quantity", "rule", "severity", "basis", "applies_to")
+COUNTS, FLAGGED, ABSENT = 0, 1, 2  # a sample's value: counts, is left out, is not there
+# What a rule's own code may raise on state it cannot use (a corrupt or hand-edited state):
+# the engine then resets that rule's state and counts a rule_error.
+RULE_FAULTS = (TypeError, KeyError, IndexError, ValueError, AttributeError, ArithmeticError,
+               OSError)
+_NUM = (int, float)
+_BIG = 2.0 ** 62  # state numbers are times and sums far below this; past it run_many declines
+
+
+def _plain_number(x):
+    """True for None or an int/float within +-2**62 (arithmetic with it cannot raise)."""
+    return x is None or (type(x) in _NUM and -_BIG < x < _BIG)
+
+
+def in_order(samples, t0):
+    """``(samples, late, last)``: the samples a rule takes after time ``t0`` (its last, or
+    None), each at or after the one before (the others are late: skipped and counted), and
+    the time of the last taken (``t0`` if none)."""
+    kept, late = [], 0
+    for sample in samples:
+        t = sample[1]
+        if t0 is not None and t < t0:
+            late += 1
+            continue
+        t0 = t
+        kept.append(sample)
+    return kept, late, t0
 _RISE_KEEP = 256  # bound on the rise rule's window of candidate minima
 
 
@@ -58,6 +91,7 @@ class Rule:
 
     kind = None
     keys = ()
+    run_many = None  # (st, samples, tz, reset) -> (late, flagged, events) or None: see above
 
     def __init__(self, spec):
         for key in spec:
@@ -121,6 +155,67 @@ class AboveFor(Rule):
         st["on"], st["r"], st["c"] = False, None, None
         return [(CLEARED, v, since, {"clear_below": self.clear_below,
                                      "clear_for_s": self.clear_for_s, "raised_since": st["s"]})]
+
+
+    def run_many(self, st, samples, tz, reset):
+        """``step`` over ``samples`` in one loop (see the module docstring)."""
+        get = st.get
+        for key in ("_t", "l", "r", "c", "s"):
+            if not _plain_number(get(key)):
+                return None
+        on = get("on")
+        if on is not None and type(on) is not bool:
+            return None
+        samples, late, t0 = in_order(samples, get("_t"))
+        l, r, c, s = get("l"), get("r"), get("c"), get("s")
+        w_l = w_r = w_c = w_on = w_s = False  # the keys step() would have written
+        thr, dur, clear, clear_for, gap = (self.threshold, self.duration_s, self.clear_below,
+                                           self.clear_for_s, self.max_gap_s)
+        flagged = 0
+        out = []
+        for i, t, v, code in samples:
+            if code:
+                flagged += code == FLAGGED
+                continue
+            if l is not None and t - l > gap:  # a run must be seen, not assumed
+                r = c = None
+                w_r = w_c = True
+            l = t
+            w_l = True
+            if not on:
+                if v <= thr:
+                    r = None
+                    w_r = True
+                    continue
+                if r is None:
+                    r = t
+                    w_r = True
+                if t - r < dur:
+                    continue
+                on, s, c = True, r, None
+                w_on = w_s = w_c = True
+                out.append((i, t, [(RAISED, v, r, {"threshold": thr, "duration_s": dur})]))
+                continue
+            if v >= clear:
+                c = None
+                w_c = True
+                continue
+            if c is None:
+                c = t
+                w_c = True
+            if t - c < clear_for:
+                continue
+            since = c
+            on, r, c = False, None, None
+            w_on = w_r = w_c = True
+            out.append((i, t, [(CLEARED, v, since, {"clear_below": clear,
+                                                    "clear_for_s": clear_for,
+                                                    "raised_since": s})]))
+        for key, wrote, x in (("_t", samples, t0), ("l", w_l, l), ("r", w_r, r), ("c", w_c, c),
+                              ("on", w_on, on), ("s", w_s, s)):
+            if wrote:
+                st[key] = x
+        return late, flagged, out
 
 
 class _Debounced(Rule):

@@ -9,12 +9,15 @@ engine's ``tick``. A verdict needs ``min_samples`` valid samples; a window with 
 nothing and breaks a ``consecutive`` streak. The next window is the hysteresis: an alarm
 raised by one window clears on the first window that does not exceed. ``hours`` and
 ``weekdays`` restrict which samples a day's verdict uses (e.g. the school day).
-State, events and ``step``/``advance`` as in ``gateway.alarm_rules``.
+State, events and ``step``/``advance`` as in ``gateway.alarm_rules``; ``MeanAbove`` without
+``hours``/``weekdays`` has a ``run_many``.
 """
 
 from datetime import datetime, timedelta
 
-from gateway.alarm_rules import CLEARED, RAISED, REPORT, Rule, _where, number
+from gateway.alarm_rules import (
+    CLEARED, COUNTS, FLAGGED, RAISED, REPORT, RULE_FAULTS, Rule, _plain_number, _where,
+    in_order, number)
 
 WINDOWS = ("hour", "day", "year")
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -151,6 +154,51 @@ class MeanAbove(_Window):
 
     def _add(self, agg, v):
         return [agg[0] + v, agg[1] + 1]
+
+    def run_many(self, st, samples, tz, reset):
+        """``advance`` and ``step`` over ``samples`` in one loop, the window's sum and count
+        kept in locals (``gateway.alarm_rules``' module docstring)."""
+        get = st.get
+        w, a = get("w"), get("a")
+        if not self._every or not _plain_number(get("_t")) or (w is None) != (a is None) or (
+                w is not None and not (type(w) is list and len(w) == 2 and type(a) is list
+                                       and len(a) == 2 and _plain_number(w[0])
+                                       and _plain_number(w[1]) and w[1] is not None
+                                       and _plain_number(a[0]) and type(a[1]) is int)):
+            return None
+        samples, late, t0 = in_order(samples, get("_t"))
+        total, n = (a[0], a[1]) if a is not None else (0.0, 0)
+        w_a = False
+        flagged = 0
+        out = []
+        for i, t, v, code in samples:
+            try:
+                if w is not None and t >= w[1]:  # the window closed: its verdict
+                    st["_t"] = t
+                    if w_a:
+                        st["a"] = [total, n]
+                    w_a = False
+                    evs = self.close(st, tz)
+                    w = get("w")
+                    if evs:
+                        out.append((i, t, evs))
+                if code == COUNTS:
+                    if w is None:
+                        w = st["w"] = list(window_bounds(self.window, t, tz))
+                        total, n = 0.0, 0
+                    total += v
+                    n += 1
+                    w_a = True
+                elif code == FLAGGED:
+                    flagged += 1
+            except RULE_FAULTS:
+                st = reset(t)  # as the engine does: the state starts afresh
+                get, w, w_a = st.get, None, False
+        if samples:
+            st["_t"] = t0
+        if w_a:
+            st["a"] = [total, n]
+        return late, flagged, out
 
     def _verdict(self, agg):
         if agg[1] < self.min_samples:

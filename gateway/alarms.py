@@ -2,12 +2,11 @@
 
 Theory of operation
 -------------------
-Rules come from data: a profile's ``[[alarms]]`` tables (``hardware/profiles/*.toml``, keys
-in hardware/README.md) plus, for a legionella outlet, its ``[flush_test]`` section, selected
-by the device's inventory attributes (``applies_to``) and optionally overridden by the
-gateway's configuration (``rules_from_profile``). Each rule kind is a small state machine in
-``gateway.alarm_rules`` (point rules) or ``gateway.alarm_windows`` (hour/day/year verdicts);
-docs/gateway-pipeline.md explains every kind and its defaults.
+Rules come from data: a profile's ``[[alarms]]`` tables, selected and overridden per device
+(``gateway.alarm_profile``: ``rules_from_profile``, ``build_rule``; re-exported here). Each
+rule kind is a small state machine in ``gateway.alarm_rules`` (point rules) or
+``gateway.alarm_windows`` (hour/day/year verdicts); docs/gateway-pipeline.md explains every
+kind and its defaults.
 
 ``AlarmEngine.observe(device_id, boot_epoch, record, received_s)`` runs every rule of the
 device on one record and returns ``AlarmEvent``s (``raised`` / ``cleared`` / ``report``):
@@ -33,6 +32,10 @@ device on one record and returns ``AlarmEvent``s (``raised`` / ``cleared`` / ``r
 * **Speed.** ``observe`` runs for every record the gateway takes in (tens of thousands a
   second), so it tests the usual types first and falls back to the general checks; the undo
   copies and ``state()`` use a copier for JSON-like values instead of ``copy.deepcopy``.
+  ``observe_many`` checks a frame's records first, then runs each rule over all of them
+  (rule by rule: a rule's state is its own, so the verdicts are those of record by record);
+  a rule kind may run its usual case in one loop of its own (``run_many``: ``above_for``,
+  ``mean_above``), which declines state it does not expect.
 * ``tick(now_s)`` closes windows that ended before ``now_s`` for devices that went quiet;
   records of a window closed that way are then too late for it.
 
@@ -41,27 +44,20 @@ in ``counters["rule_errors"]``; the stream keeps flowing.
 """
 
 import copy
-import math
 from dataclasses import dataclass, field
 from datetime import timezone
 
 from gateway import alarm_rules as _point
 from gateway import alarm_windows as _window
+from gateway.alarm_profile import (  # noqa: F401  (re-exported: the engine's API)
+    KINDS, applies, build_rule, flush_specs, rules_from_profile)
 from gateway.alarm_rules import CLEARED, RAISED, REPORT  # noqa: F401  (re-exported)
+from gateway.alarm_values import (  # noqa: F401 (VALID_FLAGS, VALUE_ABS_MAX: re-exported)
+    _COUNTS, _FLAGGED, _T_MAX, VALID_FLAGS, VALUE_ABS_MAX, _samples, _time_ok, _uint32)
 from gateway.outbox_policy import compact_json
-from protocol import quality, quantities
 
-KINDS = {cls.kind: cls for cls in (_point.AboveFor, _point.AtOrAbove, _point.Rise,
-                                   _point.FlushTime, _window.MeanAbove, _window.MaxBelow,
-                                   _window.MinAtOrAbove, _window.TimeInBand)}
-VALID_FLAGS = (quality.OK, quality.TIME_UNSYNCED)
 STATE_VERSION = 1
-_T_MAX = 2 ** 36  # Unix seconds (year ~4147): a later time is junk, not a reading's time
-# No quantity civicedge measures comes near this; a value beyond it (or NaN/inf) is left out
-# like a flagged one, so a window's running sum stays finite and its state storable.
-VALUE_ABS_MAX = 1e15
-_RULE_FAULTS = (TypeError, KeyError, IndexError, ValueError, AttributeError, ArithmeticError,
-                OSError)
+_RULE_FAULTS = _point.RULE_FAULTS
 
 
 @dataclass
@@ -87,89 +83,6 @@ class AlarmEvent:
                 "at": self.at, "severity": self.severity, "detail": dict(self.detail)}
 
 
-def build_rule(spec):
-    """A rule object from one ``[[alarms]]`` table (a dict). Raises ``ValueError`` naming the
-    rule and the key for anything wrong."""
-    if not isinstance(spec, dict):
-        raise ValueError("an alarm rule must be a table, got %r" % (spec,))
-    rid = spec.get("id")
-    if not isinstance(rid, str) or not rid:
-        raise ValueError("alarm rule %r: id must be a non-empty string" % (rid,))
-    q = spec.get("quantity")
-    row = quantities.BY_QUANTITY.get(q) if isinstance(q, str) else None
-    if row is None or row[4] != quantities.NUM:
-        raise ValueError("alarm rule %r: quantity %r is not a numeric quantity of "
-                         "protocol/quantities.py" % (rid, q))
-    kind = spec.get("rule")
-    if kind not in KINDS:
-        raise ValueError("alarm rule %r: rule %r is not one of %s"
-                         % (rid, kind, ", ".join(sorted(KINDS))))
-    if "applies_to" in spec and not isinstance(spec["applies_to"], dict):
-        raise ValueError("alarm rule %r: applies_to must be a table" % rid)
-    return KINDS[kind](spec)
-
-
-def applies(spec, attributes):
-    """True if every ``applies_to`` attribute of ``spec`` equals the device's (a device that
-    lacks the attribute gets no such rule: say ``outlet = "hot"`` in its inventory)."""
-    want = spec.get("applies_to") or {}
-    attributes = attributes or {}
-    return all(k in attributes and attributes[k] == v for k, v in want.items())
-
-
-def flush_specs(flush_test, attributes):
-    """The ``flush_time`` rule for a legionella outlet from its profile's ``[flush_test]``
-    (hot: reach ``hot_target_c`` within ``hot_within_s``; cold: fall below ``cold_target_c``
-    within ``cold_within_s``); test mode is readings at most 1.5 sample intervals apart."""
-    kind = (attributes or {}).get("outlet")
-    if not isinstance(flush_test, dict) or kind not in ("hot", "cold"):
-        return []
-    step = flush_test.get("sample_interval_s", 10)
-    spec = {"id": "%s_flush_test" % kind, "quantity": "temperature_c", "rule": "flush_time",
-            "target": flush_test.get("%s_target_c" % kind),
-            "within_s": flush_test.get("%s_within_s" % kind),
-            "direction": "up" if kind == "hot" else "down", "severity": "warning",
-            "basis": "HSE HSG274 Part 2 sentinel outlet test (REFERENCE.md 2.5)"}
-    if isinstance(step, (int, float)) and not isinstance(step, bool) and step > 0:
-        spec["sample_max_s"] = 1.5 * step
-    return [spec]
-
-
-def rules_from_profile(profile, attributes=None, overrides=None):
-    """The rules for one device: ``profile`` is a parsed profile TOML (a dict; the shell reads
-    the file), ``attributes`` the device's inventory attributes (e.g. ``{"outlet": "hot"}``),
-    ``overrides`` maps a rule id to keys replacing the profile's (gateway configuration;
-    ``enabled = false`` drops the rule). Raises ``ValueError`` naming the rule and key."""
-    specs = [s for s in (profile.get("alarms") or []) if isinstance(s, dict)]
-    specs = [s for s in specs if applies(s, attributes)]
-    specs += flush_specs(profile.get("flush_test"), attributes)
-    overrides = dict(overrides or {})
-    out = []
-    for spec in specs:
-        spec = dict(spec)
-        spec.update(overrides.pop(spec.get("id"), {}))
-        if spec.pop("enabled", True) is False:
-            continue
-        out.append(build_rule(spec))
-    if overrides:
-        raise ValueError("alarm overrides name rules this device does not have: %s"
-                         % ", ".join(sorted(map(str, overrides))))
-    return out
-
-
-def _time_ok(t):
-    return (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
-            and 0 <= t < _T_MAX)
-
-
-def _value_ok(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _uint32(x):
-    return isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 0xFFFFFFFF
-
-
 def _plan(rule):
     """``(rule, id, quantity, windowed, advances)`` for ``AlarmEngine.observe``'s loop:
     ``windowed`` when the kind's ``advance`` starts with ``_Window.advance``'s test (it
@@ -181,6 +94,8 @@ def _plan(rule):
 
 
 _WINDOW_ADVANCES = (_window._Window.advance, _window.TimeInBand.advance)
+
+
 _ATOMIC = frozenset((int, float, str, bool, type(None)))
 
 
@@ -237,20 +152,19 @@ class AlarmEngine:
 
     def observe_many(self, device_id, boot_epoch, records, received_s=None):
         """``[observe(device_id, boot_epoch, r, received_s) for r in records]`` (each a list
-        of events, in order), evaluated in one call: what stays the same from record to
-        record (the device's rules and state, the epoch check) is looked up once."""
+        of events, in order), evaluated in one call: the records are checked first, then
+        each rule runs over those evaluated (its events go to their record, in rule order)."""
         # The hot path of the gateway's ingest: each check has a fast form for the types a
         # decoder gives and falls back to the general one, so the verdicts are the same.
         plan = self._plan.get(device_id)
+        result = [[] for _ in records]
         if not plan or not (type(boot_epoch) is int and 0 <= boot_epoch <= 0xFFFFFFFF
                             or _uint32(boot_epoch)):
-            return [[] for _ in records]
-        result, st, counters, tz, valid = [], None, self.counters, self.tz, VALID_FLAGS
+            return result
+        st, counters = None, self.counters
         ke = ks = None  # the key (boot_epoch, seq) of the last evaluated record: st["k"]
-        evaluated = 0
-        for record in records:
-            out = []
-            result.append(out)
+        evaluated = []  # (index, t, the record's values)
+        for i, record in enumerate(records):
             if not isinstance(record, dict):
                 continue
             seq = record.get("seq")
@@ -263,7 +177,6 @@ class AlarmEngine:
                 k = st["k"]  # [boot_epoch, seq] of the last evaluated record, or None
                 if k is not None:
                     ke, ks = k
-                r = st["r"]
             if ke is not None and (boot_epoch < ke or boot_epoch == ke and seq <= ks):
                 counters["skipped_duplicate"] += 1
                 continue
@@ -277,47 +190,65 @@ class AlarmEngine:
             if not ((kind is float or kind is int) and 0 <= t < _T_MAX) and not _time_ok(t):
                 counters["skipped_untimed"] += 1
                 continue
-            values = {}  # quantity -> the record's last well-formed [quantity, value, flag]
             items = record.get("values")
-            for item in items if type(items) is list or isinstance(items, (list, tuple)) else ():
-                if type(item) is list and len(item) == 3 and type(item[0]) is str or (
-                        isinstance(item, (list, tuple)) and len(item) == 3
-                        and isinstance(item[0], str)):
-                    values[item[0]] = item
-            evaluated += 1
-            for rule, rid, quantity, windowed, advances in plan:
-                item = values.get(quantity)
-                rs = r.get(rid)
-                if rs is None:
-                    rs = r[rid] = {}
-                try:
-                    last = rs.get("_t")
-                    if last is not None and t < last:
-                        counters["skipped_late"] += 1
-                        continue
-                    rs["_t"] = t
-                    if windowed:  # the window rules' own first test: has t passed the window?
-                        w = rs.get("w")
-                        evs = None if w is None or t < w[1] else rule.advance(rs, t, tz)
-                    else:
-                        evs = rule.advance(rs, t, tz) if advances else None
-                    if item is not None:
-                        v = item[1]
-                        if item[2] in valid and (type(v) is float or type(v) is int or (
-                                _value_ok(v))) and -VALUE_ABS_MAX <= v <= VALUE_ABS_MAX:
-                            stepped = rule.step(rs, t, v, tz)
-                            evs = evs + stepped if evs else stepped
-                        else:
-                            counters["excluded_flagged"] += 1
-                except _RULE_FAULTS:
-                    self._reset(st, rule, t)
-                    continue
-                if evs:
-                    out.extend(self._events(device_id, rule, evs, t))
+            evaluated.append((i, t, items if type(items) is list
+                              or isinstance(items, (list, tuple)) else ()))
         if ke is not None and st is not None:
             st["k"] = [ke, ks]
-        counters["evaluated"] += evaluated
+        counters["evaluated"] += len(evaluated)
+        if evaluated:
+            samples = {}  # quantity -> its samples, shared by the rules that watch it
+            for entry in plan:
+                q = entry[2]
+                got = samples.get(q)
+                if got is None:
+                    got = samples[q] = _samples(evaluated, q)
+                self._run_rule(device_id, st, entry, got, result)
         return result
+
+    def _run_rule(self, dev, st, entry, samples, result):
+        """One rule over ``samples`` (``_samples``), its events into ``result``."""
+        rule, rid, _q, windowed, advances = entry
+        counters, tz, r = self.counters, self.tz, st["r"]
+        rs = r.get(rid)
+        if rs is None:
+            rs = r[rid] = {}
+        fast = rule.run_many
+        if fast is not None:
+            got = fast(rs, samples, tz, lambda t: self._reset(st, rule, t))
+            if got is not None:
+                late, flagged, events = got
+                counters["skipped_late"] += late
+                counters["excluded_flagged"] += flagged
+                for i, t, evs in events:
+                    result[i].extend(self._events(dev, rule, evs, t))
+                return
+        late = flagged = 0
+        for i, t, v, code in samples:
+            try:
+                last = rs.get("_t")
+                if last is not None and t < last:
+                    late += 1
+                    continue
+                rs["_t"] = t
+                if windowed:  # the window rules' own first test: has t passed the window?
+                    w = rs.get("w")
+                    evs = None if w is None or t < w[1] else rule.advance(rs, t, tz)
+                else:
+                    evs = rule.advance(rs, t, tz) if advances else None
+                if code == _COUNTS:
+                    stepped = rule.step(rs, t, v, tz)
+                    evs = evs + stepped if evs else stepped
+                elif code == _FLAGGED:
+                    flagged += 1
+            except _RULE_FAULTS:
+                self._reset(st, rule, t)
+                rs = r[rid]
+                continue
+            if evs:
+                result[i].extend(self._events(dev, rule, evs, t))
+        counters["skipped_late"] += late
+        counters["excluded_flagged"] += flagged
 
     def tick(self, now_s):
         """Events from closing every window that ended at or before ``now_s``."""
@@ -349,8 +280,10 @@ class AlarmEngine:
                            detail) for kind, value, since, detail in evs]
 
     def _reset(self, st, rule, t):
+        """The rule's state was unusable: it starts afresh at ``t`` (counted). Returns it."""
         self.counters["rule_errors"] += 1
-        st["r"][rule.id] = {"_t": t}
+        rs = st["r"][rule.id] = {"_t": t}
+        return rs
 
     # -- state and transactions ---------------------------------------------------------------
     def _touch(self, dev):

@@ -165,7 +165,7 @@ def build_sources(cfg, secrets, clock, keys, profiles=None, *, local_epoch_floor
         euis = {d.dev_eui: d.id for d in cfg.devices if d.dev_eui}  # for gap records
         out.append(load_class(SOURCES["chirpstack"])(
             s.chirpstack, secrets.password("sources.chirpstack"), clock, f_port=s.chirpstack.f_port,
-            devices=euis))
+            devices=euis, max_held=s.chirpstack.max_held))
     if s.i2c:
         dev = next(d for d in cfg.devices if d.id == s.i2c.device_id)
         prof = (profiles or {}).get(dev.profile) or load_profile(dev.profile, cfg.hardware_dir)

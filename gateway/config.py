@@ -27,6 +27,8 @@ from drivers.atmodem_core import DIALECTS
 from gateway.config_i2c import PARTS, SENSOR_KEYS, i2c_source  # noqa: F401 (PARTS, SENSOR_KEYS re-exported)
 from gateway.config_types import (  # noqa: F401 (re-exported: users import them from here)
     MAX_DELAY_S,
+    MAX_HELD,
+    MAX_HELD_LIMIT,
     MQTTConnection,
     SerialSource,
     ChirpStackSource,
@@ -228,7 +230,8 @@ def _sources(root, devices, ctx):
             except ValueError:
                 c.fail("application_id", "%r must be the application's UUID (ChirpStack: Applications) or \"+\"" % app)
         chirp = ChirpStackSource(_mqtt(c, "civicedge-%s-chirpstack" % ctx["gateway"]), app,
-                                 c.get("f_port", "int", LORAWAN_FPORT, 1, 223))
+                                 c.get("f_port", "int", LORAWAN_FPORT, 1, 223),
+                                 c.get("max_held", "int", MAX_HELD, 1, MAX_HELD_LIMIT))
         c.done()
     i = t.table("i2c")
     i2c = i2c_source(i, devices) if i else None

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 # upstream.lorawan.max_delay_s: a routine uplink not yet 3/4 full waits at most this (s) for
 # more rows (gateway.forward.lorawan; at SF12 one reading costs 2/3 of a full uplink's airtime)
 MAX_DELAY_S = 900
+# sources.chirpstack.max_held: LoRaWAN uplinks the source holds in memory while the disk is
+# full (gateway.sources.holding; about 0.5 KB each, so the bound keeps 32 MB at most)
+MAX_HELD, MAX_HELD_LIMIT = 4096, 65536
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class ChirpStackSource:
     mqtt: MQTTConnection
     application_id: str  # a UUID, or "+" for every application
     f_port: int = 2  # the LoRaWAN FPort civicedge packs travel on (config.LORAWAN_FPORT)
+    max_held: int = MAX_HELD  # uplinks held in memory while the disk is full
 
 
 @dataclass(frozen=True)

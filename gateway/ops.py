@@ -30,7 +30,7 @@ import sqlite3
 import urllib.parse
 import urllib.request
 
-from gateway import metrics, outbox_history as history
+from gateway import metrics, ops_alarms, outbox_history as history
 
 AGENT_LOCK = "agent.lock"
 OLD_UNSENT_S = 3600  # a note when the oldest unsent row is older than this
@@ -229,6 +229,7 @@ def gather_status(cfg, now_s, probe=True):
             db.close()
     live = _live(cfg) if probe and st["agent"]["metrics_url"] else None
     st["live"] = live
+    notes.extend(ops_alarms.live_notes(live, notes, os.path.dirname(cfg.outbox.path) or "."))
     if live:
         for series, v in live.items():
             if series.startswith("civicedge_device_last_seen_timestamp_seconds{device=\""):
@@ -316,13 +317,8 @@ def _outbox_status(db, cfg, now_s, ob, st, devices, notes):
                     devices[dev]["last_key"] = [s["e"], max(hi for _, hi in s["r"])]
         except (ValueError, KeyError, TypeError, AttributeError):
             notes.append("the stored replay state is not readable (the agent says more)")
-        row = db.execute("SELECT json FROM state WHERE name = 'links'").fetchone()
-        try:  # the gateway's tls_failure alarm standing (gateway.agent_links)
-            for part in sorted(json.loads(row[0])["active"]) if row else ():
-                notes.append("ALARM tls_failure: %s keeps refusing TLS: check ca_file, the "
-                             "broker's certificate and the Pi's clock" % part)
-        except (ValueError, KeyError, TypeError):
-            notes.append("the stored links state is not readable")
+        # the gateway's own alarms standing: tls_failure and disk_full (gateway.ops_alarms)
+        notes.extend(ops_alarms.stored_notes(db, os.path.dirname(cfg.outbox.path) or ".", iso))
 
 
 def duration(s):

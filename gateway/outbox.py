@@ -17,12 +17,16 @@ bounds and ``SQLITE_FULL`` go through the pure policy in ``gateway.outbox_policy
 
 Received times are on a *running-time line* (``meta.store_ms`` advanced by the clock's
 monotonic ticks, persisted with every write), never wall time: a wall clock stepped a day
-must not expire a day of backlog (rule 6); power-off time does not age rows. Thread-safe
-(one lock); one writing process per file.
+must not expire a day of backlog (rule 6); power-off time does not age rows. Thread-safe: one
+lock for every transaction; ``take`` reads new rows through a second, read-only connection
+without it (so a forwarder's ``ack`` transaction or a ``put_many`` never holds up the next
+take), and marks them in flight only if no transaction that drops rows overlapped the read
+(``outbox_bounds``). One writing process per file.
 
-Files: this module holds ``Outbox`` itself (opening, transactions and counters, the bounds
-and ``SQLITE_FULL`` freeing, ``put_many``, ``stats``); its mixins hold the rest:
-``gateway.outbox_forwarding`` (``take``/``ack``/``release``/``release_all``),
+Files: this module holds ``Outbox`` itself (opening, transactions and counters, ``put_many``,
+``stats``); its mixins hold the rest: ``gateway.outbox_bounds`` (the bounds and
+``SQLITE_FULL`` freeing carried out), ``gateway.outbox_forwarding``
+(``take``/``ack``/``release``/``release_all``),
 ``gateway.outbox_gaps`` (gap markers upstream), ``gateway.outbox_history`` (delivered rows
 kept for export), ``gateway.outbox_state`` (named state in the rows' transaction);
 ``gateway.outbox_sql`` has the schema, statements and errors.
@@ -37,13 +41,13 @@ from gateway import outbox_policy as policy
 from gateway.outbox_policy import (  # noqa: F401 (the types are part of this API)
     ALARM, LANES, ROUTINE, GapMarker, OutboxRecord, OutboxRow, OutboxStats, PutResult,
     RowSummary)
+from gateway.outbox_bounds import Bounds
 from gateway.outbox_forwarding import (  # noqa: F401 (importable from here as before)
     _ACK_SUMS, _ACK_WHERE, Forwarding, _new)
 from gateway.outbox_gaps import GapMarkers
 from gateway.outbox_history import HISTORY_MAX_AGE_S, HISTORY_MAX_BYTES, History
 from gateway.outbox_state import StoredState, encode_state, write_state
 from gateway.outbox_sql import (  # noqa: F401 (the errors are part of this API)
-    FULL_RETRIES,
     OutboxCorrupt,
     OutboxError,
     OutboxFull,
@@ -61,7 +65,7 @@ from gateway.outbox_sql import (  # noqa: F401 (the errors are part of this API)
 )
 
 
-class Outbox(Forwarding, GapMarkers, StoredState, History):
+class Outbox(Forwarding, Bounds, GapMarkers, StoredState, History):
     """The durable outbox at ``path`` (created if missing), bounded to ``max_bytes`` tracked
     bytes (``outbox_policy.row_nbytes``) and ``max_age_s`` seconds of running time;
     ``clock`` follows ``drivers.clock``. Runs ``PRAGMA integrity_check`` and the bounds on
@@ -78,14 +82,24 @@ class Outbox(Forwarding, GapMarkers, StoredState, History):
         self.max_bytes, self.max_age_s, self._clock = max_bytes, max_age_s, clock
         self._history_init(history_max_bytes, history_max_age_s)
         self._lock = threading.RLock()
-        self._in_flight = {}  # row id -> lane
+        self._in_flight = {}  # row id -> its note (outbox_forwarding._note): take, ack
+        self._id_bytes = {}  # device id -> its UTF-8 bytes (take's cache)
         self._released = {lane: [] for lane in LANES}  # heaps of ids to hand out first
         self._cursor = dict.fromkeys(LANES, 0)  # highest id handed out, per lane
         self._gaps_in_flight = set()
         self._delta = Counter()  # meta changes of the open transaction
+        # take() reads new rows without _lock (outbox_forwarding); what it shares with the
+        # writers is guarded by _mem_lock: _in_flight, _released, _cursor, _gaps_in_flight,
+        # and _drop_seq, odd while a transaction that drops rows is open (a take that
+        # overlapped one is done again under _lock). Order: _take_lock, _lock, _mem_lock.
+        self._mem_lock = threading.Lock()
+        self._take_lock = threading.Lock()  # one take at a time
+        self._drop_seq = 0
+        self._reader = None
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             self._open()
+            self._reader = self._open_reader()
         except sqlite3.DatabaseError as e:
             self._db.close()
             raise OutboxCorrupt("outbox %s cannot be opened (%s): move the file aside and "
@@ -140,6 +154,19 @@ class Outbox(Forwarding, GapMarkers, StoredState, History):
         # so they only grow while the outbox is open and the take cursors never skip a row.
         self._next_id = db.execute("SELECT coalesce(max(id), 0) + 1 FROM rows").fetchone()[0]
 
+    def _open_reader(self):
+        """A second, read-only connection: ``take`` reads new rows through it without the
+        lock, so a delete transaction of ``ack`` (or a ``put_many``) does not hold it up."""
+        reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            reader.execute("PRAGMA query_only = 1")
+            reader.execute("PRAGMA busy_timeout = 5000")
+            reader.execute("PRAGMA cache_size = -2048")  # 2 MiB: it reads the newest pages
+        except sqlite3.Error:
+            reader.close()
+            raise
+        return reader
+
     # -- transactions and counters -------------------------------------------------------
     def _now_ms(self):
         """Running time (ms): the persisted base plus monotonic ticks since, re-anchored at
@@ -159,107 +186,29 @@ class Outbox(Forwarding, GapMarkers, StoredState, History):
         self._delta.clear()
         self._db.execute("BEGIN IMMEDIATE")
 
+    def _dropped_end(self):
+        """The transaction that dropped rows is over (committed or rolled back)."""
+        if self._drop_seq & 1:
+            with self._mem_lock:
+                self._drop_seq += 1
+
     def _commit(self):
         self._delta["store_ms"] = max(self._now_ms() - self._meta["store_ms"], 0)
         self._db.executemany("UPDATE meta SET value = value + ? WHERE key = ?",
                              [(v, k) for k, v in self._delta.items() if v])
         self._db.execute("COMMIT")
+        self._dropped_end()
         for k, v in self._delta.items():
             self._meta[k] += v
         self._delta.clear()
 
     def _rollback(self):
         self._delta.clear()
-        if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
-
-    def _count_gone(self, rows, reason=None):
-        counts, nbytes = policy.count_by_lane(rows), policy.bytes_by_lane(rows)
-        for lane in LANES:
-            self._delta["rows_" + lane] -= counts[lane]
-            self._delta["bytes_" + lane] -= nbytes[lane]
-            if reason:
-                self._delta["dropped_" + lane] += counts[lane]
-        if reason:
-            self._delta["dropped_" + reason] += len(rows)
-
-    # -- the policy's inputs and outputs ---------------------------------------------------
-    def _summaries(self, where, params):
-        """``RowSummary`` of the rows selected by ``where`` (SQL from FROM on)."""
-        return [RowSummary(r[0], r[1], r[2], r[3], r[4], policy.row_nbytes(r[5], r[1]), r[6])
-                for r in self._db.execute("SELECT id, device_id, boot_epoch, seq, lane, "
-                                          "length(payload), rx_ms " + where, params)]
-
-    def _stream(self, lane, size=1):
-        """``RowSummary`` of ``lane``, oldest first, in batches of ``size`` rows growing to
-        1024 (the age check usually needs only the oldest row)."""
-        after = 0
-        while True:
-            batch = self._summaries(_LANE_FROM[lane] + " ORDER BY id LIMIT ?", (after, size))
-            yield from batch
-            if len(batch) < size:
-                return
-            after, size = batch[-1].row_id, min(size * 16, 1024)
-
-    def _drop(self, rows, reason):
-        """Delete ``rows`` in the open transaction, count them, and mark the gaps."""
-        self._db.executemany("DELETE FROM rows WHERE id = ?", [(r.row_id,) for r in rows])
-        self._count_gone(rows, reason)
-        open_markers = {}  # each device's newest marker not in flight (about one a device)
-        for g in self._db.execute("SELECT * FROM gaps ORDER BY id"):
-            if g[0] not in self._gaps_in_flight:
-                open_markers[g[1]] = GapMarker(*g)
-        marks = policy.mark_drops(open_markers, rows)
-        self._db.executemany("INSERT INTO gaps (device_id, first_epoch, first_seq, last_epoch, "
-                             "last_seq, dropped, alarms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             [m[1:] for m in marks if m.gap_id is None])
-        self._db.executemany("UPDATE gaps SET first_epoch = ?, first_seq = ?, last_epoch = ?, "
-                             "last_seq = ?, dropped = ?, alarms = ? WHERE id = ?",
-                             [m[2:] + (m.gap_id,) for m in marks if m.gap_id is not None])
-
-    def _enforce(self):
-        """Apply both bounds in the open transaction; returns the rows dropped."""
-        self._history_trim()  # delivered rows: a trim, not a drop (not counted as one)
-        dropped, cutoff = 0, policy.age_cutoff_ms(self._now_ms(), self.max_age_s)
-        while True:
-            rows = policy.plan_age_drops(cutoff, self._stream, self._in_flight)
-            if rows:
-                self._drop(rows, policy.AGE)
-                dropped += len(rows)
-            if len(rows) < policy.CHUNK_ROWS:
-                break
-        while True:
-            total = self._total_bytes()
-            excess = policy.excess_bytes(total, self.max_bytes)
-            guess = min(excess * sum(self._value("rows_" + ln) for ln in LANES)
-                        // max(total, 1) + 1, 1024)  # rows to read first
-            rows, _ = policy.plan_size_drops(excess, lambda ln: self._stream(ln, guess),
-                                             self._in_flight)
-            if not rows:
-                return dropped
-            self._drop(rows, policy.SIZE)
-            dropped += len(rows)
-
-    def _free_for_full(self, target, keep):
-        """After SQLITE_FULL: drop per policy, sparing ``keep``, until ``target`` bytes are
-        freed, in a transaction of its own. Returns the rows dropped (0: none could be) and
-        the bytes of delivered history trimmed first (not drops)."""
-        freed = dropped = history_freed = 0
         try:
-            self._begin()
-            self._delta["disk_full"] += 1
-            history_freed = freed = self._history_free(target)  # delivered rows go first
-            while freed < target:
-                rows, got = policy.plan_size_drops(target - freed, self._stream, keep)
-                if not rows:
-                    break
-                self._drop(rows, policy.FULL)
-                freed, dropped = freed + got, dropped + len(rows)
-            self._commit()
-        except sqlite3.Error:
-            self._rollback()
-            return 0, 0
-        return dropped, history_freed
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        finally:
+            self._dropped_end()
 
     # -- storing -----------------------------------------------------------------------------
     def put_many(self, records, state=None):
@@ -275,34 +224,51 @@ class Outbox(Forwarding, GapMarkers, StoredState, History):
         if not prepared and not encoded:
             return PutResult([], [], 0)
         with self._lock:
-            freed_rows = 0
-            for attempt in range(FULL_RETRIES + 1):
-                try:
-                    result = self._put(prepared, encoded, tallies)
-                    return result._replace(dropped=result.dropped + freed_rows)
+            try:
+                return self._put(prepared, encoded, tallies)
+            except sqlite3.Error as e:
+                self._rollback()
+                self._raise_unless_full(e, prepared)
+            with self._mem_lock:  # dropping a row this batch resends would free nothing
+                keep = set(self._in_flight)
+            for r in prepared:
+                keep.update(i for (i,) in self._db.execute(_BY_KEY, r[:3]))
+            stored = self._total_bytes() + self._value("history_bytes")
+            for target in policy.full_targets(batch_bytes, self._page_size, stored):
+                try:  # free and store in one transaction: no drop without the batch stored
+                    return self._put(prepared, encoded, tallies,
+                                     lambda: self._free_for_full(target, set(keep)))
                 except sqlite3.Error as e:
-                    self._rollback()
-                    if not _is_full(e):
-                        raise OutboxError("outbox %s: storing %d records failed (%s); nothing "
-                                          "was stored, do not ack; check the disk"
-                                          % (self.path, len(prepared), e)) from e
-                if attempt == 0:  # dropping a row this batch resends would free nothing
-                    keep = set(self._in_flight)
-                    for r in prepared:
-                        keep.update(i for (i,) in self._db.execute(_BY_KEY, r[:3]))
-                n, history_freed = self._free_for_full(policy.full_free_bytes(batch_bytes, attempt),
-                                                       keep)
-                if not n and not history_freed:
-                    break
-                freed_rows += n
-            raise OutboxFull("outbox %s: the disk is full and no unsent row is left to drop; "
-                             "%d records were not stored (do not ack); free disk space"
-                             % (self.path, len(prepared)))
+                    self._rollback()  # the try's trims and drops are undone with it
+                    self._raise_unless_full(e, prepared)
+            self._count_disk_full()
+            raise OutboxFull("outbox %s: the disk is full even with every unsent row dropped; "
+                             "%d records were not stored (do not ack) and nothing was "
+                             "dropped; free disk space" % (self.path, len(prepared)))
 
-    def _put(self, prepared, encoded=(), tallies=None):
+    def _raise_unless_full(self, exc, prepared):
+        if not _is_full(exc):
+            raise OutboxError("outbox %s: storing %d records failed (%s); nothing was stored, "
+                              "do not ack; check the disk" % (self.path, len(prepared), exc)
+                              ) from exc
+
+    def _count_disk_full(self):
+        """Count a full disk that no try could get past, in a transaction of its own (the
+        counter's page is rewritten in place; if even that fails the event goes uncounted)."""
+        try:
+            self._begin()
+            self._delta["disk_full"] += 1
+            self._commit()
+        except sqlite3.Error:
+            self._rollback()
+
+    def _put(self, prepared, encoded=(), tallies=None, free=None):
+        """Store ``prepared`` in one transaction; ``free()`` (after ``SQLITE_FULL``) first
+        makes room in it and returns the rows it dropped."""
         now = self._now_ms()
         wall = self._clock.wall_s() if self._clock.wall_trusted() else None
         self._begin()
+        freed = free() if free is not None else 0
         first = self._next_id
         cur = self._db.executemany(_INSERT, [(i, d, e, s, lane, now, wall, p) for i, (
             d, e, s, lane, p, _) in enumerate(prepared, first)])
@@ -327,7 +293,7 @@ class Outbox(Forwarding, GapMarkers, StoredState, History):
                     dups.append(key)
         delta["duplicates"] += len(dups)
         write_state(self._db, encoded)
-        dropped = self._enforce()
+        dropped = freed + self._enforce()
         self._commit()
         self._next_id = first + len(prepared)
         return PutResult(new, dups, dropped)
@@ -377,7 +343,9 @@ class Outbox(Forwarding, GapMarkers, StoredState, History):
 
     def close(self):
         """Close the database; rows in flight are unsent again at the next open."""
-        with self._lock:
+        with self._take_lock, self._lock:
+            if self._reader is not None:
+                self._reader.close()
             self._db.close()
 
     def __enter__(self):

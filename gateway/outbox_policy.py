@@ -20,8 +20,12 @@ The outbox holds two lanes, ``alarm`` and ``routine``. It has two bounds:
   is kept at all.
 
 A disk that fills (``SQLITE_FULL``) before the size bound is reached is handled by the same
-size policy with a target from ``full_free_bytes``: enough for the failed batch with room
-to spare, doubling on each retry.
+size policy with targets from ``full_targets``: twice the failed batch (at least two pages)
+at first, doubling on each retry until everything stored is covered. Each try frees and
+stores in ONE transaction: delivered history is trimmed first (generously, at least
+``FULL_HISTORY_MIN_BYTES``: it is not a drop), unsent rows are dropped only for what the
+history did not free, and a try whose batch still does not fit is rolled back with its
+drops, so a drop is never made without the batch it made room for being stored.
 
 Rows in flight (handed to a forwarder, not yet acked or released) are never dropped: they
 are about to be delivered, and a row both delivered and reported dropped would make the
@@ -59,8 +63,10 @@ ROW_OVERHEAD_BYTES = 56
 # Rows planned (and deleted) per step, so a large drop never holds a large list in memory.
 CHUNK_ROWS = 2000
 
-# SQLITE_FULL: free at least this much on the first try, doubling on each retry.
-FULL_MIN_FREE_BYTES = 64 * 1024
+# SQLITE_FULL: trim at least this much delivered history per try (history is not a drop, and
+# a generous trim spares the next puts another full disk); unsent rows are dropped only for
+# what a try's target still needs (``full_targets``).
+FULL_HISTORY_MIN_BYTES = 64 * 1024
 
 RowSummary = namedtuple("RowSummary", "row_id device_id boot_epoch seq lane nbytes rx_ms")
 RowSummary.__doc__ = ("What the policy needs of a stored row: its id (insertion order), key, "
@@ -259,11 +265,24 @@ def plan_age_drops(cutoff_ms, stream, in_flight=(), max_rows=CHUNK_ROWS):
     return rows
 
 
-def full_free_bytes(batch_bytes, attempt):
-    """Bytes to free after ``SQLITE_FULL`` on retry ``attempt`` (0, 1, ...): twice the
-    failed batch (the pages it needs plus index growth), at least ``FULL_MIN_FREE_BYTES``,
-    doubling per attempt."""
-    return max(2 * batch_bytes, FULL_MIN_FREE_BYTES) << attempt
+def full_targets(batch_bytes, page_bytes, stored_bytes):
+    """Bytes to free on each try after ``SQLITE_FULL``, smallest first: twice the failed
+    batch (its pages plus index growth), at least two pages of ``page_bytes``, doubling
+    until a target covers ``stored_bytes`` (everything stored: the last try, after which
+    nothing more could be freed)."""
+    target = max(2 * batch_bytes, 2 * page_bytes, 1)
+    while True:
+        yield target
+        if target >= stored_bytes:
+            return
+        target <<= 1
+
+
+def full_split(target, history_freed):
+    """``(history_bytes, unsent_bytes)`` for a try freeing ``target``: the history trim to
+    ask for (at least ``FULL_HISTORY_MIN_BYTES``), and, once ``history_freed`` bytes of it
+    are gone, the unsent bytes still to drop (0 when the history covered the target)."""
+    return max(target, FULL_HISTORY_MIN_BYTES), max(target - history_freed, 0)
 
 
 def count_by_lane(rows):

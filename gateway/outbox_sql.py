@@ -6,7 +6,6 @@ from gateway import outbox_policy as policy
 from gateway.outbox_policy import ALARM, LANES, ROUTINE
 
 SCHEMA_VERSION = 1
-FULL_RETRIES = 8
 _MAX_VARS = 500  # ids per IN (...) statement
 
 _SCHEMA = """

@@ -242,7 +242,7 @@ class Ingest:
         else:
             new = kept
         if self.alarms is None:
-            out.extend([StoredRecord(dev, epoch, rec["seq"], rec, ROUTINE, False, [])
+            out.extend([_stored(StoredRecord, (dev, epoch, rec["seq"], rec, ROUTINE, False, []))
                         for rec in new])
         else:
             for rec, events in zip(new, self.alarms.observe_many(dev, epoch, new, received_s)):
@@ -251,7 +251,8 @@ class Ingest:
                     if any(e.kind in (RAISED, CLEARED) for e in events):
                         lane = ALARM
                     res.events.extend(events)
-                out.append(StoredRecord(dev, epoch, rec["seq"], rec, lane, False, events))
+                out.append(_stored(StoredRecord, (dev, epoch, rec["seq"], rec, lane, False,
+                                                  events)))
         if dups:
             out.sort(key=_by_seq)  # back in pack order (duplicates were listed first)
         self._count(res, "records_held.seq_range", held)
@@ -366,6 +367,9 @@ class Ingest:
         self._state = devices
         self._undo.clear()
         self._json.clear()
+
+
+_stored = tuple.__new__  # a StoredRecord from its 7 fields, without the NamedTuple's __new__
 
 
 def _by_seq(sr):

@@ -3,6 +3,7 @@ the checks on decoded records that ``gateway.pipeline.Ingest`` relies on."""
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from protocol import quality
 
@@ -11,10 +12,10 @@ _KINDS = ("reading", "status", "gap")
 _HEX = "0123456789abcdef"
 
 
-@dataclass(slots=True)  # one per record taken in: slots make it cheap to build
-class StoredRecord:
+class StoredRecord(NamedTuple):  # one per record taken in: a tuple is the cheapest to build
     """One record to insert in the outbox under ``key``; ``record`` is the decoded dict
-    (``seq``, ``t``, ``values``...), ``lane`` ``alarm`` if it raised or cleared an alarm."""
+    (``seq``, ``t``, ``values``...), ``lane`` ``alarm`` if it raised or cleared an alarm,
+    ``events`` the ``AlarmEvent``s it raised, cleared or reported."""
 
     device_id: str
     boot_epoch: int
@@ -22,7 +23,7 @@ class StoredRecord:
     record: dict
     lane: str = ROUTINE
     duplicate: bool = False
-    events: list = field(default_factory=list)
+    events: list = ()
 
     @property
     def key(self):

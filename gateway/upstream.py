@@ -47,34 +47,13 @@ import operator
 import re
 from typing import NamedTuple
 
-import cbor2
-
 from gateway import upstream_fast
-from protocol import quality
-from protocol.senml import (
-    BN,
-    BT,
-    DEFAULT_PEN,
-    GAP,
-    GAP_FIELDS,
-    JSON_LABELS,
-    KINDS,
-    L_EPOCH,
-    L_FLAG,
-    L_KIND,
-    L_SEQ,
-    N,
-    READING,
-    U,
-    V,
-    VS,
-    SenMLError,
-    pack_records,
-)
-from protocol.senml_decode import decode_pack
+from gateway.upstream_senml import (  # noqa: F401 (the readings' general path, re-exported)
+    SENML_CBOR, SENML_JSON, _encode_pack, _json_labels, _prepared, decode_readings,
+    senml_record)
+from protocol.senml import DEFAULT_PEN, GAP, GAP_FIELDS, KINDS, READING, SenMLError
 
 PREFIX = "civicedge/v1"
-SENML_JSON, SENML_CBOR = "senml-json", "senml-cbor"  # as gateway.config.ENCODINGS
 ENCODINGS = (SENML_JSON, SENML_CBOR)
 CONTENT_TYPES = {SENML_JSON: "application/senml+json", SENML_CBOR: "application/senml+cbor"}
 READINGS, ALARMS, GAPS, STATUS = "readings", "alarms", "gaps", "status"
@@ -83,10 +62,7 @@ ONLINE, OFFLINE = "online", "offline"
 GATEWAY_OUTBOX, NODE_LOG, UNENCODABLE = "gateway_outbox", "node_log", "unencodable"
 DEFAULT_MAX_PUBLISH_BYTES = 128 * 1024  # AWS IoT Core's limit; Mosquitto's default is none
 MIN_PUBLISH_BYTES = 512  # a gap or alarm message must always fit
-_GATEWAY_KEYS = ("alarms", "rx_t")  # what the gateway adds to a stored record
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")  # a topic level: no / + # or NUL
-_ABS_TIME_MIN = 1 << 28  # RFC 8428 §4.5.3: smaller times are relative
-_TIME_MAX = 1 << 53
 
 
 class Message(NamedTuple):
@@ -153,77 +129,6 @@ def _json(obj):
                           allow_nan=False).encode("utf-8")
     except (ValueError, TypeError):  # UnicodeEncodeError is a ValueError
         return json.dumps(_finite(obj), separators=(",", ":")).encode("ascii")
-
-
-# -- readings ----------------------------------------------------------------------------------
-def _is_time(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) \
-        and _ABS_TIME_MIN <= x < _TIME_MAX
-
-
-def _unsynced(item):
-    if isinstance(item, (list, tuple)) and len(item) == 3 and item[2] == quality.OK:
-        return [item[0], item[1], quality.TIME_UNSYNCED]
-    return item
-
-
-def senml_record(record, rx_wall_s=None):
-    """The stored ``record`` as ``protocol.senml.pack_records`` takes it: without the keys the
-    gateway added (``alarms``, ``rx_t``), with a whole-second ``t``, and a record without time
-    given the receive time (``rx_t``, else ``rx_wall_s``) with its ``ok`` values flagged
-    ``time_unsynced``. Returns a new dict; raises ``SenMLError`` if ``record`` is no dict."""
-    if not isinstance(record, dict):
-        raise SenMLError("the stored record is %s, not a dict" % type(record).__name__)
-    out = {k: v for k, v in record.items() if k not in _GATEWAY_KEYS}
-    t = out.get("t")
-    if isinstance(t, float) and t.is_integer():
-        out["t"] = t = int(t)
-    if t is None:
-        rx = record.get("rx_t")
-        rx = rx if _is_time(rx) else rx_wall_s
-        if _is_time(rx):
-            out["t"] = int(rx)  # whole seconds, as the profile's times
-            if isinstance(out.get("values"), (list, tuple)):
-                out["values"] = [_unsynced(item) for item in out["values"]]
-    return out
-
-
-# SenML JSON labels in reading order: base fields first (as RFC 8428's examples), then the rest
-_JSON_ORDER = tuple((k, JSON_LABELS.get(k, k)) for k in (
-    BN, L_EPOCH, BT, L_SEQ, L_KIND, N, U, V, VS, L_FLAG) + GAP_FIELDS)
-
-
-def _json_labels(rec):
-    out = {name: rec[k] for k, name in _JSON_ORDER if k in rec}
-    if len(out) != len(rec):  # a label this order does not know: keep it, never drop it
-        out.update((JSON_LABELS.get(k, k), v) for k, v in rec.items() if k not in out)
-    return out
-
-
-def _encode_pack(device_id, boot_epoch, records, encoding, pen):
-    pack = list(pack_records(device_id, boot_epoch, records, pen))
-    try:
-        if encoding == SENML_CBOR:
-            return cbor2.dumps(pack, canonical=True)
-        return json.dumps([_json_labels(rec) for rec in pack], separators=(",", ":"),
-                          ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except (UnicodeError, cbor2.CBOREncodeError) as e:  # text that is no valid Unicode
-        raise SenMLError("a text value cannot be encoded: %s" % (e,)) from e
-
-
-def _prepared(row):
-    """The row's record as ``pack_records`` takes it (``senml_record``)."""
-    return senml_record(row.record, row.rx_wall_s)
-
-
-def decode_readings(payload, encoding=SENML_JSON):
-    """A readings payload back to ``{"device_id", "pen", "boot_epoch", "records"}`` (what a
-    platform does; ``protocol.senml_decode.decode_pack``). Raises ``SenMLError``."""
-    try:
-        obj = cbor2.loads(payload) if encoding == SENML_CBOR else json.loads(payload)
-    except (ValueError, TypeError, EOFError, cbor2.CBORDecodeError) as e:
-        raise SenMLError("payload is not %s: %s" % (encoding, e)) from e
-    return decode_pack(obj)
 
 
 class _Batch:
@@ -336,7 +241,12 @@ class _Batch:
 
     def _pack(self, device_id, boot_epoch, items):
         # the fast path writes the same bytes for records the pipeline made (gateway.upstream_fast)
-        payload = self.fast(device_id, boot_epoch, [r.record for _, r in items], self.pen)
+        records = [r.record for _, r in items]
+        payload = None
+        if self.text_ok and type(records[0]) is str:  # plain readings' stored text, usually
+            payload = upstream_fast.plain_pack_json(device_id, boot_epoch, records, self.pen)
+        if payload is None:
+            payload = self.fast(device_id, boot_epoch, records, self.pen)
         if payload is None and any(type(r.record) is str for _, r in items):
             items = [(seq, self.decoded(r) if type(r.record) is str else r) for seq, r in items]
             items = [item for item in items if item[1] is not None]

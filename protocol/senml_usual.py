@@ -12,7 +12,7 @@ Two record shapes make up nearly every pack (``protocol.senml.encode_pack`` writ
 in deterministic order, which ``cbor2`` keeps): a value of the group in progress, keys
 exactly ``(n, u, v)``, and the first value of a reading group with its own time, ``(n, u, v,
 bt, bseq)``. Each has a short path that checks the same things as the general one in fewer
-steps (a numeric quantity's name and unit in one lookup); any doubt (another shape, a group
+steps (a numeric quantity's name in one lookup, then its unit); any doubt (another shape, a group
 of a status record, a name that is no numeric quantity, a value out of range) and the record
 takes the general path, which decides. A key passes the shape test only if it *is* the
 label's int object (CPython and MicroPython share small ints; where an interpreter did not,
@@ -34,8 +34,9 @@ _BASE = {BVER, BN, BT, BU, L_EPOCH, L_SEQ, L_KIND}
 _OK, _FAILED, _BAD = quality.OK, quality.SENSOR_FAILED, "bad"
 _T_MIN = ABSOLUTE_TIME_MIN  # an int time this big is _usual_time's answer as it is
 _NAMES = {}  # base name -> parse_base_name's (pure) answer: one entry per device of the site
-# (SenML name, unit) -> quantity, for the numeric quantities: a short path's one lookup
-_NUM_Q = dict(((row[2], row[3]), row[1]) for row in QUANTITIES if row[4] == NUM)
+# SenML name -> (quantity, unit), for the numeric quantities (a name has one unit): a short
+# path's one lookup, then the unit compared
+_NUM_Q = dict((row[2], (row[1], row[3])) for row in QUANTITIES if row[4] == NUM)
 
 
 def _usual_time(x):
@@ -89,20 +90,21 @@ def _decode(pack):
             if (a is n_ and b is u_ and c is v_ and values is not None
                     and bt_t == g_t):  # g_t is never _BAD; a quantity is no status counter
                 name, x = raw[n_], raw[v_]
-                q = num_q.get((name, raw[u_]))  # a numeric quantity's name and unit
-                if q is not None and name not in names and (
+                q = num_q.get(name)  # a numeric quantity's name, and its unit
+                if q is not None and raw[u_] == q[1] and name not in names and (
                         -inf < x < inf if type(x) is float else
                         type(x) is int and -lim <= x < lim):
                     names.append(name)
-                    values.append([q, x, ok])
+                    values.append([q[0], x, ok])
                     continue
         elif size == 5:  # (n, u, v, bt, bseq): the first value of a reading group
             a, b, c, d, e = raw
             if (a is n_ and b is u_ and c is v_ and d is bt_ and type(e) is str and e == seq_
                     and bn is not None and not status):
                 name, x, bt_raw, seq = raw[n_], raw[v_], raw[bt_], raw[seq_]
-                q = num_q.get((name, raw[u_]))
-                if (q is not None and type(seq) is int and prev < seq < _UINT32
+                q = num_q.get(name)
+                if (q is not None and raw[u_] == q[1] and type(seq) is int
+                        and prev < seq < _UINT32
                         and (-_TIME_LIMIT < bt_raw < _TIME_LIMIT if type(bt_raw) is int
                              or type(bt_raw) is float else False)
                         and (-inf < x < inf if type(x) is float else
@@ -110,7 +112,7 @@ def _decode(pack):
                     t = bt_raw if type(bt_raw) is int and bt_raw >= _T_MIN else _usual_time(bt_raw)
                     if t is not _BAD:
                         bt, bt_t, g_t, prev = bt_raw, t, t, seq
-                        names, values = [name], [[q, x, ok]]
+                        names, values = [name], [[q[0], x, ok]]
                         records.append({"seq": seq, "t": t, "values": values})
                         continue
         # -- the general path -----------------------------------------------------------------

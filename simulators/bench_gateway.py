@@ -67,8 +67,9 @@ def plain_run(batches, path):
 
 
 def _decoded_batches(keys, frames, frames_per_batch):
-    """Each batch's outbox records as the agent stores them (``gateway.agent._stored``)."""
-    from gateway.agent import _stored
+    """Each batch's outbox records as the agent stores them
+    (``gateway.agent_records.stored_records``)."""
+    from gateway.agent_records import stored_records as _stored
 
     ingest, out = _ingest(keys, True), []
     for batch in _chunks(frames, frames_per_batch):

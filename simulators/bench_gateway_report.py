@@ -20,7 +20,7 @@ PARTS = [line.split("|") for line in (
     "protocol/senml_usual.py|decode_usual|SenML records (`decode_usual`)",
     "gateway/alarms.py|observe_many|alarm rules (`AlarmEngine.observe_many`)",
     "protocol/frame.py|encode_ack|ack (HMAC)",
-    "gateway/agent.py|_stored|agent: records to store (`_stored`)",
+    "gateway/agent_records.py|stored_records|agent: records to store (`stored_records`)",
     "gateway/alarms.py|state_json|alarm state JSON (`AlarmEngine.state_json`)",
     "gateway/pipeline.py|replay_state_json|replay state JSON (`Ingest.replay_state_json`)",
     "gateway/outbox.py|put_many|`Outbox.put_many`",

@@ -107,10 +107,12 @@ def rss_section(m):
         "`Agent` with its `MQTTForwarder`, no sources), read when the readings were acked, "
         "so it covers opening the outbox (`integrity_check`), reading it %d rows at a time "
         "and acking. Before the forwarder started it was %s (%s backlog) and %s (%s). The "
-        "forwarder holds at most two windows of rows (encoded, and in flight), SQLite a "
-        "cache of 8 MiB; the backlog stays on disk."
+        "forwarder holds at most two takes of rows (encoded, and in flight) and the ids of "
+        "the PUBACKed rows its acker has not deleted yet (it takes no more past %d), "
+        "SQLite a cache of 8 MiB and 2 MiB for the reading connection; the backlog stays "
+        "on disk."
         % (_take_rows(), _mb(m["drain"]["hwm_open_kb"]), _grouped(m["n_drain"]),
-           _mb(b["hwm_open_kb"]), _grouped(m["n_big"])),
+           _mb(b["hwm_open_kb"]), _grouped(m["n_big"]), _ack_backlog()),
         "The %s backlog (%.2f GB on disk) was made by the direct SQL fill in %.0f s (the "
         "%s one in %.1f s), and drained in %.0f s (%.0f readings/s; opening it took %.1f s). "
         "Outbox bounds were set above the backlog: the default 256 MiB would drop most of it."
@@ -155,4 +157,9 @@ def idle_section(m):
 def _take_rows():
     from gateway.forward import mqtt as fmqtt
     return fmqtt.TAKE_MAX_ROWS
+
+
+def _ack_backlog():
+    from gateway.forward import mqtt as fmqtt
+    return fmqtt.ACK_BACKLOG_ROWS
 

@@ -2,10 +2,11 @@
 
 Theory of operation (the whole story: docs/gateway-upstream.md; payloads: gateway.upstream)
 ---------------------------------------------------------------------------------------
-One thread of our own does everything: connect, drive paho-mqtt 2.x through its external-loop
-calls (``loop_read``/``loop_write``/``loop_misc`` after a ``select`` on the socket and on a
-wake-up socket pair), take rows, publish, ack. paho's callbacks run in this thread and paho
-runs no thread of its own, so nothing races and a stop never waits on paho.
+One thread of our own does everything but the outbox deletes: connect, drive paho-mqtt 2.x
+through its external-loop calls (``loop_read``/``loop_write``/``loop_misc`` after a
+``select`` on the socket and on a wake-up socket pair), take rows, publish, read the
+PUBACKs. paho's callbacks run in this thread and paho runs no thread of its own, so nothing
+races and a stop never waits on paho. A second thread, the ``Acker``, deletes delivered rows.
 
 * Each connection is a fresh paho client (it holds no message of an earlier connection):
   stable ``client_id``, persistent session, TLS with verification (never plaintext instead),
@@ -15,11 +16,15 @@ runs no thread of its own, so nothing races and a stop never waits on paho.
   thread sleeps in ``select``.
 * At most ``max_inflight`` publishes (fewer if an MQTT 5 broker's Receive Maximum says so)
   await a PUBACK; rows are taken from the outbox only when the window has room, one window's
-  worth at a time, so memory is bounded whatever the backlog.
-* A PUBACK (``on_publish``) frees its slot; rows whose every message was PUBACKed are deleted
-  with one ``outbox.ack`` per ``ACK_DELAY_S`` (one fsync for many PUBACKs). A PUBACK with a
-  failure reason (MQTT 5, e.g. 0x87 when the ACL refuses a topic) deletes nothing, counts a
-  ``publish_error`` and drops the connection. On any disconnect: ``outbox.release_all()``.
+  worth at a time, and not while more than ``ACK_BACKLOG_ROWS`` PUBACKed rows wait for the
+  acker (the deletes set the pace), so memory is bounded whatever the backlog.
+* A PUBACK (``on_publish``) frees its slot; rows whose every message was PUBACKed are handed
+  to the ``Acker`` (``gateway.forward.mqtt_acks``), whose own thread deletes them with one
+  ``outbox.ack`` per ``ACK_DELAY_S`` (one fsync for many PUBACKs) while this thread takes,
+  encodes and sends the next rows. A PUBACK with a failure reason (MQTT 5, e.g. 0x87 when
+  the ACL refuses a topic) deletes nothing, counts a ``publish_error`` and drops the
+  connection. On any disconnect: the acker finishes its deletes, then
+  ``outbox.release_all()``.
 * paho finds a dead link 2 × its keepalive after the last packet, so it gets ¾ of
   ``keepalive_s``: a half-open link is dropped within 1.5 × ``keepalive_s``.
 
@@ -27,7 +32,7 @@ Files: this module holds the forwarding (the contract, the thread's loop, the wi
 publish, PUBACK → ack, clean stop, teardown); ``gateway.forward.mqtt_link`` holds the
 connection it runs on (``MQTTLink``, a mixin of ``MQTTForwarder``: TLS context, paho client
 factory, connect and its failure reasons, the ``select`` network step, the backoff sleep,
-paho's callbacks).
+paho's callbacks); ``gateway.forward.mqtt_acks`` the deletes of delivered rows (``Acker``).
 """
 
 import logging
@@ -41,15 +46,19 @@ import paho.mqtt.client as mqtt
 from gateway import security, upstream
 from gateway.backoff import Backoff
 from gateway.forward import Forwarder, InFlight
+from gateway.forward.mqtt_acks import Acker
 from gateway.forward.mqtt_link import (  # noqa: F401 (importable from here as before)
     _AUTH_CODES, MQTT311, MQTT5, SESSION_EXPIRY_S, MQTTLink)
+from gateway.outbox_sql import OutboxError
 
 log = logging.getLogger("civicedge.gateway.forward.mqtt")
 
 GAP_POLL_S = 30.0
-TAKE_MAX_ROWS = 4096  # rows read from the outbox at once (memory bound per take)
+TAKE_MAX_ROWS = 10000  # rows read from the outbox at once (memory bound per take)
 ACK_DELAY_S = 0.1  # PUBACKed rows are deleted together within this (one fsync for many)
-ACK_BATCH_ROWS = 4096
+ACK_BATCH_ROWS = 16384  # at most this many in one (a bigger one costs less a row, more memory)
+ACK_FLUSH_S = 10.0  # at a disconnect, wait this long at most for the deletes to finish
+ACK_BACKLOG_ROWS = 2 * ACK_BATCH_ROWS  # no take while more PUBACKed rows wait for a delete
 IDLE_WAIT_S = 1.0  # select timeout with nothing to send: paho's keepalive needs the calls
 STABLE_S = 10.0  # a connection up this long resets the backoff (a broker that accepts and
 # drops at once, e.g. another client with our client_id, is retried ever more slowly)
@@ -102,6 +111,7 @@ class MQTTForwarder(MQTTLink, Forwarder):
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._thread = None
+        self._acks = None  # the Acker, from start()
         self._stop_by = None  # (when stop() was called, seconds the thread may take)
         self.outbox = None
         self._reset_link()
@@ -111,6 +121,8 @@ class MQTTForwarder(MQTTLink, Forwarder):
         if self._thread is not None:
             raise RuntimeError("MQTTForwarder.start: already started")
         self.outbox = outbox
+        self._acks = Acker(outbox, self._count, ACK_DELAY_S, ACK_BATCH_ROWS, done=self._poke)
+        self._acks.start()
         self._thread = threading.Thread(target=self._run, name="civicedge-mqtt-forwarder",
                                         daemon=True)
         self._thread.start()
@@ -128,6 +140,10 @@ class MQTTForwarder(MQTTLink, Forwarder):
 
     def wake(self):
         self._woken.set()
+        self._poke()
+
+    def _poke(self):
+        """End this thread's wait in ``select`` (new rows; the acker caught up)."""
         try:
             self._wake_w.send(b"\0")
         except OSError:  # the pair is full (a wake is pending anyway) or closed
@@ -165,7 +181,6 @@ class MQTTForwarder(MQTTLink, Forwarder):
         self._connack = None  # None: waiting; else the CONNACK's ReasonCode
         self._broken = None  # why this connection must be dropped
         self._more = True  # the last take was full: there may be more rows
-        self._ack_due = None  # when PUBACKed rows must be deleted from the outbox at the latest
         self._next_gap_poll = 0.0
 
     # -- the thread ----------------------------------------------------------------------------
@@ -190,6 +205,7 @@ class MQTTForwarder(MQTTLink, Forwarder):
             if not self._stopping.is_set():
                 self._sleep(self._backoff.next_s())
         self._set_status(False, "stopped")
+        self._acks.stop(self._flush_s())
         for s in (self._wake_r, self._wake_w):
             s.close()
 
@@ -216,11 +232,8 @@ class MQTTForwarder(MQTTLink, Forwarder):
             self._settle()
             self._fill(client)
             self._settle()
-            busy = (self._ready or self._more) and self._room() > 0
-            wait = IDLE_WAIT_S
-            if self._ack_due is not None:
-                wait = min(wait, max(0.0, self._ack_due - time.monotonic()))
-            self._step(client, 0.0 if busy or self._pubacks else wait)
+            busy = (self._ready or self._more and self._can_take()) and self._room() > 0
+            self._step(client, 0.0 if busy or self._pubacks else IDLE_WAIT_S)
         self._settle(force=True)
         self._set_status(False, "disconnected", "%s: %s" % (where, self._broken or "closed"))
         log.warning("MQTT link to %s ended: %s", where, self._broken or "closed")
@@ -241,7 +254,7 @@ class MQTTForwarder(MQTTLink, Forwarder):
         now = time.monotonic()
         if not self._ready and room > 0 and not self._stopping.is_set():
             rows, markers = [], []
-            if self._more or self._woken.is_set():
+            if (self._more or self._woken.is_set()) and self._can_take():
                 self._woken.clear()
                 n = min(self._window * self.up.readings_per_publish, TAKE_MAX_ROWS)
                 # SenML JSON packs are written from the stored text (gateway.upstream_fast)
@@ -261,6 +274,10 @@ class MQTTForwarder(MQTTLink, Forwarder):
             self._flight.sent(info.mid, msg)
             self._count("publishes")
 
+    def _can_take(self):
+        """False while the acker is behind: PUBACKed rows wait for their delete."""
+        return self._acks.backlog() <= ACK_BACKLOG_ROWS
+
     def _queue(self, rows, markers):
         msgs = upstream.encode_rows(rows, self.site_id, self.gateway_id, self.up.encoding,
                                     self.up.readings_per_publish, self.max_publish_bytes, self.pen)
@@ -271,9 +288,11 @@ class MQTTForwarder(MQTTLink, Forwarder):
         self._ready.extend(msgs)
 
     def _settle(self, force=False):
-        """Read the PUBACKs (each frees its slot in the window) and delete the rows they
-        complete from the outbox: one transaction (one fsync) per ``ACK_DELAY_S`` or
-        ``ACK_BATCH_ROWS``, and at once with ``force``."""
+        """Read the PUBACKs (each frees its slot in the window) and hand the rows they
+        complete to the acker (one outbox transaction per ``ACK_DELAY_S`` or
+        ``ACK_BATCH_ROWS``); with ``force``, wait until it deleted them. Raises the
+        ``OutboxError`` of a delete that failed (the connection is then dropped and the
+        rows released)."""
         acks, self._pubacks = self._pubacks, []
         refused, confirmed = [], 0
         for mid, rc in acks:
@@ -288,26 +307,28 @@ class MQTTForwarder(MQTTLink, Forwarder):
                 refused += [] if msg is None else ["%s: %s" % (msg.topic, rc)]
             else:
                 confirmed += self._flight.confirm(mid) is not None
-        self._count("pubacks", confirmed)
+        if confirmed:
+            self._count("pubacks", confirmed)
         if refused:
             self._count("publish_errors", len(refused))
             self._broken = "the broker refused %d publish(es), e.g. %s (check its ACL for " \
                            "civicedge/v1/%s/#)" % (len(refused), refused[0], self.site_id)
         f = self._flight
-        if not (f.done_rows or f.done_gaps):
-            return
-        now = time.monotonic()
-        if self._ack_due is None:
-            self._ack_due = now + ACK_DELAY_S
-        if force or now >= self._ack_due or len(f.done_rows) >= ACK_BATCH_ROWS:
-            rows, gaps = f.take_done()
-            self._ack_due = None
-            if rows:
-                self.outbox.ack(rows)
-                self._count("forwarded", len(rows))
-            if gaps:
-                self.outbox.ack_gaps(gaps)
-                self._count("gaps_forwarded", len(gaps))
+        if f.done_rows or f.done_gaps:
+            self._acks.submit(*f.take_done())
+        if force and not self._acks.flush(self._flush_s()):
+            raise OutboxError("deleting delivered rows from the outbox took over %.1f s"
+                              % self._flush_s())
+        error = self._acks.take_error()
+        if error is not None:
+            raise error
+
+    def _flush_s(self):
+        """How long the acker may take to finish: ``ACK_FLUSH_S``, or what ``stop()`` left."""
+        if self._stop_by is None:
+            return ACK_FLUSH_S
+        t0, span = self._stop_by
+        return max(0.1, t0 + span - time.monotonic())
 
     def _finish(self, client):
         """A clean stop within ``stop()``'s time: let the window drain for half of it, say

@@ -35,9 +35,10 @@ settles the arrival (``Arrival.settled``): stored (or rejected by the pipeline) 
 gateway killed before that gets the event again from the broker (persistent session) and
 the pipeline de-duplicates it. Not stored (the outbox refused the batch: a full disk), or not
 taken (the agent's queue stayed full) -> the uplink moves to the source's bounded memory
-(``gateway.sources.holding.Holding``, ``max_held``), is PUBACKed (the broker must not become
-the buffer, RELIABILITY.md rule 3), and a retry thread hands it to the agent again after 1 s,
-then up to every 30 s while the disk stays full (``retried``). Past ``max_held`` the oldest
+(``gateway.sources.holding.Holding``, ``max_held``: the key ``sources.chirpstack.max_held``,
+4096 by default), is PUBACKed (the broker must not become the buffer, RELIABILITY.md rule 3),
+and a retry thread hands it to the agent again after 1 s, then up to every 30 s while the
+disk stays full (``retried``). Past ``max_held`` the oldest
 held uplink is dropped, counted (``dropped.held_full``) and marked by a gap record in its
 device's stream, stored once the disk has room. What is held lives in memory: a gateway
 stopped or killed while the disk is full loses it (``lost_at_stop`` is counted and logged
@@ -53,6 +54,7 @@ from typing import NamedTuple
 from chirpstack_api import integration
 from google.protobuf import json_format
 
+from gateway.config_types import MAX_HELD  # uplinks held while the disk is full (~0.5 KB each)
 from gateway.pipeline import normalise_dev_eui
 from gateway.sources import GAP, LORAWAN, Arrival, RetryDelay, wall_or_none
 from gateway.sources.holding import Holding
@@ -69,7 +71,6 @@ MAX_DATA_BYTES = 255      # the LoRa PHY header's payload length is one byte
 MAX_DEDUP_ID = 128        # the pipeline's bound (a UUID is 36)
 REASONS = ("oversize", "not_utf8", "json", "dev_eui", "topic_mismatch", "dedup_id",
            "no_data", "data_too_long", "other_port")
-MAX_HELD = 4096           # uplinks held in memory while the disk is full (~0.5 KB each)
 RETRY_BATCH = 256         # held uplinks handed to the agent per try
 _LOG_EVERY_S = 60.0
 
@@ -170,6 +171,7 @@ class ChirpStackSource(MQTTSubscription):
         self.application_id = cs.application_id
         self.f_port = f_port
         self._holding = Holding(max_held, devices)
+        self.max_held = max_held  # the bound (sources.chirpstack.max_held)
         self._delay = RetryDelay(retry_min_s, retry_max_s)
         self._halt, self._kick = threading.Event(), threading.Event()
         self._retry_ok = False  # an uplink was stored since the last try

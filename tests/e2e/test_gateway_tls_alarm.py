@@ -21,13 +21,18 @@ from tests.e2e.gatewayharness import GATEWAY_ID, SITE_ID, UP_PW, JumpingClock, S
 pytestmark = pytest.mark.skipif(not mosquitto_available(), reason="mosquitto not installed")
 
 
-def tls_alarms(site):
-    """The gateway's tls_failure events the platform received, in order."""
+def gateway_alarms(site, rule):
+    """The gateway's own ``rule`` events the platform received, in order."""
     out = []
     for t, payload in site.collector.topics("/alarms"):
         if t == "civicedge/v1/%s/%s/alarms" % (SITE_ID, GATEWAY_ID):
-            out += [e for e in json.loads(payload)["alarms"] if e["rule"] == "tls_failure"]
+            out += [e for e in json.loads(payload)["alarms"] if e["rule"] == rule]
     return out
+
+
+def tls_alarms(site):
+    """The gateway's tls_failure events the platform received, in order."""
+    return gateway_alarms(site, "tls_failure")
 
 
 def test_a_wrong_ca_raises_the_tls_alarm_in_the_agent_and_a_good_link_clears_it(tmp_path,

@@ -9,7 +9,7 @@ accepted (``put_many`` returned it, so the pipeline acked the node) is stored, d
 dropped by the policy -- and every drop is counted (per lane) and inside a gap marker's range
 for its device (markers' counts add up to the drops); drops take the oldest rows of a lane
 first and never a row in flight, and alarms only once no routine row is left to
-drop; no row is both delivered and still stored, or handed out twice at once; the tracked size
+drop; a put refused with ``OutboxFull`` drops nothing (drops happen only with the batch stored); no row is both delivered and still stored, or handed out twice at once; the tracked size
 stays within the bound (plus what was in flight when it was last enforced), and no row outlives
 the age bound."""
 
@@ -120,6 +120,7 @@ class OutboxMachine(RuleBasedStateMachine):
         gone = self.reconcile(may_drop=True, resent=resent)
         if result is None:
             assert not set(expected_new) & set(self.rows_in_file()), "OutboxFull stored rows"
+            assert not gone, "OutboxFull dropped rows for a batch it did not store"
         else:
             assert result.dropped == len(gone)
         self.check_alarms_last(before, gone, stats_before, resent)

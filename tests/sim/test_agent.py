@@ -176,9 +176,12 @@ def test_no_ack_while_the_disk_is_full_and_the_resend_is_stored_afresh(site, cap
     agent.step()
     assert node.acks == [frame.Ack(DEV, 7, 25 * i + 24) for i in range(4)]
     assert node.durable_at_ack[0] == set(range(100))  # the whole batch, one transaction
-    snap = agent.snapshot()
-    assert snap.get("pipeline.duplicates", 0) == 0 and snap["agent.records_stored"] == 100
-    assert [r.seq for r in up.pump()] == list(range(100))
+    snap = agent.snapshot()  # the readings, and the disk_full alarm raised by the refusal
+    assert snap.get("pipeline.duplicates", 0) == 0 and snap["agent.records_stored"] == 101
+    rows = up.pump()
+    assert [r.seq for r in rows if r.device_id == DEV] == list(range(100))
+    assert [(r.lane, [e["rule"] for e in r.record["alarms"]]) for r in rows
+            if r.device_id == "gw1"] == [("alarm", ["disk_full"])]
     agent.stop()
 
 

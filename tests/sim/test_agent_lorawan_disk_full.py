@@ -110,9 +110,11 @@ def test_uplinks_refused_by_a_full_disk_are_held_and_stored_once_it_has_room(
         snap = gw.agent.snapshot()
         assert snap["agent.store_failures.outbox_full"] >= 2 and gw.rows() == {}
         assert snap["source.chirpstack.holding"] == 5
+        assert snap["agent.disk_full_alarm_active"] == 1  # raised (gateway.agent_disk)
         gw.agent.outbox.cap_file_bytes(1 << 30)  # room again
         want = {(BIN, EPOCH, s) for s in range(5 * PER_UPLINK)}
-        assert wait_until(lambda: set(gw.rows()) == want, 20), len(gw.rows())
+        assert wait_until(lambda: {k for k in gw.rows() if k[0] == BIN} == want, 20), \
+            len(gw.rows())
         assert wait_until(lambda: gw.counters()["holding"] == 0, 10)
         c = gw.counters()
         assert c["uplinks"] == 5 and c["dropped.held_full"] == 0 and c["held_unmarked"] == 0

@@ -91,11 +91,17 @@ def test_age_cutoff_is_running_time_minus_the_bound():
 
 
 # -- disk full ----------------------------------------------------------------------------------
-def test_full_free_bytes_covers_the_batch_and_doubles():
-    assert p.full_free_bytes(1000, 0) == p.FULL_MIN_FREE_BYTES
-    assert p.full_free_bytes(1000, 1) == 2 * p.FULL_MIN_FREE_BYTES
-    assert p.full_free_bytes(100_000, 0) == 200_000
-    assert p.full_free_bytes(100_000, 3) == 1_600_000
+def test_full_targets_cover_the_batch_and_double_until_everything_is_covered():
+    assert list(p.full_targets(1000, 4096, 30_000)) == [8192, 16384, 32768]  # two pages first
+    assert list(p.full_targets(100_000, 4096, 1_000_000)) == [200_000, 400_000, 800_000,
+                                                              1_600_000]
+    assert list(p.full_targets(100_000, 4096, 0)) == [200_000]     # nothing stored: one try
+
+
+def test_full_split_takes_history_first_and_drops_only_the_rest():
+    assert p.full_split(8192, 0) == (p.FULL_HISTORY_MIN_BYTES, 8192)  # history trimmed generously
+    assert p.full_split(8192, 26_000) == (p.FULL_HISTORY_MIN_BYTES, 0)  # history covered it
+    assert p.full_split(200_000, 150_000) == (200_000, 50_000)      # unsent rows: the rest only
 
 
 # -- accounting ---------------------------------------------------------------------------------
