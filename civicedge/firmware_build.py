@@ -2,7 +2,7 @@
 
 Flash layout (the littlefs root on the ESP32, ``/flash`` in the simulator)::
 
-    boot.py, main.py            source: MicroPython runs these two as .py
+    boot.py, main.py            source, a few lines each (main.py runs app/main.mpy): nothing to compile
     app/**.mpy                  firmware/app, imported as ``app.*`` (the root is on sys.path)
     <name>.mpy                  any other firmware/*.py module
     lib/drivers/*.mpy           drivers/, imported as ``drivers.*`` (/lib is on sys.path)
@@ -86,7 +86,8 @@ def node_config(board, profile, device_id, link=None, firmware_version=None):
             "; use a LoRa board (esp32-devkitc-rak3272s)" if link == "lorawan" else ""))
     rail = None
     if power["rail_gated"]:
-        rail = dict(_section(board["rail"]), settle_ms=power.get("rail_settle_ms", board["rail"]["settle_ms"]))
+        rail = dict(_section(board["rail"]), settle_ms=power.get("rail_settle_ms", board["rail"]["settle_ms"]),
+                    **({"off_ms": power["rail_off_ms"]} if "rail_off_ms" in power else {}))
     link_cfg = {"type": link}
     if link in ("serial", "lorawan"):
         link_cfg["uart"] = _section(board["uart"])

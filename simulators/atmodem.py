@@ -43,7 +43,11 @@ the virtual clock, and ``time_mode`` says who moves the clock there:
 - ``"follow"``: nothing moves the clock here; scheduled output is written once someone
   else (the host's sleeps, a simulation's scheduler) has moved it past the due time, so
   many modems can share one clock. A command that arrives before the modem's transmission
-  and receive windows are over is answered busy.
+  and receive windows are over is answered busy. A host on that clock can *settle* the
+  emulator instead of waiting for it in real time (``uart_counts``, ``uart_settle``: what
+  ``SimServer``'s ``uart_peer``/``uart_settle`` serve to the board's ``machine.UART``): it
+  takes the host's bytes up to a count, prints everything due by now and says when its next
+  output is due.
 
 Modules: this one holds the pty thread, fault scripting and the public
 ``ATModemEmulator``; ``atmodem_radio`` the LoRaWAN model (timeline, duty cycle, join,
@@ -51,11 +55,15 @@ uplinks and downlinks, ``Uplink``); ``atmodem_rak`` and ``atmodem_e5`` the diale
 command handlers.
 """
 
+import array
+import fcntl
 import logging
 import os
 import random
 import select
+import termios
 import threading
+import time
 import tty
 
 from drivers.atmodem_core import redact
@@ -130,6 +138,10 @@ class ATModemEmulator(RakCommands, E5Commands, RadioModel):
         self._timeline = []
         self._seq = 0
         self._suppress = False
+        self._line = bytearray()  # the command line being received
+        self._skipping = False  # a line over max_line: skipped up to its end
+        self._consumed = self._emitted = 0  # bytes taken from the host, written for it
+        self._host_settles = False  # a host on the clock settles us (uart_counts was called)
         self._master = self._slave = None
         self._thread = None
         self._stopping = False
@@ -171,34 +183,71 @@ class ATModemEmulator(RakCommands, E5Commands, RadioModel):
         self.stop()
 
     def _run(self):
-        buf = bytearray()
-        skipping = False
         while not self._stopping:
-            wait = 0.002 if (self._timeline and self.time_mode == "follow") else 0.05
+            # follow mode: output falls due as the host's clock moves; a host that settles
+            # (uart_counts) makes it print at its reads, so nothing needs polling for it here
+            polling = self._timeline and self.time_mode == "follow" and not self._host_settles
+            wait = 0.002 if polling else 0.05
             ready, _, _ = select.select([self._master, self._wake_r], [], [], wait)
             if self._stopping:
                 return
-            data = b""
-            if self._master in ready:
-                try:
-                    data = os.read(self._master, 4096)
-                except (BlockingIOError, OSError):
-                    data = b""
             with self._lock:
-                for b in data:
-                    if b in (0x0D, 0x0A):
-                        if buf and not skipping:
-                            self._command(bytes(buf))
-                        buf.clear()
-                        skipping = False
-                    elif not skipping:
-                        buf.append(b)
-                        if len(buf) > self.max_line:
-                            buf.clear()
-                            skipping = True
-                            self._rak_status("AT_TEST_PARAM_OVERFLOW") if self.dialect == "rak3172" \
-                                else self._emit("+AT: ERROR(-21)")
-                self._run_timeline()
+                self._pump(self._master in ready)
+
+    def _pump(self, readable=True):
+        """Take the host's bytes (lock held): complete lines are commands; then the output due."""
+        data = b""
+        if readable:
+            try:
+                data = os.read(self._master, 4096)
+            except (BlockingIOError, OSError):
+                data = b""
+        self._consumed += len(data)
+        buf = self._line
+        for b in data:
+            if b in (0x0D, 0x0A):
+                if buf and not self._skipping:
+                    self._command(bytes(buf))
+                buf.clear()
+                self._skipping = False
+            elif not self._skipping:
+                buf.append(b)
+                if len(buf) > self.max_line:
+                    buf.clear()
+                    self._skipping = True
+                    self._rak_status("AT_TEST_PARAM_OVERFLOW") if self.dialect == "rak3172" \
+                        else self._emit("+AT: ERROR(-21)")
+        self._run_timeline()
+
+    # -- settling, for a host on the same virtual clock (SimServer's uart_peer, uart_settle) ----
+    def uart_counts(self):
+        """``(consumed, emitted)``: bytes taken from the host, and bytes written for it less
+        those still waiting in the pty for the host to read (a host that opens the port now
+        counts from there). From then on the host settles the emulator (``uart_settle`` at its
+        reads), so in "follow" mode the thread no longer polls the clock for due output."""
+        with self._lock:
+            self._host_settles = self.time_mode == "follow"
+            waiting = array.array("i", [0])
+            try:
+                fcntl.ioctl(self._slave, termios.FIONREAD, waiting)
+            except OSError:
+                waiting[0] = 0
+            return self._consumed, self._emitted - waiting[0]
+
+    def uart_settle(self, sent, timeout_s=2.0):
+        """Take the host's bytes up to its count ``sent`` (waiting, bounded, for them to cross
+        the pty) and write everything due by now on the clock: ``(emitted, due_us)``, the
+        byte count written for the host and when the next scheduled output is due (None:
+        nothing scheduled). Only in "follow" mode (the host's clock is the one that moves)."""
+        if self.time_mode != "follow":
+            raise ValueError("uart_settle needs time_mode 'follow', not %r" % (self.time_mode,))
+        end = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                self._pump()
+                if self._consumed >= sent or time.monotonic() > end:
+                    return self._emitted, (self._timeline[0][0] if self._timeline else None)
+            select.select([self._master], [], [], 0.001)
 
     # -- controls for tests and the network stand-in ---------------------------------------
     def queue_downlink(self, port, payload, window=None, rssi_dbm=None, snr_db=None):
@@ -247,6 +296,7 @@ class ATModemEmulator(RakCommands, E5Commands, RadioModel):
             n = os.write(self._master, data)
         except BlockingIOError:
             n = 0
+        self._emitted += n
         self.counters["dropped_output_bytes"] += len(data) - n
 
     def _emit(self, line):

@@ -19,6 +19,10 @@ port and as an ESP32 (32-bit) would need it.
    ``docs/benchmarks.md``), the same objects and the firmware itself are measured on it too;
    otherwise the figures recorded with one (``RECORDED_32BIT``) are shown, marked so.
 
+3. **Per profile.** The same least free heap for each profile's build with its own link's far
+   end (the serial gateway stub, or the modem emulator and the LoRaWAN network stub), deep
+   sleep, every wake logging and sending (``PROFILE_SETS``).
+
 The ESP32-equivalent free heap for this port is ``ESP32_FREE_HEAP * FACTOR``:
 ``tests/e2e/nodeharness.py`` runs the firmware's long tests there.
 """
@@ -29,6 +33,7 @@ import pathlib
 import subprocess
 import tempfile
 
+from simulators.bench_heap_notes import ARTIFACTS, HISTORY, LORAWAN, RECIPE
 from simulators.mpyrun import REPO, micropython_binary, micropython_env
 
 WAKES = 5
@@ -45,15 +50,30 @@ ESP32_FREE_HEAP = 100 * 1024  # an ESP32 without PSRAM: MicroPython's free heap 
 # main.py, the simulator's messages). The harness uses the object ratio: a 64-bit heap of
 # 100 KB x 1.46 holds the same objects as the ESP32's 100 KB.
 FACTOR = 1.46
-# Measured once (2026-11-22) with a 32-bit build of the unix port (see docs/benchmarks.md):
-# object -> bytes, and the firmware's least free heap (KB) for WAKES wakes.
+# Measured once with a 32-bit build of the unix port (see docs/benchmarks.md): object -> bytes
+# (2026-11-22), and each profile's least free heap (KB) for WAKES wakes (PROFILE_SETS; the
+# firmware with main.py a stub and the composition root in app/main.mpy).
 RECORDED_32BIT = {
     "objects": {"small int": 0, "float": 16, "str, 2 chars": 32, "bytes(100)": 128, "bytearray(16)": 32,
                 "bytearray(100)": 128, "tuple of 3": 32, "list of 8": 48, "dict, 3 entries": 48,
                 "dict, 16 entries": 160, "instance, 3 attributes": 48, "closure + cell": 48, "bound method": 16,
                 "protocol.cbor (.mpy)": 3408, "drivers.scd4x (.mpy)": 9376},
-    "firmware_kb": 102,
+    "profiles_kb": {"classroom-co2": 96, "legionella-outlet": 104, "bin-level": 109, "street-no2": 115},  # 2026-11-23
 }
+PROFILES = ("classroom-co2", "legionella-outlet", "bin-level", "street-no2")
+# Every profile deep-sleeping (a run ends after its wakes) and sending at every wake, so each
+# wake goes through the whole send path; street-no2 logs every sample instead of 15-min means.
+PROFILE_SETS = {"classroom-co2": [], "legionella-outlet": ["link.lorawan.max_delay_s=0"],
+                "bin-level": ["link.lorawan.max_delay_s=0"], "street-no2": ["mean_period_s=0"]}
+_LORAWAN_IDS = ["link.lorawan.dev_eui=70b3d57ed005a1c3", "link.lorawan.join_eui=70b3d57ed0000000"]
+_APP_KEY = "a0b1c2d3e4f5061728394a5b6c7d8e9f"
+_TRUTH = {"co2_ppm": 800, "temperature_c": 21, "rh_percent": 45, "distance_cm": 70.0, "no2_ppb": 42.0}
+_ELECTRODE = {"electrode": {"zero_algorithm": 1, "noise_ppb": 0.0}, "we": 0, "ae": 1}
+_DEVICES = {"classroom-co2": [{"model": "scd4x", "address": 0x62}],
+            "legionella-outlet": [{"model": "tmp117", "address": 0x48}],
+            "bin-level": [{"model": "i2cxl", "address": 0x70}, {"model": "tmp117", "address": 0x48}],
+            "street-no2": [{"model": "ads1115", "address": 0x48, "inputs": _ELECTRODE},
+                           {"model": "tmp117", "address": 0x49}]}
 
 # MicroPython program: each object K times, gc.mem_alloc() before/after (objects kept alive);
 # then imports of .mpy modules from the path given as argv[1].
@@ -213,15 +233,63 @@ def _trivial(binary=None):
     return ok
 
 
-def _node(install, binary=None, wakes=WAKES):
+def _node(install, binary=None, wakes=WAKES, device="sch1-rm12-co2", devices=None):
     from simulators.i2c_server import SimServer
     from simulators.serial_gateway import SerialGatewayStub
 
+    devices = devices or [{"model": "scd4x", "truth": {"co2_ppm": 800, "temperature_c": 21, "rh_percent": 45}}]
+
     def ok(heap, extra):
-        with SimServer() as srv, SerialGatewayStub({"sch1-rm12-co2": KEY}) as gw:
-            srv.rig.setup([{"model": "scd4x", "truth": {"co2_ppm": 800, "temperature_c": 21, "rh_percent": 45}}])
+        with SimServer() as srv, SerialGatewayStub({device: KEY}) as gw:
+            srv.rig.setup(devices)
             s = _board(install, heap, binary, extra, server=srv, env={"CIVICEDGE_UART2": gw.port_path}, wakes=wakes)
             readings = sum(1 for d, e, r in gw.records if r.get("kind", "reading") == "reading")
+        return s is not None and s.get("end") == "wakes" and readings >= wakes + 1
+    return ok
+
+
+def build_profile(name, out):
+    """``name``'s build on its reference board and default link, deep sleep, ``PROFILE_SETS``,
+    with its secrets; returns (directory, link type)."""
+    from civicedge import firmware_build as fb
+    from simulators.ads1115 import SimADS1115
+
+    prof = fb.load_profile(name)
+    link = prof["profile"]["link"]
+    out = pathlib.Path(out)
+    calibration = None
+    if name == "street-no2":
+        calibration = out.parent / (out.name + "-sheet.json")
+        calibration.write_text(json.dumps(SimADS1115(0x48, inputs=_ELECTRODE, seed=9).electrode_sheet))
+    sets = ["power.sleep=deep"] + PROFILE_SETS[name] + (_LORAWAN_IDS if link == "lorawan" else [])
+    fb.build(prof["profile"]["board"], name, prof["profile"]["example_device_id"], out, sets=sets,
+             calibration=calibration)
+    (out / "secrets.json").write_text(json.dumps({"device_key_hex": KEY.hex(), "lorawan_app_key_hex": _APP_KEY}))
+    return out, link
+
+
+def _profile_node(name, install, link, binary=None, wakes=WAKES):
+    """``ok(heap, extra)`` for a profile's build: every wake's reading delivered over ``link``."""
+    from simulators.atmodem import ATModemEmulator
+    from simulators.i2c_server import SimServer
+    from simulators.lorawan_gateway import LoRaWANGatewayStub
+
+    device = json.loads((pathlib.Path(install) / "config.json").read_text())["device_id"]
+    devices = [dict(d, truth=_TRUTH, seed=9) for d in _DEVICES[name]]
+    if link != "lorawan":
+        return _node(install, binary, wakes, device, devices)
+
+    def ok(heap, extra):
+        gw = LoRaWANGatewayStub(port=2)
+        with SimServer() as srv:
+            srv.rig.setup(devices)
+            srv.analog["35"] = 1.5
+            with ATModemEmulator("rak3172", clock=srv.rig.clock, network=gw, clock_lock=srv.lock,
+                                 expected_app_key=_APP_KEY) as emu:
+                gw.attach(emu)
+                s = _board(install, heap, binary, extra, server=srv, env={"CIVICEDGE_UART2": emu.port_path},
+                           wakes=wakes)
+        readings = sum(1 for d, e, r in gw.records if r.get("kind", "reading") == "reading")
         return s is not None and s.get("end") == "wakes" and readings >= wakes + 1
     return ok
 
@@ -237,22 +305,25 @@ def build_classroom(out):
 
 def bench_heap():
     bin32 = os.environ.get("CIVICEDGE_MICROPYTHON32")
+    least, least32 = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        out = build_classroom(pathlib.Path(tmp) / "flash")
         trivial = _least_confirmed(_trivial())
-        node = _least_confirmed(_node(out))
-        costs64 = object_costs(lib=out / "lib")
-        if bin32:
-            costs32 = object_costs(bin32, lib=out / "lib")
-            node32 = _least_confirmed(_node(out, bin32))
-        else:
-            costs32, node32 = RECORDED_32BIT["objects"], RECORDED_32BIT["firmware_kb"] * 1024
+        for name in PROFILES:
+            out, link = build_profile(name, pathlib.Path(tmp) / name)
+            least[name] = (link, _least_confirmed(_profile_node(name, out, link)))
+            least32[name] = (_least_confirmed(_profile_node(name, out, link, bin32)) if bin32 else
+                             (RECORDED_32BIT["profiles_kb"].get(name) or 0) * 1024 or None)
+            if name == "classroom-co2":
+                costs64 = object_costs(lib=out / "lib")
+                costs32 = object_costs(bin32, lib=out / "lib") if bin32 else RECORDED_32BIT["objects"]
     equivalent = int(ESP32_FREE_HEAP * FACTOR)
-    rows = [("trivial firmware (deep sleep only; baseline), this 64-bit port", _kb(trivial), "1.00"),
-            ("classroom-co2, serial link, built .mpy, this 64-bit port", _kb(node),
-             "%.2f" % (node / trivial) if node and trivial else "-"),
-            ("the same on a 32-bit unix port%s" % ("" if bin32 else " (recorded, see below)"), _kb(node32),
-             "%.2f" % (node32 / trivial) if node32 and trivial else "-")]
+    rows = [("trivial firmware (deep sleep only; baseline), this 64-bit port", _kb(trivial), "1.00")]
+    for name in PROFILES:
+        link, n64 = least[name]
+        n32 = least32[name]
+        rows.append(("%s, %s link, this 64-bit port" % (name, link), _kb(n64), _ratio(n64, trivial)))
+        rows.append(("%s, %s link, a 32-bit unix port%s" % (name, link, "" if bin32 else " (recorded, see below)"),
+                     _kb(n32), _ratio(n32, trivial)))
     table = ["| object | this port (measured) | layout model, 8-byte words | 32-bit port (%s) | "
              "layout model, 4-byte words | 64-bit ÷ 32-bit |" % ("measured" if bin32 else "recorded"),
              "|---|---|---|---|---|---|"]
@@ -264,10 +335,13 @@ def bench_heap():
         table.append("| %s | %d B | %s | %s | %s | %s |" % (
             name, b64, "-" if m64 is None else "%d B" % m64, "-" if b32 is None else "%d B" % b32,
             "-" if m32 is None else "%d B" % m32, "%.2f" % (b64 / b32) if b32 else "-"))
-    goal = ("met" if node and node <= equivalent else "not met")
+    worst = max((n for link, n in least.values()), key=lambda n: n or 10 ** 9)
+    worst32 = max((n or 0 for n in least32.values()))
+    goal = "met" if worst and worst <= equivalent else "not met"
     notes = [
-        "Free heap at every boot (`board.py --heap-free`), to %d KB, for %d wakes with every reading acknowledged; "
-        "the least heap from which every heap up to %d KB above also passes, with two total heap sizes "
+        "Free heap at every boot (`board.py --heap-free`), to %d KB, for %d wakes with every reading delivered "
+        "(each profile deep-sleeping and sending at every wake, `PROFILE_SETS`: the whole send path runs every "
+        "wake); the least heap from which every heap up to %d KB above also passes, with two total heap sizes "
         "(the heap's behaviour near its limit is chaotic: see `simulators/bench_heap.py`)."
         % (STEP // 1024, WAKES, CONFIRM // 1024),
         "**The 64-bit factor.** What objects take here and on a 32-bit port (an ESP32's word size), "
@@ -276,51 +350,20 @@ def bench_heap():
         "77.5 KB on a 32-bit build of the same MicroPython: **factor %.2f**. So an ESP32's ~%d KB free heap "
         "corresponds to **%d KB** free on this port; the e2e tests run the firmware there "
         "(`tests/e2e/nodeharness.py` `ESP32_HEAP`, 300 wakes in `tests/e2e/test_node_heap.py`). "
-        "Goal (fits %d KB at the factor): **%s** on this port (%s); on the 32-bit port it needs %s, "
-        "against the ESP32's 100 KB."
-        % (FACTOR, ESP32_FREE_HEAP // 1024, equivalent // 1024, equivalent // 1024, goal, _kb(node), _kb(node32)),
-        _HISTORY,
-        _RECIPE,
-        _ARTIFACTS,
+        "Goal (every profile fits %d KB at the factor): **%s** on this port (the most, %s); on the 32-bit port "
+        "the most is %s, against the ESP32's 100 KB."
+        % (FACTOR, ESP32_FREE_HEAP // 1024, equivalent // 1024, equivalent // 1024, goal, _kb(worst),
+           _kb(worst32 or None)),
+        LORAWAN,
+        HISTORY,
+        RECIPE,
+        ARTIFACTS,
     ]
     return ("Least free heap at boot on which the firmware runs and delivers", rows, notes)
 
 
-_HISTORY = """**What was cut** (issue 3 heap work, 2026-11-22; least free heap for 5 wakes by bisection, the last row \
-also by the confirmed scan above; live heap = `gc.mem_alloc()` after the first wake's collection, less the board's):
-
-| step | this 64-bit port | 32-bit port | live heap, 64 / 32-bit |
-|---|---|---|---|
-| before (commit 3357d49) | 175 KB | 138 KB | 123.8 / 85.2 KB (or ~96 KB when a stale stack slot pins the validator) |
-| `boot.py`: `gc.threshold(8192)`, so garbage is collected before it fragments the heap | 144 KB | 113 KB | |
-| `app.downlink` released after boot unless the link is LoRaWAN | 140 KB | 110 KB | |
-| the CBOR decoder moved to `protocol/cbor_decode.py`, loaded by the first `cbor.loads` (a node only encodes) | 135 KB | 107 KB | |
-| each sensor part's class in its own module, imported only if configured; SCD4x command codes private `const`s | 133 KB | 106 KB | |
-| the configuration step in `app/startup.py` (its frame is gone before the collection), `app.downlink` imported only when an overrides file exists, the collection made from freshly written frames (`collect_deep`) | 133-144 KB | 102-104 KB | 113.2 / 77.5 KB |
-
-The live heap fell by ~9 % (~19 KB on the 32-bit port where the validator used to stay pinned). The least free heap \
-fell more (by 18-23 %), mostly through the GC threshold: loading `.mpy` code leaves short-lived garbage between \
-long-lived objects, and collected late it becomes holes nothing later fits in."""
-
-_RECIPE = """**The 32-bit port** (not installed by `scripts/setup`; CI uses the factor): MicroPython v1.29 source \
-(micropython/micropython), `apt-get install gcc-multilib`, then `make -C mpy-cross` and `make -C ports/unix \
-VARIANT=standard CFLAGS_EXTRA=-m32 LDFLAGS_EXTRA=-m32 MICROPY_PY_FFI=0 MICROPY_PY_BTREE=0 MICROPY_PY_SSL=0 \
-MICROPY_SSL_MBEDTLS=0 FROZEN_MANIFEST=` (an `ELF 32-bit ... Intel 80386` binary: 4-byte words, 16-byte GC \
-blocks, as on an ESP32; it runs `board.py` and the firmware unchanged). `CIVICEDGE_MICROPYTHON32=<it> \
-scripts/bench heap` measures everything above on it too. A 64-bit build of the same source and options needs \
-the same live heap as this project's interpreter (112.9 vs 113.2 KB), so the factor is the word size, not the \
-build."""
-
-_ARTIFACTS = """**Where the simulation costs more than an ESP32** (so the figures above are pessimistic, not \
-flattering): `board.py` reads `main.py` whole and compiles it at every boot (a 7 KB block; the ESP32 port lexes \
-the file in small pieces), and after the first boot it keeps the firmware's interned names, scattered through \
-the heap (an ESP32's deep sleep clears them), so a later boot can fail to find those 7 KB in one piece — on this \
-port that, not the firmware's own objects, is what fails first, at some pairs of free and total heap up to \
-~144 KB free (the search above samples two total sizes; 300-wake runs passed at 138, 142 and 146 KB); the shim's own ~540 \
-interned names fill the qstr pools the firmware then grows (on an ESP32 `machine` is in flash), so a 14 KB \
-(9 KB on 32 bits) pool is allocated during the link's import; the trivial firmware needs 15-19 KB here where \
-an ESP32 needs almost none. Near its limit the heap is also chaotic: MicroPython's GC scans the C stack \
-conservatively, so a stale pointer can pin a released module — that is why `app/startup.py` exists."""
+def _ratio(n, base):
+    return "%.2f" % (n / base) if n and base else "-"
 
 
 def _kb(n):

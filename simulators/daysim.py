@@ -8,7 +8,7 @@ devices and environment, sampled at the profile's interval the way the firmware 
 | profile | parts (address) | interval | how it reads |
 |---|---|---|---|
 | classroom-co2 | SCD41 (0x62) | 120 s | periodic measurement; wait for data-ready, read |
-| legionella-outlet | TMP117 (0x48) | 300 s | one-shot with 8x averaging |
+| legionella-outlet | TMP117 (0x48) | 900 s | one-shot with 8x averaging |
 | bin-level | I2CXL (0x70), TMP117 (0x48) air | 1800 s | median of 5 ranges, speed-of-sound corrected |
 | street-no2 | ADS1115 (0x48) + NO2-B43F ISB, TMP117 (0x49) | 60 s | WE/AE single-shot at ±0.512 V 8 SPS, AAN 803 algorithm 1 |
 
@@ -121,7 +121,7 @@ class ClassroomNode(_Node):
 
 class PipeNode(_Node):
     profile = "legionella-outlet"
-    interval_s = 300
+    interval_s = 900
 
     def __init__(self, seed, kind="hot", start_wall_s=None):
         super().__init__(seed, start_wall_s)

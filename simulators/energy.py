@@ -27,11 +27,16 @@ What a profile's wake costs (``profile_cycle``) — every figure from REFERENCE 
 marked; constants below carry their source:
 
 * deep-sleep wake: ESP32 boot 0.3 s @ 40 mA; a light-sleeping (mains) node resumes without one;
-* the switched sensor rail's settle time (profile ``rail_settle_ms``) with the ESP32 awake;
-* sensors, ESP32 awake throughout: TMP117 one-shot 8x averaging 125 ms; I2CXL 100 ms per
-  ping at 2.7 mA; ADS1115 one conversion per electrode at 1/DR (8 SPS: 125 ms); SCD41
-  periodic (15 mA all the time, the read itself ~1 ms) or single shot (5 s, 243 mJ per shot,
-  0.15 mA idle between shots unless the rail is switched off);
+* the switched sensor rail's settle time (profile ``rail_settle_ms``), and while the rail is
+  on (from after the boot to the deep sleep) its bleeder R8, 3.3 V / 10 kOhm (the profiles'
+  wiring: it lets a power-cycle after a stuck bus really reset the parts);
+* sensors: TMP117 one-shot 8x averaging 125 ms; I2CXL 100 ms per ping at 2.7 mA; ADS1115 one
+  conversion per electrode at 1/DR (8 SPS: 125 ms); SCD41 periodic (15 mA all the time, the
+  read itself ~1 ms) or single shot (5 s, 243 mJ per shot, 0.15 mA idle between shots unless
+  the rail is switched off). The ESP32 waits these out, and the rail's settle time, awake at
+  40 mA on a mains node and in light sleep at 0.8 mA on a deep-sleeping one
+  (``firmware/app/clock.py`` ``NappingClock``: the firmware's sensor clock naps through
+  every wait of ``NAP_MIN_MS`` or more; ``nap=True`` here);
 * the application: 0.2 s @ 40 mA (encode, append to the flash log, modem commands) — worked
   example B's ESP32 0.5 s less the 0.3 s boot;
 * the link: LoRaWAN TX for the time on air of the payload actually packed
@@ -57,13 +62,11 @@ class, under 1 % of the ESP32's 40 mA beside them), the NO2 ISB's bias current, 
 write bursts, and the join (once per session: the modem keeps its session across wakes).
 """
 
-import inspect
 import math
 
-from drivers.atmodem import ATModem
 from protocol import airtime
-
-HOURS_PER_YEAR = 8760.0
+from simulators.energy_parts import (  # noqa: F401  (re-exported: this module's API)
+    BATTERIES, HOURS_PER_YEAR, MODULES, RAK_LINGER_S, Battery, Module)
 
 # ---- ESP32 (REFERENCE §5) ------------------------------------------------------------------
 ESP32_AWAKE_MA = 40.0        # "boot ≈ 0.3 s @ ~40 mA"; worked example B's ESP32 0.5 s @ 40 mA
@@ -87,8 +90,7 @@ RECEIVE_DELAY2_S = 2.0
 # What the firmware does around an uplink (firmware/ is not an installed package, so its
 # values are repeated here; tests/unit/test_energy.py checks they agree):
 NAP_MARGIN_S = 0.050                       # lorawan.py NAP_MARGIN_MS: awake this long before RX1 can open
-MODEM_UART_TIMEOUT_S = 0.020               # main.py: machine.UART(..., timeout=20): the quiet read before the nap
-RAK_LINGER_S = inspect.signature(ATModem.__init__).parameters["rx_linger_ms"].default / 1000.0
+MODEM_UART_TIMEOUT_S = 0.020               # app/hw.py link_uart: UART(..., timeout=20): the quiet read before the nap
 
 # ---- sensors (REFERENCE §1.4, §2.2, §3.1, §4) -----------------------------------------------
 SUPPLY_V = 3.3
@@ -100,71 +102,17 @@ SCD41_READ_S = 0.001         # read_measurement: 1 ms
 TMP117_CONVERSION_S = {1: 0.0155, 8: 0.125}   # one conversion ≈ 15.5 ms; 8x averaging ≈ 125 ms
 SONAR_MA = 2.7               # I2CXL 2.7 mA avg @ 3.3 V
 SONAR_PING_S = 0.1           # ~100 ms between readings (ring-down)
-
-
-class Module:
-    """A LoRaWAN modem's currents: ``tx_ma`` transmitting, ``rx_ma`` in a receive window,
-    ``sleep_ua`` asleep between wakes; ``linger_s``: how long the driver listens on after
-    the result for a downlink line (RUI3 prints it separately)."""
-
-    def __init__(self, name, tx_ma, rx_ma, sleep_ua, source, linger_s=0.0):
-        self.name = name
-        self.tx_ma = tx_ma
-        self.rx_ma = rx_ma
-        self.sleep_ua = sleep_ua
-        self.source = source
-        self.linger_s = linger_s
-
-
-MODULES = {
-    # REFERENCE §5 worked example B (TX 70 mA, RX 17 mA; the RAK4200 measured 68.4 / 17.1 mA).
-    "example-b": Module("LoRaWAN module of worked example B", 70.0, 17.0, None, "REFERENCE §5"),
-    # RAK3172 datasheet (not in REFERENCE): TX 87 mA at 20 dBm 868 MHz — EU868 allows at most
-    # 16 dBm EIRP, so this is on the high side — RX 5.22 mA, sleep 1.69 µA at 3.3 V.
-    # Source: RAKWireless/rakwireless-docs, docs/Product-Categories/WisDuo/RAK3172-Module/
-    # Datasheet/README.md, "Operating Current" and "Sleep Current".
-    "rak3172": Module("RAK3172 (RAK3272S board)", 87.0, 5.22, 1.69, "RAK3172 datasheet", RAK_LINGER_S),
-}
-
-
-class Battery:
-    """``nominal_mah`` × ``derate`` usable; ``self_discharge`` is the fraction lost per year."""
-
-    def __init__(self, name, nominal_mah, derate, self_discharge, source):
-        self.name = name
-        self.nominal_mah = nominal_mah
-        self.derate = derate
-        self.self_discharge = self_discharge
-        self.source = source
-
-    @property
-    def usable_mah(self):
-        return self.nominal_mah * self.derate
-
-    @property
-    def self_discharge_ma(self):
-        """REFERENCE §5: I_self = C × (annual self-discharge fraction) / 8760 h, in mA."""
-        return self.nominal_mah * self.self_discharge / HOURS_PER_YEAR
-
-
-BATTERIES = {
-    # REFERENCE §5: capacities and derates of the worked examples; alkaline ~2-3 %/yr.
-    "aa-alkaline": Battery("2×AA alkaline", 2500.0, 0.8, 0.025, "REFERENCE §5"),
-    # REFERENCE §5 gives no Li-FeS2 self-discharge. Energizer's L91 datasheet (as quoted on
-    # candlepowerforums.com, "Energizer L91 self discharge rate" thread) states 90 % of rated
-    # capacity after 15 years at 21 °C, ~0.7 %/yr: 1 %/yr here, on the safe side.
-    "aa-lifes2": Battery("2×AA Li-FeS2", 3000.0, 0.85, 0.01, "REFERENCE §5; L91 datasheet"),
-    # REFERENCE §5: Li-SOCl2 < 1 %/yr: its upper bound.
-    "d-lisocl2": Battery("19 Ah Li-SOCl2 D", 19000.0, 0.8, 0.01, "REFERENCE §5"),
-}
+RAIL_BLEEDER_MA = 3.3 / 10.0  # R8 10 kOhm across the 3.3 V switched rail (hardware/profiles wiring)
 
 
 class Phase:
-    """``ma`` drawn for ``seconds``; ``awake``: ESP32 time; ``share``: fraction of wakes."""
+    """``ma`` drawn for ``seconds``; ``awake``: ESP32 time; ``share``: fraction of wakes;
+    ``esp32``: the ESP32's own draw, awake or in light sleep (default: ``awake``) — the
+    phases that make up how long a wake lasts."""
 
-    __slots__ = ("name", "seconds", "ma", "awake", "share")
+    __slots__ = ("name", "seconds", "ma", "awake", "share", "esp32")
 
-    def __init__(self, name, seconds, ma, awake=False, share=1.0):
+    def __init__(self, name, seconds, ma, awake=False, share=1.0, esp32=None):
         if seconds < 0 or ma < 0 or not 0 <= share <= 1:
             raise ValueError("phase %r: seconds, ma and share (0..1) must not be negative" % (name,))
         self.name = name
@@ -172,6 +120,7 @@ class Phase:
         self.ma = ma
         self.awake = awake
         self.share = share
+        self.esp32 = awake if esp32 is None else esp32
 
     @property
     def charge_mas(self):
@@ -203,6 +152,11 @@ class Cycle:
     def awake_s(self):
         """ESP32 awake time per wake, s."""
         return sum(p.seconds * p.share for p in self.phases if p.awake)
+
+    @property
+    def wake_s(self):
+        """How long a wake lasts (ESP32 awake or in light sleep), s."""
+        return sum(p.seconds * p.share for p in self.phases if p.esp32)
 
     @property
     def average_ma(self):
@@ -260,7 +214,7 @@ def lorawan_phases(app_bytes, dr, module, confirmed=True, wait="awake", share=1.
         phases.append(Phase("ESP32 waits for the modem", until_s, ESP32_AWAKE_MA, True, share))
     elif wait == "light":  # asleep from the modem's acceptance to just before RX1 can open
         nap_s = toa_s + RECEIVE_DELAY1_S - NAP_MARGIN_S - MODEM_UART_TIMEOUT_S
-        phases.append(Phase("ESP32 light-sleeps until RX1", nap_s, ESP32_LIGHT_SLEEP_MA, False, share))
+        phases.append(Phase("ESP32 light-sleeps until RX1", nap_s, ESP32_LIGHT_SLEEP_MA, False, share, True))
         phases.append(Phase("ESP32 awake for the modem's report", until_s - nap_s, ESP32_AWAKE_MA, True, share))
     return phases
 
@@ -278,33 +232,39 @@ def serial_phases(nbytes, baudrate=115200, share=1.0):
 
 # ---- sensors -------------------------------------------------------------------------------
 
-def sensor_phases(sensor, rail_gated=False):
+def esp32_wait(name, seconds, nap=False, share=1.0):
+    """The ESP32 waiting ``seconds`` for a part: awake at 40 mA, or (``nap``) in light sleep
+    at 0.8 mA, as the firmware's ``NappingClock`` does on a deep-sleeping node."""
+    if nap:
+        return Phase(name + " (ESP32 light sleep)", seconds, ESP32_LIGHT_SLEEP_MA, False, share, True)
+    return Phase(name + " (ESP32 awake)", seconds, ESP32_AWAKE_MA, True, share)
+
+
+def sensor_phases(sensor, rail_gated=False, nap=False):
     """``(phases, continuous_ma)`` for one sensor entry of a profile (its ``part`` and
-    settings). Raises ``ValueError`` for a part or setting REFERENCE gives no timing for."""
+    settings); ``nap``: the ESP32 light-sleeps through the part's waits (``esp32_wait``).
+    Raises ``ValueError`` for a part or setting REFERENCE gives no timing for."""
     part = sensor.get("part")
     name = sensor.get("name", part)
     if part == "tmp117":
         avg = sensor.get("averaging", 8)
         if avg not in TMP117_CONVERSION_S:
             raise ValueError("tmp117 averaging %r: REFERENCE §2.2 times only 1x and 8x" % (avg,))
-        return [Phase("%s TMP117 one-shot %dx" % (name, avg), TMP117_CONVERSION_S[avg],
-                      ESP32_AWAKE_MA, True)], 0.0
+        return [esp32_wait("%s TMP117 one-shot %dx" % (name, avg), TMP117_CONVERSION_S[avg], nap)], 0.0
     if part == "i2cxl":
         pings = sensor.get("repeats", 5)
-        return [Phase("%s I2CXL %d pings (ESP32)" % (name, pings), pings * SONAR_PING_S,
-                      ESP32_AWAKE_MA, True),
+        return [esp32_wait("%s I2CXL %d pings" % (name, pings), pings * SONAR_PING_S, nap),
                 Phase("%s I2CXL ranging" % name, pings * SONAR_PING_S, SONAR_MA)], 0.0
     if part == "ads1115":
         sps = sensor.get("data_rate_sps", 8)
-        return [Phase("%s ADS1115 2 conversions at %d SPS" % (name, sps), 2.0 / sps,
-                      ESP32_AWAKE_MA, True)], 0.0
+        return [esp32_wait("%s ADS1115 2 conversions at %d SPS" % (name, sps), 2.0 / sps, nap)], 0.0
     if part == "scd4x":
         mode = sensor.get("mode", "periodic")
         if mode == "periodic":
             return [Phase("%s SCD41 read" % name, SCD41_READ_S, ESP32_AWAKE_MA, True)], SCD41_PERIODIC_MA
         if mode == "single_shot":
             shot_mas = SCD41_SHOT_MJ / SUPPLY_V       # mJ / V = mA·s
-            return [Phase("%s SCD41 single shot (ESP32)" % name, SCD41_SHOT_S, ESP32_AWAKE_MA, True),
+            return [esp32_wait("%s SCD41 single shot" % name, SCD41_SHOT_S, nap),
                     Phase("%s SCD41 shot" % name, SCD41_SHOT_S, shot_mas / SCD41_SHOT_S)], \
                 (0.0 if rail_gated else SCD41_IDLE_MA)
         raise ValueError("scd4x mode %r: modelled are periodic and single_shot" % (mode,))
@@ -340,7 +300,7 @@ def records_per_wake(profile, interval_s=None):
 
 
 def profile_cycle(profile, link, uplink_bytes, readings_per_uplink=None, module="rak3172", wait="light",
-                  build=None, dr=None, interval_s=None, status=True):
+                  build=None, dr=None, interval_s=None, status=True, nap=None):
     """The ``Cycle`` of a profile (the dict of ``hardware/profiles/<id>.toml``) on ``link``.
 
     ``uplink_bytes``: the size of one message (LoRaWAN app payload, MQTT/serial frame) carrying
@@ -351,7 +311,9 @@ def profile_cycle(profile, link, uplink_bytes, readings_per_uplink=None, module=
     (``lorawan_phases``; "light" as built). ``status``: on LoRaWAN, a status record every
     ``status_every_n_cycles`` in an uplink of its own that fills the data rate's payload.
     ``build`` defaults to "module" on battery and "devboard" on mains; ``dr`` to the
-    profile's ``link.lorawan.data_rate``; ``interval_s`` to the profile's."""
+    profile's ``link.lorawan.data_rate``; ``interval_s`` to the profile's; ``nap`` (the
+    ESP32 light-sleeps through the sensors' waits and the rail's settle) to what the firmware
+    does: on a deep-sleeping node."""
     prof, power = profile["profile"], profile.get("power", {})
     interval = interval_s or prof["interval_s"]
     if readings_per_uplink is None:  # a node logging means sends when one is logged, at most
@@ -360,14 +322,15 @@ def profile_cycle(profile, link, uplink_bytes, readings_per_uplink=None, module=
     sleep = power.get("sleep", "deep")
     build = build or ("module" if power.get("source") == "battery" else "devboard")
     gated = bool(power.get("rail_gated"))
+    nap = (sleep == "deep") if nap is None else nap
     phases = []
     if sleep == "deep":
         phases.append(Phase("ESP32 boot", ESP32_BOOT_S, ESP32_AWAKE_MA, True))
     if gated and power.get("rail_settle_ms"):
-        phases.append(Phase("sensor rail settles", power["rail_settle_ms"] / 1000.0, ESP32_AWAKE_MA, True))
+        phases.append(esp32_wait("sensor rail settles", power["rail_settle_ms"] / 1000.0, nap))
     continuous = 0.0
     for sensor in profile.get("sensors", ()):
-        ph, cont = sensor_phases(sensor, gated)
+        ph, cont = sensor_phases(sensor, gated, nap)
         phases += ph
         continuous += cont
     phases.append(Phase("application (encode, log, link commands)", ESP32_APP_S, ESP32_AWAKE_MA, True))
@@ -390,6 +353,9 @@ def profile_cycle(profile, link, uplink_bytes, readings_per_uplink=None, module=
         phases += serial_phases(uplink_bytes, share=share)
     else:
         raise ValueError("link must be serial, mqtt or lorawan, got %r" % (link,))
+    if gated and sleep == "deep":  # the rail is on from after the boot until the deep sleep
+        on_s = sum(p.seconds * p.share for p in phases if p.esp32 and p.name != "ESP32 boot")
+        phases.append(Phase("rail bleeder R8 while the rail is on", on_s, RAIL_BLEEDER_MA))
     return Cycle(phases, interval, sleep_current_ua(sleep, build, modem), continuous)
 
 

@@ -48,6 +48,16 @@ op     name         request payload                      OK response payload
 The MicroPython process has no time of its own: ``sleep`` advances the server's
 ``VirtualClock`` and bus transactions cost wire time on it, exactly as in CPython.
 
+Extended requests (``OP_EXT``, 0x80, or-ed into any op; what ``simlink`` sends): the payload
+starts with ``u64 lag_us, u64 deadline_us`` before the op's own. The server first takes the
+watchdog deadline (0: unchanged; a watchdog already past its old deadline fires instead:
+WDT_RESET), then sleeps ``lag_us`` (as SLEEP_US: the fleet's gate, a watchdog crossed on the
+way fires and the op is not performed), then performs the op. An OK or OSERROR reply ends
+with a 21-byte trailer: ``u64 NOW, f64 wall_s, u8 wall_trusted, u32 access-point
+generation`` (it changes whenever the ``wifi`` settings do). So a board keeps its clock
+between requests, sends its sleeps and watchdog feeds with the next request, and re-reads
+the access point only when it changed (``simulators/mpy/simlink.py``).
+
 CONTROL methods are the ``LocalRig`` methods ``setup``, ``fault``, ``clear_faults``,
 ``set_truth``, ``power``, ``recover``, ``counters``, ``attr``, ``advance_s``, ``now_s``, ``wall``
 (same arguments, JSON-able), plus the server's own:
@@ -70,6 +80,13 @@ CONTROL methods are the ``LocalRig`` methods ``setup``, ``fault``, ``clear_fault
     never set is an ERROR (a wiring mistake in the test, not a voltage).
 ``nodes`` ``[]``
     One dict per connected board: ``boots`` (by cause name), ``wdt_deadline_us``.
+``uart_peer`` ``[uart_id]``
+    ``[consumed, emitted]`` byte counts of the board's peer on that UART
+    (``SimServer.uart_peers``: a modem emulator in "follow" mode), or None: no peer.
+``uart_settle`` ``[uart_id, sent]``
+    The peer takes the board's bytes up to ``sent`` and writes all it has due by now:
+    ``[emitted, due_us]`` (``due_us``: when its next scheduled output is due, or None). A
+    board's UART reads it then, instead of waiting in real time (``simulators/mpy/simuart.py``).
 
 All connections share the one rig. Each connection is one board (one ``micropython``
 process): its watchdog (ops WDT, HALT, BOOT_AT) is its own and goes with the connection, as
@@ -110,70 +127,21 @@ to touch it while clients are connected. From a shell: ``python -m simulators.i2
 
 import errno
 import json
-import os
 import select
 import socket
 import struct
 import threading
-import traceback
 
 from simulators.i2c import UnknownCommand
-from simulators.i2c_control import WIFI_DEFAULTS, ControlMethods, ProtocolError
+from simulators.i2c_board import (  # noqa: F401  (the protocol's numbers, re-exported)
+    CAUSE_NAMES, EXT_HEAD, MAX_PAYLOAD, OP_BOOT_AT, OP_CONTROL, OP_EXT, OP_HALT, OP_NOW, OP_READ, OP_SCAN,
+    OP_SLEEP_US, OP_TICKS_MS, OP_TICKS_US, OP_WALL, OP_WDT, OP_WRITE, REQUEST, RESPONSE, ST_ERROR, ST_OK,
+    ST_OSERROR, ST_UNKNOWN_COMMAND, ST_WDT_RESET, TRAILER, BoardRequests, Node, WDTFired, error_body)
+from simulators.i2c_control import WIFI_DEFAULTS, AccessPoint, ControlMethods, ProtocolError
 from simulators.rig import LocalRig
 
-OP_WRITE = 0x01
-OP_READ = 0x02
-OP_SCAN = 0x03
-OP_TICKS_MS = 0x10
-OP_TICKS_US = 0x11
-OP_SLEEP_US = 0x12
-OP_WALL = 0x13
-OP_NOW = 0x14
-OP_BOOT_AT = 0x15
-OP_WDT = 0x16
-OP_HALT = 0x17
-OP_CONTROL = 0x20
 
-ST_OK = 0x00
-ST_OSERROR = 0x01
-ST_UNKNOWN_COMMAND = 0x02
-ST_ERROR = 0x03
-ST_WDT_RESET = 0x04
-
-REQUEST = struct.Struct(">BBH")
-RESPONSE = struct.Struct(">BH")
-MAX_PAYLOAD = 0xFFFF
-
-# Reset causes as the ESP32 port's machine module numbers them (BOOT_AT's cause byte).
-CAUSE_NAMES = {0: "soft_reboot", 1: "pwron", 2: "hard", 3: "wdt", 4: "deepsleep", 5: "soft"}
-
-
-def _error_body(exc):
-    tb = traceback.extract_tb(exc.__traceback__)
-    where = "%s:%d" % (os.path.basename(tb[-1].filename), tb[-1].lineno) if tb else ""
-    return json.dumps({"type": type(exc).__name__, "message": str(exc), "where": where}).encode()
-
-
-class Node:
-    """What the server keeps for one connection (one board): its watchdog and boot counts."""
-
-    def __init__(self):
-        self.wdt_deadline_us = None
-        self.boots = {}
-
-    def as_dict(self):
-        return {"boots": dict(self.boots), "wdt_deadline_us": self.wdt_deadline_us}
-
-
-class WDTFired(Exception):
-    """The connection's watchdog deadline passed (answered with ``WDT_RESET``)."""
-
-    def __init__(self, at_us):
-        super().__init__(at_us)
-        self.at_us = at_us
-
-
-class SimServer(ControlMethods):
+class SimServer(BoardRequests, ControlMethods):
     """A ``LocalRig`` served on ``host``:``port`` (port 0: a free one). A context manager.
 
     One thread accepts connections, one thread serves each; every request runs under
@@ -195,10 +163,13 @@ class SimServer(ControlMethods):
         # with the virtual time (µs, as NOW) a SLEEP_US, BOOT_AT or HALT would move this
         # board's clock to; it returns when the fleet's global time allows. None: no fleet.
         self.gate = None
+        # UART id -> a peer of this board that can settle (``ATModemEmulator`` in "follow"
+        # mode): CONTROL uart_peer, uart_settle
+        self.uart_peers = {}
         self._reset_environment()
 
     def _reset_environment(self):
-        self.wifi = dict(WIFI_DEFAULTS, changed_us=0)
+        self.wifi = AccessPoint(WIFI_DEFAULTS, changed_us=0)
         self.analog = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -260,6 +231,7 @@ class SimServer(ControlMethods):
 
     def _serve(self, conn):
         rfile = conn.makefile("rb")
+        node = self.nodes.get(conn)
         try:
             while True:
                 head = rfile.read(REQUEST.size)
@@ -269,19 +241,13 @@ class SimServer(ControlMethods):
                 payload = rfile.read(n) if n else b""
                 if len(payload) < n:
                     return
-                if self.gate is not None and op in (OP_SLEEP_US, OP_BOOT_AT, OP_HALT):
-                    target = self._gate_target(op, payload, self.nodes.get(conn))
-                    if target is not None:
-                        try:
-                            self.gate(target)  # the clock is at ``target`` when it returns
-                        except Exception:  # the fleet cancelled this board: hang up
-                            return
-                        if op == OP_SLEEP_US:  # what is left of the sleep: nothing
-                            with self.lock:
-                                payload = struct.pack(">Q", max(0, target - self.rig.clock.now_us))
-                with self.lock:
-                    status, out = self.handle(op, addr, payload, self.nodes.get(conn))
-                conn.sendall(RESPONSE.pack(status, len(out)) + out)
+                if op & OP_EXT:
+                    reply = self._extended(op & ~OP_EXT, addr, payload, node)
+                else:
+                    reply = self._request(op, addr, payload, node)
+                if reply is None:  # the fleet cancelled this board: hang up
+                    return
+                conn.sendall(RESPONSE.pack(reply[0], len(reply[1])) + reply[1])
         except OSError:
             return  # the client went away, or stop() shut the connection
         finally:
@@ -290,25 +256,6 @@ class SimServer(ControlMethods):
                 self.nodes.pop(conn, None)
             rfile.close()
             conn.close()
-
-    def _gate_target(self, op, payload, node):
-        """Where ``op`` would take the clock (µs, as NOW), or None if it does not wait."""
-        with self.lock:
-            now = self.rig.clock.now_us
-            deadline = node.wdt_deadline_us if node is not None else None
-        try:
-            if op == OP_SLEEP_US:
-                target = now + struct.unpack(">Q", payload)[0]
-            elif op == OP_BOOT_AT:
-                target = struct.unpack(">QB", payload)[0]
-                deadline = None  # a reset stops the watchdog
-            else:
-                target = deadline  # HALT: asleep until the watchdog fires (None: it never does)
-        except struct.error:
-            return None  # malformed: handle() answers ERROR without waiting
-        if target is not None and deadline is not None:
-            target = min(target, deadline + 1)
-        return target if target is not None and target > now else None
 
     # -- requests ----------------------------------------------------------------------------
     def handle(self, op, addr, payload, node=None):
@@ -326,27 +273,9 @@ class SimServer(ControlMethods):
         except OSError as e:
             return ST_OSERROR, errno.errorcode.get(e.errno, "EIO").encode()
         except UnknownCommand as e:
-            return ST_UNKNOWN_COMMAND, _error_body(e)
+            return ST_UNKNOWN_COMMAND, error_body(e)
         except Exception as e:  # a bug, surfaced to the client as SimError
-            return ST_ERROR, _error_body(e)
-
-    def _check_watchdog(self, node, op, payload):
-        """Raise ``WDTFired`` if ``node``'s watchdog has fired by now, or would during this
-        SLEEP_US or HALT (the clock then stops at the deadline)."""
-        deadline = node.wdt_deadline_us
-        if deadline is None or op == OP_BOOT_AT:
-            return
-        clock = self.rig.clock
-        until = clock.now_us
-        if op == OP_SLEEP_US and len(payload) == 8:
-            until += struct.unpack(">Q", payload)[0]
-        elif op == OP_HALT:
-            until = max(until, deadline + 1)
-        if until > deadline:
-            if deadline > clock.now_us:
-                clock.advance_us(deadline - clock.now_us)
-            node.wdt_deadline_us = None
-            raise WDTFired(clock.now_us)
+            return ST_ERROR, error_body(e)
 
     def _dispatch(self, op, addr, payload, node=None):
         rig = self.rig

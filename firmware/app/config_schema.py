@@ -185,7 +185,9 @@ SCHEMA = _fields((
     ("i2c", _list(_obj((("id", _int(0, 1, 0)), ("sda_pin", _pin(True)), ("scl_pin", _pin(True)),
                         ("freq_hz", _int(10000, 400000, 100000)),
                         ("timeout_us", _int(1000, 1000000, 200000)))), 1, 2)),
-    ("rail", _opt(_obj((("pin", _pin(True)), ("active_low", _bool(True)), ("settle_ms", _int(0, 10000, 10)))))),
+    # off_ms: how long a power-cycle after a stuck bus keeps the rail off (app/hw.py Rail.cycle)
+    ("rail", _opt(_obj((("pin", _pin(True)), ("active_low", _bool(True)), ("settle_ms", _int(0, 10000, 10)),
+                        ("off_ms", _int(10, 10000, 500)))))),
     ("battery", _opt(_obj((("adc_pin", _pin(False)), ("divider_ratio", _num(1, 20, 2.0)))))),
     ("status_led", _opt(_obj((("pin", _pin(True)), ("active_low", _bool(False)))))),
     ("sensors", _list(_spec("sensor", _REQ), 1, 8)),

@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 A downlink on ``PORT_CONFIG`` (10) is a small CBOR map (RFC 8949) of configuration fields
 to their new values, e.g. ``{"interval_s": 60}`` (``a1 6a 69 6e 74 65 72 76 61 6c 5f 73
-18 3c``, 14 bytes). Only the keys in ``ALLOWED`` may be changed, each to an integer;
+18 3c``, 14 bytes). Only the keys in ``ALLOWED`` may be changed, each to an integer; a key is
+a top-level field except those ``PATHS`` maps into a section (``max_delay_s`` is
+``link.lorawan.max_delay_s``: a node whose link has no such section rejects it);
 anything else — bytes that are not exactly one CBOR map (``protocol.cbor.loads``, strict:
 no duplicate keys, no tags, no indefinite lengths, no trailing bytes, bounded lengths and
 depth), an empty map, an unknown key, a value that is not an int — is rejected whole. A
@@ -19,7 +21,10 @@ when the validator is loaded anyway and the heap is fresh (the validator and its
 take ~40 KB, more than a LoRaWAN node has to spare while it is sending). On receipt,
 ``receive`` only refuses what is plainly not a change (another port, an empty or oversized
 payload, a full inbox) and keeps the raw payload in the ``inbox`` of ``overrides.json``.
-At boot ``main.py`` calls ``apply_overrides`` between loading ``config.json`` and using it:
+A deep-sleeping node boots at its next wake; a light-sleeping (mains) node would never boot
+again by itself, so ``receive`` sets ``kept`` and the composition root (``app.main``) restarts
+after the cycle's sleep. At boot ``app.startup`` calls ``apply_overrides`` between loading
+``config.json`` and using it:
 the inbox is worked through in order (each change checked against the configuration with
 the changes before it), then the file is rewritten without it. The outcomes are counted
 (``downlinks_applied``, ``downlinks_rejected``) and handed to the link's counters by
@@ -49,14 +54,16 @@ import os
 import sys
 
 PORT_CONFIG = 10
-ALLOWED = ("interval_s", "status_every_n_cycles", "mean_period_s")  # top-level int fields
-MAX_PAYLOAD = 64  # bytes; a change of all three keys is 47
+ALLOWED = ("interval_s", "status_every_n_cycles", "mean_period_s", "max_delay_s")  # int fields
+PATHS = {"max_delay_s": ("link", "lorawan")}  # key -> the section holding it (else top level)
+MAX_PAYLOAD = 64  # bytes; a change of all four keys is 59
 INBOX_MAX = 4  # downlinks kept for the next boot
 OVERRIDES = "overrides.json"
 _KEY_MAX = 32  # longest CBOR text or map length the decoder accepts here
 _FILE_MAX = 2048
 
 _counts = {"downlinks_applied": 0, "downlinks_rejected": 0}  # this boot's, for take_counts
+kept = False  # a change was kept for the next boot during this one (app.main restarts a mains node)
 
 
 class DownlinkError(ValueError):
@@ -83,6 +90,36 @@ def _forget(package, name):
 
 
 # -- pure ----------------------------------------------------------------------------------
+def _section(cfg, key):
+    """The dict of ``cfg`` that holds ``key`` (``PATHS``), or None if the node has none."""
+    node = cfg
+    for name in PATHS.get(key, ()):
+        node = node.get(name) if type(node) is dict else None
+    return node if type(node) is dict else None
+
+
+def get_field(cfg, key):
+    """The configuration's value of downlink key ``key`` (None if its section is absent)."""
+    node = _section(cfg, key)
+    return None if node is None else node.get(key)
+
+
+def with_field(cfg, key, value):
+    """A copy of ``cfg`` with ``key`` set to ``value``: only the dicts on its path are copied.
+    ``DownlinkError`` if the node has no section for it."""
+    path = PATHS.get(key, ())
+    out = dict(cfg)
+    node = out
+    for name in path:
+        inner = node.get(name)
+        if type(inner) is not dict:
+            raise DownlinkError("%s: this node has no %s section" % (key, ".".join(path)))
+        node[name] = dict(inner)
+        node = node[name]
+    node[key] = value
+    return out
+
+
 def parse_change(payload):
     """The change a port-10 payload asks for: a dict of allowed keys to ints.
 
@@ -124,14 +161,16 @@ def merge_change(cfg, overrides, change, validate):
     new_set = dict(old["set"])
     new_base = dict(old["base"])
     for key in change:
-        new_base[key] = new_base.get(key, cfg[key])
+        if _section(cfg, key) is None:
+            raise DownlinkError("%s: this node has no %s section" % (key, ".".join(PATHS[key])))
+        new_base[key] = new_base.get(key, get_field(cfg, key))
         new_set[key] = change[key]
         if new_set[key] == new_base[key]:  # back to config.json's value: no override needed
             del new_set[key]
             del new_base[key]
-    merged = dict(cfg)
+    merged = cfg
     for key in new_set:
-        merged[key] = new_set[key]
+        merged = with_field(merged, key, new_set[key])
     try:
         out = validate(merged, OVERRIDES)
     except ValueError as e:  # ConfigError
@@ -198,11 +237,12 @@ def write_overrides(root, doc):
         os.rename(tmp, path)
 
 
-# -- on receipt (the link) and at boot (main.py) ----------------------------------------------
+# -- on receipt (the link) and at boot (app/startup.py) ---------------------------------------
 def receive(port, payload, root, counters=None):
     """Keep a downlink for the next boot; True if kept. Another port, an empty or oversized
     payload, a full inbox or a flash failure is counted in ``counters["downlinks_rejected"]``
-    at once. Never raises."""
+    at once. Sets the module's ``kept``. Never raises."""
+    global kept
     counters = counters if counters is not None else {}
     try:
         if port != PORT_CONFIG:
@@ -220,6 +260,7 @@ def receive(port, payload, root, counters=None):
             raise DownlinkError("inbox full")
         doc["inbox"] = inbox + [binascii.hexlify(payload).decode()]
         write_overrides(root, doc)
+        kept = True
         return True
     except (DownlinkError, OSError):
         _count(counters, "downlinks_rejected")
@@ -239,28 +280,28 @@ def apply_overrides(cfg, root, validate):
             print("overrides: %s is unreadable; removed" % path)
             _remove(path)
         return cfg
-    kept = {"set": {}, "base": {}}
+    held = {"set": {}, "base": {}}
     for key in doc["set"]:
-        if cfg[key] == doc["base"][key]:  # else a newer config.json set it: that wins
-            kept["set"][key] = doc["set"][key]
-            kept["base"][key] = doc["base"][key]
+        if get_field(cfg, key) == doc["base"][key]:  # else a newer config.json set it: that wins
+            held["set"][key] = doc["set"][key]
+            held["base"][key] = doc["base"][key]
     try:
-        kept, out = merge_change(cfg, kept, {}, validate)
+        held, out = merge_change(cfg, held, {}, validate)
     except DownlinkError as e:
         print("overrides: %s; removed" % e)
-        kept, out = {"set": {}, "base": {}}, cfg
+        held, out = {"set": {}, "base": {}}, cfg
     for item in doc.get("inbox", ()):
         try:
-            kept, out = merge_change(cfg, kept, parse_change(binascii.unhexlify(item)), validate)
+            held, out = merge_change(cfg, held, parse_change(binascii.unhexlify(item)), validate)
             _count(_counts, "downlinks_applied")
         except ValueError:  # DownlinkError, or hex that is not (binascii.Error)
             _count(_counts, "downlinks_rejected")
-    if kept != doc:
+    if held != doc:
         try:
-            write_overrides(root, kept)
+            write_overrides(root, held)
         except OSError:
             pass
-    return out if kept["set"] else cfg
+    return out if held["set"] else cfg
 
 
 def take_counts(counters):

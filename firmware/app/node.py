@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-``Node.cycle()`` is one wake, whatever the power mode (the composition root, ``main.py``,
+``Node.cycle()`` is one wake, whatever the power mode (the composition root, ``app/main.py``,
 sleeps between cycles — deep sleep on battery, light sleep on mains):
 
 1. ``sampler.sample()`` reads every sensor, values flagged (``app.sensors``); one failing
@@ -18,6 +18,13 @@ sleeps between cycles — deep sleep on battery, light sleep on mains):
 5. ``link.deliver(log)`` sends the pending records oldest first and trims only what an
    authenticated ack (serial, MQTT) or the network (LoRaWAN) confirmed.
 
+6. The RTC is checked for a step at each cycle's start (``app.clock.StepWatch``: its advance
+   against the ticks, or the deep sleep requested, since the last cycle's start). Once it has
+   stepped, every record's ``ok`` values are logged ``time_unsynced`` (``t`` kept raw) until a
+   power-on (the RTC restarts; nothing in the firmware sets it today): the state counters
+   ``clock_steps`` (steps seen) and ``clock_unsynced`` (1 while so) persist it on flash, so a
+   watchdog reset does not forget it, and appear in the status record once non-zero.
+
 What must survive a deep sleep (the cycle count, the aggregation, the quality checker's
 memory, the sampler's and link's counters, the link's ``wake`` state such as the LoRaWAN
 link's batching) is ``Node.persist``, a small JSON-able dict the composition root keeps in
@@ -25,6 +32,8 @@ RTC memory. Runs on MicroPython (and CPython for tests).
 """
 
 from protocol import quality
+
+from .clock import StepWatch
 
 
 class Node:
@@ -51,9 +60,25 @@ class Node:
                     wake[k] = v
         period = cfg.get("mean_period_s") or 0
         self.mean_cycles = max(1, period // cfg["interval_s"]) if period else 0
+        # a restart (machine.soft_reset, app/main.py) keeps the chip's ticks running
+        self.watch = StepWatch(clock, self.persist, cfg["interval_s"] * 1000, state.boot_reason == "restart")
+        if state.boot_reason == "power_on" and state.counter(UNSYNCED):
+            _set_unsynced(state, 0)  # the RTC restarted: untrusted until something sets it
 
-    def _t(self):
-        return int(self.clock.wall_s()) if self.clock.wall_trusted() else None
+    def _check_clock(self):
+        """The RTC's time now (int, None if untrusted); notes a step (counted, persisted)."""
+        wall, step = self.watch.start()
+        if step:
+            self.state.incr("clock_steps")
+            _set_unsynced(self.state, 1)
+        return wall
+
+    def _mark_unsynced(self, records):
+        if self.state.counter(UNSYNCED):
+            for r in records:
+                for v in r.get("values", ()):
+                    if v[2] == quality.OK:
+                        v[2] = quality.TIME_UNSYNCED
 
     def _aggregate(self, values, t):
         """Add a cycle's values to the running means; the mean record when a period ends."""
@@ -84,6 +109,9 @@ class Node:
                 values.append(["battery_v", None, quality.SENSOR_FAILED])
         values.append(["boot_reason", self.state.boot_reason or "unknown", quality.OK])
         counters = {"boots": self.state.boot_count, "cycles": self.persist["cycle"]}
+        for k in ("clock_steps", UNSYNCED):  # RTC steps, once there are any
+            if self.state.counter(k):
+                counters[k] = self.state.counter(k)
         for source in (self.sampler.counters, self.log.stats(), getattr(self.link, "counters", {})):
             for k in source:
                 if isinstance(source[k], int) and not isinstance(source[k], bool):
@@ -93,7 +121,7 @@ class Node:
     def cycle(self):
         """One wake's work; returns a summary dict (what was logged and delivered)."""
         self.feed()
-        t = self._t()
+        t = self._check_clock()
         values = self.sampler.sample()
         self.persist["q"] = self.sampler.checker_state()
         self.persist["cycle"] += 1
@@ -108,6 +136,7 @@ class Node:
         if every and self.persist["cycle"] % every == 1 % every:
             records.append(self.status_record(t))
         if records:
+            self._mark_unsynced(records)
             try:
                 self.log.append_all(records)
             except ValueError:  # together too big for one segment: one append each
@@ -116,11 +145,24 @@ class Node:
         self.feed()
         delivered = self.link.deliver(self.log) if self.link is not None else 0
         self.persist["sc"] = self.sampler.counters
+        self.watch.end()
         if isinstance(getattr(self.link, "counters", None), dict):
             self.persist["lc"] = self.link.counters
         if isinstance(getattr(self.link, "wake", None), dict):
             self.persist["lw"] = self.link.wake
         return {"logged": len(records), "delivered": delivered, "values": values}
+
+
+UNSYNCED = "clock_unsynced"
+
+
+def _set_unsynced(state, value):
+    """Set the ``clock_unsynced`` state counter to ``value`` (0 or 1) and persist it now."""
+    state.incr(UNSYNCED, value - state.counter(UNSYNCED))
+    try:
+        state.save()
+    except OSError:  # flash full or failing: the flag still holds in memory for this boot
+        pass
 
 
 def _counter_name(k):

@@ -11,7 +11,7 @@ slow check shows progress) — ``check`` (its kind), ``ok``, ``name`` and detail
    stops the test (nothing else can be built). ``firmware``: the node's persistent state
    (``app.state``): how many times the firmware has booted, and why last — read only.
 2. ``i2c``: each configured bus is scanned (after switching a gated sensor rail on and
-   waiting its settle time, as ``main.py`` does); ``found`` lists the addresses that ACK.
+   waiting its settle time, as ``app/main.py`` does); ``found`` lists the addresses that ACK.
 3. ``sensor``: one per configured sensor: missing from its bus's scan fails with
    "<name> (<part>) not found at 0x62 on I2C bus 0"; otherwise one reading through the
    firmware's own ``Sampler`` (the same drivers, retries and quality rules as a wake cycle),
@@ -42,11 +42,12 @@ def _say(check, ok, **detail):
 
 
 def _link_check(cfg, secrets, clock, feed, root):
+    from app import hw
+
     kind = cfg["link"]["type"]
     if kind == "serial":
         u = cfg["link"]["uart"]
-        uart = machine.UART(u["id"], baudrate=u["baudrate"], tx=u["tx_pin"], rx=u["rx_pin"], timeout=20)
-        uart.deinit()
+        hw.link_uart(cfg).deinit()
         return True, "UART%d open at %d baud" % (u["id"], u["baudrate"])
     if kind == "mqtt":
         from app.links.mqtt import MQTTLink
@@ -61,9 +62,7 @@ def _link_check(cfg, secrets, clock, feed, root):
         return False, "not connected (%s)" % (", ".join(why) or "no reason recorded")
     from app.links.lorawan import LoRaWANLink
 
-    u = cfg["link"]["uart"]
-    uart = machine.UART(u["id"], baudrate=u["baudrate"], tx=u["tx_pin"], rx=u["rx_pin"], timeout=20)
-    link = LoRaWANLink(uart, cfg, secrets, clock, feed=feed, root=root)
+    link = LoRaWANLink(hw.link_uart(cfg), cfg, secrets, clock, feed=feed, root=root)
     ok = link.open()
     return ok, "joined" if ok else "no network session (modem errors: %d)" % link.counters.get("link_errors", 0)
 
@@ -73,7 +72,7 @@ def run():
     from app.clock import MicroClock
 
     clock = MicroClock()
-    root = os.getcwd() or "/"  # as main.py: "/" on the ESP32
+    root = os.getcwd() or "/"  # as app/main.py: "/" on the ESP32
     from app import config
 
     try:
@@ -97,15 +96,13 @@ def run():
     feed = wdt.feed
     all_ok = True
 
-    rail = cfg.get("rail")
-    if rail:
-        machine.Pin(rail["pin"], machine.Pin.OUT).value(0 if rail["active_low"] else 1)
-        clock.sleep_ms(rail["settle_ms"])
-    buses, found = {}, {}
+    from app import hw
+
+    if cfg.get("rail"):
+        hw.Rail(cfg, clock.sleep_ms).on()
+    buses, found = hw.make_buses(cfg), {}
     for b in cfg["i2c"]:
-        bus = machine.I2C(b["id"], scl=machine.Pin(b["scl_pin"]), sda=machine.Pin(b["sda_pin"]),
-                          freq=b["freq_hz"], timeout=b["timeout_us"])
-        buses[b["id"]] = bus
+        bus = buses[b["id"]]
         try:
             found[b["id"]] = bus.scan()
             _say("i2c", True, name="bus %d" % b["id"], found=found[b["id"]])
@@ -147,11 +144,9 @@ def run():
     sensors = sampler = values = None
     gc.collect()
 
-    battery = cfg.get("battery")
+    battery = hw.battery_reader(cfg)
     if battery:
-        adc = machine.ADC(machine.Pin(battery["adc_pin"]), atten=machine.ADC.ATTN_11DB)
-        volts = adc.read_uv() / 1e6 * battery["divider_ratio"]
-        _say("battery", True, name="battery", volts=round(volts, 3))
+        _say("battery", True, name="battery", volts=round(battery(), 3))
     feed()
 
     try:

@@ -17,11 +17,20 @@ in its own module (``part_class``), loaded only when configured. A cycle is ``Sa
    then the peripheral re-initialised) and one retry; the watchdog is the last resort. A
    sensor that still fails yields its quantities as ``[q, None, "sensor_failed"]`` — no value
    is ever invented — and the next sensor is read regardless.
+   A bus still stuck after the nine clocks, on a node whose sensors sit on a switched rail,
+   gets the next step of RELIABILITY.md's escalation: ``power_cycle()`` (injected too:
+   ``app.hw.Rail.cycle``), at most once per ``sample()`` (the boot's ``prepare()`` counts
+   with the first). Every part on the rail has then
+   lost its state (modes, a started conversion), so each is brought up again before its next
+   step (prepare, and start for a part that measures on request) and the failed step is tried
+   once more; ``rail_cycles`` counts them. A part still failing after that is
+   ``sensor_failed`` as above; the watchdog stays the last resort.
 4. Every value gets its quality flag from ``protocol.quality.QualityChecker`` with the
    profile's rules; ``checker_state()`` / the ``checker_state`` argument carry the checker's
    memory across deep sleep (the composition root keeps it in RTC memory).
 
-Counters (``nacks``, ``crc_errors``, ``timeouts``, ``bus_recoveries``, ``sensor_failures``) are plain ints the
+Counters (``nacks``, ``crc_errors``, ``timeouts``, ``bus_recoveries``, ``sensor_failures``; ``rail_cycles``
+with a ``power_cycle``; ``nap_ms`` when the clock naps, ``app.clock.NappingClock``) are plain ints the
 composition root reports in status records. Runs on MicroPython (and CPython for tests).
 """
 
@@ -89,18 +98,29 @@ def build_sensors(cfg_sensors, buses, clock):
 class Sampler:
     """Reads every sensor once per ``sample()``; see the module docstring."""
 
-    def __init__(self, sensors, clock, rules, checker_state=None, counters=None, recover_bus=None):
+    def __init__(self, sensors, clock, rules, checker_state=None, counters=None, recover_bus=None,
+                 power_cycle=None):
         self.sensors = sensors
         self.clock = clock
         self.recover_bus = recover_bus
+        self.power_cycle = power_cycle
         self.checker = quality.QualityChecker(rules)
         if checker_state:
             self.checker.restore(checker_state)
         self.counters = {"nacks": 0, "crc_errors": 0, "timeouts": 0, "bus_recoveries": 0, "sensor_failures": 0}
+        if power_cycle is not None:
+            self.counters["rail_cycles"] = 0
+        naps = getattr(clock, "napped_ms", None) is not None
+        if naps:
+            self.counters["nap_ms"] = 0
         for k in counters or ():
             if k in self.counters and isinstance(counters[k], int):
                 self.counters[k] = counters[k]  # carried across deep sleep
+        if naps:  # the clock counts on from what the earlier wakes napped
+            clock.napped_ms += self.counters["nap_ms"]
         self.prepared = {}
+        self._rail_epoch = 0  # rail power-cycles so far this boot
+        self._cycled = False  # one power-cycle per sample()
 
     def checker_state(self):
         return self.checker.snapshot()
@@ -152,41 +172,71 @@ class Sampler:
 
     def _prepare_one(self, s):
         try:
-            ms = self._attempt(s.prepare, bus=s.spec["bus"])
-            self.prepared[s.name] = True
+            ms = self._step(s, "prepare")
+            self.prepared[s.name] = self._rail_epoch
             return ms
         except (OSError, DriverError, ValueError):
-            self.prepared[s.name] = False
+            self.prepared[s.name] = None
             return 0
+
+    def _step(self, s, step, *args):
+        """Sensor ``s``'s ``step`` ("prepare", "start" or "read") with ``args``, with the
+        retries of ``_attempt``; a bus still stuck after them gets the rail's power-cycle (once
+        per sample), ``s`` is brought up again (prepare, and for a read its start) and the
+        step is tried once more."""
+        bus = s.spec["bus"]
+        try:
+            return self._attempt(getattr(s, step), *args, bus=bus)
+        except OSError as e:
+            if e.errno != errno.ETIMEDOUT or self.power_cycle is None or self._cycled:
+                raise
+        self._cycled = True
+        self.counters["rail_cycles"] += 1
+        self.power_cycle()
+        self._rail_epoch += 1  # every part on the rail lost its state
+        if step != "prepare":
+            self.clock.sleep_ms(self._attempt(s.prepare, bus=bus))
+            self.prepared[s.name] = self._rail_epoch
+            if step == "read":
+                self.clock.sleep_ms(self._attempt(s.start, bus=bus))
+        return self._attempt(getattr(s, step), *args, bus=bus)
+
+    def _current(self, s):
+        """True if ``s`` was prepared since the rail last lost power."""
+        return self.prepared.get(s.name) == self._rail_epoch
 
     def sample(self):
         """One reading's values: ``[[quantity, value_or_None, flag], ...]`` for all sensors."""
         wait = 0
-        started = {}
+        started = {}  # sensor name -> the rail epoch it was started in
         for s in self.sensors:
-            if not self.prepared.get(s.name):
+            if not self._current(s):
                 self._prepare_one(s)
-            if self.prepared.get(s.name):
+            if self._current(s):
                 try:
-                    wait = max(wait, self._attempt(s.start, bus=s.spec["bus"]))
-                    started[s.name] = True
+                    wait = max(wait, self._step(s, "start"))
+                    started[s.name] = self._rail_epoch
                 except (OSError, DriverError):
-                    started[s.name] = False
+                    pass
         if wait:
             self.clock.sleep_ms(wait)
         ctx = {}
         values = []
         for s in self.sensors:
             got = None
-            if started.get(s.name):
+            if s.name in started:
                 try:
-                    got = self._attempt(s.read, ctx, bus=s.spec["bus"])
+                    if started[s.name] != self._rail_epoch:  # the rail was cycled since its start
+                        self.clock.sleep_ms(self._step(s, "prepare"))
+                        self.prepared[s.name] = self._rail_epoch
+                        self.clock.sleep_ms(self._step(s, "start"))
+                    got = self._step(s, "read", ctx)
                 except (OSError, DriverError, ValueError):
                     got = None
             if got is None:
                 s.failures += 1
                 self.counters["sensor_failures"] += 1
-                self.prepared[s.name] = False  # prepare again next cycle (the part may have reset)
+                self.prepared[s.name] = None  # prepare again next cycle (the part may have reset)
                 for q in s.quantities:
                     values.append([q, None, quality.SENSOR_FAILED])
                 continue
@@ -196,4 +246,7 @@ class Sampler:
                 if q == "temperature_c":
                     ctx[s.name] = v if flag == quality.OK else None
                 values.append([q, v, flag])
+        if "nap_ms" in self.counters:
+            self.counters["nap_ms"] = self.clock.napped_ms
+        self._cycled = False  # the next sample may power-cycle again (the boot's prepare shares this one's)
         return values

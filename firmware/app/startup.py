@@ -1,4 +1,4 @@
-"""The boot's configuration step for the composition root (``main.py``): ``config.json``
+"""The boot's configuration step for the composition root (``app/main.py``): ``config.json``
 validated once, the downlink overrides applied, ``secrets.json`` checked, then the validator
 released.
 
@@ -9,8 +9,7 @@ conservatively, and a stale slot in a frame that is still live (the composition 
 this code stayed in ``main()``) can keep a bound ``config.validate`` — and through its
 globals the whole validator — reachable. Measured on the built firmware under a 32-bit
 MicroPython (docs/benchmarks.md, heap): about 19 KB that ``config.release()`` had not
-freed. Keeping this out of ``main.py`` also keeps the one file compiled from source at every
-boot small. Runs on MicroPython (and CPython for tests).
+freed. Runs on MicroPython (and CPython for tests).
 """
 
 

@@ -49,6 +49,7 @@ import threading
 
 import paho.mqtt.client as mqtt
 
+from gateway.forward.mqtt_link import set_no_delay
 from gateway.sources import FRAME, Arrival, Source, wall_or_none
 from protocol.frame import MAX_FRAME_BYTES, check_device_id
 
@@ -169,6 +170,7 @@ class MQTTSubscription(Source):
         if getattr(flags, "session_present", False):
             self._counters.inc("sessions_resumed")
         self._connected = True
+        set_no_delay(client)
         self._detail = "connected to %s, subscribing %s" % (self._where, self.topic_filter)
         client.subscribe(self.topic_filter, qos=1)  # every time: the session may be gone
 

@@ -1,5 +1,6 @@
 """A simulated gateway's process, as the runner drives it: start (power on), kill (power
-cut), commands over its stdin (``simulators/fleet/gateway_child.py``), its CPU time."""
+cut), commands over its stdin (``simulators/fleet/gateway_child.py``), a full disk (which
+outlasts a power cut), its CPU time."""
 
 import json
 import os
@@ -20,6 +21,7 @@ class GatewayProcess:
         self.proc = None
         self.cpu_s = 0.0
         self.starts = self.kills = 0
+        self.full = False  # the disk is full (gateway_disk_full): every start finds it so
         self._lock = threading.Lock()
         self.last_snapshot = {}
 
@@ -36,7 +38,15 @@ class GatewayProcess:
         line = self._read(timeout_s)
         if not line or not json.loads(line).get("ready"):
             raise RuntimeError("gateway %s did not start: see %s" % (self.spec.id, self.dir))
+        if self.full:
+            self.command("disk_full")
         return self
+
+    def disk_full(self, full):
+        """The disk fills (``full``: the outbox capped at its size, now and after any
+        restart) or has room again; the agent's answer (None if it is off)."""
+        self.full = full
+        return self.command("disk_full" if full else "disk_ok")
 
     def _reap(self, proc):
         _, status, usage = os.wait4(proc.pid, 0)

@@ -1,26 +1,57 @@
 """The scenario's faults, put into the run: what each kind does, and when.
 
 Faults that the simulated parts model themselves are attached before the run with their
-window on the virtual clock: ``stuck_i2c`` (``stuck_bus`` on the node's bus),
-``failing_sensor`` (a device fault on the node's first sensor, or the one carrying
-``quantity``), ``lora_interference`` (``Radio.jam``). The others are actions the runner's
-director takes at their start and end time (``actions``): the council's broker unreachable
-(``broker_outage``), the gateway's process killed and restarted (``gateway_power_cut``),
-its outbox capped at its size (``gateway_disk_full``), a node's process killed and
-restarted (``node_power_cut``; ``during = "flash_write"`` kills it a few real milliseconds
-after its next wake, in the middle of its cycle's flash writes, instead of asleep), and a
-clock stepped (``clock_jump``, a gateway's wall clock or a node's RTC).
+window on the virtual clock (a node's clock counts seconds from the scenario's start):
+``stuck_i2c`` (``stuck_bus`` on the node's bus: SDA held low, every transaction times out
+until the window ends, whatever recovery the firmware tries), ``failing_sensor`` (a device
+fault on the node's sensor carrying ``quantity``, else its first sensor: ``nack`` -- the part
+does not answer; ``stuck_value`` -- the reading freezes at its value when the fault began;
+``drift`` -- it drifts by ``magnitude`` units an hour; ``spike`` -- a reading jumps by
+``magnitude`` with probability ``SPIKE_PROBABILITY``, so spikes come and go as a loose
+contact's do, rather than the level stepping for the whole window; a NO2 sensor's faults act
+on the NO2 its electrode senses, ``_SENSED_INPUTS``), ``lora_interference``
+(``Radio.jam`` of the channel, or of every channel, at the target gateways: a frame on air
+then is lost at those gateways, and a confirmed uplink no gateway heard goes unacknowledged).
+They are logged by the director at their start and end all the same.
+
+The others are actions the runner's director takes at their start and end time
+(``actions``): the council's broker unreachable (``broker_outage``), the gateway's process
+killed and restarted (``gateway_power_cut``), its outbox capped at its size (a full disk:
+SQLite may still reuse the free pages inside the file; ``gateway_disk_full``), a node's
+process killed and restarted on the same flash (``node_power_cut``; ``during =
+"flash_write"`` cuts it as its first flash write after the window opens reaches the image --
+``FleetNode.power_cut_at_write`` -- instead of at once, asleep or not; a node that writes
+nothing in the window is not cut), and a clock stepped (``clock_jump``, a
+gateway's wall clock or a node's RTC -- ``jump_rtc``: its sensors keep measuring the world at
+the true time; their monotonic clocks do not move). ``radio_record`` is the run record's view
+of the radio (what the interference did to every frame).
 """
 
-import random
-
 from simulators.atmodem_radio import CHANNELS_HZ
-from simulators.fleet.nodes import profile_table
+from simulators.fleet.nodes import dev_eui, profile_table
 
+SPIKE_PROBABILITY = 0.3  # a reading's chance of a spike while a failing_sensor "spike" lasts
 
 # The part that measures each quantity (hardware/profiles/*.toml [[sensors]] parts).
 _PARTS_BY_QUANTITY = {"co2_ppm": "scd4x", "rh_percent": "scd4x", "no2_ppb": "ads1115",
                       "distance_cm": "i2cxl", "temperature_c": "tmp117"}
+
+# Quantities a part takes from its environment without measuring them itself: the ADS1115
+# converts the NO2 electrode's voltages, and its own sensor faults act on pin voltages
+# ("ain0_v"...). A sensor fault on one of them acts on what the part senses (as a drifting or
+# stuck electrode does): ``_sense_through_faults``.
+_SENSED_INPUTS = ("no2_ppb",)
+
+
+def _sense_through_faults(device, quantity):
+    """Make ``device`` sense ``quantity`` through its own sensor faults (``measure``)."""
+    source = device._truth  # what rig.setup gave it: the environment model's ``at``
+
+    def sensed(wall_s):
+        values = dict(source(wall_s))
+        values[quantity] = device.measure(quantity, values[quantity])
+        return values
+    device.set_truth(sensed)
 
 
 def _sensor_address(node, quantity):
@@ -33,6 +64,7 @@ def _sensor_address(node, quantity):
 def attach(faults, nodes, radio):
     """Attach the modelled faults (module docstring) to ``nodes`` ({id: FleetNode}) and
     ``radio`` (None without LoRaWAN)."""
+    sensed = set()  # (node, address, quantity) already sensing through its faults
     for f in faults:
         end = f.end_s
         if f.kind == "stuck_i2c":
@@ -43,49 +75,94 @@ def attach(faults, nodes, radio):
             spec = {"kind": mode, "start_s": f.start_s, "end_s": end}
             if mode in ("drift", "spike"):
                 spec["magnitude"] = float(f.params.get("magnitude", 0.0))
+            if mode == "spike":
+                spec["probability"] = SPIKE_PROBABILITY
             if f.params.get("quantity") and mode != "nack":
                 spec["quantity"] = f.params["quantity"]
             for n in f.targets:
-                nodes[n].server.rig.fault(_sensor_address(nodes[n], f.params.get("quantity")), spec)
+                address = _sensor_address(nodes[n], f.params.get("quantity"))
+                nodes[n].server.rig.fault(address, spec)
+                if spec.get("quantity") in _SENSED_INPUTS and (n, address, spec["quantity"]) not in sensed:
+                    sensed.add((n, address, spec["quantity"]))
+                    _sense_through_faults(nodes[n].server.rig.bus.devices[address], spec["quantity"])
         elif f.kind == "lora_interference" and radio is not None:
-            mhz = f.params.get("channel_mhz")
-            freqs = [int(round(mhz * 1e6))] if mhz else list(CHANNELS_HZ)
+            hz = f.params.get("channel_hz")
+            freqs = [hz] if hz else list(CHANNELS_HZ)
             for hz in freqs:
                 radio.jam(hz, f.start_s, end, gateways=list(f.targets))
 
 
-def actions(faults, seed):
-    """``[(at_s, order, description, callable(run))]`` for the director, in time order."""
+def jump_rtc(node, jump_s):
+    """A clock jump on ``node``'s RTC (a ``FleetNode``). Its sensors keep measuring its
+    environment at the true time: the simulated parts read the truth at their clock's wall
+    time, which the RTC's step moves too, so their truth is read ``jump_s`` earlier."""
+    with node.server.lock:
+        node.server.rig.wall(jump_s)
+        for dev in node.server.rig.bus.devices.values():
+            source = dev._truth
+            dev.set_truth(lambda wall_s, source=source: source(wall_s - jump_s))
+
+
+def radio_record(radio, links, start_wall_s):
+    """The run record's ``radio`` (None without one): the radio's counters, each modem link's
+    (``links``: device id -> ``NodeLink``), and every frame put on air as ``[device,
+    start_wall_s, end_wall_s, freq_hz, heard_by, {gateway: loss reason}]``."""
+    if radio is None:
+        return None
+    device = {dev_eui(d).upper(): d for d in links}
+    frames = [[device.get(tx.node, tx.node), round(start_wall_s + tx.start_us / 1e6, 3),
+               round(start_wall_s + tx.end_us / 1e6, 3), tx.freq_hz, [r.gateway_id for r in tx.receptions],
+               dict(tx.losses)] for tx in radio.log or []]
+    return {"counters": dict(radio.counters), "links": {d: dict(link.counters) for d, link in links.items()},
+            "frames": frames}
+
+
+def _noop(run):
+    return None
+
+
+MODELLED = {"stuck_i2c": "stuck I2C bus", "failing_sensor": "failing sensor (%(mode)s)",
+            "lora_interference": "radio interference (%(where)s)"}
+
+
+def actions(faults):
+    """``[(at_s, order, description, callable(run))]`` for the director, in time order. The
+    modelled faults (``attach``) get entries too, which only log their start and end."""
     out = []
-    rng = random.Random(seed)
     for i, f in enumerate(faults):
         k, targets = f.kind, list(f.targets)
+        who = ", ".join(targets)
         if k == "broker_outage":
-            out.append((f.start_s, i, "council broker unreachable from %s" % ", ".join(targets),
+            out.append((f.start_s, i, "council broker unreachable from %s" % who,
                         lambda run, t=targets: [run.brokers.outage(g, True) for g in t]))
-            out.append((f.end_s, i, "council broker back for %s" % ", ".join(targets),
+            out.append((f.end_s, i, "council broker back for %s" % who,
                         lambda run, t=targets: [run.brokers.outage(g, False) for g in t]))
         elif k == "gateway_power_cut":
-            out.append((f.start_s, i, "power cut: %s" % ", ".join(targets),
+            out.append((f.start_s, i, "power cut: %s" % who,
                         lambda run, t=targets: [run.gateways[g].kill() for g in t]))
-            out.append((f.end_s, i, "power back: %s" % ", ".join(targets),
+            out.append((f.end_s, i, "power back: %s" % who,
                         lambda run, t=targets: [run.gateways[g].start() for g in t]))
         elif k == "gateway_disk_full":
-            out.append((f.start_s, i, "disk full: %s" % ", ".join(targets),
-                        lambda run, t=targets: [run.gateways[g].command("disk_full") for g in t]))
-            out.append((f.end_s, i, "disk space back: %s" % ", ".join(targets),
-                        lambda run, t=targets: [run.gateways[g].command("disk_ok") for g in t]))
+            out.append((f.start_s, i, "disk full: %s" % who,
+                        lambda run, t=targets: [run.gateways[g].disk_full(True) for g in t]))
+            out.append((f.end_s, i, "disk space back: %s" % who,
+                        lambda run, t=targets: [run.gateways[g].disk_full(False) for g in t]))
         elif k == "node_power_cut":
-            mid = f.params.get("during", "any") == "flash_write"
-            delays = {n: rng.uniform(0.002, 0.030) for n in targets}
-            out.append((f.start_s, i, "power cut: %s" % ", ".join(targets),
-                        lambda run, t=targets, d=delays, m=mid: [run.cut_node(n, d[n] if m else None) for n in t]))
-            out.append((f.end_s, i, "power back: %s" % ", ".join(targets),
+            at_write = f.params.get("during", "any") == "flash_write"
+            out.append((f.start_s, i, "power cut%s: %s" % (" at its next flash write" if at_write else "", who),
+                        lambda run, t=targets, w=at_write: [run.cut_node(n, at_write=w) for n in t]))
+            out.append((f.end_s, i, "power back: %s" % who,
                         lambda run, t=targets: [run.restore_node(n) for n in t]))
         elif k == "clock_jump":
             jump = float(f.params["jump_s"] if "jump_s" in f.params else f.params["jump"])
-            out.append((f.start_s, i, "clock jump %+d s: %s" % (jump, ", ".join(targets)),
+            out.append((f.start_s, i, "clock jump %+d s: %s" % (jump, who),
                         lambda run, t=targets, j=jump, g=f.target_kind == "gateway": [
                             run.jump_clock(x, j, g) for x in t]))
+        elif k in MODELLED:
+            what = MODELLED[k] % {"mode": f.params.get("mode"),
+                                  "where": "%g MHz" % f.params["channel_mhz"] if f.params.get("channel_mhz")
+                                  else "every channel"}
+            out.append((f.start_s, i, "%s: %s" % (what, who), _noop))
+            out.append((f.end_s, i, "%s over: %s" % (what, who), _noop))
     out.sort(key=lambda a: (a[0], a[1]))
     return out

@@ -21,6 +21,7 @@ import pathlib
 import select
 import signal
 import subprocess
+import sys
 import threading
 import time
 import tty
@@ -40,6 +41,27 @@ BOARDS = {"serial": "esp32-devkitc", "mqtt": "esp32-devkitc", "lorawan": "esp32-
 BATTERY_PIN_V = 1.5  # 3.0 V of 2xAA Li-FeS2 through the board's 1:2 divider
 SSID_SET = "link.wifi.ssid=civicedge-sim"  # the simulator's access point answers any SSID
 REAL_WAIT_MS = "200"  # how long a node waits in real time for its gateway before virtual time passes
+# board.py --gc-scale: the firmware's gc.threshold scaled as HEAP is over the ESP32's ~100 KB,
+# so a collection comes after the same share of the heap is allocated as on the chip
+GC_SCALE = 3
+
+
+# The watcher of power_cut_at_write: argv PID IMAGE. Prints "armed" once inotify watches the
+# image, then SIGKILLs PID at the first write to it (exit 0); exit 1 if PID is gone.
+_CUT_AT_WRITE = r"""
+import ctypes, os, signal, sys
+pid, path = int(sys.argv[1]), sys.argv[2]
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(0)
+if fd < 0 or libc.inotify_add_watch(fd, path.encode(), 0x2) < 0:  # IN_MODIFY
+    sys.exit(2)
+print("armed", flush=True)
+os.read(fd, 4096)
+try:
+    os.kill(pid, signal.SIGKILL)
+except ProcessLookupError:
+    sys.exit(1)
+"""
 
 
 def dev_eui(device_id):
@@ -195,7 +217,8 @@ class FleetNode:
         self.power_cuts = 0
         self.cpu_s = 0.0      # the node processes' CPU time (user + system), s
         self._lock = threading.RLock()
-        self.cut_after_wake_s = None  # a power cut armed for the next wake (real s after it)
+        self._cutter = None   # the watcher of a power cut armed for the next flash write
+        self.cuts_at_write = 0  # power cuts that hit a flash write (power_cut_at_write)
 
     @property
     def clock(self):
@@ -210,7 +233,7 @@ class FleetNode:
         self.participant = self.timeline.join(self.spec.id, self.clock)
         self.server.gate = self._gate
         args = [str(BOARD_PY), "--flash", str(self.image), "--until-s", str(int(self.end_s)),
-                "--rtc-synced", "--wakes", "1000000"]
+                "--rtc-synced", "--wakes", "1000000", "--gc-scale", str(GC_SCALE)]
         if not self.image.exists():
             args += ["--install", str(self.dir / "bundle")]
         env = dict(self.link_env, CIVICEDGE_REAL_WAIT_MS=REAL_WAIT_MS)
@@ -222,9 +245,6 @@ class FleetNode:
 
     def _gate(self, target_us):
         self.participant.wait_until(target_us)
-        delay, self.cut_after_wake_s = self.cut_after_wake_s, None
-        if delay is not None:  # awake now, about to read its sensors and write its flash
-            threading.Timer(delay, self.power_cut).start()
 
     def _watch(self, proc, participant):
         _, status, usage = os.wait4(proc.pid, 0)  # the child's own CPU time, as it is reaped
@@ -235,11 +255,63 @@ class FleetNode:
     def power_cut(self):
         """SIGKILL wherever it is (a flash write included); it stays off until ``start``."""
         with self._lock:
+            self.disarm_cut()
             if self.running():
                 self.proc.send_signal(signal.SIGKILL)
                 self._wait_reaped()
                 self.power_cuts += 1
             self._finish_run()
+
+    def power_cut_at_write(self):
+        """Arm a power cut for the node's next write to its flash image: a watcher process
+        (``_CUT_AT_WRITE``: inotify on the image) SIGKILLs the node as the write reaches the
+        file, so the cut lands in the flash update that write began (littlefs's commit is
+        several block writes; how many more reach the file first is not controlled). Returns once the watch is in place; False if the node is off or a cut
+        is armed already. It stays off after the cut until ``start``; ``disarm_cut`` (or
+        ``power_cut``/``stop``) cancels a cut not yet made."""
+        with self._lock:
+            if not self.running() or self._cutter is not None:
+                return False
+            cutter = subprocess.Popen([sys.executable, "-c", _CUT_AT_WRITE, str(self.proc.pid), str(self.image)],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+            if cutter.stdout.readline().strip() != "armed":
+                cutter.kill()
+                cutter.wait()
+                raise RuntimeError("%s: cannot watch %s for writes (inotify)" % (self.spec.id, self.image))
+            self._cutter = cutter
+        threading.Thread(target=self._await_cut, args=(cutter,), daemon=True).start()
+        return True
+
+    def _await_cut(self, cutter):
+        cut = cutter.wait() == 0  # 0: it killed the node at a write
+        with self._lock:
+            if self._cutter is cutter:
+                self._cutter = None
+                if cut:
+                    self._cut_made()
+
+    def _cut_made(self):
+        """The watcher's SIGKILL landed: the run is over (lock held)."""
+        self._wait_reaped()
+        self.power_cuts += 1
+        self.cuts_at_write += 1
+        self._finish_run()
+
+    def disarm_cut(self):
+        """Cancel an armed cut not yet made (a watcher that already cut is accounted for)."""
+        with self._lock:
+            cutter, self._cutter = self._cutter, None
+            if cutter is None:
+                return
+            cutter.kill()
+            code = cutter.wait()
+            if code == 0 or (self.proc is not None and self._killed_now()):
+                self._cut_made()  # it cut just before it was cancelled
+
+    def _killed_now(self):
+        """True if the node's process died of a SIGKILL (only a power cut sends one)."""
+        self._wait_reaped(0.05)
+        return self.proc.returncode == -signal.SIGKILL and not self._out.closed
 
     def running(self):
         return self.proc is not None and self.proc.returncode is None
@@ -262,7 +334,7 @@ class FleetNode:
     def stop(self):
         """End of run: the process (asleep past the end, or already exited) stops."""
         with self._lock:
-            self.cut_after_wake_s = None
+            self.disarm_cut()
             if self.running():
                 self.proc.send_signal(signal.SIGKILL)  # asleep past the end: nothing to lose
                 self._wait_reaped()
@@ -277,7 +349,11 @@ class FleetNode:
                 resets[k] = resets.get(k, 0) + v
         reads = sum(self.server.rig.counters(s["address"]).get("reads", 0)
                     for s in profile_table(self.spec.profile)["sensors"])
+        sim = {}  # what the node cost the simulation (board.py's BOARD "sim"), over its runs
+        for r in self.runs:
+            for k, v in (r.get("sim") or {}).items():
+                sim[k] = sim.get(k, 0) + v
         return {"boots": boots, "resets": resets, "end": self.runs[-1].get("end") if self.runs else None,
-                "sensor_reads": reads, "power_cuts": self.power_cuts,
+                "sensor_reads": reads, "power_cuts": self.power_cuts, "sim": sim,
                 "errors": [r.get("tail", "") for r in self.runs if r.get("end") in ("error", "killed")
                            and r.get("tail")]}

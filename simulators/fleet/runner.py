@@ -66,6 +66,7 @@ class FleetRun:
         self.nodes, self.gateways, self.clockfiles = {}, {}, {}
         self.brokers = self.platform = self.cable = self.radio = None
         self.network_servers = []
+        self.radio_links = {}  # device id -> its modem's NodeLink (LoRaWAN nodes)
         self.timeline = Timeline(end_us=scenario.duration_s * 1_000_000, publish=self._publish,
                                  window_us=WINDOW_S * 1_000_000)
         self.view = GlobalClock(self.timeline, scenario.start_wall_s)
@@ -79,12 +80,19 @@ class FleetRun:
     def now_wall(self):
         return self.view.wall_s()
 
+    def node_wall(self, device):
+        """Node ``device``'s own virtual time as wall time (no RTC clock jump), None if unknown:
+        the platform stamps arrivals no earlier than it (site.Platform)."""
+        node = self.nodes.get(device)
+        return None if node is None else self.sc.start_wall_s + node.clock.now_us / 1e6
+
     # -- preparation ----------------------------------------------------------------------------
     def prepare(self):
         sc, specs = self.sc, self.sc.nodes()
         self.say("preparing %d nodes, %d gateways" % (len(specs), len(sc.gateways)))
         self.brokers = SiteBrokers(str(self.dir / "brokers"), [n.id for n in specs if n.link == "mqtt"],
                                    sc.gateways).start()
+        self.say("brokers: %s" % self.brokers.describe())
         self.cable = SerialCable()
         builds, keys, serial_ports, by_gw = {}, {}, {}, {g.id: [] for g in sc.gateways}
         lora_gws = [g.id for g in sc.gateways if g.lorawan]
@@ -179,8 +187,9 @@ class FleetRun:
         cfg = node.config
         emu = ATModemEmulator(cfg["link"]["modem"]["dialect"], clock=node.clock, clock_lock=node.server.lock, time_mode="follow",
                               expected_app_key=self.app_keys[node.spec.id], seed=node.spec.env_seed & 0xFFFF)
-        self.radio.link(self.ns_by_gw[node.spec.gateway]).attach(emu)
+        self.radio_links[node.spec.id] = self.radio.link(self.ns_by_gw[node.spec.gateway]).attach(emu)
         emu.start()
+        node.server.uart_peers[2] = emu  # H1 (speed): UART2 settles the modem, no real waits (simuart.py)
         node.modem = emu
         return emu.port_path
 
@@ -193,7 +202,7 @@ class FleetRun:
             self.cable.start()
             for ns in self.network_servers:
                 ns.start()
-            self.platform = Platform(self.brokers, self.now_wall)
+            self.platform = Platform(self.brokers, self.now_wall, self.node_wall)
             for g in self.gateways.values():
                 g.start()
             self.say("gateways running; starting %d nodes" % len(self.nodes))
@@ -208,7 +217,7 @@ class FleetRun:
 
     def _direct(self, director, t0):
         sc = self.sc
-        events = [(a[0], 1, a[2], a[3]) for a in inject.actions(sc.faults, sc.seed)]
+        events = [(a[0], 1, a[2], a[3]) for a in inject.actions(sc.faults)]
         events += [(t, 0, None, None) for t in range(0, sc.duration_s + 1, sc.sample_s)]
         events.sort(key=lambda e: (e[0], e[1]))
         next_say = 0
@@ -225,9 +234,11 @@ class FleetRun:
                 act(self)
 
     def _sample(self):
+        """The gateways' backlogs now (rows in the outbox); none from a gateway that is off."""
         for gid, g in self.gateways.items():
             got = g.command("backlog")
-            self.backlog[gid].append([self.now_wall(), got["rows"] if got else None])
+            if got is not None:
+                self.backlog[gid].append([self.now_wall(), got["rows"]])
 
     def _progress(self, at_s, t0):
         alive = sum(1 for n in self.nodes.values() if n.running())
@@ -235,25 +246,27 @@ class FleetRun:
             _hhmm(self.now_wall()), _span(at_s), alive, self.platform.count(), time.monotonic() - t0))
 
     # -- fault actions (inject.actions) -------------------------------------------------------
-    def cut_node(self, node_id, after_wake_s=None):
+    def cut_node(self, node_id, at_write=False):
+        """A node's power cut: now, or (``at_write``) at its next flash write."""
         node = self.nodes[node_id]
-        if after_wake_s is None:
-            node.power_cut()
+        if at_write:
+            node.power_cut_at_write()
         else:
-            node.cut_after_wake_s = after_wake_s
+            node.power_cut()
 
     def restore_node(self, node_id):
+        """The power back: a cut not yet made is cancelled; a node that is off starts."""
         node = self.nodes[node_id]
-        node.cut_after_wake_s = None
+        node.disarm_cut()
         if not node.running():
             node.start()
 
     def jump_clock(self, target, jump_s, gateway):
+        """A clock-jump fault: a gateway's wall clock, or a node's RTC, stepped by ``jump_s``."""
         if gateway:
             self.clockfiles[target].jump(jump_s)
         else:
-            with self.nodes[target].server.lock:
-                self.nodes[target].server.rig.wall(jump_s)
+            inject.jump_rtc(self.nodes[target], jump_s)
 
     # -- the end --------------------------------------------------------------------------------
     def _drain(self):
@@ -309,9 +322,13 @@ class FleetRun:
             "held_gateway": {gid: g.held(ids) for gid, g in self.gateways.items()},
             "truth": {d: truth_series(n.env, sc) for d, n in self.nodes.items()},
             "backlog": self.backlog,
-            "node_stats": {d: n.stats() for d, n in self.nodes.items()},
+            "node_stats": {d: dict(n.stats(), power_ons=len(n.runs), cuts_at_write=n.cuts_at_write,
+                                   bus=n.server.rig.counters(None)) for d, n in self.nodes.items()},
             "counters": {gid: g.last_snapshot for gid, g in self.gateways.items()},
+            "gateway_stats": {gid: {"starts": g.starts, "kills": g.kills} for gid, g in self.gateways.items()},
+            "radio": inject.radio_record(self.radio, self.radio_links, sc.start_wall_s),
             "director": [[t, what] for t, what in self.log],
+            "broker": {"kind": self.brokers.kind, "why": self.brokers.why},
             "timing": {"wall_s": round(wall_s, 2),
                        "cpu_s": {"interpreter": round(sum(n.cpu_s for n in self.nodes.values()), 2),
                                  "simulator": round(cpu_s, 2),

@@ -43,10 +43,13 @@ class GroupSpec:
     stagger_s: int
     sets: list
     distances_m: tuple
+    numbers: tuple = None  # a reduced copy's chosen n values (``Scenario.reduced``), else None
 
     def device_ids(self):
-        """The group's device ids, in order (``ids`` formatted with n = first, first + 1, ...)."""
-        return [self.ids.format(n=self.first + k) for k in range(self.count)]
+        """The group's device ids, in order (``ids`` formatted with n = first, first + 1, ...,
+        or with the chosen ``numbers`` of a reduced copy)."""
+        ns = self.numbers if self.numbers is not None else range(self.first, self.first + self.count)
+        return [self.ids.format(n=n) for n in ns]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,28 +136,52 @@ class Scenario:
                                     mix_seed(self.seed, "env", key), boot, distances, list(g.sets)))
         return out
 
-    def reduced(self, nodes_per_group=None, duration_s=None):
-        """A smaller copy for tests: the same seed (so the nodes kept are identical), the first
-        ``nodes_per_group`` nodes of each group, the first ``duration_s`` seconds. Fault windows
-        are clipped to the new end (a fault starting at or after it is dropped); a node fault
-        whose targets vanish moves to the first remaining node of their group. A stagger longer
-        than half the new duration is cut to half, so every node still boots in the run."""
+    def reduced(self, nodes_per_group=None, duration_s=None, nodes=None, squeeze_faults_s=None):
+        """A smaller copy for tests: the same seed (so the nodes kept are identical), fewer
+        nodes, the first ``duration_s`` seconds.
+
+        Nodes: ``nodes`` (device ids and/or group names; None: every group) keeps only those,
+        in group order, and a group left with none is gone; then ``nodes_per_group`` keeps the
+        first N of what each group has left.
+
+        Faults: a node fault whose targets vanish moves to the first remaining node of their
+        group, and is dropped only if the group is gone. Without ``squeeze_faults_s`` the
+        schedule is clipped: a fault starting at or after the new end is dropped, a window
+        running past it is cut at it. With ``squeeze_faults_s`` (seconds) the whole day's
+        schedule is squeezed into the shorter run instead, so every fault still happens: each
+        start is scaled by ``duration_s / the original duration`` (the faults keep their order
+        and their relative place in the run), and each window keeps its length up to
+        ``squeeze_faults_s`` (a longer one is cut to that), ending at the new end at the
+        latest; a drift cut short drifts faster (its ``magnitude`` per hour scaled by the
+        original length over the new), so it reaches the same offset by its end. Windows that
+        did not overlap may then overlap (on different targets in the shipped scenarios).
+
+        A stagger longer than half the new duration is cut to half, so every node still boots
+        in the run. Raises ``ValueError`` for a bad argument or an unknown name in ``nodes``."""
         n = nodes_per_group
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise ValueError("nodes_per_group must be None or an int >= 1, got %r" % (n,))
         dur = self.duration_s if duration_s is None else duration_s
         if isinstance(dur, bool) or not isinstance(dur, int) or not 1 <= dur <= self.duration_s:
             raise ValueError("duration_s must be None or an int from 1 to %d, got %r" % (self.duration_s, duration_s))
-        group_of = {d: g.name for g in self.groups for d in g.device_ids()}
-        groups = []
-        for g in self.groups:
-            stagger = g.stagger_s if g.stagger_s <= dur // 2 else dur // 2
-            groups.append(dataclasses.replace(g, count=g.count if n is None else min(g.count, n), stagger_s=stagger))
+        squeeze = squeeze_faults_s
+        if squeeze is not None and (isinstance(squeeze, bool) or not isinstance(squeeze, int) or squeeze < 1):
+            raise ValueError("squeeze_faults_s must be None or an int >= 1 (seconds), got %r" % (squeeze,))
+        groups = self._reduced_groups(n, dur, nodes)
         kept = {g.name: g.device_ids() for g in groups}
+        group_of = {d: g.name for g in self.groups for d in g.device_ids()}
         faults = []
         for f in self.faults:
-            if f.start_s >= dur:
+            start, end, params = f.start_s, f.end_s, f.params
+            if squeeze is not None:
+                start = f.start_s * dur // self.duration_s
+                end = None if f.end_s is None else min(start + min(f.end_s - f.start_s, squeeze), dur)
+                if params.get("mode") == "drift" and end is not None and end - start < f.end_s - f.start_s:
+                    params = dict(params, magnitude=params["magnitude"] * (f.end_s - f.start_s) / (end - start))
+            elif f.start_s >= dur:
                 continue
+            else:
+                end = None if f.end_s is None else min(f.end_s, dur)
             targets = f.targets
             if f.target_kind == "node":
                 targets = []
@@ -165,10 +192,31 @@ class Scenario:
                         targets.append(t)
                 if not targets:
                     continue
-            end = None if f.end_s is None else min(f.end_s, dur)
-            faults.append(dataclasses.replace(f, end_s=end, targets=list(targets)))
+            faults.append(dataclasses.replace(f, start_s=start, end_s=end, targets=list(targets), params=params))
         return dataclasses.replace(self, duration_s=dur, sample_s=min(self.sample_s, dur), groups=groups,
                                    faults=faults)
+
+    def _reduced_groups(self, n, dur, nodes):
+        """The groups of ``reduced``: the nodes chosen, the stagger fitted to ``dur``."""
+        if nodes is not None:
+            nodes = [nodes] if isinstance(nodes, str) else list(nodes)
+            names = {g.name for g in self.groups} | {d for g in self.groups for d in g.device_ids()}
+            unknown = [x for x in nodes if x not in names]
+            if unknown:
+                raise ValueError("nodes: %r is neither a group name nor a device id of this scenario" % unknown[0])
+        out = []
+        for g in self.groups:
+            numbers = list(g.numbers if g.numbers is not None else range(g.first, g.first + g.count))
+            if nodes is not None and g.name not in nodes:
+                numbers = [k for k, d in zip(numbers, g.device_ids()) if d in nodes]
+            numbers = numbers if n is None else numbers[:n]
+            if not numbers:
+                continue
+            stagger = g.stagger_s if g.stagger_s <= dur // 2 else dur // 2
+            contiguous = numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+            out.append(dataclasses.replace(g, count=len(numbers), first=numbers[0], stagger_s=stagger,
+                                           numbers=None if contiguous else tuple(numbers)))
+        return out
 
     def to_dict(self):
         """The scenario as JSON-able data (for the run record)."""
@@ -176,6 +224,7 @@ class Scenario:
         d["end_wall_s"] = self.end_wall_s
         for g in d["groups"]:
             g["distances_m"] = None if g["distances_m"] is None else list(g["distances_m"])
+            g["numbers"] = None if g["numbers"] is None else list(g["numbers"])
         return d
 
 

@@ -1,8 +1,13 @@
-"""The real infrastructure around a simulated site: the site's Mosquitto (nodes over TLS,
-the gateways and the LoRaWAN network server on a loopback listener), the council's
-Mosquitto with its platform subscriber (``Platform``), a ``TCPProxy`` per gateway on the way
-to the council (a broker outage is that proxy refusing and dropping connections), each
-gateway's configuration and 0600 secrets, written as provisioning writes them.
+"""The real infrastructure around a simulated site: the site's broker (nodes over TLS, the
+gateways and the LoRaWAN network server on a loopback listener), the council's broker with
+its platform subscriber (``Platform``), a ``TCPProxy`` per gateway on the way to the council
+(a broker outage is that proxy refusing and dropping connections), each gateway's
+configuration and 0600 secrets, written as provisioning writes them.
+
+The brokers are Mosquitto when it can be started, otherwise the embedded ``amqtt`` broker
+(``simulators.fleet.amqtt_broker``) with the same listeners, users and ACL;
+``$CIVICEDGE_SIM_BROKER`` (``mosquitto`` or ``amqtt``) forces one (``SiteBrokers.kind`` says
+which ran, ``why`` why amqtt did).
 
 Every password and key is random (``secrets``), made for the run and kept in its work
 directory; the agent refuses weak ones, and so would a reviewer.
@@ -16,10 +21,13 @@ import threading
 import paho.mqtt.client as mqtt
 
 from gateway.upstream import SENML_JSON, decode_readings
-from simulators.broker import Mosquitto, free_port, make_test_tls
+from simulators.broker import Mosquitto, MosquittoMissing, free_port, make_test_tls
+from simulators.fleet.amqtt_broker import AmqttBroker, amqtt_available
 from simulators.fleet.nodes import node_attributes
 from simulators.tcpproxy import TCPProxy
 
+BROKER_ENV = "CIVICEDGE_SIM_BROKER"
+BROKERS = ("auto", "mosquitto", "amqtt")
 PLATFORM = "platform"
 NS_USER = "chirpstack"
 SSID = "civicedge-sim"
@@ -37,10 +45,16 @@ def _write_private(path, text):
 
 
 class SiteBrokers:
-    """Both brokers and the proxies (module docstring). ``nodes``: MQTT node ids;
-    ``gateways``: ``GatewaySpec``s."""
+    """Both brokers and the proxies (module docstring). ``mqtt_nodes``: MQTT node ids;
+    ``gateways``: ``GatewaySpec``s; ``broker``: ``auto`` (Mosquitto, else amqtt),
+    ``mosquitto`` or ``amqtt``; None reads ``$CIVICEDGE_SIM_BROKER`` (default ``auto``).
+    ValueError names a bad choice."""
 
-    def __init__(self, workdir, mqtt_nodes, gateways):
+    def __init__(self, workdir, mqtt_nodes, gateways, broker=None):
+        self.choice = broker or os.environ.get(BROKER_ENV) or "auto"
+        if self.choice not in BROKERS:
+            raise ValueError("%s: must be one of %s, got %r" % (
+                "broker" if broker else "$" + BROKER_ENV, ", ".join(BROKERS), self.choice))
         self.dir = workdir
         os.makedirs(os.path.join(workdir, "tls"), exist_ok=True)
         self.tls = make_test_tls(os.path.join(workdir, "tls"))
@@ -49,33 +63,74 @@ class SiteBrokers:
         self.up_pw = {g.id: password() for g in gateways}
         self.ns_pw, self.platform_pw = password(), password()
         self.wifi_pw = password()
-        self.plain_port = free_port()
-        acl = ["pattern write civicedge/node/%u/up", "pattern read civicedge/node/%u/ack",
-               "user %s" % NS_USER, "topic write application/#",
-               "topic read application/+/device/+/command/down"]
+        self.site_acl = ["pattern write civicedge/node/%u/up", "pattern read civicedge/node/%u/ack",
+                         "user %s" % NS_USER, "topic write application/#",
+                         "topic read application/+/device/+/command/down"]
         for g in gateways:
-            acl += ["user gw-%s" % g.id, "topic readwrite civicedge/node/#", "topic read application/#"]
-        users = dict(self.node_pw, **{"gw-" + k: v for k, v in self.gw_pw.items()})
-        users[NS_USER] = self.ns_pw
-        self.site = Mosquitto(users=users, acl=acl, tls={"certfile": self.tls["certfile"],
-                                                          "keyfile": self.tls["keyfile"]},
-                              extra_config=["max_queued_messages 10000",
-                                            "listener %d 127.0.0.1" % self.plain_port])
-        council_acl = ["user %s" % PLATFORM, "topic read civicedge/v1/#"]
+            self.site_acl += ["user gw-%s" % g.id, "topic readwrite civicedge/node/#", "topic read application/#"]
+        self.site_users = dict(self.node_pw, **{"gw-" + k: v for k, v in self.gw_pw.items()})
+        self.site_users[NS_USER] = self.ns_pw
+        self.council_acl = ["user %s" % PLATFORM, "topic read civicedge/v1/#"]
         for g in gateways:
-            council_acl += ["user up-%s" % g.id, "topic write civicedge/v1/%s/#" % g.site]
-        self.council = Mosquitto(users=dict({"up-" + k: v for k, v in self.up_pw.items()},
-                                            **{PLATFORM: self.platform_pw}),
-                                 acl=council_acl, persistence=False,
-                                 extra_config=["max_queued_messages 100000", "max_inflight_messages 100"])
+            self.council_acl += ["user up-%s" % g.id, "topic write civicedge/v1/%s/#" % g.site]
+        self.council_users = dict({"up-" + k: v for k, v in self.up_pw.items()}, **{PLATFORM: self.platform_pw})
+        self.site = self.council = None
+        self.kind = self.why = None
+        self.plain_port = None
         self.proxies = {}
 
     def start(self):
-        self.site.start()
-        self.council.start()
+        """Start the brokers (Mosquitto or amqtt: class docstring) and the proxies; RuntimeError
+        if no broker could be started."""
+        why = None
+        if self.choice == "amqtt":
+            why = "%s=amqtt" % BROKER_ENV
+        else:
+            try:
+                self._start_mosquitto()
+            except (MosquittoMissing, RuntimeError) as e:
+                self._stop_brokers()
+                if self.choice == "mosquitto":
+                    raise RuntimeError("Mosquitto could not be started: %s" % e) from e
+                why = "mosquitto could not be started: %s" % str(e).splitlines()[0]
+        if why is not None:
+            if not amqtt_available():
+                raise RuntimeError("no broker: %s, and the amqtt package is not installed (scripts/setup)" % why)
+            self._start_amqtt()
+            self.why = why
         for gid in self.gw_pw:
             self.proxies[gid] = TCPProxy("127.0.0.1", self.council.port)
         return self
+
+    def describe(self):
+        """``mosquitto`` or ``amqtt (why)``: for the run's header."""
+        return self.kind if self.why is None else "%s (%s)" % (self.kind, self.why)
+
+    def _start_mosquitto(self):
+        self.kind, self.plain_port = "mosquitto", free_port()
+        self.site = Mosquitto(users=self.site_users, acl=self.site_acl,
+                              tls={"certfile": self.tls["certfile"], "keyfile": self.tls["keyfile"]},
+                              extra_config=["max_queued_messages 10000", "set_tcp_nodelay true",
+                                            "listener %d 127.0.0.1" % self.plain_port])
+        self.council = Mosquitto(users=self.council_users, acl=self.council_acl, persistence=False,
+                                 extra_config=["max_queued_messages 100000", "max_inflight_messages 100",
+                                               "set_tcp_nodelay true"])
+        self.site.start()
+        self.council.start()
+
+    def _start_amqtt(self):
+        self.kind, self.plain_port = "amqtt", free_port()
+        self.site = AmqttBroker(users=self.site_users, acl=self.site_acl, plain_port=self.plain_port,
+                                tls={"certfile": self.tls["certfile"], "keyfile": self.tls["keyfile"]})
+        self.council = AmqttBroker(users=self.council_users, acl=self.council_acl)
+        self.site.start()
+        self.council.start()
+
+    def _stop_brokers(self):
+        for b in (self.site, self.council):
+            if b is not None:
+                b.close()
+        self.site = self.council = None
 
     def outage(self, gateway_id, down):
         """The council's broker unreachable from ``gateway_id`` (``down``) or back."""
@@ -87,8 +142,7 @@ class SiteBrokers:
     def close(self):
         for p in self.proxies.values():
             p.close()
-        self.site.close()
-        self.council.close()
+        self._stop_brokers()
 
 
 def gateway_files(d, g, devices, keys, brokers, serial_ports, app_id):
@@ -120,6 +174,8 @@ def gateway_files(d, g, devices, keys, brokers, serial_ports, app_id):
               "[upstream.mqtt]", 'host = "127.0.0.1"', "port = %d" % brokers.proxies[g.id].port, "tls = false",
               'username = "up-%s"' % g.id, 'password_file = "secrets/up.password"',
               'client_id = "civicedge-%s-%s"' % (g.site, g.id), "keepalive_s = 10", "readings_per_publish = 100"]
+    if brokers.kind == "amqtt":  # amqtt speaks MQTT 3.1.1 only (docs/simulation-fleet.md "Brokers")
+        lines.append('protocol = "3.1.1"')
     path = os.path.join(d, "gateway.toml")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -133,11 +189,21 @@ def gateway_files(d, g, devices, keys, brokers, serial_ports, app_id):
 
 class Platform:
     """The council's platform: subscribes ``civicedge/v1/#`` (QoS 1, persistent session) and
-    keeps every readings record copy, gap message and alarm event, stamped with the fleet's
-    wall time on arrival (``now_wall``: a function)."""
+    keeps every readings record copy, gap message and alarm event with the time it arrived
+    (``arrived_wall_s``, Unix s on the fleet's virtual clock; ``arrival_wall_s``).
 
-    def __init__(self, brokers, now_wall):
+    ``now_wall()``: the fleet's global time G as wall time. ``node_wall(device)``: that
+    node's own clock as wall time (its virtual time since the start, without any clock-jump
+    fault on its RTC), or None for an unknown device. A message is stamped with the later
+    of the two for the device it concerns: G alone trails the nodes by up to the timeline's
+    lookahead window (30 s), so a reading forwarded at once could seem to arrive before it
+    was sent; a node's clock is never past G by more than the window, and the record left
+    the node at or before its clock's present time, so the stamp is never before the send
+    and at most the window late."""
+
+    def __init__(self, brokers, now_wall, node_wall=None):
         self.now_wall = now_wall
+        self.node_wall = node_wall
         self.lock = threading.Lock()
         self.arrived, self.gaps, self.alarm_events, self.bad = [], [], [], []
         self.subscribed = threading.Event()
@@ -152,13 +218,20 @@ class Platform:
         c.loop_start()
         self.client = c
 
+    def arrival_wall_s(self, device, now_s):
+        """The arrival stamp (class docstring) for a message about ``device`` that arrives
+        when the global time is ``now_s`` (Unix s)."""
+        own = self.node_wall(device) if self.node_wall is not None and device else None
+        return now_s if own is None else max(now_s, own)
+
     def _on_message(self, client, userdata, msg):
-        at = self.now_wall()
+        now = self.now_wall()
         topic, payload = msg.topic, bytes(msg.payload)
         with self.lock:
             try:
                 if topic.endswith("/readings"):
                     pack = decode_readings(payload, SENML_JSON)
+                    at = self.arrival_wall_s(pack["device_id"], now)
                     for rec in pack["records"]:
                         self.arrived.append({
                             "device": pack["device_id"], "epoch": pack["boot_epoch"], "seq": rec["seq"],
@@ -166,11 +239,13 @@ class Platform:
                             "values": {q: [v, f] for q, v, f in rec.get("values", [])},
                             "arrived_wall_s": at})
                 elif topic.endswith("/gaps"):
-                    self.gaps.append(dict(json.loads(payload), device=topic.split("/")[3], arrived_wall_s=at))
+                    device = topic.split("/")[3]
+                    self.gaps.append(dict(json.loads(payload), device=device,
+                                          arrived_wall_s=self.arrival_wall_s(device, now)))
                 elif topic.endswith("/alarms"):
                     msg_ = json.loads(payload)
                     for ev in msg_.get("alarms", []):
-                        self.alarm_events.append(dict(ev, arrived_wall_s=at))
+                        self.alarm_events.append(dict(ev, arrived_wall_s=self.arrival_wall_s(ev.get("device_id"), now)))
             except Exception as e:  # noqa: BLE001 (kept and reported: a platform must not choke)
                 self.bad.append({"topic": topic, "error": repr(e)})
 

@@ -4,6 +4,7 @@ inside one MicroPython process (a wake costs milliseconds; a new process ~24 ms)
     MICROPYPATH=simulators/mpy:. CIVICEDGE_SIM=127.0.0.1:PORT \\
         micropython -X heapsize=100K simulators/mpy/board.py --flash IMAGE [--install DIR]
             [--wakes N] [--until-s S] [--boot-ms 300] [--rtc-synced] [--blocks 512] [--heap-free 100K]
+            [--gc-scale 3]
 
 ``--flash``: the image file, mounted at ``/flash`` (a new file is made and formatted; an
 existing one that does not mount is an error, never reformatted). ``/flash`` is the current
@@ -32,12 +33,17 @@ A power cut is a killed process: the next run starts with ``PWRON_RESET``.
 Heap: the shim's modules live in the heap (on an ESP32 they are in flash): at 100 KB the
 firmware gets about 52 KB. ``--heap-free N`` holds a ballast block so the firmware gets N
 bytes at boot whatever the shim takes: run with a larger ``-X heapsize`` (e.g. 200K with
-``--heap-free 100K``).
+``--heap-free 100K``). ``--gc-scale N`` multiplies the thresholds the firmware gives
+``gc.threshold`` by N (``_GC``): the fleet, whose heaps are about 3 times the chip's, passes 3.
 
 The last line of output is ``BOARD {json}``: ``end`` ("wakes", "time", "ended", "error",
 "asleep" — a deep sleep with no wake time), ``boots``, ``resets`` by cause (the one that ended the run
 included), ``virtual_s`` (the simulator clock at the end), ``ballast`` (bytes held for
-``--heap-free``), ``largest_block`` (the largest allocation possible before the first boot),
+``--heap-free``), ``largest_block`` (the largest allocation possible before the first boot), ``sim`` (what the
+board cost the simulation: ``requests`` to the simulator, ``sleeps_kept`` (sleeps carried by
+a later request instead of one of their own: ``simlink``), ``real_waits`` for a far end
+(socket polls, UART reads), ``real_wait_ms`` they took and ``real_waits_empty``, those that
+ended with nothing),
 ``mem_free`` (``gc.mem_free()`` after the collection before each boot) and ``wall_us`` (real
 µs each boot took, application and reset) — of every boot, or past 256 boots of the first
 128 and the latest 128.
@@ -51,13 +57,13 @@ import time  # the port's real clock (imported before the board's replaces it)
 import vfs
 
 _USAGE = ("usage: board.py --flash IMAGE [--install DIR] [--wakes N] [--until-s S] [--boot-ms MS] "
-          "[--rtc-synced] [--blocks N] [--heap-free BYTES|NK]")
+          "[--rtc-synced] [--blocks N] [--heap-free BYTES|NK] [--gc-scale N]")
 _RECORD = 256  # boots whose heap and wall time the summary keeps: the first and latest 128
 
 
 def _options(argv):
     opts = {"flash": None, "install": None, "wakes": 0, "until_s": 0, "boot_ms": 300, "blocks": 512, "rtc_synced": False,
-            "heap_free": None}
+            "heap_free": None, "gc_scale": 1}
     i = 0
     while i < len(argv):
         key = argv[i][2:].replace("-", "_")
@@ -82,7 +88,7 @@ if __name__ == "__main__":
     _n = min(_OPTS["wakes"] + 1, _RECORD)
     _RECORDS = ([0] * _n, [0] * _n)  # allocated first, in a fresh heap: recording takes none later
 
-_SHIM = ("simlink", "simclock", "machine", "simuart", "simchip", "network", "esp32", "flashdev")
+_SHIM = ("simlink", "simclock", "machine", "simuart", "simchip", "network", "esp32", "flashdev", "simsocket")
 
 
 def _load_shim():
@@ -115,7 +121,8 @@ import network
 import simchip  # the chip's state (RTC memory, UARTs) must outlive the firmware's modules
 import simclock
 import simlink
-from simlink import OP_BOOT_AT, OP_HALT, BoardReset, BoardStop
+import simsocket
+from simlink import OP_HALT, BoardReset, BoardStop
 
 _CAUSES = {None: "soft_reboot", machine.SOFT_RESET: "soft", machine.WDT_RESET: "wdt",
            machine.DEEPSLEEP_RESET: "deepsleep"}
@@ -156,7 +163,6 @@ class _Flash(flashdev.FileFlash):
         self._f.seek(arg * self.block_size)
         for _ in range(self.block_size // len(_ERASED)):
             self._f.write(_ERASED)
-        self._f.flush()
         return 0
 
 
@@ -255,6 +261,25 @@ def _settle_heap(heap_free):
     return ballast
 
 
+class _GC:
+    """The ``gc`` module the firmware sees with ``--gc-scale N``: ``threshold(n)`` asks for a
+    collection after ``N * n`` bytes (and reports thresholds divided by N). A heap N times the
+    chip's (``-X heapsize``, sized for the unix port's 64-bit objects) then collects after the
+    same share of it is allocated as the firmware's threshold means on the chip."""
+
+    def __init__(self, scale):
+        self._scale = scale
+
+    def threshold(self, amount=None):
+        if amount is None:
+            t = gc.threshold()
+            return t if t < 0 else t // self._scale
+        gc.threshold(amount * self._scale if amount >= 0 else amount)
+
+    def __getattr__(self, name):
+        return getattr(gc, name)
+
+
 def _largest_block():
     """The largest single allocation the heap can give now (bytes)."""
     low, high = 0, gc.mem_free()
@@ -271,11 +296,7 @@ def _largest_block():
 
 
 def _boot_at(at_us, cause):
-    payload = bytearray(9)
-    for i in range(8):
-        payload[i] = at_us >> (56 - 8 * i) & 0xFF
-    payload[8] = cause or 0
-    return simlink.u64(simlink.call(OP_BOOT_AT, 0, payload))
+    return simlink.boot_at(at_us, cause)
 
 
 def run(opts, records):
@@ -285,6 +306,9 @@ def run(opts, records):
     sys.modules["time"] = simclock.VirtualTime()
     sys.modules["select"] = simclock.VirtualSelect()
     sys.modules["_asyncio"] = simclock.virtual_asyncio_core()
+    sys.modules["socket"] = simsocket
+    if opts["gc_scale"] != 1:
+        sys.modules["gc"] = _GC(opts["gc_scale"])
     for name in list(sys.modules):  # the shim's own copies: the firmware loads its flash's
         if name == "drivers" or name.startswith("drivers."):
             del sys.modules[name]
@@ -308,6 +332,7 @@ def run(opts, records):
         machine._boot(cause, wake)
         network._reset()
         esp32._reset()
+        simsocket._reset()
         sys.path.clear()
         sys.path.extend(("/flash", "/flash/lib", ".frozen"))
         os.chdir("/flash")
@@ -344,9 +369,16 @@ def run(opts, records):
         if boots > wakes and until_us is None:
             end = "wakes"
             break
+    try:
+        simlink.flush()  # the simulator's clock where the board's is
+    except BoardReset:
+        pass
+    c = simlink.counts
     sys.stdout.write('BOARD {"end": "%s", "boots": %d, "resets": %s, "virtual_s": %s, "ballast": %d, '
-                     '"largest_block": %d, "mem_free": ['
-                     % (end, boots, json.dumps(resets), json.dumps(simclock.now_us() / 1e6), sum(len(b) for b in ballast), largest))
+                     '"largest_block": %d, "sim": {"requests": %d, "sleeps_kept": %d, "real_waits": %d, '
+                     '"real_wait_ms": %d, "real_waits_empty": %d}, "mem_free": ['
+                     % (end, boots, json.dumps(resets), json.dumps(simclock.now_us() / 1e6), sum(len(b) for b in ballast), largest,
+                        c[0], c[1], c[2], c[3], c[4]))
     _write_values(mem_free, boots)
     sys.stdout.write('], "wall_us": [')
     _write_values(wall_us, boots)

@@ -2,9 +2,16 @@
 
 A block device with ``readblocks``/``writeblocks``/``ioctl`` (the extended interface, with
 offsets, that ``vfs.VfsLfs2`` uses), backed by a file that outlives the process. Every write
-goes to the file before ``writeblocks`` returns, so killing the process mid-write leaves
-exactly what a power cut leaves on NOR flash: some blocks written, one perhaps half-written.
-Erase fills a block with 0xFF as flash does.
+goes to the file (an unbuffered ``write``: the kernel's page cache, which outlives the
+process) before ``writeblocks`` returns, so killing the process mid-write leaves exactly what
+a power cut leaves on NOR flash: some blocks written, one perhaps half-written. (No
+``fsync``: a killed process is the power cut modelled, not a host crash.) Erase fills a
+block with 0xFF as flash does.
+
+``readblocks``/``writeblocks`` are called from C for every littlefs access (hundreds per
+wake cycle): they are kept small enough that MicroPython runs them without allocating a
+frame on the heap (a frame over 11 words is heap-allocated, and counts towards the
+firmware's ``gc.threshold``).
 
 ``mount_flash(path, mount_point="/flash", size=...)`` formats a new image (or one that does
 not mount) and mounts it, for tests of the storage modules; ``board.py`` mounts images
@@ -45,17 +52,18 @@ class FileFlash:
     def readblocks(self, block, buf, offset=0):
         self._f.seek(block * self.block_size + offset)
         n = self._f.readinto(buf)
-        if n is None or n < len(buf):  # past the end of a short image: erased flash
-            start = n or 0
-            for i in range(start, len(buf)):
-                buf[i] = 0xFF
+        if n != len(buf):
+            self._erased_tail(buf, n or 0)
 
-    def writeblocks(self, block, buf, offset=None):
-        if offset is None:  # the simple interface: erase then program whole blocks
-            offset = 0
+    @staticmethod
+    def _erased_tail(buf, start):
+        """Past the end of a short image: erased flash."""
+        for i in range(start, len(buf)):
+            buf[i] = 0xFF
+
+    def writeblocks(self, block, buf, offset=0):
         self._f.seek(block * self.block_size + offset)
         self._f.write(buf)
-        self._f.flush()
 
     def ioctl(self, op, arg):
         if op == 4:  # block count
@@ -65,7 +73,6 @@ class FileFlash:
         if op == 6:  # erase a block
             self._f.seek(arg * self.block_size)
             self._f.write(self._erased)
-            self._f.flush()
             return 0
         return None
 

@@ -3,7 +3,9 @@
 
 The access point is server state (``control wifi [settings]``, see
 ``simulators/i2c_server.py``): up or down, an SSID and key (None: any), and how long
-association + DHCP takes (``assoc_ms``) or one failed attempt lasts (``scan_ms``). As on the
+association + DHCP takes (``assoc_ms``) or one failed attempt lasts (``scan_ms``). The board
+keeps a copy and reads it again only when its generation (carried by every reply,
+``simlink.gen``) changes; the link is computed here from it and the board's clock. As on the
 ESP32 port, ``connect()`` returns at once and the link comes up in the background, on the
 virtual clock: ``isconnected()`` turns True ``assoc_ms`` after ``connect()`` (or after the AP
 comes back up). While it cannot associate, ``status()`` stays ``STAT_CONNECTING`` — the port
@@ -37,6 +39,17 @@ _NO_ADDRESS = ("0.0.0.0", "0.0.0.0", "0.0.0.0", "0.0.0.0")
 
 _interfaces = {}
 _hostname = "esp32"
+_ap = [None, None]  # [generation, settings]: the access point as last read (``_access_point``)
+
+
+def _access_point():
+    """The access point's settings, read again only when its generation (which every reply
+    from the simulator carries) has changed."""
+    simlink.now_us()  # a reply since the last change of anything (usually none needed)
+    if _ap[0] != simlink.gen or _ap[1] is None:
+        _ap[1] = simlink.control("wifi")
+        _ap[0] = simlink.gen
+    return _ap[1]
 
 
 def _reset():
@@ -99,7 +112,8 @@ class WLAN:
         """``(connected, status)`` now; a poll that finds no link costs ``_POLL_US``."""
         if self._if != STA_IF or not self._active or not self._requested:
             return False, STAT_IDLE if self._reason == 0 else self._reason
-        now, ap = simlink.control("wifi_link", 0)
+        ap = _access_point()
+        now = simclock.now_us()
         start = max(self._since_us, ap["changed_us"])
         if ap["up"] and ap["ssid"] in (None, self._ssid):
             if ap["key"] in (None, self._key):
@@ -120,7 +134,7 @@ class WLAN:
             if limit and attempts >= limit:
                 status = failure
         if poll:
-            simlink.control("wifi_link", _POLL_US)
+            simclock.advance_us(_POLL_US)
         return False, status
 
     # -- the API ------------------------------------------------------------------------------
@@ -161,15 +175,15 @@ class WLAN:
         if param == "rssi":
             if not self._link(False)[0]:
                 raise OSError("Wifi Not Connected")
-            return simlink.control("wifi")["rssi"]
+            return _access_point()["rssi"]
         raise ValueError("unknown status param")
 
     def scan(self):
         """The access point if it is up, after ``scan_ms`` of virtual time."""
         if not self._active:
             raise OSError("STA must be active")
-        ap = simlink.control("wifi")
-        simlink.control("wifi_link", ap["scan_ms"] * 1000)
+        ap = _access_point()
+        simclock.advance_us(ap["scan_ms"] * 1000)
         if not ap["up"]:
             return []
         ssid = (ap["ssid"] or self._ssid or "civicedge-sim").encode()

@@ -81,13 +81,14 @@ def _check_intr():
         raise KeyboardInterrupt()
 
 
+simlink.strict = True  # every sleep and clock read is a request, so Ctrl-C is seen while code runs
 _real_call = simlink.call
 
 
-def _call(op, addr=0, payload=b"", into=None):
+def _call(op, addr=0, payload=b"", into=None, lag=None):
     if _executing:
         _check_intr()
-    return _real_call(op, addr, payload, into)
+    return _real_call(op, addr, payload, into, lag)
 
 
 simlink.call = _call

@@ -10,7 +10,7 @@ import sys
 import simclock
 import simlink
 from machine import DEEPSLEEP_RESET, SOFT_RESET, Pin
-from simlink import OP_WDT, BoardReset, SimError
+from simlink import BoardReset, SimError
 from simuart import UART, _close_uarts  # noqa: F401 (machine.UART)
 
 _freq_hz = 160000000  # the ESP32 port's default CPU clock
@@ -124,11 +124,11 @@ class WDT:
     def __init__(self, id=0, timeout=5000):
         if timeout <= 0:
             raise ValueError("timeout must be > 0 ms, got %r" % (timeout,))
-        self._payload = bytes((timeout >> 24 & 0xFF, timeout >> 16 & 0xFF, timeout >> 8 & 0xFF, timeout & 0xFF))
+        self._timeout_ms = timeout
         self.feed()
 
     def feed(self):
-        simlink.call(OP_WDT, 0, self._payload)
+        simlink.wdt(self._timeout_ms)
 
 
 # -- ADC ---------------------------------------------------------------------------------------

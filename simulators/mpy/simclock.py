@@ -1,14 +1,17 @@
-"""Virtual time over the simulator socket: ``SimClock`` (the clock contract, for checks run
-with a ``RemoteRig``) and the board's own clock (``VirtualTime``, the ``time`` module the
-firmware sees under ``board.py``).
+"""Virtual time over the simulator socket: the board's own clock (``VirtualTime``, the
+``time`` module the firmware sees under ``board.py``). ``SimClock``, the clock contract for
+checks run with a ``RemoteRig``, is ``simrig``'s (re-exported here), so the checks do not load
+this module.
 
-``SimClock``: ticks and wall time are the server's ``VirtualClock``; ``sleep_ms`` advances
-it, so a MicroPython process runs on the same virtual time as everything else.
+The board clock is ``simlink``'s: read from the last reply plus the sleeps not sent yet, no
+round trip (``simlink`` explains how that stays exact).
 
 Under ``board.py`` the firmware's ``select`` is ``VirtualSelect``: a poll that waits and
 finds nothing charges its timeout to the virtual clock (after waiting at most
 ``$CIVICEDGE_REAL_WAIT_MS``, default 500, of real time for the far end, a real broker or
-emulator); one that finds something costs no virtual time. ``virtual_asyncio_core()`` is the
+emulator); one that finds something costs no virtual time. Before it waits it sends the
+sleeps not sent yet (the far end may look at the fleet's time) and puts the firmware's
+sockets in quick-ACK mode (``simsocket``). ``virtual_asyncio_core()`` is the
 ``_asyncio`` it gets, so ``asyncio`` schedules on virtual ticks too.
 
 The board clock models an ESP32's two clocks on that virtual time:
@@ -23,49 +26,13 @@ The board clock models an ESP32's two clocks on that virtual time:
 """
 
 import os
+import sys
 import select as _port_select  # the port's own, under VirtualSelect
-import struct
 import time as _port_time  # the port's own: calendar maths only (gmtime, mktime)
 
 import simlink
 from drivers.clock import TICKS_PERIOD, ticks_add, ticks_diff
-from simlink import OP_NOW, OP_SLEEP_US, OP_TICKS_MS, OP_TICKS_US, OP_WALL
-
-
-def _u32(b):
-    return b[0] << 24 | b[1] << 16 | b[2] << 8 | b[3]
-
-
-class SimClock:
-    ticks_diff = staticmethod(ticks_diff)
-    ticks_add = staticmethod(ticks_add)
-
-    def ticks_ms(self):
-        """Virtual milliseconds (wrap at 2**30)."""
-        return _u32(simlink.call(OP_TICKS_MS))
-
-    def ticks_us(self):
-        """Virtual microseconds (wrap at 2**30)."""
-        return _u32(simlink.call(OP_TICKS_US))
-
-    def sleep_ms(self, ms):
-        """Advance virtual time by ``ms`` milliseconds; ``ValueError`` if negative."""
-        self.sleep_us(round(ms * 1000))
-
-    def sleep_us(self, us):
-        """Advance virtual time by ``us`` microseconds; ``ValueError`` if negative."""
-        us = int(us)
-        if us < 0:
-            raise ValueError("us must be >= 0 (a virtual clock never goes back), got %r" % (us,))
-        simlink.call(OP_SLEEP_US, 0, struct.pack(">Q", us))
-
-    def wall_s(self):
-        """Unix seconds (virtual)."""
-        return struct.unpack(">d", simlink.call(OP_WALL)[:8])[0]
-
-    def wall_trusted(self):
-        return simlink.call(OP_WALL)[8] != 0
-
+from simrig import SimClock  # noqa: F401 (re-exported)
 
 # -- the board's clock --------------------------------------------------------------------
 _MASK = TICKS_PERIOD - 1
@@ -75,18 +42,11 @@ _rtc_offset_s = 0.0  # the board's RTC minus the simulator's wall time
 
 def now():
     """``(virtual µs since the simulator's clock began, simulator wall seconds)``."""
-    b = simlink.call(OP_NOW)
-    return simlink.u64(b), struct.unpack_from(">d", b, 8)[0]
+    return simlink.now_us(), simlink.wall()[0]
 
 
-def now_us():
-    return simlink.u64(simlink.call(OP_NOW))
-
-
-def advance_us(us):
-    """Let ``us`` µs of virtual time pass (the watchdog may fire: ``BoardReset``)."""
-    if us > 0:
-        simlink.call(OP_SLEEP_US, 0, struct.pack(">Q", int(us)))
+now_us = simlink.now_us
+advance_us = simlink.advance  # let ``us`` µs pass (the watchdog may fire: ``BoardReset``)
 
 
 def power_on(rtc_synced=False):
@@ -177,11 +137,20 @@ class _VirtualPoll:
     def _wait(self, timeout):
         if timeout == 0:
             return self._poll.poll(0)
+        counts = simlink.counts
+        net = sys.modules.get("simsocket")
         while True:
+            simlink.flush()  # the far end may look at this board's time while it waits
+            if net is not None:
+                net.quick_acks()
             real = REAL_WAIT_MS if timeout < 0 else min(timeout, REAL_WAIT_MS)
+            t0 = _port_time.ticks_ms()
             ready = self._poll.poll(real if self._registered else 0)
+            counts[2] += 1
+            counts[3] += _port_time.ticks_diff(_port_time.ticks_ms(), t0)
             if ready:
                 return ready
+            counts[4] += 1
             advance_us((REAL_WAIT_MS if timeout < 0 else timeout) * 1000)
             if timeout > 0:
                 return ready

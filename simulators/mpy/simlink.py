@@ -8,12 +8,34 @@ ESP32), ``UnknownCommand`` when a device model met a command it does not impleme
 ``SimError`` for anything else (a bug: never mistaken for a bus fault). When the board's
 watchdog has fired (status WDT_RESET) any call raises ``BoardReset``, which the board runner
 (``board.py``) catches to restart the application, as the chip resets.
+
+The board's clock, kept here between calls
+------------------------------------------
+Every request is *extended* (op | ``OP_EXT``): it carries the time this board has slept
+since its last request and its watchdog deadline, and every reply ends with the server's
+clock (NOW, wall, trusted) and the access point's generation. The server's clock moves only
+during this board's own requests (wire time, sleeps, the fleet's timeline parking a sleep)
+or when a UART peer that moves it replies (``invalidate``), so between requests the clock is
+known here and nothing needs asking:
+
+- ``now_us`` answers from the last reply plus the sleep not yet sent (``_lag``); ``wall``
+  from the last reply once nothing is left to send (so its float is the server's own);
+- ``advance(us)`` (a sleep) only adds to ``_lag``; the next request carries it and the server
+  sleeps it first (through the fleet's gate), so the clock the next request sees is the same
+  as if every sleep had been sent at once. ``flush()`` sends it now: before a real wait or a
+  write to a UART, where the far end must see this board's time;
+- the watchdog is kept here too (``wdt``): a feed moves the deadline that the next request
+  carries; a sleep or a clock read past the deadline is sent at once, and the server fires
+  the watchdog exactly where it did when every feed and clock read was a request.
+
+``strict = True`` (the REPL agent) sends every sleep, clock read and feed as it happens.
 """
 
 import errno
 import json
 import os
 import socket
+import struct
 
 from micropython import const
 
@@ -29,11 +51,13 @@ OP_BOOT_AT = const(0x15)
 OP_WDT = const(0x16)
 OP_HALT = const(0x17)
 OP_CONTROL = const(0x20)
+OP_EXT = const(0x80)
 
 _ST_OK = const(0x00)
 _ST_OSERROR = const(0x01)
 _ST_UNKNOWN_COMMAND = const(0x02)
 _ST_WDT_RESET = const(0x04)
+_TRAILER = const(21)  # u64 NOW, f64 wall, u8 trusted, u32 access-point generation
 
 _IPPROTO_TCP = const(6)  # not exported by the unix port's socket module
 _TCP_NODELAY = const(1)
@@ -71,6 +95,23 @@ _WDT_RESET = const(3)  # machine.WDT_RESET (the ESP32 port's numbering)
 
 _sock = None
 _head = bytearray(3)
+# The last OK/OSERROR reply's trailer (NOW, wall, trusted, generation). Decoded into small
+# ints in place; the wall float only when asked for (``wall``): nothing the shim allocates
+# per reply outlives the reply, since objects it kept between the firmware's allocations
+# would fragment the firmware's heap (tests/e2e/test_node_heap.py).
+_tail = bytearray(_TRAILER)
+strict = False
+# The clock as the last reply left it, and what is not sent yet (module docstring).
+_valid = False
+_now = 0  # µs, as OP_NOW
+gen = -1  # the access point's generation (network.py re-reads it when this changes)
+_lag = 0  # µs slept since the last request
+_wdt_ms = 0  # the running watchdog's timeout (0: none)
+_wdt_at = 0  # its deadline, µs as OP_NOW
+_wdt_sent = True  # the server has that deadline
+# board.py reports these: requests sent, sleeps kept here, real waits for a far end (socket
+# polls, UART reads), the real ms they took, and how many ended with nothing
+counts = [0, 0, 0, 0, 0]
 
 
 def connect(address=None):
@@ -110,42 +151,63 @@ def _read_exact(s, buf):
     raise SimError("the simulator closed the connection")
 
 
-def call(op, addr=0, payload=b"", into=None):
+def call(op, addr=0, payload=b"", into=None, lag=None):
     """One request. Returns the OK payload (bytes), or fills ``into`` and returns None.
+    ``lag``: the sleep it carries (default: all not sent yet).
 
     Raises ``OSError`` (bus failure), ``UnknownCommand`` or ``SimError`` (see the module).
     """
+    global _lag, _wdt_sent, _valid, _now, gen, _wdt_ms
     s = _sock or connect()
     n = len(payload)
-    req = bytearray(4 + n)
-    req[0] = op
-    req[1] = addr
-    req[2] = n >> 8
-    req[3] = n & 0xFF
-    req[4:] = payload
+    req = bytearray(20 + n)
+    struct.pack_into(">BBHQQ", req, 0, op | OP_EXT, addr, n + 16, _lag if lag is None else lag,
+                     0 if _wdt_sent else _wdt_at)
+    req[20:] = payload
+    _lag = 0
+    _wdt_sent = True
+    counts[0] += 1
     s.write(req)
     _read_exact(s, _head)
     status = _head[0]
     n = _head[1] << 8 | _head[2]
+    if status > _ST_OSERROR:
+        body = s.read(n) if n else b""
+        if len(body) < n:
+            raise SimError("the simulator closed the connection")
+        _valid = False
+        if status == _ST_WDT_RESET:
+            _wdt_ms = 0
+            raise BoardReset(_WDT_RESET, u64(body))
+        err = json.loads(body)
+        text = "%s: %s (at %s)" % (err["type"], err["message"], err["where"])
+        if status == _ST_UNKNOWN_COMMAND:
+            raise UnknownCommand(text)
+        raise SimError(text)
+    if n < _TRAILER:
+        body = s.read(n) if n else b""
+        raise SimError("the simulator closed the connection" if len(body) < n else
+                       "a reply of %d bytes without the clock (a server older than this shim?)" % n)
+    n -= _TRAILER
+    body = None
     if status == _ST_OK and into is not None and n == len(into):
         _read_exact(s, into)
-        return None
-    body = s.read(n) if n else b""
-    if len(body) < n:
-        raise SimError("the simulator closed the connection")
-    if status == _ST_OK:
-        if into is not None:
-            raise SimError("expected %d bytes, the simulator sent %d" % (len(into), n))
-        return body
+    elif n:
+        body = s.read(n)
+        if len(body) < n:
+            raise SimError("the simulator closed the connection")
+    _valid = False  # until the trailer is whole (wall() reads it in place)
+    _read_exact(s, _tail)
+    _now = u64(_tail)
+    gen = _tail[17] << 24 | _tail[18] << 16 | _tail[19] << 8 | _tail[20]
+    _valid = True
     if status == _ST_OSERROR:
         raise OSError(getattr(errno, body.decode(), errno.EIO))
-    if status == _ST_WDT_RESET:
-        raise BoardReset(_WDT_RESET, u64(body))
-    err = json.loads(body)
-    text = "%s: %s (at %s)" % (err["type"], err["message"], err["where"])
-    if status == _ST_UNKNOWN_COMMAND:
-        raise UnknownCommand(text)
-    raise SimError(text)
+    if into is not None:
+        if body is not None or n != len(into):
+            raise SimError("expected %d bytes, the simulator sent %d" % (len(into), n))
+        return None
+    return body or b""
 
 
 def u64(b, i=0):
@@ -159,3 +221,82 @@ def u64(b, i=0):
 def control(method, *args):
     """Call a rig method in the server (see its CONTROL op); returns its JSON result."""
     return json.loads(call(OP_CONTROL, 0, json.dumps([method, args]).encode()))
+
+
+# -- the board's clock (module docstring) ---------------------------------------------------
+def _fired(extra_us=0):
+    return _wdt_ms and _now + _lag + extra_us > _wdt_at
+
+
+def _sync():
+    if strict or not _valid or _fired():
+        call(OP_NOW)  # a watchdog past its deadline fires here: BoardReset
+
+
+def now_us():
+    """Virtual µs (as OP_NOW) on this board's clock."""
+    _sync()
+    return _now + _lag
+
+
+def wall():
+    """``(simulator wall seconds, trusted)`` on this board's clock: the server's, as of a
+    request with nothing left to send (its float sum is the server's own, to the last bit)."""
+    if _lag:
+        sleep()
+    else:
+        _sync()
+    return struct.unpack_from(">d", _tail, 8)[0], _tail[16] != 0
+
+
+def advance(us):
+    """Let ``us`` µs of virtual time pass (sent with the next request; at once if strict, if
+    the clock is unknown, or if the watchdog would fire meanwhile: ``BoardReset``)."""
+    global _lag
+    if us <= 0:
+        return
+    if strict or not _valid or _fired(us):
+        sleep(us)
+    else:
+        _lag += us
+        counts[1] += 1
+
+
+def sleep(us=0):
+    """Sleep ``us`` µs plus what is not sent yet, now (the fleet's gate may park it)."""
+    call(OP_SLEEP_US, 0, struct.pack(">Q", _lag + us), lag=0)
+
+
+def flush():
+    """Send the sleep not sent yet (before a real wait, or a write a far end timestamps)."""
+    if _lag:
+        sleep()
+
+
+def invalidate():
+    """The clock may have moved without this board (a UART peer that advances it)."""
+    global _valid
+    _valid = False
+
+
+def wdt(timeout_ms):
+    """Arm or feed the watchdog: it fires ``timeout_ms`` from now."""
+    global _wdt_ms, _wdt_at, _wdt_sent
+    if strict or not _wdt_ms:
+        call(OP_WDT, 0, struct.pack(">I", timeout_ms))
+        _wdt_ms = timeout_ms
+        _wdt_at = _now + timeout_ms * 1000
+        return
+    _wdt_at = now_us() + timeout_ms * 1000  # now_us(): one already overdue fires first
+    _wdt_ms = timeout_ms
+    _wdt_sent = False
+
+
+def boot_at(at_us, cause):
+    """Op BOOT_AT: the board resets, its clock at least ``at_us`` (the sleep not sent yet
+    is inside that); returns NOW after. A reset (``cause`` not 0) stops the watchdog."""
+    global _wdt_ms
+    out = call(OP_BOOT_AT, 0, struct.pack(">QB", at_us, cause or 0), lag=0)
+    if cause:
+        _wdt_ms = 0
+    return u64(out)

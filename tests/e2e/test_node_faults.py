@@ -164,6 +164,7 @@ def test_stuck_bus_fails_the_sensor_counts_timeouts_and_recovers_when_it_clears(
     c = out.counters
     assert c["timeouts"] == out.bus["timeouts"] > 0, (c, out.bus)
     assert c["sensor_failures"] == sum(1 for t, v in out.readings if failed(v))
+    assert "rail_cycles" not in c  # the classroom's SCD41 is not on a switched rail: nothing to cycle
 
 
 def test_a_slave_holding_sda_is_freed_by_nine_clocks_and_nothing_is_lost(classroom, tmp_path):
@@ -323,3 +324,59 @@ def test_battery_voltage_is_reported_as_measured(bin_level, tmp_path):
         assert flag == quality.OK and abs(volts - 3.2) <= 0.05, (
             "FIRMWARE BUG (main.py _battery_reader): battery_v %r for a 3.2 V battery: machine.ADC(Pin(35)) "
             "without atten=ADC.ATTN_11DB clips the divided voltage at the 0 dB full scale" % volts)
+
+
+def bin_devices():
+    return [{"model": "i2cxl", "address": SONAR, "truth": BIN_TRUTH, "seed": 3},
+            {"model": "tmp117", "address": TMP117, "truth": BIN_TRUTH, "seed": 4}]
+
+
+def test_a_bus_still_stuck_after_nine_clocks_gets_the_sensor_rail_power_cycled(bin_level, tmp_path):
+    """RELIABILITY.md: "SDA stuck low / bus timeout: bus recovery (9 clocks + STOP), then
+    power-cycle the sensor rail". The bin-level node gates its rail: while a stuck bus outlasts
+    the nine clocks, each wake power-cycles the rail once (off ``rail.off_ms``, on, settle),
+    brings the parts up again and tries once more; the simulated stuck bus does not end with
+    the parts' power (its window does), so the readings inside are ``sensor_failed`` — no
+    value invented — and the first wake after it reads both parts again as they were."""
+    cfg = node_config(bin_level)
+    assert cfg["rail"]["off_ms"] == 5000 and cfg["power"]["sleep"] == "deep"
+    win = (BIN_PERIOD_S * 3 - 25.0, BIN_PERIOD_S * 5 - 25.0)  # wakes 3 and 4 (each ~6 s longer: the rail)
+    out = run_faulted(bin_level, tmp_path, 8, [(None, {"kind": "stuck_bus", "start_s": win[0], "end_s": win[1]})],
+                      devices=bin_devices(), analog={"35": 1.5})
+    stuck = [(t, c) for t, c, v in out.statuses if win[0] <= t - SAMPLE_BEFORE_S and t + SAMPLE_AFTER_S <= win[1]]
+    assert len(stuck) >= 1, out.statuses
+    for t, v in out.readings:
+        if win[0] <= t - SAMPLE_BEFORE_S and t + 10 <= win[1]:
+            assert failed(v, ("temperature_c", "distance_cm", "fill_ratio")), v
+    after = out.after(win)
+    assert len(after) >= 2 and all(v["temperature_c"][1] == quality.OK and v["distance_cm"][1] == quality.OK
+                                   for v in after), after
+    c = out.counters
+    # one power-cycle per wake the bus was stuck in, each after a bus recovery that did not help
+    faulted_wakes = sum(1 for t, v in out.readings if v["temperature_c"][0] is None)
+    assert faulted_wakes >= 1 and c["rail_cycles"] == faulted_wakes, (c, out.readings)
+    assert c["bus_recoveries"] >= c["rail_cycles"] and out.bus["recoveries"] == c["bus_recoveries"]
+    assert c["timeouts"] == out.bus["timeouts"]
+    # the wakes before the fault never cycled the rail
+    assert all(cc.get("rail_cycles") == 0 for t, cc, v in out.statuses if t + SAMPLE_AFTER_S < win[0])
+
+
+def test_a_stuck_bus_the_nine_clocks_free_never_cycles_the_rail(bin_level, tmp_path):
+    win = (BIN_PERIOD_S * 2 - 25.0, None)
+    out = run_faulted(bin_level, tmp_path, 4, [(None, {"kind": "stuck_bus", "start_s": win[0], "recoverable": True})],
+                      devices=bin_devices(), analog={"35": 1.5})
+    c = out.counters
+    assert c["bus_recoveries"] >= 1 and c["rail_cycles"] == 0 and c["sensor_failures"] == 0, c
+    assert all(v["temperature_c"][1] == quality.OK and v["distance_cm"][1] == quality.OK for t, v in out.readings)
+
+
+def test_a_battery_node_light_sleeps_through_its_sensors_waits(bin_level, tmp_path):
+    """The deep-sleeping node's sensor clock naps (``app.clock.NappingClock``): every wake the
+    rail's settle (250 ms), the TMP117's conversion (8x averaging, ~125 ms) and the sonar's
+    five pings (80 ms to each echo, 100 ms ring-down between) are spent in
+    ``machine.lightsleep``, as ``simulators/energy.py`` models it; ``nap_ms`` counts them."""
+    out = run_faulted(bin_level, tmp_path, 3, devices=bin_devices(), analog={"35": 1.5})
+    naps = [c["nap_ms"] for t, c, v in out.statuses]
+    per_wake = [b - a for a, b in zip(naps, naps[1:])]
+    least = 250 + 125 + 4 * 100 + 80  # settle, conversion, the rings between pings and the last echo
+    assert naps[0] >= least and all(least <= n <= 1500 for n in per_wake), naps

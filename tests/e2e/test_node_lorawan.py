@@ -37,9 +37,10 @@ KEY = bytes.fromhex("5f1c9a0e7b3d2c48a6e1f0b9d8c7a6e5")
 APP_KEY = "a0b1c2d3e4f5061728394a5b6c7d8e9f"
 PIPE_C = 57.25  # a hot outlet's pipe
 TMP117_ACCURACY_C = 0.15  # REFERENCE §2: ±0.15 °C from -40 to 70 °C
-INTERVAL_S = 300  # the legionella-outlet profile's
-MAX_DELAY_S = 3600  # its link.lorawan.max_delay_s: an uplink every 3600 // 300 + 1 = 13 wakes
+INTERVAL_S = 900  # the legionella-outlet profile's
+MAX_DELAY_S = 3600  # its link.lorawan.max_delay_s: an uplink every 3600 // 900 + 1 = 5 wakes
 BATCH_WAKES = MAX_DELAY_S // INTERVAL_S + 1
+SENDING_S = 300  # the ``build`` fixture's interval: a wake every 5 min, each sending
 BOARDS = {"rak3172": "esp32-devkitc-rak3272s", "lora-e5": "esp32-devkitc-wio-e5"}
 
 
@@ -50,17 +51,18 @@ def _build(dialect, out, extra_sets):
     fb.build(BOARDS[dialect], "legionella-outlet", DEVICE, out, sets=sets)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["link"]["modem"]["dialect"] == dialect and cfg["link"]["uart"]["id"] == 2
-    assert cfg["power"]["sleep"] == "deep" and cfg["interval_s"] == INTERVAL_S
+    assert cfg["power"]["sleep"] == "deep"
     (out / "secrets.json").write_text(json.dumps({"device_key_hex": KEY.hex(), "lorawan_app_key_hex": APP_KEY}))
     return dialect, cfg, out
 
 
 @pytest.fixture(scope="module", params=sorted(BOARDS))
 def build(request, tmp_path_factory):
-    """Sending at every wake (``max_delay_s=0``), a status record every 6 cycles."""
+    """Sending at every wake (``max_delay_s=0``) every 5 minutes, a status record every 6 cycles."""
     dialect = request.param
     out = tmp_path_factory.mktemp("fw-" + dialect) / "flash"
-    return _build(dialect, out, ["status_every_n_cycles=6", "link.lorawan.max_delay_s=0"])
+    return _build(dialect, out, ["status_every_n_cycles=6", "link.lorawan.max_delay_s=0",
+                                 "interval_s=%d" % SENDING_S])
 
 
 @pytest.fixture(scope="module", params=sorted(BOARDS))
@@ -69,7 +71,7 @@ def batched(request, tmp_path_factory):
     dialect = request.param
     out = tmp_path_factory.mktemp("fw-batched-" + dialect) / "flash"
     built = _build(dialect, out, ["status_every_n_cycles=%d" % BATCH_WAKES])
-    assert built[1]["link"]["lorawan"]["max_delay_s"] == MAX_DELAY_S
+    assert built[1]["link"]["lorawan"]["max_delay_s"] == MAX_DELAY_S and built[1]["interval_s"] == INTERVAL_S
     return built
 
 
@@ -81,8 +83,7 @@ def run(build, tmp_path, wakes, setup=None, time_mode="advance", **emu_kw):
     gw = LoRaWANGatewayStub(port=cfg["link"]["lorawan"]["port"])
     with SimServer() as srv:
         srv.rig.setup([{"model": "tmp117", "truth": {"temperature_c": PIPE_C}, "seed": 5}])
-        # 2.1 V through the 1:2 divider: main.py opens the ADC at its default (0 dB, 1.1 V full
-        # scale), so a higher pin voltage would read clipped (reported to the lead)
+        # 2.1 V through the 1:2 divider (app/hw.py reads the pin at 11 dB attenuation)
         srv.analog["35"] = 1.05
         clock = srv.rig.clock
         with ATModemEmulator(dialect, clock=clock, network=gw, time_mode=time_mode,
@@ -191,7 +192,7 @@ def test_readings_arrive_joined_once_through_a_duty_cycle_refusal(build, tmp_pat
     assert emu.counters["duty_cycle_refusals"] >= 3
     when = arrivals(gw)
     delays = {k: when[k] + r.wall_offset_s - rec["t"] for k, rec in got.items()}
-    held = [k for k in got if delays[k] > INTERVAL_S]
+    held = [k for k in got if delays[k] > SENDING_S]
     assert len(held) >= 3 and all(when[k] > blocked["at"] + 1100 for k in held)
     assert max(delays.values()) < 1500
     status = last_status(recs)
@@ -208,7 +209,7 @@ def test_readings_arrive_joined_once_through_a_duty_cycle_refusal(build, tmp_pat
         assert not any(u.confirmed for u in emu.uplinks) and len(gw.records) == len(recs)
     # a steady interval (the first boot sampled after joining), memory flat across wakes
     gaps = gaps_s(got)
-    assert INTERVAL_S - 60 < gaps[0] <= INTERVAL_S + 1 and near(gaps[1:], INTERVAL_S)
+    assert SENDING_S - 60 < gaps[0] <= SENDING_S + 1 and near(gaps[1:], SENDING_S)
     free = r.summary["mem_free"]
     assert min(free[-5:]) >= min(free[1:6]) - 2048
 
@@ -235,7 +236,7 @@ def test_a_downlink_changes_the_interval_from_the_next_boot_and_a_bad_one_is_ign
     changed = order.index(max(carried))  # the reading of the wake that received it
     gaps = gaps_s(got)
     # boot 0 sampled after two failed joins (~20 s), wake 2 after its join (~6 s): steady from 3
-    assert changed >= 4 and near(gaps[3:changed + 1], INTERVAL_S)
+    assert changed >= 4 and near(gaps[3:changed + 1], SENDING_S)
     assert near(gaps[changed + 1:], 60) and len(gaps[changed + 1:]) >= 5
     status = last_status(recs)["counters"]
     assert status["downlinks_rejected"] == 2 and status["downlinks_applied"] == 1
@@ -250,7 +251,7 @@ class _Secrets:
 
 def _link_bench(tmp_path, time_mode="advance", nap=None, **cfg_sets):
     """(link, log, emulator, gateway, port) on one VirtualClock; DR0 (51-byte uplinks),
-    unconfirmed, sending at every wake unless ``cfg_sets`` say otherwise; ``nap(ms)`` given to the link (it gets
+    unconfirmed, a wake every ``SENDING_S``, sending at every wake unless ``cfg_sets`` say otherwise; ``nap(ms)`` given to the link (it gets
     the link's clock and port as ``nap.clock``, ``nap.port``)."""
     import serial
 
@@ -262,7 +263,7 @@ def _link_bench(tmp_path, time_mode="advance", nap=None, **cfg_sets):
 
     raw = fb.node_config(fb.load_board(BOARDS["rak3172"]), fb.load_profile("legionella-outlet"), DEVICE)
     for assignment in ["link.lorawan.dev_eui=" + DEV_EUI, "link.lorawan.data_rate=0", "link.lorawan.adr=false",
-                       "link.lorawan.confirmed=false", "link.lorawan.max_delay_s=0"] + \
+                       "link.lorawan.confirmed=false", "link.lorawan.max_delay_s=0", "interval_s=%d" % SENDING_S] + \
             ["%s=%s" % kv for kv in cfg_sets.items()]:
         fb.apply_set(raw, assignment)
     cfg = config.validate(raw)
@@ -333,15 +334,15 @@ def sending_wakes(emu):
 
 def test_batched_sending_delivers_every_reading_with_one_uplink_wake_per_batch(batched, tmp_path):
     dialect = batched[0]
-    wakes = 2 * BATCH_WAKES  # boots 0..26: the first boot sends at once, then every 13th wake
+    wakes = 2 * BATCH_WAKES  # boots 0..10: the first boot sends at once, then every 5th wake
     r = run(batched, tmp_path, wakes)
     gw, emu = r.gw, r.emu
     recs = unique(gw)
     got = check_every_reading(recs, wakes)  # nothing lost, nothing left behind on the flash
     assert gw.counters["bad_payloads"] == 0 and emu.counters["join_requests"] == 1
     groups = sending_wakes(emu)
-    assert len(groups) == wakes // BATCH_WAKES + 1  # boot 0, wake 13, wake 26
-    # each: one uplink for its readings (13 fit a 222-byte DR5 payload in about 40 bytes), one
+    assert len(groups) == wakes // BATCH_WAKES + 1  # boot 0, wake 5, wake 10
+    # each: one uplink for its readings (5 fit a 222-byte DR5 payload in about 25 bytes), one
     # for the batch's status record, whose counters fill an uplink by themselves
     assert [len(g) for g in groups] == [2, 2, 2]
     assert all(len(unpack(g[0].payload)[1]) == (1 if i == 0 else BATCH_WAKES) for i, g in enumerate(groups))
@@ -355,7 +356,7 @@ def test_batched_sending_delivers_every_reading_with_one_uplink_wake_per_batch(b
     # the sampling interval is unchanged by the batching
     assert near(gaps_s(got)[1:], INTERVAL_S)
     status = last_status(recs)["counters"]
-    assert status["uplinks"] == 4  # the status record of wake 26 was logged before its own uplinks
+    assert status["uplinks"] == 4  # the status record of wake 10 was logged before its own uplinks
     if dialect == "rak3172":
         assert all(u.confirmed for u in emu.uplinks) and emu.counters["acks"] == len(emu.uplinks)
     free = r.summary["mem_free"]
@@ -365,16 +366,16 @@ def test_batched_sending_delivers_every_reading_with_one_uplink_wake_per_batch(b
 def test_the_esp32_light_sleeps_through_the_wait_for_rx1(batched, tmp_path):
     """On the modem's own clock ("follow": the node's sleeps move time to the modem's
     reports), each uplink's wait for its result is spent mostly in light sleep: its time on
-    air + RECEIVE_DELAY1, less the margin and the one port read timeout (main.py opens the
-    UART with timeout=20) that shows the modem has gone quiet after accepting it."""
+    air + RECEIVE_DELAY1, less the margin and the one port read timeout (app/main.py opens
+    the UART with timeout=20) that shows the modem has gone quiet after accepting it."""
     from firmware.app.links.lorawan import NAP_MARGIN_MS, RX1_DELAY_MS
 
-    wakes = BATCH_WAKES  # boot 0 and wake 13 send, two uplinks each (readings, status record)
+    wakes = BATCH_WAKES  # boot 0 and wake 5 send, two uplinks each (readings, status record)
     r = run(batched, tmp_path, wakes, time_mode="follow")
     recs = unique(r.gw)
     check_every_reading(recs, wakes)
     assert len(sending_wakes(r.emu)) == 2 and len(r.emu.uplinks) == 4
-    status = last_status(recs)["counters"]  # logged at wake 13, before its own uplinks
+    status = last_status(recs)["counters"]  # logged at wake 5, before its own uplinks
     assert status["uplinks"] == 2
     before = r.emu.uplinks[:2]
     most = sum(u.airtime_ms for u in before) + 2 * (RX1_DELAY_MS - NAP_MARGIN_MS)

@@ -31,6 +31,8 @@ def test_a_classroom_node_light_sleeps_through_two_hours_in_one_boot(tmp_path):
     expected = hours * 3600 // cfg["interval_s"]
     assert expected - 2 <= len(readings) <= expected + 1
     assert [r["seq"] for e, r in readings] == sorted(r["seq"] for e, r in readings)
+    # a mains node waits for its sensors awake (only a deep-sleeping node's sensor clock naps)
+    assert all("nap_ms" not in r["counters"] for d, e, r in gw.records if kind(r) == "status")
     for e, r in readings:
         co2, flag = values_of(r)["co2_ppm"]
         assert abs(co2 - ROOM["co2_ppm"]) <= 50 + 0.025 * ROOM["co2_ppm"]

@@ -43,7 +43,7 @@ class PtyPort:
 
 FLOW = r'''
 import errno, json
-from simclock import SimClock
+from simrig import SimClock
 from drivers.atmodem import ATModem, ModemError, SendResult
 
 clock = SimClock()
@@ -79,23 +79,25 @@ print("RESULT " + json.dumps(out))
 '''
 
 
-def _run(dialect, port_code, heapsize="128K", env_uart=False, monkeypatch=None):
+def _run(dialect, port_code, heapsize="128K", env_uart=False, monkeypatch=None, peers=False, flow=None):
     with SimServer() as srv:
         clock = srv.rig.clock
         uplinks = []
-        emus = [ATModemEmulator(dialect, clock, network=uplinks.append, join_failures=1,
-                                clock_lock=srv.lock) for _ in range(3)]
+        emus = [ATModemEmulator(dialect, clock, network=uplinks.append, join_failures=1, clock_lock=srv.lock,
+                                time_mode="follow" if peers else "advance") for _ in range(3)]
         emus[1].fault("garble")  # the first reply line of the second modem
         emus[2].fault("silent", count=None)
-        for e in emus:
+        for i, e in enumerate(emus):
             e.start()
+            if peers:  # UART(i) settles its emulator instead of waiting for it in real time
+                srv.uart_peers[i] = e
         try:
             emus[0].queue_downlink(9, b"\xca\xfe", rssi_dbm=-88)
             paths = [e.port_path for e in emus]
             if env_uart:
                 for i, p in enumerate(paths):
                     monkeypatch.setenv("CIVICEDGE_UART%d" % i, p)
-            code = "DIALECT=%r\nKEY=%r\nPATHS=%r\n" % (dialect, KEY, paths) + port_code + FLOW
+            code = "DIALECT=%r\nKEY=%r\nPATHS=%r\n" % (dialect, KEY, paths) + port_code + (flow or FLOW)
             rc, out, err = run_micropython(["-c", code], server=srv, timeout_s=120, heapsize=heapsize)
         finally:
             for e in emus:
@@ -136,3 +138,20 @@ def test_driver_under_micropython_over_the_shims_uart(dialect, monkeypatch):
             "    return machine.UART(i, baudrate=BAUD, tx=17, rx=16, timeout=10)\n"
             % (115200 if dialect == "rak3172" else 9600))
     _check(dialect, *_run(dialect, code, heapsize="192K", env_uart=True, monkeypatch=monkeypatch))
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_the_shims_uart_settles_a_follow_mode_emulator_without_real_waits(dialect, monkeypatch):
+    """The fleet's way (simulators/fleet/runner.py): each emulator in "follow" mode is its
+    UART's peer on the server, so the board's reads settle it (CONTROL uart_settle) and never
+    wait for it in real time; the outcome, virtual times included, is the advance mode's."""
+    code = ("import machine\nBAUD = %d\n"
+            "def open_port(path):\n"
+            "    i = PATHS.index(path)\n"
+            "    return machine.UART(i, baudrate=BAUD, tx=17, rx=16, timeout=10)\n"
+            % (115200 if dialect == "rak3172" else 9600))
+    flow = FLOW.replace('print("RESULT "', 'import simlink\nout["real_waits"] = simlink.counts[2]\nprint("RESULT "')
+    res, emus, uplinks = _run(dialect, code, heapsize="192K", env_uart=True, monkeypatch=monkeypatch, peers=True,
+                              flow=flow)
+    _check(dialect, res, emus, uplinks)
+    assert res["real_waits"] == 0

@@ -132,6 +132,23 @@ def test_heap_free_leaves_the_firmware_a_set_heap(server, tmp_path):
     assert all(abs(m - 100 * 1024) <= 1024 for m in summary["mem_free"]), summary["mem_free"]
 
 
+def test_gc_scale_multiplies_the_firmwares_gc_threshold(server, tmp_path):
+    fw = tmp_path / "fw-gc"
+    fw.mkdir()
+    (fw / "main.py").write_text(
+        "import gc, json\n"
+        "gc.threshold(8192)\n"
+        "gc.collect()\n"
+        "print('APP ' + json.dumps({'seen': gc.threshold(), 'free': gc.mem_free() > 0}))\n")
+    for scale, seen in ((1, 8192), (2, 8192)):
+        apps, _, _ = run_board(server, tmp_path / ("flash%d.img" % scale), fw, 0, "--gc-scale", str(scale))
+        assert apps == [{"seen": seen, "free": True}]
+    out = run_micropython(["-c", "import board, gc\ng = board._GC(3)\ng.threshold(960)\n"
+                                 "print(gc.threshold(), g.threshold(), g.mem_free() > 0)"],
+                          server=server, heapsize=HEAP, timeout_s=60)
+    assert out[1].split()[-3:] == ["2880", "960", "True"], out  # the real threshold is scaled (16-byte blocks)
+
+
 def test_a_watchdog_not_fed_resets_the_board(server, tmp_path):
     apps, summary, out = run_board(server, tmp_path / "flash.img", BOARDS / "watchdog", 10)
     # boot 1: not fed; boot 2: an uncaught error, the watchdog still running; boot 3: deep

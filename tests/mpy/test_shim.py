@@ -89,6 +89,53 @@ def test_clock_ops_run_on_the_virtual_clock(server):
     assert json.loads(c.control("now_s")[1]) == 2.5
 
 
+def ext(c, op, payload=b"", lag_us=0, deadline_us=0, addr=0):
+    """An extended request (OP_EXT): ``(status, payload, trailer tuple or None)``."""
+    status, body = c.call(op | proto.OP_EXT, addr, proto.EXT_HEAD.pack(lag_us, deadline_us) + payload)
+    if status in (proto.ST_OK, proto.ST_OSERROR):
+        n = len(body) - proto.TRAILER.size
+        return status, body[:n], proto.TRAILER.unpack(body[n:])
+    return status, body, None
+
+
+def test_extended_requests_sleep_first_and_return_the_clock(server):
+    c = Client(server)
+    c.control("setup", [{"model": "echo", "address": 0x20}])
+    gen = server.wifi.generation
+    status, out, (now, wall, trusted, ap) = ext(c, proto.OP_TICKS_MS, lag_us=1_500_000)
+    assert (status, struct.unpack(">I", out)[0], now, ap) == (proto.ST_OK, 1500, 1_500_000, gen)
+    assert wall == server.rig.clock.wall_s() and trusted == 1
+    # a bus error still tells the clock (the sleep it carried happened)
+    status, out, trailer = ext(c, proto.OP_READ, b"\x00\x01", lag_us=500_000, addr=0x31)
+    assert (status, out, trailer[0]) == (proto.ST_OSERROR, b"ENODEV", server.rig.clock.now_us)
+    assert trailer[0] >= 2_000_000
+    # the access point's generation changes with its settings, however they are changed
+    c.control("wifi", {"up": False})
+    after_control = ext(c, proto.OP_NOW)[2][3]
+    with server.lock:
+        server.wifi.update(rssi=-70)
+    assert len({gen, after_control, ext(c, proto.OP_NOW)[2][3]}) == 3
+    status, body, trailer = c.call(proto.OP_TICKS_MS | proto.OP_EXT, 0, b"\x00" * 3) + (None,)
+    assert status == proto.ST_ERROR and json.loads(body)["type"] == "ProtocolError"
+
+
+def test_extended_requests_carry_the_watchdog(server):
+    c = Client(server)
+    assert ext(c, proto.OP_WDT, struct.pack(">I", 1000))[0] == proto.ST_OK  # armed at 0: fires at 1 s
+    status, _, (now, *_) = ext(c, proto.OP_NOW, lag_us=800_000, deadline_us=1_700_000)  # fed at 0.7 s
+    assert (status, now, json.loads(c.control("nodes")[1])[0]["wdt_deadline_us"]) == (proto.ST_OK, 800_000, 1_700_000)
+    # a sleep it carries past the deadline fires it there, and the request is not performed
+    status, body, _ = ext(c, proto.OP_SLEEP_US, struct.pack(">Q", 5), lag_us=2_000_000)
+    assert (status, body) == (proto.ST_WDT_RESET, struct.pack(">Q", 1_700_000))
+    assert server.rig.clock.now_us == 1_700_000
+    # a feed that comes after the deadline has passed does not save it
+    ext(c, proto.OP_WDT, struct.pack(">I", 1000))  # fires at 2.7 s
+    c.call(proto.OP_SLEEP_US, 0, struct.pack(">Q", 1_000_000))  # 2.7 s: not yet past it
+    server.rig.clock.advance_us(10)
+    status, body, _ = ext(c, proto.OP_NOW, deadline_us=9_000_000)
+    assert (status, body) == (proto.ST_WDT_RESET, struct.pack(">Q", 2_700_010))
+
+
 def test_clients_share_one_rig_and_stop_closes_them():
     srv = SimServer().start()
     a, b = Client(srv), Client(srv)
@@ -182,15 +229,80 @@ def test_micropython_runs_on_the_servers_virtual_time():
         assert srv.rig.clock.now_us == 1234005
 
 
+def test_the_boards_clock_keeps_its_sleeps_and_feeds_for_the_next_request():
+    with SimServer() as srv:
+        r = mpy("""
+            import json, simclock, simlink
+            t = simclock.VirtualTime()
+            t0 = t.ticks_ms()
+            before = simlink.counts[0]
+            for _ in range(1000):
+                t.sleep_ms(3)
+                t.ticks_ms()
+            kept = simlink.counts[0] - before  # no request: sleeps and clock reads stay here
+            now_kept = simlink.now_us()
+            out = [t.ticks_diff(t.ticks_ms(), t0), kept, now_kept]
+            simlink.flush()
+            out.append(simlink.counts[0] - before)
+            wdt = __import__("machine").WDT(timeout=1000)
+            for _ in range(20):  # fed every 0.9 s: never fires
+                t.sleep_ms(900)
+                wdt.feed()
+            out.append(simlink.counts[0] - before)
+            try:
+                t.sleep_ms(400)
+                t.sleep_ms(700)  # 1.1 s since the last feed: fires at the deadline
+                out.append("not fired")
+            except simlink.BoardReset as e:
+                out.append([e.cause, e.at_us])
+            print(json.dumps(out))
+        """, server=srv)
+        assert r[:3] == [3000, 0, 3_000_000]
+        assert r[3] == 1  # the flush: one request
+        assert r[4] == 2  # arming the watchdog: one more; 20 feeds and sleeps: none
+        assert r[5] == [3, 3_000_000 + 18_000_000 + 1_000_000]
+        assert srv.rig.clock.now_us == 22_000_000
+
+
+def test_the_boards_sockets_are_the_ports_with_nagle_off():
+    echo = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = echo.accept()
+        with conn:
+            conn.sendall(conn.recv(64))
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        r = mpy("""
+            import json, simsocket as socket
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.connect(socket.getaddrinfo("127.0.0.1", %d)[0][-1])
+            s.write(b"ping")
+            got = s.read(4)
+            socket.quick_acks()
+            kept = len(socket._open)
+            s.close()
+            socket.quick_acks()  # a closed one is dropped
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            print(json.dumps([got.decode(), kept, len(socket._open)]))
+        """ % echo.getsockname()[1])
+    finally:
+        echo.close()
+    assert r == ["ping", 1, 0]
+
+
 def test_simlink_reassembles_fragmented_responses_and_notices_a_close():
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(10)
+
+    trailer = proto.TRAILER.pack(7, 1.5e9, 1, 3)  # every extended reply ends with the clock
 
     def serve():  # answers in 2-byte fragments, then cuts the third response short
         conn, _ = listener.accept()
         with conn:
             conn.settimeout(10)
-            for resp in (b"\x00\x00\x0a" + bytes(range(10)), b"\x00\x00\x04abcd"):
+            for resp in (b"\x00\x00\x1f" + bytes(range(10)) + trailer, b"\x00\x00\x19abcd" + trailer):
                 conn.recv(100)
                 for i in range(0, len(resp), 2):
                     conn.sendall(resp[i:i + 2])
@@ -272,6 +384,7 @@ def test_a_check_run_fits_the_esp32_heap():
         import gc, json
         from simrig import RemoteRig
         import tests.behaviour.bus_checks as b
+        RemoteRig()  # loads machine (simrig imports it on first use)
         gc.collect()
         free0 = gc.mem_free()
         b.check_write_then_read_back(RemoteRig())

@@ -1,6 +1,7 @@
 """Scenario loader: whatever it is fed -- arbitrary text, arbitrary TOML-shaped tables, a good
 scenario with one part changed -- it returns a Scenario or raises ScenarioError, never anything
-else; and a Scenario it returns can give its nodes, its JSON form and a reduced copy."""
+else; and a Scenario it returns can give its nodes, its JSON form and reduced copies (the
+first nodes, chosen nodes, a squeezed fault schedule)."""
 
 import copy
 import datetime
@@ -106,6 +107,13 @@ def outcome(text, note=event):
     json.dumps(s.to_dict())
     small = s.reduced(nodes_per_group=1, duration_s=max(1, s.duration_s // 2))
     assert len(small.nodes()) == len(s.groups)
+    # squeezed: every fault inside the shorter run; chosen nodes keep their seeds and distances
+    squeezed = s.reduced(nodes=[n.id for n in nodes[::2]], duration_s=max(1, s.duration_s // 3), squeeze_faults_s=60)
+    assert [(n.id, n.env_seed, n.distances_m) for n in squeezed.nodes()] == [
+        (n.id, n.env_seed, n.distances_m) for n in nodes[::2]]
+    assert all(0 <= f.start_s < squeezed.duration_s and (f.end_s is None or f.start_s < f.end_s <= squeezed.duration_s)
+               for f in squeezed.faults)
+    json.dumps(squeezed.to_dict())
     note("accepted")
     return s
 

@@ -161,7 +161,7 @@ def test_device_profiles_are_eu868_otaa_lorawan_103_with_the_codec(site):
         assert p.region == common.Region.EU868 and p.mac_version == common.MacVersion.LORAWAN_1_0_3
         assert p.reg_params_revision == common.RegParamsRevision.A and p.supports_otaa
         assert p.payload_codec_runtime == api.CodecRuntime.JS and p.payload_codec_script == CODEC
-    assert legionella.uplink_interval == 300 * 13  # 5-min wakes, every 13th sends (max_delay_s 3600)
+    assert legionella.uplink_interval == 900 * 5  # 15-min wakes, every 5th sends (max_delay_s 3600)
     device = site.cs.devices["70b3d57ed0000001"]
     assert device.device_profile_id == legionella.id
     assert device.tags["outlet"] == "hot" and device.tags["civicedge_device"] == "big-d001"

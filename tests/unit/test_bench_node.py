@@ -99,7 +99,7 @@ def test_bench_energy_rows():
     charges = [float(r[3].split()[0]) for r in legionella]
     # before (awake, every wake) > light sleep only > as built (batched) > no uplink at all
     assert charges[2] > charges[3] > charges[0] > charges[4]
-    assert legionella[0][1].startswith("as built") and "13-reading uplink" in legionella[0][1]
+    assert legionella[0][1].startswith("as built") and "5-reading uplink" in legionella[0][1]
     verdicts = [n for n in notes if n.startswith("**Goal: legionella") or n.startswith("**Goal: bin")]
     assert len(verdicts) == 2
     assert all(("NOT met" in v) == (float(v.split("— ")[1].split()[0]) < 5) for v in verdicts)

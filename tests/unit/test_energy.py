@@ -91,29 +91,35 @@ def _toa_s(app_bytes, sf=7):
 
 def test_legionella_wake_cycle_is_made_of_its_parts():
     prof = _profile("legionella-outlet")
-    # as built: a 13-reading uplink every 13 wakes (max_delay_s 3600 // 300 + 1), a status
-    # record every 72 wakes in a full 222-byte uplink of its own, the ESP32 light-sleeping
-    # from the modem's acceptance until 50 ms before RX1
-    assert energy.batch_wakes(prof) == 13
-    c = energy.profile_cycle(prof, "lorawan", 36)
-    wake_s = 0.3 + 0.02 + 0.125 + 0.2  # boot + rail settle + TMP117 8x + application
+    # as built: a 5-reading uplink every 5 wakes (max_delay_s 3600 // 900 + 1), a status
+    # record every 24 wakes in a full 222-byte uplink of its own, the ESP32 light-sleeping
+    # through the rail's settle and the TMP117's conversion (its sensor clock naps), and from
+    # the modem's acceptance until 50 ms before RX1
+    assert energy.batch_wakes(prof) == 5
+    c = energy.profile_cycle(prof, "lorawan", 25)
+    wake_s = 0.3 + 0.2  # boot + application
+    naps_s = 0.02 + 0.125  # rail settle + TMP117 8x, in light sleep
     around_s = 0.02 + 0.05 + 0.05 + 0.1  # quiet UART read, margin, RX1 window, the RAK's linger
-    assert c.awake_s == pytest.approx(wake_s + around_s / 13 + around_s / 72)
+    assert c.awake_s == pytest.approx(wake_s + around_s / 5 + around_s / 24)
+
+    def nap_s(app_bytes):
+        return _toa_s(app_bytes) + 1.0 - 0.05 - 0.02
 
     def uplink_mas(app_bytes):
-        toa = _toa_s(app_bytes)
-        nap = toa + 1.0 - 0.05 - 0.02
-        return toa * 87.0 + 0.05 * 5.22 + nap * 0.8
+        return _toa_s(app_bytes) * 87.0 + 0.05 * 5.22 + nap_s(app_bytes) * 0.8
 
-    expected = 40 * c.awake_s + uplink_mas(36) / 13 + uplink_mas(222) / 72
+    # the rail (and its 10 kOhm bleeder, 0.33 mA) is on from after the boot to the deep sleep
+    rail_on_s = c.awake_s - 0.3 + naps_s + nap_s(25) / 5 + nap_s(222) / 24
+    assert c.wake_s == pytest.approx(rail_on_s + 0.3)
+    expected = 40 * c.awake_s + 0.8 * naps_s + uplink_mas(25) / 5 + uplink_mas(222) / 24 + 0.33 * rail_on_s
     assert c.charge_mas == pytest.approx(expected)
     # bare module: ESP32 10 + regulator 5 + divider 1.5 + RAK3172 1.69 µA
     assert c.sleep_ua == pytest.approx(18.19)
-    assert c.interval_s == 300
+    assert c.interval_s == 900
     # the firmware before: an uplink every wake, the ESP32 awake from the command through
-    # RECEIVE_DELAY1, the RX1 window and the driver's linger
-    before = energy.profile_cycle(prof, "lorawan", 15, 1, wait="awake", status=False)
-    assert before.awake_s == pytest.approx(wake_s + _toa_s(15) + 1.0 + 0.05 + 0.1)
+    # RECEIVE_DELAY1, the RX1 window and the driver's linger, and through the sensor's waits
+    before = energy.profile_cycle(prof, "lorawan", 15, 1, wait="awake", status=False, nap=False)
+    assert before.awake_s == pytest.approx(wake_s + naps_s + _toa_s(15) + 1.0 + 0.05 + 0.1)
 
 
 def test_the_model_uses_the_firmware_timings():
@@ -138,9 +144,9 @@ def test_batching_follows_max_delay_s():
     assert energy.batch_wakes(bins) == 3  # 3600 // 1800 + 1
     unbatched = dict(legionella, link={"lorawan": dict(legionella["link"]["lorawan"], max_delay_s=0)})
     assert energy.batch_wakes(unbatched) == 1
-    tx = [p for p in energy.profile_cycle(legionella, "lorawan", 36).phases if p.name.startswith("LoRa TX")]
-    assert tx[0].share == pytest.approx(1 / 13.0)
-    assert energy.batch_wakes(legionella, interval_s=900) == 5  # the batch shrinks with a longer interval
+    tx = [p for p in energy.profile_cycle(legionella, "lorawan", 25).phases if p.name.startswith("LoRa TX")]
+    assert tx[0].share == pytest.approx(1 / 5.0)
+    assert energy.batch_wakes(legionella, interval_s=300) == 13  # the batch grows with a shorter interval
 
 
 def test_uplinks_shared_over_the_wakes_that_fill_them():

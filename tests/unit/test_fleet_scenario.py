@@ -1,6 +1,6 @@
 """Scenario files (issue 5, Contract 1): the shipped scenarios load with the promised sizes and
-faults; every bad input is a ScenarioError naming the file, the table and the key; reduced()
-keeps the seed and the nodes it keeps; the same file gives the same nodes, seeds included."""
+faults; every bad input is a ScenarioError naming the file, the table and the key; the same
+file gives the same nodes, seeds included. reduced(): test_fleet_scenario_reduced.py."""
 
 import copy
 import datetime
@@ -347,44 +347,6 @@ def test_parse_signed_duration_and_times():
         with pytest.raises(ValueError):
             parse_start(bad)
     assert parse_at("12:00", t0) == 5 * 3600 and parse_at("+4h30m", t0) == 16200 and parse_at("06:00", t0) == -3600
-
-
-# -- reduced() ------------------------------------------------------------------------------------
-def test_reduced_keeps_the_seed_the_first_nodes_clips_and_retargets():
-    full = sc.load(SCENARIOS / "smart-place.toml")
-    small = full.reduced(nodes_per_group=2, duration_s=45000)   # to 12:30
-    assert (small.seed, small.start_wall_s, small.duration_s, small.name) == (full.seed, full.start_wall_s, 45000,
-                                                                             full.name)
-    expected = []
-    for g in full.groups:
-        expected += [n for n in full.nodes() if n.group == g.name][:2]
-    assert small.nodes() == expected                 # identical specs: seeds, offsets, distances
-    assert all(g.count == min(2, f.count) for g, f in zip(small.groups, full.groups))
-    kinds = {f.kind: f for f in small.faults}
-    assert all(f.start_s < 45000 and (f.end_s is None or f.end_s <= 45000) for f in small.faults)
-    assert kinds["broker_outage"].end_s == 45000                   # 12:00-12:45 clipped at 12:30
-    assert "stuck_i2c" not in kinds and "gateway_disk_full" not in kinds
-    by_start = {f.start_s: f for f in small.faults}
-    assert by_start[10 * 3600 + 600].targets == ["sch1-rm01-co2"]  # rm03 is gone: first of its group
-    assert by_start[9 * 3600 + 900].targets == ["sch1-rm05-co2"]   # rm07 -> first of the main block
-    assert by_start[8 * 3600].targets == ["civ1-cold01"]
-    assert by_start[6 * 3600].targets == ["hst1-no2-03"]           # still there: unchanged
-    assert len(full.faults) == 13 and len(full.nodes()) == 100     # the original is untouched
-
-
-def test_reduced_group_target_keeps_the_remaining_nodes_and_stagger_fits():
-    s = parse(mutated(lambda d: d.__setitem__("faults", [
-        {"kind": "stuck_i2c", "at": "08:00", "duration": "1h", "target": "rooms"}])))
-    small = s.reduced(nodes_per_group=2, duration_s=200)
-    assert small.faults == []                        # it started after the new end
-    small = s.reduced(nodes_per_group=2)
-    assert small.faults[0].targets == ["sch1-rm01-co2", "sch1-rm02-co2"]
-    short = s.reduced(duration_s=100)
-    assert short.groups[0].stagger_s == 50 and all(n.boot_offset_s < 50 for n in short.nodes())
-    assert short.sample_s == 100
-    for bad in ({"nodes_per_group": 0}, {"duration_s": 0}, {"duration_s": 10 ** 9}, {"nodes_per_group": True}):
-        with pytest.raises(ValueError):
-            s.reduced(**bad)
 
 
 # -- determinism -----------------------------------------------------------------------------------

@@ -101,9 +101,12 @@ def test_every_board_and_link_a_profile_allows_makes_a_valid_config(profile):
 
 
 def test_profiles_follow_the_architecture_table():
-    expect = {  # ARCHITECTURE.md "Deployment profiles": interval, power, default link, parts
+    # ARCHITECTURE.md "Deployment profiles": interval, power, default link, parts. One deviation:
+    # legionella samples every 900 s, not 300 s (5 years on 2xAA is out of reach at 300 s: the
+    # ESP32's boot alone takes most of the budget; the reasoning is in the profile).
+    expect = {
         "classroom-co2": (120, "mains", "serial", {("scd4x", 0x62)}),
-        "legionella-outlet": (300, "battery", "lorawan", {("tmp117", 0x48)}),
+        "legionella-outlet": (900, "battery", "lorawan", {("tmp117", 0x48)}),
         "bin-level": (1800, "battery", "lorawan", {("i2cxl", 0x70), ("tmp117", 0x48)}),
         "street-no2": (60, "mains", "lorawan", {("ads1115", 0x48), ("tmp117", 0x49)}),
     }

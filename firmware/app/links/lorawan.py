@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-``open()`` (once per boot from ``main.py``) asks the modem whether it still holds a session
+``open()`` (once per boot from ``app/main.py``) asks the modem whether it still holds a session
 (``AT+NJS=?``). The modem stays powered through the ESP32's deep sleep and keeps its
 session, so a waking node does not configure or join again: only a modem without a session
 is configured (DevEUI/JoinEUI from ``config.json``, the AppKey from ``secrets.json``; the
@@ -34,7 +34,7 @@ retried at the next wake, while an unconfirmed or unacknowledged uplink waits a 
 (the network may be out of reach: do not spend an uplink every wake on it). The node holds no
 alarm thresholds (the gateway evaluates ``[[alarms]]``), so nothing jumps the queue.
 
-Waiting for the result in light sleep (``nap``, ``machine.lightsleep`` from ``main.py``): a
+Waiting for the result in light sleep (``nap``, ``machine.lightsleep`` from ``app/main.py``): a
 class A modem reports a confirmed uplink only after RX1 (RECEIVE_DELAY1, 1 s, after the
 transmission ends), and prints nothing between accepting the command and that report. So
 once the modem has accepted an uplink and the port has been quiet for one read timeout, the
@@ -92,8 +92,8 @@ NAP_MIN_MS = 100  # a shorter wait is not worth a light sleep
 # Counters a status record keeps first when it must be cut to fit an uplink.
 _STATUS_FIRST = ("boots", "cycles", "dropped", "gaps", "pending", "sensor_failures", "joins", "uplinks",
                  "duty_cycle", "not_confirmed", "link_errors", "downlinks", "downlinks_applied",
-                 "downlinks_rejected", "airtime_ms", "rx_sleep_ms", "records_unpackable", "nacks",
-                 "crc_errors", "timeouts", "torn", "meta_faults")
+                 "downlinks_rejected", "airtime_ms", "rx_sleep_ms", "rail_cycles", "records_unpackable", "nacks",
+                 "crc_errors", "timeouts", "bus_recoveries", "torn", "meta_faults")
 _COUNTERS = ("join_attempts", "joins", "join_backoff", "join_skip", "uplinks", "airtime_ms",
              "records_sent", "not_confirmed", "duty_cycle", "busy", "not_joined", "link_errors",
              "records_unpackable", "downlinks", "downlinks_applied", "downlinks_rejected", "rx_sleep_ms")
@@ -202,7 +202,7 @@ class LoRaWANLink:
             self._fresh = False
             return 0
         if not self.joined and not self._fresh:
-            self.open()  # a session lost since (light sleep: main.py opens only once)
+            self.open()  # a session lost since (light sleep: app/main.py opens only once)
         self._fresh = False
         delivered = 0
         if not self.joined:

@@ -1,0 +1,54 @@
+"""The prose notes of the ``heap`` benchmark (``simulators/bench_heap.py``) in
+docs/benchmarks.md: what was cut and when, how to build the 32-bit port, and where the
+simulation's heap differs from an ESP32's."""
+
+HISTORY = """**What was cut** (issue 3 heap work, 2026-11-22; least free heap for 5 wakes by bisection, the last row \
+also by the confirmed scan above; live heap = `gc.mem_alloc()` after the first wake's collection, less the board's):
+
+| step | this 64-bit port | 32-bit port | live heap, 64 / 32-bit |
+|---|---|---|---|
+| before (commit 3357d49) | 175 KB | 138 KB | 123.8 / 85.2 KB (or ~96 KB when a stale stack slot pins the validator) |
+| `boot.py`: `gc.threshold(8192)`, so garbage is collected before it fragments the heap | 144 KB | 113 KB | |
+| `app.downlink` released after boot unless the link is LoRaWAN | 140 KB | 110 KB | |
+| the CBOR decoder moved to `protocol/cbor_decode.py`, loaded by the first `cbor.loads` (a node only encodes) | 135 KB | 107 KB | |
+| each sensor part's class in its own module, imported only if configured; SCD4x command codes private `const`s | 133 KB | 106 KB | |
+| the configuration step in `app/startup.py` (its frame is gone before the collection), `app.downlink` imported only when an overrides file exists, the collection made from freshly written frames (`collect_deep`) | 133-144 KB | 102-104 KB | 113.2 / 77.5 KB |
+| `main.py` a two-line stub, the composition root shipped compiled as `app/main.mpy` (2026-11-23; classroom-co2, confirmed scan, same machine and run) | 147 → 137 KB | 106 → 96 KB | |
+
+The live heap fell by ~9 % (~19 KB on the 32-bit port where the validator used to stay pinned). The least free heap \
+fell more (by 18-23 %), mostly through the GC threshold: loading `.mpy` code leaves short-lived garbage between \
+long-lived objects, and collected late it becomes holes nothing later fits in. The stub changed nothing by plain \
+bisection (137 KB here, 98-99 KB on 32 bits): where the firmware runs out is its first delivery, with every module \
+loaded (~101 KB of code and interned names here, ~71 KB on 32 bits, for the classroom node); what it removed is the \
+7 KB block that compiling `main.py` needed at every boot, which a heap fragmented by the earlier boots' interned \
+names sometimes could not give (below)."""
+
+RECIPE = """**The 32-bit port** (not installed by `scripts/setup`; CI uses the factor): MicroPython v1.29 source \
+(micropython/micropython), `apt-get install gcc-multilib`, then `make -C mpy-cross` and `make -C ports/unix \
+VARIANT=standard CFLAGS_EXTRA=-m32 LDFLAGS_EXTRA=-m32 MICROPY_PY_FFI=0 MICROPY_PY_BTREE=0 MICROPY_PY_SSL=0 \
+MICROPY_SSL_MBEDTLS=0 FROZEN_MANIFEST=` (an `ELF 32-bit ... Intel 80386` binary: 4-byte words, 16-byte GC \
+blocks, as on an ESP32; it runs `board.py` and the firmware unchanged). `CIVICEDGE_MICROPYTHON32=<it> \
+scripts/bench heap` measures everything above on it too. A 64-bit build of the same source and options needs \
+the same live heap as this project's interpreter (112.9 vs 113.2 KB), so the factor is the word size, not the \
+build."""
+
+ARTIFACTS = """**Where the simulation costs more than an ESP32** (so the figures above are pessimistic, not \
+flattering): after the first boot `board.py` keeps the firmware's interned names, scattered through the heap (an \
+ESP32's deep sleep clears them): ~31 KB here, so from the second boot the firmware finds that much less free and \
+its large allocations less room in one piece. Compiling the old 190-line `main.py` at every boot needed a 7 KB \
+block and failed first that way at some pairs of free and total heap; the stub needs none. The shim's own ~540 \
+interned names fill the qstr pools the firmware then grows (on an ESP32 `machine` is in flash), so a 14 KB \
+(9 KB on 32 bits) pool is allocated during the link's import; the trivial firmware needs 15-19 KB here where \
+an ESP32 needs almost none. Near its limit the heap is also chaotic: MicroPython's GC scans the C stack \
+conservatively, so a stale pointer can pin a released module — that is why `app/startup.py` exists."""
+
+LORAWAN = """**Why the LoRaWAN nodes need more** (module code loaded by a legionella-outlet node, \
+`gc.mem_alloc()` around each import on the 32-bit port, measured once 2026-11-23): the AT-modem driver \
+(`drivers/atmodem.py`, `atmodem_core.py`, `atmodem_rak.py`) 16.6 KB, `protocol/lorapack.py` 9.0 KB, \
+`protocol/airtime.py` 5.8 KB, `app/links/lorawan.py` 5.3 KB, `drivers/tmp117.py` 7.0 KB; the firmware's own \
+`app/*` modules ~34 KB in all. The serial classroom node loads the SenML, CBOR, frame and HMAC modules \
+(~24 KB) instead. A LoRaWAN node runs out while its link's modules load (first boot) or while it packs its \
+first uplink. Under the ESP32's ~100 KB they would need less code in RAM: the driver and protocol modules \
+split so a node loads only what it sends with (e.g. the duty-cycle and fair-use budget in `protocol/airtime.py`, \
+which only the gateway uses), or the modules frozen into the MicroPython image (frozen bytecode runs from \
+flash on an ESP32 and costs no heap) — not done."""
