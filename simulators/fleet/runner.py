@@ -2,7 +2,7 @@
 
 What runs (all real, on loopback): the nodes' firmware, each in its own ``micropython``
 process against its own simulated sensors (``simulators/fleet/nodes.py``); each gateway's
-agent in its own process (``gateway_child.py``); the site's and the council's Mosquitto and
+agent in its own process (``gateway_child.py``); the site's and the council's brokers (Mosquitto, or amqtt) and
 the council's platform subscriber (``site.py``); for LoRaWAN the modem emulators, the radio
 and the network-server stand-in. The ``Timeline`` keeps every node's clock together and
 publishes the global time to the gateways; the runner's *director* is a participant too, so
