@@ -132,11 +132,12 @@ def bench_daysim():
 
 
 def _node_bench(name):
-    """``simulators.bench_node.bench_<name>``, imported when run (``civicedge`` imports this
+    """``simulators.bench_node.bench_<name>`` (``bench_node_energy`` for energy), imported when run (``civicedge`` imports this
     module at every start)."""
     def run():
-        from simulators import bench_node
-        return getattr(bench_node, "bench_" + name)()
+        from simulators import bench_node, bench_node_energy
+        module = bench_node_energy if name == "energy" else bench_node
+        return getattr(module, "bench_" + name)()
     run.__name__ = "bench_" + name
     return run
 

@@ -6,7 +6,7 @@ import pytest
 
 from protocol import lorapack, senml
 from protocol.lorapack_decode import unpack
-from simulators import bench, bench_node, energy
+from simulators import bench, bench_node, bench_node_energy, energy
 from simulators.bench_node import lpp_encode
 
 
@@ -90,7 +90,7 @@ def test_bench_uplink_rows():
 
 
 def test_bench_energy_rows():
-    title, rows, notes = bench_node.bench_energy()
+    title, rows, notes = bench_node_energy.bench_energy()
     assert all(len(r) == len(bench.HEADERS["energy"]) for r in rows)
     assert rows[0][0].startswith("REFERENCE §5 example B") and rows[0][-1] == "1.00"
     base = energy.example_b()
