@@ -164,8 +164,8 @@ class AboveFor(Rule):
             if not _plain_number(get(key)):
                 return None
         on = get("on")
-        if on is not None and type(on) is not bool:
-            return None
+        if on is not None and type(on) is not bool or on and "s" not in st:
+            return None  # step() would fail on it (a hand-edited state): the engine resets it
         samples, late, t0 = in_order(samples, get("_t"))
         l, r, c, s = get("l"), get("r"), get("c"), get("s")
         w_l = w_r = w_c = w_on = w_s = False  # the keys step() would have written
