@@ -17,6 +17,7 @@ import pytest
 from simulators import i2c_server as proto
 from simulators.i2c_server import SimServer
 from simulators.mpyrun import REPO, SHIM, micropython_binary, run_micropython
+from tests.killkit import output_after_kill
 
 BOARDS = REPO / "tests" / "mpy" / "boards"
 BOARD_PY = str(SHIM / "board.py")
@@ -98,7 +99,7 @@ def test_a_power_cut_loses_rtc_memory_but_not_the_flash(server, tmp_path):
         assert line, proc.stderr.read()
         seen += line.startswith("APP ")
     proc.send_signal(signal.SIGKILL)  # a power cut, at whatever it was doing
-    rest, _ = proc.communicate(timeout=30)
+    rest, _ = output_after_kill(proc, 30)
     printed = [json.loads(line[4:]) for line in rest.splitlines() if line.startswith("APP ")]
     last_flash = printed[-1]["flash"] if printed else 8
     apps, summary, _ = run_board(server, image, None, 1)

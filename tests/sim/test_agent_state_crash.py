@@ -17,6 +17,7 @@ import time
 
 from gateway.outbox import Outbox
 from simulators.clock import VirtualClock
+from tests.killkit import output_after_kill
 
 KILLS = 10
 
@@ -50,7 +51,7 @@ def test_state_and_rows_agree_after_every_kill(tmp_path):
         assert proc.stdout.readline() == b"ready\n", proc.stderr.read().decode()
         time.sleep(rng.uniform(0.0, 0.15))
         proc.send_signal(signal.SIGKILL)
-        out, _ = proc.communicate()
+        out, _ = output_after_kill(proc)
         lines = [ln for ln in out.decode().splitlines() if ln.startswith("C ")]
         if lines:
             printed = int(lines[-1].split()[1])

@@ -20,6 +20,7 @@ import time
 from gateway.outbox import Outbox
 from gateway.outbox_policy import LANES, ROW_OVERHEAD_BYTES
 from simulators.clock import VirtualClock
+from tests.killkit import output_after_kill
 
 KILLS = 30
 
@@ -58,7 +59,7 @@ def run_child(path, run, rng):
     assert proc.stdout.readline() == b"ready\n", proc.stderr.read().decode()
     time.sleep(rng.uniform(0.0, 0.25))            # somewhere inside put / commit / ack
     proc.send_signal(signal.SIGKILL)
-    out, err = proc.communicate(timeout=10)
+    out, err = output_after_kill(proc)
     assert proc.returncode == -signal.SIGKILL, err.decode()
     committed, forwarded = set(), set()
     for line in out.decode().split("\n")[:-1]:    # a torn last line has no newline: ignored
