@@ -31,6 +31,15 @@ even when the whole episode passed while the upstream link was down. A clear nev
 is taken back if the disk fills again (the platform never saw the alarm end), so at most
 two events wait. The alarm standing is state (``state()``/``load``) stored with the events,
 so a restart still clears an alarm raised before it.
+
+What sources dropped themselves. A LoRaWAN uplink that cannot be stored is held in memory by
+the ChirpStack source, and past its bound the oldest is dropped (``gateway.sources.holding``).
+Those records were dropped by the gateway, so on every check the agent has each source with
+``store_gaps`` mark them in the outbox as its own gap markers (``Outbox.mark_dropped``,
+counted in ``dropped_by_reason.full``, published as ``gateway_outbox`` gaps):
+``agent.source_drops_marked`` counts the records marked; a refusal (the disk still full)
+counts ``agent.source_gap_failures``, is a full-disk event for the alarm, and leaves them
+waiting in the source for the next check.
 """
 
 import logging
@@ -38,7 +47,7 @@ import os
 import shutil
 
 from gateway.alarms import CLEARED, RAISED, AlarmEvent
-from gateway.outbox import OutboxFull, _is_full
+from gateway.outbox import OutboxError, OutboxFull, _is_full
 
 RULE_DISK = "disk_full"
 QUANTITY = "disk_full_events"
@@ -146,9 +155,10 @@ def free_bytes(path):
 
 
 class DiskCheck:
-    """The agent's side of the ``disk_full`` alarm (module docstring). Uses the agent's
-    ``disk`` (a ``DiskAlarm``), ``outbox``, ``forwarder``, ``_now_ms``, ``_wall`` and
-    ``count``; ``_disk_seen`` is the outbox's ``disk_full_events`` at the last look."""
+    """The agent's side of the ``disk_full`` alarm and of what sources dropped (module
+    docstring). Uses the agent's ``disk`` (a ``DiskAlarm``), ``outbox``, ``sources``,
+    ``forwarder``, ``_now_ms``, ``_wall``, ``count``, ``_call`` and ``_throttled``;
+    ``_disk_seen`` is the outbox's ``disk_full_events`` at the last look."""
 
     def _disk_refused(self, exc):
         """The outbox refused a store or the bounds with ``exc``: a full disk? (Its
@@ -172,9 +182,34 @@ class DiskCheck:
                       "are held); free space on %s", ev.rule_id, short,
                       os.path.dirname(os.path.abspath(self.disk.path)))
 
+    def _store_source_gaps(self):
+        """Have every source with ``store_gaps`` mark what it dropped (module docstring)."""
+        marked = 0
+        for s in self.sources:
+            store = getattr(s, "store_gaps", None)
+            if store is None:
+                continue
+            try:
+                marked += store(self.outbox.mark_dropped)
+            except Exception as e:  # noqa: BLE001 (OutboxFull, OutboxError, a bug: next check)
+                self.count("source_gap_failures")
+                self._throttled("source_gaps", logging.ERROR, "records %s dropped are not "
+                                "marked yet (kept for the next check): %s: %s", s.name,
+                                type(e).__name__, e)
+                if isinstance(e, OutboxError):
+                    self._disk_refused(e)
+        if marked:
+            self.count("source_drops_marked", marked)
+            self.disk.wrote()
+            log.warning("%d record(s) of LoRaWAN uplinks dropped while the disk was full are "
+                        "marked as gateway gaps (reported upstream)", marked)
+            if self.forwarder is not None:
+                self._call("forwarder", self.forwarder.wake)
+
     def _check_disk(self):
-        """Look at the outbox's ``disk_full_events``, clear the alarm when due; True if the
-        pending events may be stored alone now."""
+        """Mark what sources dropped, look at the outbox's ``disk_full_events``, clear the
+        alarm when due; True if the pending events may be stored alone now."""
+        self._store_source_gaps()
         seen = self._disk_events()
         if seen is not None:
             if self._disk_seen is not None and seen > self._disk_seen:

@@ -3,8 +3,10 @@
 Theory of operation (docs/gateway-faults.md, "Wrong CA")
 --------------------------------------------------------
 RELIABILITY.md's fault catalogue: on a TLS failure (wrong CA, expired certificate, a clock
-before NTP) the gateway refuses, keeps buffering and **raises an alarm**. The forwarder counts
-each refused handshake (``connect_failures.tls``) and each connection (``connects``); the agent
+before NTP) the gateway refuses, keeps buffering and **raises an alarm**. The upstream
+forwarder and the MQTT sources (site broker, ChirpStack) count each refused handshake
+(``connect_failures.tls``, told from a network failure by
+``gateway.forward.mqtt_link.connect_failure``) and each connection (``connects``); the agent
 hands every part's counters and ``status()`` to ``observe`` on a timer. Per part:
 
 * a **streak** counts TLS failures since the part last had a connection (a connection made

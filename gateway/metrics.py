@@ -106,15 +106,22 @@ RULES = [
      "Arrivals dropped unacked because the agent's queue stayed full (the node resends)."),
     (r"source\.(?P<source>.+)\.link_errors\.(?P<reason>%s)" % _ID, "source_link_errors_total",
      COUNTER, "Serial bytes that did not make a frame, by reason: crc, cobs, oversize."),
+    (r"source\.(?P<source>.+)\.connect_failures\.(?P<reason>%s)" % _ID,
+     "source_connect_failures_total", COUNTER,
+     "Failed connection attempts of a source to its broker, by reason: tls (handshake "
+     "refused: wrong CA, expired certificate, clock before NTP), network."),
     (r"source\.(?P<source>.+)\.held", "source_held_total", COUNTER,
      "LoRaWAN uplinks the outbox could not store (disk full), held in memory for another try."),
     (r"source\.(?P<source>.+)\.holding", "source_holding", GAUGE,
-     "Uplinks and gap records held in memory now, waiting for the outbox to store them."),
+     "Uplinks and drops held in memory now, waiting for the outbox to store or mark them."),
     # -- the forwarder (gateway/forward) --------------------------------------------------------
     (r"forwarder\.forwarded", "forwarded_total", COUNTER,
      "Rows confirmed by the upstream (PUBACK or confirmed uplink)."),
     (r"forwarder\.reconnects", "upstream_reconnects_total", COUNTER,
      "Times the forwarder connected again to the upstream."),
+    (r"forwarder\.connect_failures\.(?P<reason>%s)" % _ID, "forwarder_connect_failures_total",
+     COUNTER, "Failed connection attempts to the upstream broker, by reason: tls (handshake "
+     "refused: wrong CA, expired certificate, clock before NTP), network, auth, refused."),
     (r"forwarder\.publish_errors", "upstream_publish_errors_total", COUNTER,
      "Publishes that failed (the rows go again)."),
     (r"forwarder\.connected", "upstream_connected", GAUGE,
@@ -151,7 +158,12 @@ RULES = [
     (r"agent\.disk_events_pending", "disk_full_alarm_events_pending", GAUGE,
      "disk_full alarm events kept in memory until the disk takes them."),
     (r"agent\.gap_records", "source_gap_records_total", COUNTER,
-     "Gap records stored for uplinks a source had to drop (disk full too long)."),
+     "Gap records stored that a source made (GAP arrivals)."),
+    (r"agent\.source_drops_marked", "source_drops_marked_total", COUNTER,
+     "Records of uplinks a source dropped (disk full too long), marked by gateway gap "
+     "markers (also in drops_by_reason_total{reason=\"full\"})."),
+    (r"agent\.source_gap_failures", "source_gap_failures_total", COUNTER,
+     "Tries to mark a source's drops that the outbox refused (retried at the next check)."),
     (r"agent\.rejected", "rejected_total", COUNTER,
      "Inputs rejected by the pipeline (see auth_failures, replays, decode_errors)."),
     (r"alarms\.events", "alarm_events_total", COUNTER,
@@ -171,7 +183,7 @@ _GAUGES = frozenset(("connected", "in_flight", "pending", "boot_epoch", "queue_l
                      "queue_max", "uptime_s", "wall_trusted", "active"))
 # Counter names that take a ".<reason>" (so "a.b" splits as family "a", reason "b").
 FAMILIES = frozenset(("link_errors", "ack_errors", "modem_refusals", "dropped", "auth_failures",
-                      "decode_errors", "records_held", "store_failures"))
+                      "decode_errors", "records_held", "store_failures", "connect_failures"))
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _BAD = re.compile(r"[^a-zA-Z0-9_]+")
 

@@ -1,5 +1,6 @@
 """The gateway's own alarms standing, as notes of ``civicedge gateway status`` (``gateway.ops``):
-``tls_failure`` (``gateway.agent_links``) and ``disk_full`` (``gateway.agent_disk``), read from
+``tls_failure`` of the upstream forwarder or an MQTT source (``gateway.agent_links``; the
+note names the configuration table to fix) and ``disk_full`` (``gateway.agent_disk``), read from
 the state the agent stores with their events (tables ``state``, names ``links`` and
 ``disk``), and from the live metrics for a ``disk_full`` alarm the full disk did not let the
 agent store yet (``civicedge_disk_full_alarm_active``)."""
@@ -7,8 +8,11 @@ agent store yet (``civicedge_disk_full_alarm_active``)."""
 import json
 
 DISK_LIVE = "civicedge_disk_full_alarm_active"
-_TLS = ("ALARM tls_failure: %s keeps refusing TLS: check ca_file, the broker's certificate "
+_TLS = ("ALARM tls_failure: %s keeps refusing TLS: check ca_file%s, the broker's certificate "
         "and the Pi's clock")
+# the configuration table of each part the agent watches (gateway.agent_links)
+SECTIONS = {"forwarder": "upstream.mqtt", "source.site_mqtt": "sources.site_broker",
+            "source.chirpstack": "sources.chirpstack"}
 _DISK = ("ALARM disk_full: SQLite found the outbox's disk full%s: free space on %s (meanwhile "
          "the oldest unsent readings are dropped, counted, or not taken)")
 
@@ -23,7 +27,8 @@ def stored_notes(db, outbox_dir, iso):
             active = json.loads(row[0])["active"] if row else {}
             for part in sorted(active):
                 if name == "links":
-                    notes.append(_TLS % part)
+                    where = SECTIONS.get(part)
+                    notes.append(_TLS % (part, " in [%s]" % where if where else ""))
                 else:
                     since = active[part].get("since")
                     notes.append(_DISK % (" since " + iso(since) if since else "", outbox_dir))

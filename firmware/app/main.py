@@ -96,7 +96,9 @@ def _sleep(clock, ms, deep, rtc, node, wdt, watchdog_ms):
     if deep:
         node.persist["seq"] = node.state.position()
         _rtc_save(rtc, node.persist)
-        machine.deepsleep(ms)
+        # deepsleep(0) arms no timer on an ESP32 (asleep until a power cycle): a cycle that
+        # outlasted its interval wakes again at once instead
+        machine.deepsleep(max(ms, 1))
     # light sleep in slices the watchdog outlives, feeding it between them
     step = max(1000, watchdog_ms // 2)
     while ms > 0:

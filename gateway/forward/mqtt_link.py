@@ -38,6 +38,22 @@ def set_no_delay(client):
         except OSError:  # not TCP (a unix socket): nothing to turn off
             pass
 
+
+def connect_failure(exc):
+    """``(kind, detail)`` of an ``OSError`` raised while connecting to a broker (TCP, then
+    the TLS handshake): ``tls`` if the handshake was refused (``ssl.SSLError``: the broker's
+    certificate not trusted by ``ca_file``, expired, or not yet valid by the Pi's clock; a
+    protocol or cipher mismatch), ``network`` otherwise, including a peer that hung up
+    mid-handshake (a load balancer, a dying broker, a reset: no certificate problem). The
+    one place that tells them apart: the forwarder and the MQTT sources count
+    ``connect_failures.<kind>`` with it, and ``gateway.agent_links`` alarms on ``tls``."""
+    if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)):
+        return "network", "connection closed during the TLS handshake (%s)" % exc
+    if isinstance(exc, ssl.SSLError):
+        return "tls", "%s (check ca_file and the broker's certificate)" % exc
+    return "network", "%s" % (getattr(exc, "strerror", None) or exc)
+
+
 log = logging.getLogger("civicedge.gateway.forward.mqtt")  # one logger for the forwarder
 
 MQTT5, MQTT311 = "5", "3.1.1"
@@ -127,16 +143,8 @@ class MQTTLink:
                 client.connect(m.host, m.port, keepalive, clean_start=False, properties=props)
             else:
                 client.connect(m.host, m.port, keepalive)
-        except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError) as e:
-            # the peer hung up mid-handshake (a load balancer, a dying broker, a reset):
-            # a network failure, not a certificate problem
-            self._fail("network", "connection closed during the TLS handshake (%s)" % e)
-            return None
-        except ssl.SSLError as e:  # before OSError: it is one
-            self._fail("tls", "%s (check ca_file and the broker's certificate)" % e)
-            return None
-        except OSError as e:
-            self._fail("network", "%s" % (e.strerror or e))
+        except OSError as e:  # ssl.SSLError is one
+            self._fail(*connect_failure(e))
             return None
         deadline = time.monotonic() + self.connect_timeout_s
         while self._connack is None and client.socket() is not None \

@@ -23,13 +23,19 @@ handed to the agent as an ``Arrival`` through ``sink(arrival) -> bool``:
   once per arrival taken; it must be quick and never raise.
 
 Kinds: ``FRAME`` (a node frame), ``LORAWAN`` (a pack from ChirpStack) and ``GAP``: a gap
-record a source made for uplinks it had to drop (``data`` is unused; ``device_id``,
-``record`` say what to store: ``gateway.sources.holding``).
+record of the device's own stream that a source made (``data`` is unused; ``device_id``,
+``record`` say what to store; no built-in source makes one). What a source drops itself is
+the gateway's drop, not the node's: a source that may drop (the ChirpStack source, past its
+``max_held``) has ``store_gaps(mark)``, which the agent calls on its link check with
+``Outbox.mark_dropped`` (gateway gap markers: ``gateway.outbox_gaps``,
+``gateway.sources.holding``).
 
 Every source has ``start(sink)``, ``stop(timeout_s)`` (joins its threads, bounded),
 ``counters()`` (a flat ``{name: int}``, e.g. ``{"frames": 12, "link_errors.crc": 1}``) and
 ``status()`` (``{"connected": bool, "detail": str}``, where ``detail`` says what is
-happening and, when something is wrong, what to do). docs/gateway-sources.md lists each
+happening and, when something is wrong, what to do). A source on a network link counts
+``connects`` and ``connect_failures.tls`` (refused handshakes) so the agent raises the
+gateway's ``tls_failure`` alarm for it (``gateway.agent_links``). docs/gateway-sources.md lists each
 source's counters for the IoT manager.
 """
 

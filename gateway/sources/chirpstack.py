@@ -39,10 +39,15 @@ taken (the agent's queue stayed full) -> the uplink moves to the source's bounde
 4096 by default), is PUBACKed (the broker must not become the buffer, RELIABILITY.md rule 3),
 and a retry thread hands it to the agent again after 1 s, then up to every 30 s while the
 disk stays full (``retried``). Past ``max_held`` the oldest
-held uplink is dropped, counted (``dropped.held_full``) and marked by a gap record in its
-device's stream, stored once the disk has room. What is held lives in memory: a gateway
-stopped or killed while the disk is full loses it (``lost_at_stop`` is counted and logged
-at a stop).
+held uplink is dropped and counted (``dropped.held_full``). The gateway dropped it, not the
+node, so its records are marked by a **gateway gap marker** (``gateway.outbox_gaps``:
+``Outbox.mark_dropped``, counted in the outbox's ``dropped_by_reason.full``, published as a
+``gateway_outbox`` gap message with the exact count and keys), not a node's gap record: the
+agent calls ``store_gaps`` on its link timer (``gateway.agent_disk``) and the source once
+more at ``stop``; a marker the full disk refuses waits in memory for the next try
+(``gap_markers``, ``records_marked`` count what was stored). What is held lives in memory:
+a gateway stopped or killed while the disk is full loses it (``lost_at_stop`` is counted
+and logged at a stop).
 """
 
 import functools
@@ -56,7 +61,7 @@ from google.protobuf import json_format
 
 from gateway.config_types import MAX_HELD  # uplinks held while the disk is full (~0.5 KB each)
 from gateway.pipeline import normalise_dev_eui
-from gateway.sources import GAP, LORAWAN, Arrival, RetryDelay, wall_or_none
+from gateway.sources import LORAWAN, Arrival, RetryDelay, wall_or_none
 from gateway.sources.holding import Holding
 from gateway.sources.site_mqtt import MQTTSubscription
 
@@ -156,7 +161,7 @@ class ChirpStackSource(MQTTSubscription):
     ``gateway.config_types.ChirpStackSource``; ``password``: the MQTT password (None with a
     client certificate); ``clock`` gives ``received_s`` when an event has no time;
     ``f_port``: the FPort civicedge packs use; ``devices``: devEUI -> device_id (the
-    inventory's, for gap records); ``max_held``: uplinks held while the agent cannot store
+    inventory's, for gap markers); ``max_held``: uplinks held while the agent cannot store
     them; ``retry_min_s``/``retry_max_s``: the delay between tries to hand them over again
     (doubling while they keep failing). Other keyword arguments as ``MQTTSubscription``.
     Raises ``ValueError`` if TLS verification is off or ``max_held`` < 1."""
@@ -177,6 +182,7 @@ class ChirpStackSource(MQTTSubscription):
         self._retry_ok = False  # an uplink was stored since the last try
         self._retrier = None
         self._logged_s = None
+        self._mark = None  # the last store_gaps' mark (Outbox.mark_dropped), for the stop
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self, sink):
@@ -193,12 +199,34 @@ class ChirpStackSource(MQTTSubscription):
             self._retrier.join(timeout_s)
             self._retrier = None
         MQTTSubscription.stop(self, timeout_s)
+        if self._mark is not None:
+            try:
+                self.store_gaps(self._mark)  # the outbox is still open: mark what we can
+            except Exception:  # noqa: BLE001 (a full disk: counted and logged below)
+                pass
         uplinks, gaps = self._holding.left()  # handed out ones may still be stored at stop
         if uplinks or gaps:
             self._counters.inc("lost_at_stop", uplinks)
-            log.error("stopping with %d uplink(s) and %d gap record(s) held in memory (the "
-                      "outbox could not store them: is the disk full?); they are lost",
+            log.error("stopping with %d uplink(s) held and %d drop(s) not marked, in memory "
+                      "(the outbox could not store them: is the disk full?); they are lost",
                       uplinks, gaps)
+
+    def store_gaps(self, mark):
+        """Mark the records of uplinks dropped past ``max_held`` with ``mark(drops)``
+        (``Outbox.mark_dropped``; the agent calls this on its link timer). Returns the
+        records marked (0 if none waited). What ``mark`` raises (``OutboxFull`` while the
+        disk stays full) is raised again after the drops go back to wait for the next try."""
+        self._mark = mark
+        drops = self._holding.take_gaps()
+        if not drops:
+            return 0
+        try:
+            mark(drops)
+        except BaseException:
+            self._holding.gaps_refused(drops)
+            raise
+        self._holding.gaps_stored(drops)
+        return sum(d.dropped for d in drops)
 
     def status(self):
         out = MQTTSubscription.status(self)
@@ -212,7 +240,7 @@ class ChirpStackSource(MQTTSubscription):
         out = MQTTSubscription.counters(self)
         h = self._holding
         out.update(held=h.counts["held"], retried=h.counts["retried"],
-                   gap_records=h.counts["gap_records"],
+                   gap_markers=h.counts["gap_markers"], records_marked=h.counts["records_marked"],
                    held_unmarked=h.counts["dropped_unmarked"], holding=sum(h.pending()))
         out["dropped.held_full"] = h.counts["dropped"]
         return out
@@ -256,31 +284,17 @@ class ChirpStackSource(MQTTSubscription):
                 self._logged_s = now
                 log.error("%d uplink(s) held in memory (the outbox cannot store them: is the "
                           "disk full?); the oldest are being dropped (dropped.held_full %d), "
-                          "their gaps marked: free disk space",
+                          "marked by gateway gap markers: free disk space",
                           self._holding.pending()[0], self._holding.counts["dropped"])
         self._kick.set()
 
-    def _offer_gap(self, device_id, rec):
-        a = Arrival(GAP, b"", self.name, device_id=device_id, record=rec,
-                    received_s=wall_or_none(self._clock),
-                    settled=functools.partial(self._settle_gap, device_id, rec))
-        if not self._emit(a):
-            self._holding.gap_refused(device_id, rec)
-
-    def _settle_gap(self, device_id, rec, stored):
-        if stored:
-            self._holding.gap_stored()
-        else:
-            self._holding.gap_refused(device_id, rec)
-            self._kick.set()
-
     def _retry_loop(self):
-        """Hand held uplinks and gap records to the agent again: after ``retry_min_s``, then
-        doubling up to ``retry_max_s`` while none of them gets stored; idle (no wake-ups)
-        while nothing is held."""
+        """Hand held uplinks to the agent again: after ``retry_min_s``, then doubling up to
+        ``retry_max_s`` while none of them gets stored; idle (no wake-ups) while nothing is
+        held."""
         while not self._halt.is_set():
             if not self._holding.waiting():
-                if self._holding.pending() == (0, 0):
+                if self._holding.pending()[0] == 0:
                     self._delay.reset()
                 self._kick.wait()
                 self._kick.clear()
@@ -290,7 +304,5 @@ class ChirpStackSource(MQTTSubscription):
                 self._delay.reset()
             if self._halt.wait(self._delay.next()):
                 return
-            for device_id, rec in self._holding.take_gaps():
-                self._offer_gap(device_id, rec)
             for item in self._holding.take(RETRY_BATCH):
                 self._offer(item, True)

@@ -1,5 +1,5 @@
 """``Holding``: LoRaWAN uplinks the agent could not store yet, kept in memory (bounded) until it
-can, and the gap records of those the bound made the gateway drop.
+can, and the drops (``gateway.outbox_gaps.Dropped``) of those the bound made the gateway drop.
 
 Theory of operation (the whole story: docs/gateway-sources.md, "When the disk is full")
 ---------------------------------------------------------------------------------------
@@ -12,14 +12,15 @@ settles it as stored.
 
 The holding is bounded (``max_held`` uplinks, held and handed out again together; about
 0.5 KB each). Past the bound the **oldest** held uplink is dropped (RELIABILITY.md rule 4:
-drop oldest, count, mark the gap): ``dropped`` +1 and its records become a **gap record** in
-the device's own stream, ``{"seq", "t": None, "kind": "gap", "dropped", "first_epoch",
-"first_seq", "last_epoch", "last_seq"}`` keyed ``(device_id, epoch, first_seq)`` (the key of
-the first record it replaces, which no other record can have), widened while it waits to
-cover every later drop of that device and epoch. Gap records are handed out like uplinks and
-kept until the agent settles them as stored. An uplink whose pack does not unpack, or whose
-devEUI is not in the inventory, is dropped without a gap record: the pipeline would have
-rejected it anyway (``dropped_unmarked``).
+drop oldest, count, mark the gap): ``dropped`` +1 and its records become a ``Dropped`` (device,
+key range, record count), widened while it waits to cover every later drop of that device
+and epoch. The gateway dropped them, not the node, so they are stored as the outbox's own
+gap markers (``Outbox.mark_dropped``: counted in ``dropped_by_reason.full``, published as
+``gateway_outbox`` gap messages with the exact count and keys), never as a node's gap record.
+They are handed out with ``take_gaps`` and kept until settled with ``gaps_stored`` (or
+merged back by ``gaps_refused`` while the disk stays full). An uplink whose pack does not
+unpack, or whose devEUI is not in the inventory, is dropped without a marker: the pipeline
+would have rejected it anyway (``dropped_unmarked``).
 
 Thread-safe (one lock): the paho thread adds, the agent's thread settles, the source's retry
 thread takes. Nothing here waits or does I/O.
@@ -28,13 +29,14 @@ thread takes. Nothing here waits or does I/O.
 import threading
 from collections import OrderedDict, deque
 
+from gateway.outbox_gaps import Dropped
 from gateway.pipeline import normalise_dev_eui
 from protocol.lorapack_decode import unpack
 
 
 class Holding:
     """Uplinks (opaque items whose ``arrival`` is an ``Arrival(LORAWAN)``) held for another
-    try, at most ``max_held`` of them; ``devices``: devEUI -> device_id (for gap records).
+    try, at most ``max_held`` of them; ``devices``: devEUI -> device_id (for the drops).
     Raises ``ValueError`` for a ``max_held`` below 1."""
 
     def __init__(self, max_held=4096, devices=None):
@@ -50,10 +52,10 @@ class Holding:
         self._lock = threading.Lock()
         self._held = deque()  # waiting for another try, oldest first
         self._out = 0  # handed out by take() and not settled yet
-        self._gaps = OrderedDict()  # (device_id, epoch) -> gap record not handed out
+        self._gaps = OrderedDict()  # (device_id, epoch) -> Dropped not handed out
         self._gaps_out = 0
         self.counts = {"held": 0, "retried": 0, "dropped": 0, "dropped_unmarked": 0,
-                       "gap_records": 0}
+                       "gap_markers": 0, "records_marked": 0}
 
     # -- adding ---------------------------------------------------------------------------
     def hold(self, item, retried=False):
@@ -86,13 +88,14 @@ class Holding:
             self.counts["dropped_unmarked"] += 1
             return
         device_id, epoch, first, last, n = gap
-        rec = self._gaps.get((device_id, epoch))
-        if rec is None:
-            self._gaps[(device_id, epoch)] = gap_record(epoch, first, last, n)
-        else:
-            rec["seq"] = rec["first_seq"] = min(rec["first_seq"], first)
-            rec["last_seq"] = max(rec["last_seq"], last)
-            rec["dropped"] += n
+        self._merge(Dropped(device_id, epoch, first, epoch, last, n))
+
+    def _merge(self, d):
+        key = (d.device_id, d.first_epoch)
+        got = self._gaps.get(key)
+        self._gaps[key] = d if got is None else got._replace(
+            first_seq=min(got.first_seq, d.first_seq), last_seq=max(got.last_seq, d.last_seq),
+            dropped=got.dropped + d.dropped)
 
     # -- handing out ------------------------------------------------------------------------
     def take(self, limit):
@@ -107,47 +110,43 @@ class Holding:
         return out
 
     def take_gaps(self):
-        """Every gap record waiting, as ``(device_id, record)`` (handed out: settle each with
-        ``gap_stored`` or ``gap_refused``)."""
+        """Every drop waiting to be marked, as ``Dropped`` (one per device and epoch; handed
+        out: settle them with ``gaps_stored`` or ``gaps_refused``)."""
         with self._lock:
-            out = [(dev, rec) for (dev, _), rec in self._gaps.items()]
+            out = list(self._gaps.values())
             self._gaps.clear()
             self._gaps_out += len(out)
             return out
 
-    def gap_stored(self):
+    def gaps_stored(self, drops):
+        """The handed-out ``drops`` were marked in the outbox."""
         with self._lock:
-            self._gaps_out -= 1
-            self.counts["gap_records"] += 1
+            self._gaps_out -= len(drops)
+            self.counts["gap_markers"] += len(drops)
+            self.counts["records_marked"] += sum(d.dropped for d in drops)
 
-    def gap_refused(self, device_id, rec):
-        """A gap record was not stored: it waits again (merged with any newer one)."""
+    def gaps_refused(self, drops):
+        """The handed-out ``drops`` were not marked: they wait again (merged with newer ones)."""
         with self._lock:
-            self._gaps_out -= 1
-            key = (device_id, rec["first_epoch"])
-            got = self._gaps.get(key)
-            if got is None:
-                self._gaps[key] = rec
-            else:
-                got["seq"] = got["first_seq"] = min(got["first_seq"], rec["first_seq"])
-                got["last_seq"] = max(got["last_seq"], rec["last_seq"])
-                got["dropped"] += rec["dropped"]
+            self._gaps_out -= len(drops)
+            for d in drops:
+                self._merge(d)
 
     # -- looking ----------------------------------------------------------------------------
     def pending(self):
-        """``(uplinks held or handed out, gap records waiting or handed out)``."""
+        """``(uplinks held or handed out, drops waiting or handed out)``."""
         with self._lock:
             return len(self._held) + self._out, len(self._gaps) + self._gaps_out
 
     def left(self):
-        """``(uplinks, gap records)`` waiting and not handed out."""
+        """``(uplinks, drops)`` waiting and not handed out."""
         with self._lock:
             return len(self._held), len(self._gaps)
 
     def waiting(self):
-        """True if something waits to be handed out."""
+        """True if an uplink waits to be handed out (drops wait for ``take_gaps``)."""
         with self._lock:
-            return bool(self._held or self._gaps)
+            return bool(self._held)
 
 
 def gap_of(arrival, devices):
@@ -163,9 +162,3 @@ def gap_of(arrival, devices):
     seqs = [r["seq"] for r in records]
     return dev, epoch, min(seqs), max(seqs), len(records)
 
-
-def gap_record(epoch, first, last, dropped):
-    """A gap record (``protocol.senml``'s fields) for ``dropped`` records of ``epoch`` in
-    ``first``..``last``; stored under the key of ``first``."""
-    return {"seq": first, "t": None, "kind": "gap", "dropped": dropped, "first_epoch": epoch,
-            "first_seq": first, "last_epoch": epoch, "last_seq": last}

@@ -27,8 +27,16 @@ another device (``auth_failures.source_mismatch``). A topic that is not
   checked; there is no fall-back to plaintext.
 * **reconnects** by paho's own loop with a doubling delay (``reconnect_min_s`` →
   ``reconnect_max_s``); the first connection is retried the same way if the broker is not
-  up yet. ``connect_failures`` counts TCP/TLS failures, ``connect_refused`` a CONNACK
-  refusal (credentials), ``reconnects`` every connection after the first.
+  up yet. ``connect_failures.tls`` counts refused TLS handshakes (the broker's certificate
+  not trusted by ``ca_file``, expired, or not yet valid by the Pi's clock),
+  ``connect_failures.network`` every other failed attempt (broker down, unreachable, a reset),
+  ``connect_refused`` a CONNACK refusal (credentials), ``reconnects`` every connection after
+  the first. paho does not say why a connection failed, but it calls ``on_connect_fail``
+  while handling the exception, so the source reads it there and classifies it as the
+  upstream forwarder does (``gateway.forward.mqtt_link.connect_failure``: one place).
+  ``status()`` gives ``broker`` and, after a failure, ``last_error``; the agent watches
+  ``connect_failures.tls`` and ``connects`` and raises the gateway's ``tls_failure`` alarm
+  after repeated refusals, cleared once connected (``gateway.agent_links``).
 
 paho calls ``on_message`` on its network thread, and the sink may block there for up to
 about a second when the agent's queue is full (back-pressure: paho reads nothing else
@@ -45,15 +53,17 @@ resend, and the pipeline re-acks.
 """
 
 import ssl
+import sys
 import threading
 
 import paho.mqtt.client as mqtt
 
-from gateway.forward.mqtt_link import set_no_delay
+from gateway.forward.mqtt_link import connect_failure, set_no_delay
 from gateway.sources import FRAME, Arrival, Source, wall_or_none
 from protocol.frame import MAX_FRAME_BYTES, check_device_id
 
 UP_FILTER = "civicedge/node/+/up"
+FAILURE_KINDS = ("tls", "network")  # connect_failures.<kind>: mqtt_link.connect_failure
 
 
 def ack_topic(device_id):
@@ -99,8 +109,9 @@ class MQTTSubscription(Source):
                  reconnect_min_s=0.5, reconnect_max_s=30.0, max_queued_acks=1000,
                  manual_ack=False):
         Source.__init__(self, name, "messages", "connects", "reconnects", "disconnects",
-                        "connect_failures", "connect_refused", "sessions_resumed",
-                        "subscribe_refused", "handler_errors", *counter_names)
+                        "connect_refused", "sessions_resumed", "subscribe_refused",
+                        "handler_errors", *(tuple("connect_failures." + k for k in FAILURE_KINDS)
+                                            + tuple(counter_names)))
         self.conn = conn
         self.topic_filter = topic_filter
         self._clock = clock
@@ -123,6 +134,7 @@ class MQTTSubscription(Source):
         self._started = False
         self._stopping = False
         self._detail = "not started"
+        self._last_error = None  # why the last connection attempt failed (text), or None
         self._manual_ack = manual_ack
         self._link = 0  # +1 at every CONNACK: a PUBACK belongs to the connection it is owed on
 
@@ -153,7 +165,11 @@ class MQTTSubscription(Source):
         self._detail = "stopped"
 
     def status(self):
-        return {"connected": self._connected and self._subscribed, "detail": self._detail}
+        out = {"connected": self._connected and self._subscribed, "detail": self._detail,
+               "broker": self._where}
+        if self._last_error is not None:
+            out["last_error"] = self._last_error
+        return out
 
     # -- paho callbacks (paho's network thread) ------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties):
@@ -164,6 +180,7 @@ class MQTTSubscription(Source):
                                                            reason_code))
             return
         self._link += 1
+        self._last_error = None
         if self._counters.get("connects"):
             self._counters.inc("reconnects")
         self._counters.inc("connects")
@@ -175,10 +192,20 @@ class MQTTSubscription(Source):
         client.subscribe(self.topic_filter, qos=1)  # every time: the session may be gone
 
     def _on_connect_fail(self, client, userdata):
-        self._counters.inc("connect_failures")
-        self._detail = ("cannot connect to %s (refused, unreachable or TLS failed); retrying: "
-                        "check the broker runs, the host and port, ca_file and the Pi's clock"
-                        % self._where)
+        # paho calls this inside its ``except OSError`` around the attempt, without the
+        # exception: the one being handled is it (None if a paho version stops doing so)
+        exc = sys.exc_info()[1]
+        kind, why = connect_failure(exc) if isinstance(exc, OSError) else (
+            "network", "no reason given by paho")
+        self._counters.inc("connect_failures." + kind)
+        self._last_error = why[:300]
+        if kind == "tls":
+            self._detail = ("TLS to %s refused (%s); retrying, nothing is sent in plaintext: "
+                            "check ca_file, the broker's certificate and the Pi's clock"
+                            % (self._where, self._last_error))
+        else:
+            self._detail = ("cannot connect to %s (%s); retrying: check the broker runs, the "
+                            "host and port" % (self._where, self._last_error))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         was_connected = self._connected

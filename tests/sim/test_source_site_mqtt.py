@@ -182,7 +182,8 @@ def test_tls_verified_and_a_wrong_ca_never_connects(tmp_path):
             assert wait_until(lambda: good.status()["connected"])
             node.send(node_frame(1, 0))
             assert wait_until(lambda: len(sink.arrivals) == 1)
-            assert wait_until(lambda: bad.counters()["connect_failures"] >= 2)
+            assert wait_until(lambda: bad.counters()["connect_failures.tls"] >= 2)
+            assert bad.counters()["connect_failures.network"] == 0
             assert bad.counters()["connects"] == 0 and bad.status()["connected"] is False
             assert "ca_file" in bad.status()["detail"]
             # the source itself refused the handshake (the broker logs the client's TLS alert)

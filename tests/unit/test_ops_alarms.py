@@ -23,10 +23,16 @@ def notes_for(tmp_path, state):
 
 def test_standing_alarms_are_notes_and_cleared_ones_are_not(tmp_path):
     notes = notes_for(tmp_path, {
-        "links": {"active": {"forwarder": {"since": T0, "raised_at": T0}}},
+        "links": {"active": {"forwarder": {"since": T0, "raised_at": T0},
+                             "source.chirpstack": {"since": T0, "raised_at": T0},
+                             "source.elsewhere": {"since": T0, "raised_at": T0}}},
         "disk": {"active": {"outbox": {"since": T0, "raised_at": T0, "events": 3}}}})
     assert notes == [
-        "ALARM tls_failure: forwarder keeps refusing TLS: check ca_file, the broker's "
+        "ALARM tls_failure: forwarder keeps refusing TLS: check ca_file in [upstream.mqtt], the "
+        "broker's certificate and the Pi's clock",
+        "ALARM tls_failure: source.chirpstack keeps refusing TLS: check ca_file in "
+        "[sources.chirpstack], the broker's certificate and the Pi's clock",
+        "ALARM tls_failure: source.elsewhere keeps refusing TLS: check ca_file, the broker's "
         "certificate and the Pi's clock",
         "ALARM disk_full: SQLite found the outbox's disk full since 2026-01-05T00:00:00Z: free "
         "space on /var/lib/civicedge (meanwhile the oldest unsent readings are dropped, "

@@ -1,12 +1,14 @@
 """The ChirpStack source's holding (gateway/sources/holding.py): uplinks the agent could not
-store wait in bounded memory; past the bound the oldest is dropped, counted and covered by
-a gap record in its device's stream (real LoRaWAN packs, decoded as the pipeline does)."""
+store wait in bounded memory; past the bound the oldest is dropped, counted and becomes a
+``Dropped`` for the outbox's gateway gap markers (real LoRaWAN packs, decoded as the
+pipeline does)."""
 
 import pytest
 
 from gateway.sources import LORAWAN, Arrival
-from gateway.sources.holding import Holding, gap_of, gap_record
-from protocol import lorapack, senml
+from gateway.outbox_gaps import Dropped
+from gateway.sources.holding import Holding, gap_of
+from protocol import lorapack
 
 EUI, DEV = "70b3d57ed0061a2d", "sch1-yard-bin1"
 T0 = 1767571200
@@ -41,10 +43,10 @@ def test_held_uplinks_come_back_oldest_first_and_leave_when_stored():
     h.stored()
     assert h.pending() == (0, 0)
     assert h.counts == {"held": 3, "retried": 4, "dropped": 0, "dropped_unmarked": 0,
-                        "gap_records": 0}
+                        "gap_markers": 0, "records_marked": 0}
 
 
-def test_past_the_bound_the_oldest_is_dropped_and_its_records_become_one_gap_record():
+def test_past_the_bound_the_oldest_is_dropped_and_its_records_become_one_drop():
     h = Holding(2, {EUI: DEV})
     a, b, c, d = uplink(0), uplink(3), uplink(6, n=4), uplink(10)
     assert h.hold(a) is None and h.hold(b) is None
@@ -52,21 +54,18 @@ def test_past_the_bound_the_oldest_is_dropped_and_its_records_become_one_gap_rec
     assert h.hold(d) is b
     assert h.take(10) == [c, d]
     assert h.counts["dropped"] == 2
-    ((dev, rec),) = h.take_gaps()  # one gap record for the device's epoch, widened
-    assert dev == DEV
-    assert rec == {"seq": 0, "t": None, "kind": "gap", "dropped": 6, "first_epoch": 3,
-                   "first_seq": 0, "last_epoch": 3, "last_seq": 5}
-    # it is a record the SenML profile carries (as upstream packs it)
-    senml.encode_pack(DEV, 3, [rec])
-    assert h.pending() == (2, 1)
-    h.gap_refused(dev, rec)        # the disk is still full: it waits, merged with new drops
+    (drop,) = h.take_gaps()  # one drop for the device's epoch, widened
+    assert drop == Dropped(DEV, 3, 0, 3, 5, 6, 0)
+    assert h.pending() == (2, 1) and not h.waiting()  # drops wait for take_gaps, not retries
+    h.gaps_refused([drop])         # the disk is still full: it waits, merged with new drops
     e = uplink(20, epoch=4)
     assert h.hold(e) is e          # every held one is handed out: the newcomer goes
-    gaps = dict(((d_, r["first_epoch"]), r) for d_, r in h.take_gaps())
-    assert gaps[(DEV, 3)]["dropped"] == 6 and gaps[(DEV, 4)]["first_seq"] == 20
-    h.gap_stored()
-    h.gap_stored()
-    assert h.counts["gap_records"] == 2
+    gaps = {(g.device_id, g.first_epoch): g for g in h.take_gaps()}
+    assert gaps == {(DEV, 3): Dropped(DEV, 3, 0, 3, 5, 6, 0),
+                    (DEV, 4): Dropped(DEV, 4, 20, 4, 22, 3, 0)}
+    h.gaps_stored(list(gaps.values()))
+    assert h.counts["gap_markers"] == 2 and h.counts["records_marked"] == 9
+    assert h.pending()[1] == 0
 
 
 def test_an_uplink_that_the_pipeline_would_reject_is_dropped_without_a_gap():
@@ -79,7 +78,6 @@ def test_an_uplink_that_the_pipeline_would_reject_is_dropped_without_a_gap():
     assert h.counts["dropped"] == 2 and h.counts["dropped_unmarked"] == 2
     assert h.take_gaps() == []
     assert gap_of(uplink(7, n=2).arrival, {EUI: DEV}) == (DEV, 3, 7, 8, 2)
-    assert gap_record(3, 7, 8, 2)["seq"] == 7
 
 
 def test_bad_arguments_are_named():
