@@ -13,16 +13,16 @@ def stored_records(res, rx_t):
     """The outbox records ``(device_id, boot_epoch, seq, record, lane)`` (``OutboxRecord``'s
     fields) of an accepted ``Result`` (duplicates are already stored)."""
     out = []
-    for sr in res.records:
-        if sr.duplicate:
+    append = out.append
+    for dev, epoch, seq, rec, lane, duplicate, events in res.records:  # StoredRecord's fields
+        if duplicate:
             continue
-        rec = sr.record
-        if sr.events or (rx_t is not None and rec.get("t") is None):
-            extra = {"alarms": [e.to_dict() for e in sr.events]} if sr.events else {}
+        if events or (rx_t is not None and rec.get("t") is None):
+            extra = {"alarms": [e.to_dict() for e in events]} if events else {}
             if rx_t is not None and rec.get("t") is None:
                 extra["rx_t"] = rx_t
             rec = dict(rec, **extra)
-        out.append((sr.device_id, sr.boot_epoch, sr.seq, rec, sr.lane))
+        append((dev, epoch, seq, rec, lane))
     return out
 
 

@@ -111,12 +111,14 @@ class History:
         self._db.executemany("INSERT OR IGNORE INTO meta VALUES (?, 0)",
                              [(k,) for k in HISTORY_META_KEYS])
 
-    def _history_copy(self, where, params, keep=True):
+    def _history_copy(self, where, params_seq, keep=True):
         """In ``ack``'s transaction, before the delete: copy the rows that ``where`` (SQL from
-        FROM on, e.g. ``FROM rows WHERE id IN (?, ...)``) selects with ``params`` into history
-        (one ``INSERT ... SELECT``). ``keep`` False: the copy failed on a full disk; skip it."""
+        FROM on, e.g. ``FROM rows WHERE id >= ? AND id <= ?``) selects with each parameter
+        tuple of ``params_seq`` into history (one ``INSERT ... SELECT`` each, executemany'd).
+        ``keep`` False: the copy failed on a full disk; skip it."""
         if keep and self.history_on:
-            self._db.execute(_COPY % where, [self._now_ms()] + list(params))
+            now = self._now_ms()
+            self._db.executemany(_COPY % where, [(now, *p) for p in params_seq])
 
     def _history_count(self, n, nbytes, keep=True):
         """After the copies of ``n`` acked rows whose payloads and device ids (UTF-8) add up

@@ -235,7 +235,7 @@ def drain_section(m):
         % (GOAL_RATIO, "met" if ratio >= GOAL_RATIO else "NOT met", ratio, d["rate"],
            base["rate"], d["seconds"]),
         "Drained: from the agent's start until the forwarder had acked (deleted, with the "
-        "history copy, one SQLite transaction per 0.1 s, `synchronous=FULL`) every row AND "
+        "history copy, one SQLite transaction per 0.2 s, `synchronous=FULL`) every row AND "
         "the subscriber had counted every reading; the outbox is then checked empty (%d rows "
         "left). The forwarder's backlog is a real outbox file (%s readings of %d classroom-co2 "
         "devices, 4 values each, made by a direct SQL fill in %.1f s that writes what "
