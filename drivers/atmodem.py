@@ -17,7 +17,10 @@ Two layers, as h11 does it:
   replayed in a test. The dialect rules live in ``atmodem_rak`` and ``atmodem_e5``; the
   parsing core in ``atmodem_core`` (re-exported here).
 - **A thin class.** ``ATModem(port, clock, dialect)`` writes commands (``drivers.port``),
-  reads lines with deadlines on the injected clock, and hands them to the parser.
+  reads lines with deadlines on the injected clock, and hands them to the parser. What only
+  joining needs (``configure``, ``join``, ``get_dev_eui``, ``set_dr``) is in ``atmodem_join``
+  (the RAK's sequences in ``atmodem_rak_join``), loaded for the call and released after it
+  (``release``): a node whose modem kept its session never holds it (docs/benchmarks.md, heap).
 
 Errors: a silent port raises ``OSError(errno.ETIMEDOUT)``; a garbled, partial or unexpected
 reply raises ``ModemError`` naming the command and the reply (counted in
@@ -36,7 +39,6 @@ Keys never reach a log line or an error message: every text logged or put in an 
 passes ``redact``. Runs on MicroPython and CPython.
 """
 
-import binascii
 import errno
 
 from drivers.atmodem_core import (  # noqa: F401  (re-exported: the driver's public names)
@@ -50,23 +52,6 @@ from drivers.port import DEFAULT_POLL_MS, LineError, discard_input, read_line, w
 SUBBAND = "M"  # 868.1/868.3/868.5 MHz, EU868's default channels (REFERENCE §6.2)
 
 
-def _hex_id(value, nbytes, name):
-    """Upper-case hex of an EUI or key given as bytes or hex text; ValueError naming ``name``."""
-    if isinstance(value, (bytes, bytearray)):
-        if len(value) != nbytes:
-            raise ValueError("%s must be %d bytes, got %d" % (name, nbytes, len(value)))
-        return binascii.hexlify(value).decode().upper()
-    if isinstance(value, str):
-        v = value.replace(":", "").replace(" ", "").replace("-", "")
-        if len(v) == 2 * nbytes:
-            try:
-                binascii.unhexlify(v)
-                return v.upper()
-            except ValueError:
-                pass
-    raise ValueError("%s must be %d bytes or %d hex digits" % (name, nbytes, 2 * nbytes))
-
-
 _ASYNC = (EV_JOINED, EV_JOIN_FAILED, EV_TX_DONE, EV_CONFIRMED, EV_NOT_CONFIRMED, EV_DOWNLINK,
           EV_RX_INFO, EV_DONE)
 _SKIP = (EV_EMPTY, EV_ECHO, EV_INFO)
@@ -75,6 +60,35 @@ _SKIP = (EV_EMPTY, EV_ECHO, EV_INFO)
 def _airtime():
     from protocol import airtime  # owns the DR table and time on air; imported when needed
     return airtime
+
+
+def _joining(name, m, *args):
+    # ATModem.configure / join / get_dev_eui / set_dr: the join-time code (drivers.atmodem_join and the dialect's
+    # sequences) is loaded for the call and released after it: a node whose modem kept its
+    # session never loads it, and one that joined does not hold it while it packs and sends.
+    from drivers import atmodem_join
+
+    try:
+        return getattr(atmodem_join, name)(m, *args)
+    finally:
+        release("drivers.atmodem_join")
+        if m._d.JOIN is not None:
+            release("drivers." + m._d.JOIN)
+
+
+def release(name):
+    """Forget the module ``name`` (dotted; one loaded on demand) so its code can be collected:
+    out of ``sys.modules`` and off its package. Nothing else may still refer to it."""
+    import sys
+
+    sys.modules.pop(name, None)
+    i = name.rfind(".")
+    package, short = sys.modules.get(name[:i]), name[i + 1:]
+    if package is not None:
+        try:
+            delattr(package, short)
+        except AttributeError:
+            pass
 
 
 def check_dr(dr):
@@ -220,67 +234,16 @@ class ATModem:
         """Set OTAA credentials (EUIs as 8 bytes or 16 hex digits, ``app_key`` 16 bytes or
         32 hex digits, MSB first), class A, ``region``, ADR and optionally the data rate.
         The key is never logged. Raises ``ValueError`` for a bad argument, ``ModemError``
-        if the modem refuses a setting, ``OSError(ETIMEDOUT)`` if it is silent."""
-        dev = _hex_id(dev_eui, 8, "dev_eui")
-        app = _hex_id(join_eui, 8, "join_eui")
-        key = _hex_id(app_key, 16, "app_key")
-        if region not in self._d.REGIONS:
-            raise ValueError("region must be one of %s, got %r" % (", ".join(self._d.REGIONS), region))
-        if dr is not None:
-            check_dr(dr)
-        self._secret = key
-        self.joined = False
-        self.state = {}
-        self._d.configure(self, dev, app, key, region, bool(adr), dr)
-        self.region = region
-        self.adr = bool(adr)
-        self.dr = dr
+        if the modem refuses a setting, ``OSError(ETIMEDOUT)`` if it is silent.
+        (``drivers.atmodem_join``, loaded for the call and released after it.)"""
+        return _joining("configure", self, dev_eui, join_eui, app_key, region, adr, dr)
 
     def join(self, timeout_ms=120000, attempts=4, backoff_ms=8000, max_backoff_ms=60000):
         """OTAA join: up to ``attempts`` tries within ``timeout_ms``, sleeping ``backoff_ms``
         (doubling, at most ``max_backoff_ms``, at least what a duty-cycle refusal asks)
         between them on the injected clock. Returns True once joined, False if every try
         failed. ``ModemError`` / ``OSError(ETIMEDOUT)`` as ``configure``."""
-        for name, v in (("timeout_ms", timeout_ms), ("attempts", attempts), ("backoff_ms", backoff_ms)):
-            if not isinstance(v, int) or v < 1:
-                raise ValueError("%s must be a positive integer, got %r" % (name, v))
-        clock = self._clock
-        start = clock.ticks_ms()
-        pause_ms = backoff_ms
-        for i in range(attempts):
-            left = timeout_ms - clock.ticks_diff(clock.ticks_ms(), start)
-            if left <= 0:
-                break
-            toa, hint = self._join_budget()
-            if hint is None:
-                self.counters["join_attempts"] += 1
-                t0 = self.now_ms()
-                joined, hint, sent = self._d.join_once(self, left)
-                if sent and toa is not None:
-                    self._duty.record(SUBBAND, toa, t0)
-                if joined:
-                    self.joined = True
-                    self.counters["joins"] += 1
-                    return True
-            wait = pause_ms if hint is None or hint < pause_ms else hint
-            if i == attempts - 1 or wait >= timeout_ms - clock.ticks_diff(clock.ticks_ms(), start):
-                break
-            clock.sleep_ms(wait)
-            pause_ms = min(pause_ms * 2, max_backoff_ms)
-        return False
-
-    def _join_budget(self):
-        # A join request is 23 PHY bytes (MHDR, JoinEUI, DevEUI, DevNonce, MIC; LoRaWAN 1.0.x).
-        if self._duty is None:
-            return None, None
-        a = _airtime()
-        sf, bw, _ = a.DR_EU868[check_dr(self.get_dr())]
-        toa = a.time_on_air_ms(23, sf, bw)
-        wait = self._duty.wait_ms(SUBBAND, toa, self.now_ms())
-        if wait:
-            self.counters["duty_cycle"] += 1
-            return toa, wait
-        return toa, None
+        return _joining("join", self, timeout_ms, attempts, backoff_ms, max_backoff_ms)
 
     def is_joined(self):
         """Ask the modem whether it has joined (True/False)."""
@@ -289,7 +252,7 @@ class ATModem:
 
     def set_dr(self, dr):
         """Set the uplink data rate (EU868 DR 0..6; with ADR on, the network may change it)."""
-        self._d.set_dr(self, check_dr(dr))
+        _joining("set_dr", self, check_dr(dr))
         self.dr = dr
 
     def get_dr(self):
@@ -302,7 +265,7 @@ class ATModem:
 
     def get_dev_eui(self):
         """The modem's DevEUI as 16 upper-case hex digits."""
-        return self._d.get_dev_eui(self)
+        return _joining("get_dev_eui", self)
 
     def send(self, port, payload, confirmed=False, timeout_ms=30000):
         """Send ``payload`` (bytes) on application ``port`` (1..223); returns a

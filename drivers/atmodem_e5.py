@@ -30,6 +30,7 @@ from drivers.atmodem_core import (
 NAME = "lora-e5"
 BAUDRATE = 9600
 REGIONS = ("EU868", "US915", "AU915", "AS923", "KR920", "IN865")
+JOIN = None  # configure, join_once, get_dev_eui, set_dr are here, not in a module of their own
 JOIN_WAIT_MS = 15000  # Start .. Done: request + JOIN_ACCEPT_DELAY2 (6 s) + RX2, with margin
 
 # ERROR(<code>) meanings (LoRa-E5 AT Command Specification V1.0 §2.4).

@@ -42,13 +42,29 @@ interned names fill the qstr pools the firmware then grows (on an ESP32 `machine
 an ESP32 needs almost none. Near its limit the heap is also chaotic: MicroPython's GC scans the C stack \
 conservatively, so a stale pointer can pin a released module — that is why `app/startup.py` exists."""
 
-LORAWAN = """**Why the LoRaWAN nodes need more** (module code loaded by a legionella-outlet node, \
-`gc.mem_alloc()` around each import on the 32-bit port, measured once 2026-11-23): the AT-modem driver \
+LORAWAN = """**Why the LoRaWAN nodes needed more, and what was cut** (module code a legionella-outlet node \
+loads, `gc.mem_alloc()` around each import on the 32-bit port). Before (2026-11-23): the AT-modem driver \
 (`drivers/atmodem.py`, `atmodem_core.py`, `atmodem_rak.py`) 16.6 KB, `protocol/lorapack.py` 9.0 KB, \
-`protocol/airtime.py` 5.8 KB, `app/links/lorawan.py` 5.3 KB, `drivers/tmp117.py` 7.0 KB; the firmware's own \
-`app/*` modules ~34 KB in all. The serial classroom node loads the SenML, CBOR, frame and HMAC modules \
-(~24 KB) instead. A LoRaWAN node runs out while its link's modules load (first boot) or while it packs its \
-first uplink. Under the ESP32's ~100 KB they would need less code in RAM: the driver and protocol modules \
-split so a node loads only what it sends with (e.g. the duty-cycle and fair-use budget in `protocol/airtime.py`, \
-which only the gateway uses), or the modules frozen into the MicroPython image (frozen bytecode runs from \
-flash on an ESP32 and costs no heap) — not done."""
+`protocol/airtime.py` 5.8 KB, `app/links/lorawan.py` 5.3 KB, `drivers/tmp117.py` 7.0 KB (11.7 KB with what it \
+interns); the firmware's own `app/*` modules ~34 KB in all (the serial classroom node loads the SenML, CBOR, \
+frame and HMAC modules, ~24 KB, instead). This benchmark's figures before the cuts (confirmed scan, \
+2026-11-23), 64-bit / 32-bit port: legionella-outlet 149 / 104 KB, bin-level 158 / 109 KB, street-no2 167 / 115 KB; \
+after them: the table at the top. The steps, legionella-outlet by plain bisection on the same machine in one run:
+
+| step (2026-11-22, issue 3 heap work for the LoRaWAN profiles) | 32-bit | 64-bit |
+|---|---|---|
+| before | 105 KB | 149 KB |
+| the duty-cycle and fair-use budgets and the sub-band table moved to `protocol/dutycycle.py` (the gateway's and the simulators'; `protocol.airtime` still answers for them by loading it on first use): `airtime` 8.0 → 2.0 KB | 101 KB | |
+| the modem's join-time code (`configure`, `join`, `get_dev_eui`, `set_dr`; `drivers/atmodem_join.py`, the RAK's sequences in `atmodem_rak_join.py`) loaded for the call and released after it (`drivers.atmodem.release`) | 100 KB | |
+| the node's part of the TMP117 driver (`drivers/tmp117_core.py`, `TMP117Core`: identity, mode, averaging, offset, conversions) on its own; `drivers/tmp117.py` (limits, alerts, conversion cycle, soft reset, the decoded configuration) subclasses and re-exports it: 11.7 → 4.4 KB | 96 KB | |
+| `protocol.lorapack` and `protocol.airtime` imported by the link's `deliver()`, not while the node samples and logs; the link's join and backoff (`app/links/lorawan_join.py`) loaded only when the modem has no session, and released | 95 KB | 140 KB |
+
+The link's whole stack (`drivers/port.py`, the modem driver, `protocol/quantities.py`, the pack, airtime, the \
+link) now takes 35.5 KB on the 32-bit port where it took 42.0 KB (the same probe, in the same order), the \
+TMP117 4.4 KB where it took 11.7 KB, and the same bytes go on the wire (`tests/e2e/test_node_lorawan.py`, `tests/mpy/test_atmodem_mpy.py`). A LoRaWAN node \
+runs out while it logs or packs (`app/store.py`, `app/segment.py`), with every module loaded. What the other two \
+LoRaWAN profiles need beyond legionella-outlet is their sensors' drivers, not the link: bin-level's \
+`drivers/i2cxl.py` with `binfill.py` ~6 KB, street-no2's `drivers/ads1115.py` + `no2b43f.py` ~12.7 KB; split \
+like the TMP117's (the node's part alone), or frozen into the MicroPython image (frozen bytecode runs from flash \
+on an ESP32 and costs no heap), they would come down by about as much — not done here. \
+`tests/e2e/test_node_heap.py` runs the legionella-outlet node for 60 wakes at the ESP32-equivalent heap."""

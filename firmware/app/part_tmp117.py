@@ -11,10 +11,10 @@ class TMP117Sensor(Sensor):
     power_up_ms = 2  # 1.5 ms (TMP117 datasheet §7.3.1)
 
     def prepare(self):
-        from drivers.tmp117 import TMP117
+        from drivers.tmp117_core import TMP117Core  # the node's part of the driver (heap)
 
         s = self.spec
-        self.dev = TMP117(self.bus, self.clock, s["address"])
+        self.dev = TMP117Core(self.bus, self.clock, s["address"])
         self.dev.check_device_id()
         self.dev.set_averaging(s["averaging"])
         self.dev.set_offset_c(s["offset_c"])

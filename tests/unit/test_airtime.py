@@ -6,8 +6,21 @@ import random
 
 import pytest
 
-from protocol import airtime
-from protocol.airtime import DutyCycle, FairUse
+from protocol import airtime, dutycycle
+from protocol.dutycycle import DutyCycle, FairUse
+
+
+
+def test_budget_names_stay_reachable_through_airtime():
+    # protocol.dutycycle was split out of protocol.airtime (a node loads only the latter);
+    # the old names still answer, as the same objects, and an unknown one is an AttributeError
+    from protocol.airtime import SlidingWindow
+
+    assert airtime.DutyCycle is DutyCycle and airtime.FairUse is FairUse and SlidingWindow is dutycycle.SlidingWindow
+    assert airtime.subband(868100000) == "M" and airtime.HOUR_MS == 3600000 and airtime.DAY_MS == dutycycle.DAY_MS
+    with pytest.raises(AttributeError, match="no_such_name"):
+        airtime.no_such_name
+
 
 # REFERENCE.md §6.1: ToA (ms) of 11-, 24- and 51-byte application payloads per data rate.
 TABLE = {

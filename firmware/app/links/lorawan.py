@@ -6,7 +6,8 @@ Theory of operation
 (``AT+NJS=?``). The modem stays powered through the ESP32's deep sleep and keeps its
 session, so a waking node does not configure or join again: only a modem without a session
 is configured (DevEUI/JoinEUI from ``config.json``, the AppKey from ``secrets.json``; the
-driver never logs it) and joined by OTAA, ``JOIN_ATTEMPTS`` tries ``JOIN_PAUSE_MS`` apart
+driver never logs it) and joined by OTAA (``app/links/lorawan_join.py``, loaded only then),
+``JOIN_ATTEMPTS`` tries ``JOIN_PAUSE_MS`` apart
 (the watchdog fed throughout). A boot whose join failed backs off across wakes: the next
 ``2**(k-1)`` wakes after the k-th failed one skip the join, at most
 ``link.lorawan.join_backoff_max_s`` worth of wakes, and ``open()`` returns False — the
@@ -73,19 +74,16 @@ import os
 import sys
 from binascii import hexlify
 
-from drivers.atmodem import ATModem, SendResult
+from drivers.atmodem import ATModem, SendResult, release
 from drivers.errors import DriverError
-from protocol import airtime
-from protocol.lorapack import pack
 
-JOIN_ATTEMPTS = 2  # per boot; the backoff across wakes does the rest
-JOIN_PAUSE_MS = 8000  # between the attempts of one boot
-JOIN_TIMEOUT_MS = 20000  # one attempt (the driver waits at most its JOIN_WAIT_MS for the result)
+# protocol.airtime and protocol.lorapack (with protocol.quantities) are imported by deliver(),
+# not here: the node samples and logs before it sends, without their ~11 KB (32-bit port)
+# loaded yet (docs/benchmarks.md, heap).
+
 SEND_TIMEOUT_MS = 30000  # one uplink, to its result
 MAX_UPLINKS = 4  # per wake
-_FEED_SLICE_MS = 5000  # sleep in slices the watchdog outlives
 _CHUNK = 16  # records read from the flash log at a time
-_BACKOFF_MAX_EXP = 16
 RX1_DELAY_MS = 1000  # RECEIVE_DELAY1, the spec default (REFERENCE §6.2)
 NAP_MARGIN_MS = 50  # awake this long before RX1 can open
 NAP_MIN_MS = 100  # a shorter wait is not worth a light sleep
@@ -150,48 +148,22 @@ class LoRaWANLink:
         if not self.due():
             return True
         c = self.counters
-        m = self.modem
         try:
             self.feed()
-            if m.is_joined():
+            if self.modem.is_joined():
                 self.joined = True
                 c["join_backoff"] = c["join_skip"] = 0
                 return True
-            self.joined = False
-            if c["join_skip"] > 0:
-                c["join_skip"] -= 1
-                return False
-            lw = self.lw
-            dev_eui = lw["dev_eui"] or m.get_dev_eui()
-            m.configure(dev_eui, lw["join_eui"], self._app_key, region=lw["region"], adr=lw["adr"],
-                        dr=lw["data_rate"])
-            for i in range(JOIN_ATTEMPTS):
-                if i:
-                    self._pause(JOIN_PAUSE_MS)
-                self.feed()
-                c["join_attempts"] += 1
-                if m.join(timeout_ms=JOIN_TIMEOUT_MS, attempts=1):
-                    self.joined = True
-                    c["joins"] += 1
-                    c["join_backoff"] = c["join_skip"] = 0
-                    return True
+            failed = False
         except (OSError, DriverError):
-            c["link_errors"] += 1
-        self._back_off()
-        return False
-
-    def _back_off(self):
-        c = self.counters
-        c["join_backoff"] = min(c["join_backoff"] + 1, _BACKOFF_MAX_EXP)
-        most = self.lw["join_backoff_max_s"] // max(1, self.cfg["interval_s"])
-        c["join_skip"] = min(1 << (c["join_backoff"] - 1), most)
-
-    def _pause(self, ms):
-        while ms > 0:
-            self.feed()
-            step = ms if ms < _FEED_SLICE_MS else _FEED_SLICE_MS
-            self.clock.sleep_ms(step)
-            ms -= step
+            failed = True
+        # No session: the join and its backoff (app/links/lorawan_join.py) are loaded for this
+        # and released, so a node whose modem kept its session never holds them.
+        name = __name__.rsplit(".", 1)[0] + ".lorawan_join"
+        try:
+            return __import__(name, None, None, ("join",)).join(self, failed)
+        finally:
+            release(name)
 
     # -- sending ---------------------------------------------------------------------------
     def deliver(self, log):
@@ -207,6 +179,9 @@ class LoRaWANLink:
         delivered = 0
         if not self.joined:
             return 0
+        from protocol import airtime
+        from protocol.lorapack import pack
+
         c = self.counters
         sent = False  # an uplink went out this wake
         for _ in range(self.max_uplinks):
@@ -346,6 +321,8 @@ def _stream(log, epoch, room, seqs, step=None):
 
 
 def _fits(rec, room, epoch, step):
+    from protocol.lorapack import pack
+
     try:
         pack((rec,), room, epoch, step)
         return True
