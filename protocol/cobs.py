@@ -8,8 +8,12 @@ implied zero is dropped. A 255-block (254 data bytes) implies no zero, and none 
 after one that ends the data (the paper's and Wikipedia's form: 254 non-zero bytes encode as
 ``FF`` + the bytes).
 
-``encode``/``decode`` work on one packet without the 0x00 delimiter. Runs on MicroPython and
-CPython.
+``encode``/``decode`` work on one packet without the 0x00 delimiter. ``encode_into`` writes
+the encoding into a caller's buffer instead of a new one: a node on a ~100 KB heap encodes
+every serial frame into one bytearray allocated when its link starts (``app/links/serial.py``),
+since late in a wake its heap may hold 20 KB free with no 1 KB in one piece. The encoder never
+writes ahead of what it has read, so the packet may sit in that same buffer a little further
+on (``max_encoded_len(n) - n`` bytes) and be encoded in place. Runs on MicroPython and CPython.
 """
 
 
@@ -25,10 +29,25 @@ def max_encoded_len(n):
 
 def encode(data):
     """COBS encoding of the bytes-like ``data`` (bytes, no 0x00 inside, no delimiter)."""
+    out = bytearray(max_encoded_len(len(data)))
+    w = encode_into(data, out)
+    return bytes(out) if w == len(out) else bytes(memoryview(out)[:w])
+
+
+def encode_into(data, out, start=0):
+    """Write the COBS encoding of the bytes-like ``data`` into the bytearray ``out`` from index
+    ``start``; returns the index after its last byte (no delimiter written).
+
+    ``data`` may be a memoryview of ``out`` itself beginning at least
+    ``max_encoded_len(len(data)) - len(data)`` bytes after ``start`` (encoding in place: each
+    byte is read before anything is written over it). Raises ``ValueError`` naming ``out``
+    if fewer than ``max_encoded_len(len(data))`` bytes follow ``start``."""
     n = len(data)
-    out = bytearray(max_encoded_len(n))
-    code_at = 0   # where the current block's code byte goes
-    w = 1         # next write position
+    if start < 0 or len(out) - start < max_encoded_len(n):
+        raise ValueError("out must hold %d bytes from index %d, has %d"
+                         % (max_encoded_len(n), start, len(out) - start))
+    code_at = start  # where the current block's code byte goes
+    w = start + 1    # next write position
     code = 1
     i = 0
     while i < n:
@@ -49,7 +68,7 @@ def encode(data):
                 w += 1
                 code = 1
     out[code_at] = code
-    return bytes(out) if w == len(out) else bytes(memoryview(out)[:w])
+    return w
 
 
 def decode(enc):

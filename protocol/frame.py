@@ -168,13 +168,8 @@ def _head(frame_type, raw_id):
     return bytes((VERSION, frame_type, len(raw_id))) + raw_id
 
 
-def encode_data(key, device_id, boot_epoch, first_seq, count, payload, tag_len=DEFAULT_TAG_LEN):
-    """A data frame (bytes) carrying ``count`` records from ``first_seq`` of ``boot_epoch``.
-
-    ``payload`` is opaque bytes (the SenML-CBOR pack). Raises ``ValueError`` naming the
-    argument: device_id pattern, boot_epoch/first_seq outside uint32, count outside
-    1..65535 or running past seq 2**32-1, key shorter than 16 bytes, tag_len outside 8..32,
-    or a frame longer than ``MAX_FRAME_BYTES``."""
+def _check_data(key, device_id, boot_epoch, first_seq, count, payload, tag_len):
+    # encode_data's checks; returns (device_id bytes, frame size)
     _check_key(key)
     _check_tag_len(tag_len)
     raw_id = check_device_id(device_id)
@@ -183,18 +178,59 @@ def encode_data(key, device_id, boot_epoch, first_seq, count, payload, tag_len=D
     if not isinstance(count, int) or not 1 <= count <= MAX_COUNT or first_seq + count - 1 > _U32:
         raise ValueError("count must be 1..%d and first_seq + count - 1 <= 4294967295, got %r"
                          % (MAX_COUNT, count))
-    if not isinstance(payload, (bytes, bytearray)):
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise ValueError("payload must be bytes")
     size = 3 + len(raw_id) + _DATA_FIXED + len(payload) + tag_len
     if size > MAX_FRAME_BYTES:
         raise ValueError("payload too long: frame would be %d bytes, max %d"
                          % (size, MAX_FRAME_BYTES))
+    return raw_id, size
+
+
+def data_frame_len(device_id, payload_len, tag_len=DEFAULT_TAG_LEN):
+    """Bytes in a data frame of ``device_id`` (str) carrying ``payload_len`` payload bytes."""
+    return 3 + len(device_id) + _DATA_FIXED + payload_len + tag_len
+
+
+def encode_data(key, device_id, boot_epoch, first_seq, count, payload, tag_len=DEFAULT_TAG_LEN):
+    """A data frame (bytes) carrying ``count`` records from ``first_seq`` of ``boot_epoch``.
+
+    ``payload`` is opaque bytes (the SenML-CBOR pack). Raises ``ValueError`` naming the
+    argument: device_id pattern, boot_epoch/first_seq outside uint32, count outside
+    1..65535 or running past seq 2**32-1, key shorter than 16 bytes, tag_len outside 8..32,
+    or a frame longer than ``MAX_FRAME_BYTES``."""
+    raw_id, size = _check_data(key, device_id, boot_epoch, first_seq, count, payload, tag_len)
     # one join: a node builds this on a ~100 KB heap, so no intermediate copies
     # MicroPython's join takes bytes only, not bytearray
     payload = payload if isinstance(payload, bytes) else bytes(payload)
     body = b"".join((_head(TYPE_DATA, raw_id), struct.pack(">IIH", boot_epoch, first_seq, count),
                      payload))
     return _sign(key, _DIR_UP, body, tag_len)
+
+
+def encode_data_into(buf, at, key, device_id, boot_epoch, first_seq, count, payload,
+                     tag_len=DEFAULT_TAG_LEN):
+    """``encode_data``'s frame, the same bytes, written into the bytearray ``buf`` from index
+    ``at`` instead of a new object (a node reuses one buffer for every frame); returns the
+    index after the tag. Raises ``ValueError`` as ``encode_data`` does, and naming ``buf``
+    when the frame does not fit after ``at``."""
+    raw_id, size = _check_data(key, device_id, boot_epoch, first_seq, count, payload, tag_len)
+    if at < 0 or len(buf) - at < size:
+        raise ValueError("buf must hold %d bytes from index %d, has %d" % (size, at, len(buf) - at))
+    n_id = len(raw_id)
+    buf[at] = VERSION
+    buf[at + 1] = TYPE_DATA
+    buf[at + 2] = n_id
+    p = at + 3
+    buf[p:p + n_id] = raw_id
+    p += n_id
+    struct.pack_into(">IIH", buf, p, boot_epoch, first_seq, count)
+    p += _DATA_FIXED
+    buf[p:p + len(payload)] = payload
+    p += len(payload)
+    mac = auth.hmac_sha256(key, _MAC_DOMAIN, _DIR_UP, memoryview(buf)[at:p])
+    buf[p:p + tag_len] = memoryview(mac)[:tag_len]
+    return p + tag_len
 
 
 def encode_ack(key, device_id, boot_epoch, seq_through, tag_len=DEFAULT_TAG_LEN):

@@ -11,7 +11,7 @@ from simulators.rig import LocalRig
 
 CONTROL_METHODS = ("wall", "setup", "fault", "clear_faults", "set_truth", "power", "recover", "counters",
                    "attr", "advance_s", "now_s")
-SERVER_METHODS = ("reset", "wifi", "wifi_link", "analog", "nodes", "uart_peer", "uart_settle")
+SERVER_METHODS = ("reset", "wifi", "wifi_link", "analog", "nodes", "uart_peer", "uart_settle", "far_end")
 WIFI_DEFAULTS = {"up": True, "ssid": None, "key": None, "assoc_ms": 1500, "scan_ms": 2000, "rssi": -60}
 _GENERATIONS = itertools.count(1)
 
@@ -102,6 +102,12 @@ class ControlMethods:
         if key not in self.analog:
             raise ValueError("no voltage set on ADC pin %r: set it with control analog [pin, volts]" % (pin,))
         return self.analog[key]
+
+    def _control_far_end(self):
+        """Whether the board's far end (its gateway) is up: True, False, or None (unknown).
+        A board keeps waiting in real time, with no virtual time passing, for a far end that
+        is up (``simlink.patient``)."""
+        return self.far_end
 
     def _control_nodes(self):
         return [node.as_dict() for node in self.nodes.values()]

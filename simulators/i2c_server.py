@@ -166,6 +166,11 @@ class SimServer(BoardRequests, ControlMethods):
         # UART id -> a peer of this board that can settle (``ATModemEmulator`` in "follow"
         # mode): CONTROL uart_peer, uart_settle
         self.uart_peers = {}
+        # Whether this board's far end (the gateway its serial or MQTT link answers through)
+        # is up: True, False, or None (unknown: a board on its own). CONTROL far_end; the
+        # board's real waits use it (simlink.patient) so that its clock never depends on
+        # how long a live far end takes in real time.
+        self.far_end = None
         self._reset_environment()
 
     def _reset_environment(self):

@@ -6,8 +6,8 @@ I/O; times are the frames' own start times on the simulation's ``VirtualClock`` 
 µs), so the same seed and the same frames give the same outcome. ``Radio.link(ns,
 emulator)`` makes the ``network`` callback of ``simulators.atmodem.ATModemEmulator`` that
 puts the radio between the modem and the network-server stand-in
-(``simulators.lorawan_ns.NetworkServer``). docs/simulation-lorawan.md explains the models
-and where every number comes from.
+(``simulators.lorawan_ns.NetworkServer``; the callback is ``simulators.lorawan_link``).
+docs/simulation-lorawan.md explains the models and where every number comes from.
 
 Theory of operation
 -------------------
@@ -26,14 +26,22 @@ Theory of operation
   RSSI − noise floor (−174 dBm/Hz + 10·log10(BW) + noise figure). A gateway demodulates the
   frame when its SNR reaches the SF's demodulator threshold (REFERENCE.md §6.3), i.e. when
   RSSI ≥ the SF's sensitivity.
-- **Collisions** (decided when a frame starts, against frames already on air): a frame that
-  starts while another frame is on air at the same frequency, SF and bandwidth is lost at a
-  gateway unless it arrives there at least ``capture_db`` (6 dB) stronger than every such
-  frame (capture). The frame already on air keeps the receiver it locked onto and is
-  never lost afterwards: the emulator asks the network for its verdict (ACK, downlink) as a
-  frame starts, so a verdict must not change later. Where physics would also have hit the
+- **Collisions** (decided against the frames that started before it, in virtual time): a
+  frame that starts while another frame is on air at the same frequency, SF and bandwidth is
+  lost at a gateway unless it arrives there at least ``capture_db`` (6 dB) stronger than
+  every such frame (capture). The frame already on air keeps the receiver it locked onto and
+  is never lost afterwards: the emulator asks the network for its verdict (ACK, downlink) as
+  a frame starts, so a verdict must not change later. Where physics would also have hit the
   earlier frame (the newcomer not ≥ 6 dB weaker) it is counted in ``late_interference``.
-  Different SFs are taken as orthogonal.
+  Different SFs are taken as orthogonal. "Before" is by start time, ties broken by a seeded
+  hash of (node, frame number) (``order_key``), never by the order ``transmit`` is called in:
+  so that the outcome is a function of the virtual schedule alone, a simulation whose nodes
+  run ahead of each other in real time sets ``order``, a callable ``order(node, start_us,
+  key)`` that returns once no other node can still start a frame before this one (the fleet:
+  ``simulators.fleet.inject.RadioOrder``). Without it (one node, or tests that call in start
+  order) a frame that arrives after a later-starting one was decided is decided against the
+  frames before it all the same, and the later one's fixed verdict is counted in
+  ``out_of_order``.
 - **Faults**: ``jam(freq_hz, start_s, end_s)`` — a frame overlapping the window on that
   frequency is lost (at the listed gateways, default all); ``outage(gateway_id, start_s,
   end_s)`` — the gateway hears nothing overlapping the window.
@@ -49,7 +57,7 @@ import random
 import threading
 
 from protocol import airtime
-from simulators.atmodem_radio import CHANNELS_HZ, JOIN_REQUEST_PHY
+from simulators.atmodem_radio import CHANNELS_HZ
 
 # Thermal noise density kT at 290 K, dBm/Hz; with the receiver's noise figure and the
 # channel bandwidth it gives the noise floor. NF 6 dB: Semtech's SX1276 reference driver
@@ -172,6 +180,7 @@ class Radio:
             raise ValueError("path_loss has unknown keys %s" % sorted(unknown))
         self.path_loss = dict(PATH_LOSS, **(path_loss or {}))
         self.tx_power_dbm = tx_power_dbm
+        self.order = None  # see "Collisions" in the module docstring
         self.capture_db = capture_db
         self.noise_figure_db = noise_figure_db
         self.sites = {}
@@ -181,7 +190,7 @@ class Radio:
         self.log = [] if keep_log else None
         self.counters = {name: 0 for name in (
             "transmissions", "heard", "lost", "receptions", "collisions", "captures",
-            "late_interference", "duty_cycle_violations", "jammed_windows", "outages")}
+            "late_interference", "out_of_order", "duty_cycle_violations", "jammed_windows", "outages")}
         for reason in LOSS_REASONS:
             self.counters["lost_at_gateway." + reason] = 0
         self._jams = []  # [freq_hz, start_us, end_us or None, gateways or None]
@@ -223,7 +232,9 @@ class Radio:
             self.counters["outages"] += 1
 
     def link(self, ns=None, emulator=None, node=None):
-        """The ``network`` callback for ``emulator`` (see ``NodeLink``)."""
+        """The ``network`` callback for ``emulator`` (``simulators.lorawan_link.NodeLink``)."""
+        from simulators.lorawan_link import NodeLink
+
         return NodeLink(self, ns, emulator, node)
 
     # -- the model ---------------------------------------------------------------------------
@@ -252,9 +263,14 @@ class Radio:
         with self._lock:
             index = self._index.get(node, 0)
             self._index[node] = index + 1
+        key = self.order_key(node, index)
+        if self.order is not None:
+            self.order(node, int(start_us), key)  # outside the lock: others may transmit meanwhile
+        with self._lock:
             channel = self.channels.index(freq_hz) if freq_hz in self.channels else -1
             tx = Transmission(node, index, freq_hz, channel, dr, sf, bw, phy_bytes, int(start_us),
                               toa, tag)
+            tx.order = (tx.start_us, key)
             self.counters["transmissions"] += 1
             self._check_duty(tx)
             self._decide(tx)
@@ -267,6 +283,11 @@ class Radio:
             if self.log is not None:
                 self.log.append(tx)
         return tx
+
+    def order_key(self, node, index):
+        """The seeded tie-break between frames that start at the same µs (an int)."""
+        key = ("order|%r|%s|%d" % (self.seed, node, index)).encode()
+        return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
 
     def _check_duty(self, tx):
         try:
@@ -293,8 +314,10 @@ class Radio:
                    and _overlap(tx.start_us, tx.end_us, j[1], _end(j[2])) for j in self._jams)
 
     def _decide(self, tx):
-        others = [t for t in self._on_air if t.freq_hz == tx.freq_hz and t.sf == tx.sf
-                  and t.bw_hz == tx.bw_hz and _overlap(tx.start_us, tx.end_us, t.start_us, t.end_us)]
+        overlapping = [t for t in self._on_air if t.freq_hz == tx.freq_hz and t.sf == tx.sf
+                       and t.bw_hz == tx.bw_hz and _overlap(tx.start_us, tx.end_us, t.start_us, t.end_us)]
+        others = [t for t in overlapping if t.order < tx.order]  # on air first (virtual time)
+        self.counters["out_of_order"] += len(overlapping) - len(others)
         self.counters["collisions"] += len(others)
         tx.collided_with = [(t.node, t.index) for t in others]
         sens = sensitivity_dbm(tx.sf, tx.bw_hz, self.noise_figure_db)
@@ -334,77 +357,3 @@ def _us(seconds):
 
 def _end(end_us):
     return end_us if end_us is not None else 1 << 62
-
-
-class JoinRequest:
-    """A join request as the proposed emulator hook would pass it (``NodeLink.join``)."""
-
-    FIELDS = ("dev_eui", "join_eui", "dr", "freq_hz", "t_s")
-
-    def __init__(self, **kw):
-        for name in self.FIELDS:
-            setattr(self, name, kw.get(name))
-
-
-class NodeLink:
-    """One modem's ``network`` callback: emulator → radio → network server.
-
-    ``link(uplink)`` (an ``atmodem_radio.Uplink``) transmits the frame on the radio (as
-    node ``node``, default the uplink's DevEUI) and, if any gateway heard it, hands it to
-    ``ns.receive(uplink, transmission)``. Its verdict reaches the modem through the
-    emulator's own controls: a downlink the network sends is ``queue_downlink``-ed for this
-    uplink's receive window (with the best gateway's RSSI/SNR: the path is taken as
-    symmetric), and a confirmed uplink the network did not acknowledge (lost on air,
-    dropped by the network) gets the emulator's ``no_ack`` for this very uplink.
-    ``join(request)`` is the same path for a join request (for an emulator that asks its
-    network; see docs/simulation-lorawan.md). ``last`` holds the last (transmission, verdict);
-    ``counters`` what went each way.
-    """
-
-    def __init__(self, radio, ns=None, emulator=None, node=None):
-        self.radio, self.ns, self.emulator, self.node = radio, ns, emulator, node
-        self.last = None
-        self.counters = {"uplinks": 0, "heard": 0, "accepted": 0, "acks_withheld": 0,
-                         "downlinks": 0, "join_requests": 0, "joins_accepted": 0}
-
-    def attach(self, emulator):
-        """Use ``emulator`` for ACK and downlink hand-over and make this its callback."""
-        self.emulator = emulator
-        emulator.network = self
-        return self
-
-    def _node(self, dev_eui):
-        return self.node if self.node is not None else str(dev_eui).upper()
-
-    def __call__(self, up):
-        phy = airtime.app_payload_to_phy(len(up.payload))
-        tx = self.radio.transmit(self._node(up.dev_eui), up.freq_hz, up.dr, phy, _us(up.t_s), tag=up)
-        verdict = self.ns.receive(up, tx) if (self.ns is not None and tx.heard) else None
-        self.last = (tx, verdict)
-        c = self.counters
-        c["uplinks"] += 1
-        c["heard"] += 1 if tx.heard else 0
-        c["accepted"] += 1 if (verdict is not None and verdict.accepted) else 0
-        emu = self.emulator
-        if emu is None:
-            return
-        if verdict is not None and verdict.downlink is not None:
-            port, payload = verdict.downlink
-            best = tx.best()
-            emu.queue_downlink(port, payload, rssi_dbm=int(round(best.rssi_dbm)),
-                               snr_db=round(best.snr_db, 1))
-            c["downlinks"] += 1
-        if up.confirmed and not (verdict is not None and verdict.ack):
-            # "from this command on": the emulator takes it for the uplink it is sending now
-            emu.fault("no_ack", 1, after=-1)
-            c["acks_withheld"] += 1
-
-    def join(self, req):
-        """Transmit a join request; True if a gateway heard it and the network accepted."""
-        tx = self.radio.transmit(self._node(req.dev_eui), req.freq_hz, req.dr, JOIN_REQUEST_PHY,
-                                 _us(req.t_s), tag=req)
-        accepted = bool(tx.heard and self.ns is not None and self.ns.join(req.dev_eui, tx))
-        self.last = (tx, accepted)
-        self.counters["join_requests"] += 1
-        self.counters["joins_accepted"] += 1 if accepted else 0
-        return accepted

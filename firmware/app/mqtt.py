@@ -88,7 +88,8 @@ class MQTTClient:
         self.on_message = on_message
         self._sock = None
         self._reader = None
-        self._inflight = []       # [packet_id, encoded PUBLISH bytearray], oldest first
+        self._inflight = []       # [packet_id, encoded PUBLISH (a view), its bytearray], oldest first
+        self._spare = []          # PUBLISH buffers to reuse (``lend``)
         self._requeued = []       # (topic, payload, retain) lost with a session
         self._subs = []           # [topic_filter, qos] to renew when the session is lost
         self._pid = 0
@@ -108,6 +109,11 @@ class MQTTClient:
 
     def inflight_count(self):
         return len(self._inflight)
+
+    def lend(self, buf):
+        """QoS 1 PUBLISHes are built in the bytearray ``buf`` when it fits and is not in flight
+        (a node allocates it once: heap), else in a new one."""
+        self._spare = [buf]
 
     def take_requeued(self):
         """Publishes lost with the session: a list of ``(topic, payload, retain)``, oldest
@@ -151,8 +157,8 @@ class MQTTClient:
                     self._send(pkt)
                     self.counters["resent"] += 1
             else:
-                for pid, pkt in self._inflight:
-                    q = mp.decode(pkt, len(pkt))
+                for item in self._inflight:
+                    q = mp.decode(item[1], len(item[1]))
                     self._requeued.append((q.topic, q.payload, q.retain))
                 self._inflight = []
                 for topic_filter, qos in list(self._subs):
@@ -263,6 +269,8 @@ class MQTTClient:
                 if item[0] == p.packet_id:
                     del self._inflight[i]
                     self.counters["acked"] += 1
+                    if not self._spare:
+                        self._spare.append(item[2])
                     break
         elif kind == mp.PUBLISH and p.qos < 2:
             self.counters["received"] += 1
@@ -356,11 +364,29 @@ class MQTTClient:
             if len(self._inflight) >= self.max_inflight:
                 raise OSError(errno.ENOBUFS, "MQTT: %d publishes unacknowledged" % len(self._inflight))
         pid = self._next_pid()
-        pkt = bytearray(mp.encode_publish(topic, payload, 1, pid, False, retain))
+        pkt, buf = self._publish_packet(topic, payload, pid, retain)
         self._send(pkt)
-        self._inflight.append([pid, pkt])
+        self._inflight.append([pid, pkt, buf])
         self.counters["published"] += 1
         return pid
+
+    def _publish_packet(self, topic, payload, pid, retain):
+        # encode_publish's bytes (it checks the arguments; header made for no payload) in the
+        # lent buffer when it fits, else a new one: (a view of the packet, its buffer)
+        head = mp.encode_publish(topic, b"", 1, pid, False, retain)
+        payload = payload.encode() if isinstance(payload, str) else payload
+        i = 1
+        while head[i] & 0x80:  # past the Remaining Length varint (§2.2.3)
+            i += 1
+        var = memoryview(head)[i + 1:]  # topic name and packet id (§3.3.2)
+        rl = mp.encode_remaining_length(len(var) + len(payload))
+        j, n = 1 + len(rl), 1 + len(rl) + len(var) + len(payload)
+        buf = self._spare.pop() if self._spare and len(self._spare[-1]) >= n else bytearray(n)
+        buf[0] = head[0]
+        buf[1:j] = rl
+        buf[j:j + len(var)] = var
+        buf[j + len(var):n] = payload
+        return memoryview(buf)[:n], buf
 
     def _subscribe(self, topic_filter, qos):
         pid = self._next_pid()

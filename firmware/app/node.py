@@ -142,6 +142,8 @@ class Node:
             except ValueError:  # together too big for one segment: one append each
                 for r in records:
                     self.log.append(r)
+        logged = len(records)
+        records = None  # (heap) on flash now: the send reads them back, one batch at a time
         self.feed()
         delivered = self.link.deliver(self.log) if self.link is not None else 0
         self.persist["sc"] = self.sampler.counters
@@ -150,7 +152,7 @@ class Node:
             self.persist["lc"] = self.link.counters
         if isinstance(getattr(self.link, "wake", None), dict):
             self.persist["lw"] = self.link.wake
-        return {"logged": len(records), "delivered": delivered, "values": values}
+        return {"logged": logged, "delivered": delivered, "values": values}
 
 
 UNSYNCED = "clock_unsynced"

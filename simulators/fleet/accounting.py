@@ -24,8 +24,9 @@ Each produced key falls in exactly one category, in this order of precedence:
   were kept (gateway/outbox_policy.py: "the holes upstream are exactly ``dropped``"), so
   the holes are compared with the gap messages' ``dropped`` counts; a message contained in
   a later one of the same device and reason with at least its count (a marker re-sent
-  after widening, or a copy) is not counted twice. Holes that differ from the reported
-  counts are listed in ``gaps.mismatches`` (the report's ``drops_match_gap_reports``);
+  after widening, or a copy) is not counted twice; a node's gap records (``node_log``) go by
+  their own key (one spanning older ones merged their counts: a drop of its own, not a copy).
+  Holes that differ from the reported counts: ``gaps.mismatches`` (``drops_match_gap_reports``);
 * ``lost``: none of these (``lost = produced - delivered - dropped - held``; must be 0).
 
 The ``readings`` view counts keys whose kind is ``reading`` or unknown (a dropped or lost
@@ -142,7 +143,7 @@ class _Device:
         self.kind = {}        # key -> kind, where any source says it
         self.held_node = set()
         self.held_gateway = set()
-        self.gaps = []        # (lo key, hi key, reason, dropped) in arrival order
+        self.gaps = []        # (lo key, hi key, reason, dropped, node gap record key) in arrival order
         self.known = []       # keys that bound the epochs' ranges
         self.malformed = 0
 
@@ -162,7 +163,7 @@ class _Device:
         hn_set, hg_set = set(hn), set(hg)
         explicit = sorted(set(delivered) | hn_set | hg_set)
         covered, by_reason = [], {}
-        for lo, hi, reason, _n in self.gaps:
+        for lo, hi, reason, _n, _k in self.gaps:
             new = _subtract(_intersect([[lo, hi]], produced), covered)
             n = _measure(new) - _inside(explicit, new)
             if n:
@@ -206,13 +207,18 @@ class _Device:
         return rec, rd, epochs, lost
 
     def reported(self):
-        """``{reason: dropped}`` over this device's gap messages, each message contained in a
-        later one with at least its count left out (see the module docstring)."""
-        out = {}
-        for i, (lo, hi, reason, n) in enumerate(self.gaps):
-            if not any(r2 == reason and lo2 <= lo and hi <= hi2 and n2 >= n
-                       for lo2, hi2, r2, n2 in self.gaps[i + 1:]):
-                out[reason] = out.get(reason, 0) + n
+        """``{reason: dropped}`` over this device's gap messages, copies left out (module
+        docstring: contained in a later one with at least its count; node_log: same key)."""
+        out, seen = {}, set()
+        for i, (lo, hi, reason, n, key) in enumerate(self.gaps):
+            if key is not None:
+                if key in seen:
+                    continue
+                seen.add(key)
+            elif any(r2 == reason and k2 is None and lo2 <= lo and hi <= hi2 and n2 >= n
+                     for lo2, hi2, r2, n2, k2 in self.gaps[i + 1:]):
+                continue
+            out[reason] = out.get(reason, 0) + n
         return out
 
 
@@ -271,7 +277,9 @@ def _collect(run):
         if lo is None or hi is None or hi < lo:
             d.malformed += 1
             continue
-        d.gaps.append((lo, hi, str(g.get("reason")), g.get("dropped") if _num(g.get("dropped")) else 0))
+        key = g.get("key") if g.get("reason") == "node_log" else None
+        d.gaps.append((lo, hi, str(g.get("reason")), g.get("dropped") if _num(g.get("dropped")) else 0,
+                       tuple(key) if isinstance(key, list) else None))
         d.known.extend((lo, hi))
     for d in devs.values():  # every epoch starts at seq 0 (firmware/app/state.py boot)
         d.known.extend({k - k % SEQ_SPAN for k in d.known})

@@ -24,6 +24,7 @@ class GatewayProcess:
         self.full = False  # the disk is full (gateway_disk_full): every start finds it so
         self._lock = threading.Lock()
         self.last_snapshot = {}
+        self.on_power = None  # called with True after a start, False after a kill (the runner's)
 
     def start(self, timeout_s=60.0):
         """Power on; returns when the agent says it is running (or raises)."""
@@ -40,6 +41,8 @@ class GatewayProcess:
             raise RuntimeError("gateway %s did not start: see %s" % (self.spec.id, self.dir))
         if self.full:
             self.command("disk_full")
+        if self.on_power is not None:
+            self.on_power(True)
         return self
 
     def disk_full(self, full):
@@ -89,6 +92,8 @@ class GatewayProcess:
                 self.proc.send_signal(signal.SIGKILL)
                 self._wait()
                 self.kills += 1
+                if self.on_power is not None:
+                    self.on_power(False)
 
     def _wait(self, timeout_s=30.0):
         import time

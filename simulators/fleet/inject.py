@@ -25,7 +25,15 @@ nothing in the window is not cut), and a clock stepped (``clock_jump``, a
 gateway's wall clock or a node's RTC -- ``jump_rtc``: its sensors keep measuring the world at
 the true time; their monotonic clocks do not move). ``radio_record`` is the run record's view
 of the radio (what the interference did to every frame).
+
+The director takes its actions at barriers (``timeline.py``): every node asleep at or after
+the action's time, or parked on the radio, and none released while it acts. ``RadioOrder``
+(installed by ``attach``) makes the radio decide frames in virtual start order, whatever
+order the nodes' threads send them in (``lorawan_radio``, "Collisions").
 """
+
+import threading
+import time
 
 from simulators.atmodem_radio import CHANNELS_HZ
 from simulators.fleet.nodes import dev_eui, profile_table
@@ -63,7 +71,10 @@ def _sensor_address(node, quantity):
 
 def attach(faults, nodes, radio):
     """Attach the modelled faults (module docstring) to ``nodes`` ({id: FleetNode}) and
-    ``radio`` (None without LoRaWAN)."""
+    ``radio`` (None without LoRaWAN), and give the radio its ``RadioOrder``."""
+    lora = {dev_eui(n).upper(): node for n, node in nodes.items() if node.spec.link == "lorawan"}
+    if radio is not None and lora:
+        radio.order = RadioOrder(next(iter(lora.values())).timeline, lora)
     sensed = set()  # (node, address, quantity) already sensing through its faults
     for f in faults:
         end = f.end_s
@@ -96,11 +107,75 @@ def jump_rtc(node, jump_s):
     """A clock jump on ``node``'s RTC (a ``FleetNode``). Its sensors keep measuring its
     environment at the true time: the simulated parts read the truth at their clock's wall
     time, which the RTC's step moves too, so their truth is read ``jump_s`` earlier."""
+    p = node.participant
+    if p is not None and p.parked:  # held in a request (RadioOrder), its server's lock taken
+        _jump_rtc(node, jump_s)
+        return
     with node.server.lock:
-        node.server.rig.wall(jump_s)
-        for dev in node.server.rig.bus.devices.values():
-            source = dev._truth
-            dev.set_truth(lambda wall_s, source=source: source(wall_s - jump_s))
+        _jump_rtc(node, jump_s)
+
+
+def _jump_rtc(node, jump_s):
+    node.server.rig.wall(jump_s)
+    for dev in node.server.rig.bus.devices.values():
+        source = dev._truth
+        dev.set_truth(lambda wall_s, source=source: source(wall_s - jump_s))
+
+
+class RadioOrder:
+    """``Radio.order`` for a fleet: a frame starting at ``start_us`` is decided once no other
+    LoRaWAN node can still start one before it (each one's earliest time to act,
+    ``Participant.progress_us``, is past it, or it waits here with a later frame: equal
+    starts go in ``Radio.order_key`` order) and the director has acted on everything due by
+    then. The sending node is held (``parked``) meanwhile, in real time only: its clock does
+    not move. ``nodes``: radio name (upper-case DevEUI) -> ``FleetNode``."""
+
+    POLL_S = 0.0005  # real seconds between looks (the others move on their own threads)
+
+    def __init__(self, timeline, nodes):
+        self.timeline, self.nodes = timeline, nodes
+        self._lock = threading.Lock()
+        self._pending = {}  # radio name -> (start_us, key) of the frame it waits to send
+        self.waits = 0      # frames that had to wait their turn
+
+    def __call__(self, name, start_us, key):
+        node = self.nodes.get(name)
+        if node is None:
+            return
+        mine, p = (start_us, key), node.participant
+        with self._lock:
+            self._pending[name] = mine
+        if p is not None:
+            p.parked = True
+            self.timeline.poke()  # a barrier need not wait for it
+        try:
+            if not self._turn(name, mine):
+                self.waits += 1
+                while not self._turn(name, mine):
+                    time.sleep(self.POLL_S)
+        finally:
+            with self._lock:
+                del self._pending[name]
+            if p is not None:
+                p.parked = False
+
+    def _turn(self, name, mine):
+        start = mine[0]
+        with self._lock:
+            pending = dict(self._pending)
+        for other, node in self.nodes.items():
+            theirs = pending.get(other)
+            if other == name or (theirs is not None and theirs > mine):
+                continue
+            if theirs is not None:
+                return False
+            p = node.participant
+            if p is None:  # not powered on yet: it starts at its boot time
+                if node.clock.now_us <= start:
+                    return False
+            elif not p.gone and p.progress_us() <= start:
+                return False
+        return all(p.progress_us() > start for p in self.timeline.participants() if p.exact and not p.gone)
 
 
 def radio_record(radio, links, start_wall_s):

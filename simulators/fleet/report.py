@@ -28,8 +28,9 @@ def _finite(v):
 
 
 def to_json(run, account):
-    """report.json's text: ``{"run": run, "account": account}`` (complete; NaN/inf as null)."""
-    doc = {"run": run, "account": account}
+    """report.json's text: ``{"run": run, "account": account, "status": each node's latest
+    status record}`` (``report_html.latest_status``; complete; NaN/inf as null)."""
+    doc = {"run": run, "account": account, "status": report_html.latest_status(run)}
     try:
         return json.dumps(doc, allow_nan=False, separators=(",", ":"))
     except ValueError:

@@ -307,6 +307,41 @@ def _backlog(run, gw, t0, t1):
     return "<h3>Gateway %s</h3>%s" % (escape(gw), ch.svg())
 
 
+def latest_status(run):
+    """``{device: its latest status record}`` (by boot epoch and seq) among those that arrived:
+    ``epoch``, ``seq``, ``t``, ``values`` (battery volts, boot reason), ``counters`` (boots,
+    cycles, the flash log's ``dropped``/``gaps``, the link's), ``arrived_wall_s``."""
+    out = {}
+    for a in run.get("arrived") or []:
+        if isinstance(a, dict) and a.get("kind") == "status" and isinstance(a.get("seq"), int) \
+                and isinstance(a.get("epoch"), int):
+            old = out.get(a.get("device"))
+            if old is None or (a["epoch"], a["seq"]) > (old["epoch"], old["seq"]):
+                out[a.get("device")] = {k: a.get(k) for k in ("epoch", "seq", "t", "values", "counters",
+                                                              "arrived_wall_s")}
+    return dict(sorted(out.items(), key=lambda kv: str(kv[0])))
+
+
+STATUS_COUNTERS = ("boots", "cycles", "dropped", "gaps", "sensor_failures", "uplinks", "link_errors")
+
+
+def _status_table(run):
+    status = latest_status(run)
+    if not status:
+        return "<p class=\"muted\">No status record arrived.</p>"
+    rows = []
+    for dev, s in status.items():
+        values = s.get("values") if isinstance(s.get("values"), dict) else {}
+        counters = s.get("counters") if isinstance(s.get("counters"), dict) else {}
+        vals = [(values.get(q) or [None])[0] for q in ("boot_reason", "battery_v")]
+        rows.append("<tr><td>%s</td><td>%s</td>%s%s</tr>" % (
+            escape(str(dev)), escape(_utc(s["t"]) if isinstance(s.get("t"), (int, float)) else "-"),
+            "".join("<td>%s</td>" % fmt(v) for v in vals),
+            "".join("<td class=\"n\">%s</td>" % fmt(counters.get(c)) for c in STATUS_COUNTERS)))
+    head = ("device", "at", "boot reason", "battery V") + STATUS_COUNTERS
+    return "<table><tr>%s</tr>%s</table>" % ("".join("<th>%s</th>" % h for h in head), "".join(rows))
+
+
 def render(run, acc, profiles=None):
     """The report page (text) of ``run`` and its accounting ``acc``; ``profiles`` as for
     ``accounting.account`` (default: read from hardware/profiles)."""
@@ -329,6 +364,9 @@ def render(run, acc, profiles=None):
         parts.append(_device_table(acc, devs))
         for d in _pick(acc, run, [d for d in devs if d in by_id]):
             parts.append(_device_chart(run, acc, by_id[d], profiles.get(prof) or {}, t0, t1))
+    parts.append("<h2>Node status</h2><p>Each node's latest status record: why it last booted, "
+                 "its battery, and its own counters (records its flash log dropped, gap records "
+                 "it wrote...).</p>" + _status_table(run))
     parts.append("<h2>Gateway backlogs</h2><p>Rows waiting in each gateway's queue for the "
                  "council's platform; shaded: faults on that gateway.</p>")
     for gw in sorted(run.get("backlog") or {}):

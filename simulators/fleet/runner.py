@@ -138,8 +138,18 @@ class FleetRun:
                                 self.app_ids.get(g.id, "+") if self.radio else "+")
             self.clockfiles[g.id] = ClockFile(str(d / "clock"))
             self.gateways[g.id] = GatewayProcess(g, cfg, str(d / "clock"), sc.start_wall_s, str(d))
+            self.gateways[g.id].on_power = self._far_end_setter([s.id for s, _ in by_gw[g.id] if s.link != "lorawan"])
         inject.attach(sc.faults, self.nodes, self.radio)
         return self
+
+    def _far_end_setter(self, node_ids):
+        """What a gateway's power calls: its serial and MQTT nodes' far end is up or down (a
+        node waits in real time for a far end that is up, with no virtual time passing:
+        ``SimServer.far_end``, ``simlink.patient``)."""
+        def set_far_end(up):
+            for i in node_ids:
+                self.nodes[i].server.far_end = bool(up)
+        return set_far_end
 
     def _link_sets(self, link):
         if link == "mqtt":
@@ -222,7 +232,8 @@ class FleetRun:
         events.sort(key=lambda e: (e[0], e[1]))
         next_say = 0
         for at_s, _, what, act in events:
-            director.wait_until(int(at_s * 1_000_000))
+            # a fault acts at one virtual instant, every node held (timeline.py "Barriers")
+            director.wait_until(int(at_s * 1_000_000), barrier=act is not None)
             if act is None:
                 self._sample()
                 if at_s >= next_say:

@@ -189,7 +189,8 @@ def gateway_files(d, g, devices, keys, brokers, serial_ports, app_id):
 
 class Platform:
     """The council's platform: subscribes ``civicedge/v1/#`` (QoS 1, persistent session) and
-    keeps every readings record copy, gap message and alarm event with the time it arrived
+    keeps every readings record copy (a status record with its ``counters``: boots, cycles,
+    the flash log's ``dropped``...), gap message and alarm event with the time it arrived
     (``arrived_wall_s``, Unix s on the fleet's virtual clock; ``arrival_wall_s``).
 
     ``now_wall()``: the fleet's global time G as wall time. ``node_wall(device)``: that
@@ -233,11 +234,14 @@ class Platform:
                     pack = decode_readings(payload, SENML_JSON)
                     at = self.arrival_wall_s(pack["device_id"], now)
                     for rec in pack["records"]:
-                        self.arrived.append({
+                        entry = {
                             "device": pack["device_id"], "epoch": pack["boot_epoch"], "seq": rec["seq"],
                             "kind": rec.get("kind") or "reading", "t": rec.get("t"),
                             "values": {q: [v, f] for q, v, f in rec.get("values", [])},
-                            "arrived_wall_s": at})
+                            "arrived_wall_s": at}
+                        if isinstance(rec.get("counters"), dict):  # a status record's counters
+                            entry["counters"] = dict(rec["counters"])
+                        self.arrived.append(entry)
                 elif topic.endswith("/gaps"):
                     device = topic.split("/")[3]
                     self.gaps.append(dict(json.loads(payload), device=device,

@@ -34,6 +34,16 @@ see a frame up to the window before the node's clock says it was sent.
 runner stops it. The runner's own scheduled actions (faults, samples for the report) run
 as a participant too (``director``), so they happen at their exact time.
 
+*Barriers.* The lookahead lets the nodes in the window run on in real time, so a fault
+that acted as soon as ``G`` reached its time would land wherever those nodes happened to
+be. A wait with ``barrier=True`` (the director's, before a fault action) is released only
+when no other participant is running, all asleep at or after its time (or *parked*, below),
+and nobody is released while it acts: the action happens at one virtual instant, at the
+same point of every node's program in every run, and the nodes waking at that instant
+run after it. A participant that blocks in real time at a point fixed by the virtual
+schedule (a LoRa frame waiting for its turn on the radio, ``inject.RadioOrder``) sets
+``parked`` and calls ``poke``, so that a barrier need not wait for it.
+
 ``publish`` is called with every new ``G`` (the gateway, a separate process, reads it from
 shared memory); it must be quick and must not call back into the timeline.
 """
@@ -59,16 +69,26 @@ class Participant:
         self.clock = clock          # anything with ``now_us`` and ``advance_us``
         self.target_us = None       # waiting for this time; None: running
         self.gone = False
+        self.barrier = False        # its wait (or its run since) is a barrier (module docstring)
+        self.parked = False         # running, but held at a fixed point (module docstring)
         self._event = threading.Event()
 
     def now_us(self):
         return self.clock.now_us
 
-    def wait_until(self, target_us):
+    def wait_until(self, target_us, barrier=False):
         """Sleep until the global time reaches ``target_us`` (µs); the clock is then at it
-        (or later, if it already was). Raises ``Cancelled`` if the participant leaves
-        meanwhile (its process died, or the run is over)."""
-        self.timeline._wait(self, int(target_us))
+        (or later, if it already was). ``barrier`` (an exact participant only): also until
+        nobody else runs, and hold everyone until the next wait (module docstring). Raises
+        ``Cancelled`` if the participant leaves meanwhile (its process died, or the run is
+        over)."""
+        self.timeline._wait(self, int(target_us), barrier)
+
+    def progress_us(self):
+        """The earliest virtual time (µs) at which it can still act: its wake time while it
+        waits, else its clock."""
+        target = self.target_us
+        return self.clock.now_us if target is None else target
 
     def leave(self):
         self.timeline.leave(self)
@@ -87,6 +107,7 @@ class Timeline:
         self._waiting = []             # heap of (target_us, n, participant)
         self._n = itertools.count()
         self._g = 0
+        self._hold = None              # the barrier participant acting now (module docstring)
         self.releases = 0              # waits that had to block (for the bench's breakdown)
         self.passes = 0                # waits that passed at once
 
@@ -107,6 +128,8 @@ class Timeline:
                 return
             p.gone = True
             self._running.discard(p)
+            if self._hold is p:
+                self._hold = None
             if p.target_us is not None:
                 p.target_us = None
                 p._event.set()  # its waiter raises Cancelled; the heap entry is skipped later
@@ -119,6 +142,16 @@ class Timeline:
         for p in parts:
             self.leave(p)
 
+    def participants(self):
+        """Every participant still on the timeline (running or waiting), a snapshot."""
+        with self._lock:
+            return [p for p in self._running] + [p for _, _, p in self._waiting if p.target_us is not None]
+
+    def poke(self):
+        """Look again (a participant's ``parked`` changed)."""
+        with self._lock:
+            self._advance()
+
     # -- time -----------------------------------------------------------------------------------
     @property
     def now_us(self):
@@ -130,13 +163,16 @@ class Timeline:
         with self._lock:
             return not self._running and self._next_target() > self.end_us
 
-    def _wait(self, p, target_us):
+    def _wait(self, p, target_us, barrier=False):
         with self._lock:
             if p.gone:
                 raise Cancelled(p.name)
+            p.barrier = bool(barrier)
+            if self._hold is p:
+                self._hold = None
             p.target_us = target_us
             self._running.discard(p)
-            heapq.heappush(self._waiting, (target_us, next(self._n), p))
+            heapq.heappush(self._waiting, (target_us, (not p.exact, next(self._n)), p))  # exact first at a tie
             p._event.clear()
             self._advance()
             blocked = p.target_us is not None
@@ -164,8 +200,10 @@ class Timeline:
             self._g = g
             if self._publish is not None:
                 self._publish(g)
-        while self._waiting and self._next_target() <= min(self._g + self.window_us, self.end_us):
-            if self._waiting[0][2].exact and self._waiting[0][0] > self._g:
+        while self._hold is None and self._next_target() <= min(self._g + self.window_us, self.end_us):
+            head = self._waiting[0][2]
+            if head.exact and (self._waiting[0][0] > self._g
+                               or head.barrier and not all(q.parked for q in self._running)):
                 break
             target, _, q = heapq.heappop(self._waiting)
             if target > q.clock.now_us:  # its clock is at its wake time before anyone looks
@@ -173,3 +211,5 @@ class Timeline:
             q.target_us = None
             self._running.add(q)
             q._event.set()
+            if q.barrier:
+                self._hold = q  # nobody else is released until it waits again

@@ -4,7 +4,7 @@ inside one MicroPython process (a wake costs milliseconds; a new process ~24 ms)
     MICROPYPATH=simulators/mpy:. CIVICEDGE_SIM=127.0.0.1:PORT \\
         micropython -X heapsize=100K simulators/mpy/board.py --flash IMAGE [--install DIR]
             [--wakes N] [--until-s S] [--boot-ms 300] [--rtc-synced] [--blocks 512] [--heap-free 100K]
-            [--gc-scale 3]
+            [--gc-scale 3] [--flash-read 1024] [--code-rom]
 
 ``--flash``: the image file, mounted at ``/flash`` (a new file is made and formatted; an
 existing one that does not mount is an error, never reformatted). ``/flash`` is the current
@@ -36,6 +36,13 @@ bytes at boot whatever the shim takes: run with a larger ``-X heapsize`` (e.g. 2
 ``--heap-free 100K``). ``--gc-scale N`` multiplies the thresholds the firmware gives
 ``gc.threshold`` by N (``_GC``): the fleet, whose heaps are about 3 times the chip's, passes 3.
 
+For speed (the fleet; docs/simulation-fleet.md, "Speed"), changing nothing the firmware
+sees: ``--flash-read N`` mounts with littlefs's read size N (default 32, the ESP32 port's;
+its caches grow to ``min(4096, 4 N)`` bytes; what it writes is the same), ``--code-rom``
+copies the flash's code files at power-on into a ROMFS image in RAM (``coderom``, ~150 KB
+of heap after ``--heap-free``'s ballast) mounted at ``/code`` ahead of ``/flash`` on the
+import path.
+
 The last line of output is ``BOARD {json}``: ``end`` ("wakes", "time", "ended", "error",
 "asleep" — a deep sleep with no wake time), ``boots``, ``resets`` by cause (the one that ended the run
 included), ``virtual_s`` (the simulator clock at the end), ``ballast`` (bytes held for
@@ -43,7 +50,8 @@ included), ``virtual_s`` (the simulator clock at the end), ``ballast`` (bytes he
 board cost the simulation: ``requests`` to the simulator, ``sleeps_kept`` (sleeps carried by
 a later request instead of one of their own: ``simlink``), ``real_waits`` for a far end
 (socket polls, UART reads), ``real_wait_ms`` they took and ``real_waits_empty``, those that
-ended with nothing),
+ended with nothing, and ``real_waits_gave_up``, those that gave up on a far end that was up
+(``simlink.patient``: the board's clock may then depend on real timing)),
 ``mem_free`` (``gc.mem_free()`` after the collection before each boot) and ``wall_us`` (real
 µs each boot took, application and reset) — of every boot, or past 256 boots of the first
 128 and the latest 128.
@@ -57,17 +65,17 @@ import time  # the port's real clock (imported before the board's replaces it)
 import vfs
 
 _USAGE = ("usage: board.py --flash IMAGE [--install DIR] [--wakes N] [--until-s S] [--boot-ms MS] "
-          "[--rtc-synced] [--blocks N] [--heap-free BYTES|NK] [--gc-scale N]")
+          "[--rtc-synced] [--blocks N] [--heap-free BYTES|NK] [--gc-scale N] [--flash-read N] [--code-rom]")
 _RECORD = 256  # boots whose heap and wall time the summary keeps: the first and latest 128
 
 
 def _options(argv):
     opts = {"flash": None, "install": None, "wakes": 0, "until_s": 0, "boot_ms": 300, "blocks": 512, "rtc_synced": False,
-            "heap_free": None, "gc_scale": 1}
+            "heap_free": None, "gc_scale": 1, "flash_read": 32, "code_rom": False}
     i = 0
     while i < len(argv):
         key = argv[i][2:].replace("-", "_")
-        if argv[i] == "--rtc-synced":
+        if argv[i] in ("--rtc-synced", "--code-rom"):
             opts[key] = True
             i += 1
         elif argv[i].startswith("--") and key in opts and i + 1 < len(argv):
@@ -97,7 +105,9 @@ def _load_shim():
     runner's own allocations are made, freeing the reserve gives the firmware one large free
     block (without it, at 100 KB, the largest is ~6 KB). Smaller reserves if the heap is
     too small for the first."""
-    for keep in (72000, 84000, 0):
+    read = _OPTS["flash_read"] if __name__ == "__main__" else 32
+    extra = 12 * min(4096, 4 * read) if read > 32 else 0  # littlefs's caches (--flash-read)
+    for keep in (72000 + extra, 84000 + extra, 0):
         gc.collect()
         reserve = bytearray(max(0, gc.mem_free() - keep)) if keep else b""
         try:
@@ -166,7 +176,7 @@ class _Flash(flashdev.FileFlash):
         return 0
 
 
-def _mount(path, blocks):
+def _mount(path, blocks, read_size=32):
     """Mount the image at ``/flash``. A new image is made (erased flash) and formatted; an
     existing one must mount as it is — after a power cut that is the test — so an image that
     does not mount raises ``OSError``, never gets formatted."""
@@ -182,7 +192,7 @@ def _mount(path, blocks):
     if new:
         vfs.VfsLfs2.mkfs(dev)
     try:
-        vfs.mount(vfs.VfsLfs2(dev), "/flash")
+        vfs.mount(vfs.VfsLfs2(dev, readsize=read_size), "/flash")
     except OSError as e:
         raise OSError("the flash image %s does not mount as littlefs (%r)" % (path, e))
 
@@ -300,7 +310,7 @@ def _boot_at(at_us, cause):
 
 
 def run(opts, records):
-    _mount(opts["flash"], opts["blocks"])
+    _mount(opts["flash"], opts["blocks"], opts["flash_read"])
     if opts["install"]:
         _install(opts["install"].rstrip("/"), "/flash")
     sys.modules["time"] = simclock.VirtualTime()
@@ -317,6 +327,11 @@ def run(opts, records):
     mem_free, wall_us = records
     resets = {"deepsleep": 0, "wdt": 0, "soft": 0, "soft_reboot": 0}
     ballast = _settle_heap(opts["heap_free"])
+    path = ("/flash", "/flash/lib", ".frozen")
+    if opts["code_rom"]:  # the flash's code in RAM (the first block of the freed reserve)
+        import coderom  # only here: without it the firmware's heap stays as it was
+        coderom.mount(coderom.build("/flash"), "/code")
+        path = ("/code", "/code/lib") + path
     largest = _largest_block()
     simclock.power_on(opts["rtc_synced"])
     until_us = opts["until_s"] * 1000000 if opts["until_s"] else None
@@ -334,7 +349,7 @@ def run(opts, records):
         esp32._reset()
         simsocket._reset()
         sys.path.clear()
-        sys.path.extend(("/flash", "/flash/lib", ".frozen"))
+        sys.path.extend(path)
         os.chdir("/flash")
         gc.collect()
         mem_free[_slot(boots, len(mem_free))] = gc.mem_free()
@@ -376,9 +391,9 @@ def run(opts, records):
     c = simlink.counts
     sys.stdout.write('BOARD {"end": "%s", "boots": %d, "resets": %s, "virtual_s": %s, "ballast": %d, '
                      '"largest_block": %d, "sim": {"requests": %d, "sleeps_kept": %d, "real_waits": %d, '
-                     '"real_wait_ms": %d, "real_waits_empty": %d}, "mem_free": ['
+                     '"real_wait_ms": %d, "real_waits_empty": %d, "real_waits_gave_up": %d}, "mem_free": ['
                      % (end, boots, json.dumps(resets), json.dumps(simclock.now_us() / 1e6), sum(len(b) for b in ballast), largest,
-                        c[0], c[1], c[2], c[3], c[4]))
+                        c[0], c[1], c[2], c[3], c[4], c[5]))
     _write_values(mem_free, boots)
     sys.stdout.write('], "wall_us": [')
     _write_values(wall_us, boots)

@@ -9,7 +9,10 @@ round trip (``simlink`` explains how that stays exact).
 Under ``board.py`` the firmware's ``select`` is ``VirtualSelect``: a poll that waits and
 finds nothing charges its timeout to the virtual clock (after waiting at most
 ``$CIVICEDGE_REAL_WAIT_MS``, default 500, of real time for the far end, a real broker or
-emulator); one that finds something costs no virtual time. Before it waits it sends the
+emulator); one that finds something costs no virtual time. While the simulator says the far
+end is up (a fleet's gateway that runs: ``simlink.patient``) a wait with a timeout goes on in
+real time, up to ``$CIVICEDGE_REAL_WAIT_MAX_MS`` (5000), so that a slow far end does not move
+the board's clock. Before it waits it sends the
 sleeps not sent yet (the far end may look at the fleet's time) and puts the firmware's
 sockets in quick-ACK mode (``simsocket``). ``virtual_asyncio_core()`` is the
 ``_asyncio`` it gets, so ``asyncio`` schedules on virtual ticks too.
@@ -139,6 +142,7 @@ class _VirtualPoll:
             return self._poll.poll(0)
         counts = simlink.counts
         net = sys.modules.get("simsocket")
+        waited = 0
         while True:
             simlink.flush()  # the far end may look at this board's time while it waits
             if net is not None:
@@ -146,10 +150,14 @@ class _VirtualPoll:
             real = REAL_WAIT_MS if timeout < 0 else min(timeout, REAL_WAIT_MS)
             t0 = _port_time.ticks_ms()
             ready = self._poll.poll(real if self._registered else 0)
+            dt = _port_time.ticks_diff(_port_time.ticks_ms(), t0)
             counts[2] += 1
-            counts[3] += _port_time.ticks_diff(_port_time.ticks_ms(), t0)
+            counts[3] += dt
             if ready:
                 return ready
+            waited += dt
+            if timeout > 0 and self._registered and simlink.patient(waited):
+                continue  # a far end that is up: its answer costs no virtual time
             counts[4] += 1
             advance_us((REAL_WAIT_MS if timeout < 0 else timeout) * 1000)
             if timeout > 0:

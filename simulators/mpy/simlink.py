@@ -110,8 +110,11 @@ _wdt_ms = 0  # the running watchdog's timeout (0: none)
 _wdt_at = 0  # its deadline, µs as OP_NOW
 _wdt_sent = True  # the server has that deadline
 # board.py reports these: requests sent, sleeps kept here, real waits for a far end (socket
-# polls, UART reads), the real ms they took, and how many ended with nothing
-counts = [0, 0, 0, 0, 0]
+# polls, UART reads), the real ms they took, how many ended with nothing, and how many of
+# those gave up on a far end that was up (``patient``)
+counts = [0, 0, 0, 0, 0, 0]
+# The most real time a wait goes on for a far end the simulator says is up (``patient``).
+REAL_WAIT_MAX_MS = int(os.getenv("CIVICEDGE_REAL_WAIT_MAX_MS") or 5000)
 
 
 def connect(address=None):
@@ -271,6 +274,22 @@ def flush():
     """Send the sleep not sent yet (before a real wait, or a write a far end timestamps)."""
     if _lag:
         sleep()
+
+
+def patient(waited_ms):
+    """Whether a real wait for a far end that found nothing in ``waited_ms`` real ms should go
+    on, with no virtual time passing: yes while the simulator says the far end is up (CONTROL
+    ``far_end``; a fleet's gateway that is running) and ``REAL_WAIT_MAX_MS`` has not passed.
+    So a live far end's answer costs the board the same virtual time however long it takes
+    in real time; a far end that is down (or unknown) lets the wait's timeout pass at once
+    (virtual time) as before. A wait that gives up on a live far end is counted
+    (``counts[5]``): its board's clock may then depend on real timing."""
+    if control("far_end") is not True:
+        return False
+    if waited_ms < REAL_WAIT_MAX_MS:
+        return True
+    counts[5] += 1
+    return False
 
 
 def invalidate():

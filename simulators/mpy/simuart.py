@@ -168,13 +168,18 @@ class UART:
         counts = simlink.counts
         counts[2] += 1
         while True:
-            left = budget - _real_time.ticks_diff(_real_time.ticks_ms(), start)
+            waited = _real_time.ticks_diff(_real_time.ticks_ms(), start)
+            left = budget - waited
             if self._rx and not line:
                 left = min(left, _GAP_MS)
-            if left <= 0 or not self._fill(left) or self._done(want, line):
-                counts[3] += _real_time.ticks_diff(_real_time.ticks_ms(), start)
-                counts[4] += not self._done(want, line)
-                return
+            if left > 0 and self._fill(left) and not self._done(want, line):
+                continue
+            if not self._rx and self.timeout > 0 and simlink.patient(waited):
+                budget += _UART_WAIT_MS  # nothing yet from a far end that is up: no virtual time passes
+                continue
+            counts[3] += _real_time.ticks_diff(_real_time.ticks_ms(), start)
+            counts[4] += not self._done(want, line)
+            return
 
     def read(self, nbytes=None):
         """Up to ``nbytes`` bytes (None: all that arrives before the timeout), or None."""

@@ -1,7 +1,11 @@
 """Same seed, same readings (issue 5): a small site — a classroom monitor on serial, two on
-WiFi/MQTT, two pipe sensors on LoRaWAN, a failing sensor and a stuck bus, the council's broker
-away for a while — run twice through ``FleetRun`` with the same seed delivers the same
-readings, and a run with another seed does not.
+WiFi/MQTT, two pipe sensors on LoRaWAN and a pair of them that wake together (their uplinks
+collide on the radio), a failing sensor and a stuck bus, the council's broker away for a
+while, a power cut and a clock jump done by the runner's director — run twice through
+``FleetRun`` with the same seed delivers the same readings, and a run with another seed does
+not. Also the same: every frame on the radio with its fate (collisions are decided in
+virtual time, inject.RadioOrder) and the virtual time of every director action (a barrier:
+timeline.py).
 
 "The same readings" is the set of delivered record keys ``(device, boot epoch, seq)`` and,
 for each key, its kind, its time ``t`` and its values with their quality flags. What is NOT
@@ -26,14 +30,22 @@ GROUPS = [
     {"name": "taps", "profile": "legionella-outlet", "link": "lorawan", "count": 2, "gateway": "gw1",
      "ids": "sch1-hot{n:02d}", "environment": "pipe", "stagger": "2m", "distances_m": [20, 60],
      "sets": ["interval_s=120", "link.lorawan.max_delay_s=480"], "params": {"kind": "hot"}},
+    # two taps booting together, waking every minute and sending at once: their frames start
+    # together and collide whenever their modems pick the same channel
+    {"name": "pair", "profile": "legionella-outlet", "link": "lorawan", "count": 2, "gateway": "gw1",
+     "ids": "sch1-cold{n:02d}", "environment": "pipe", "distances_m": [20, 30],
+     "sets": ["interval_s=60", "power.sleep=light", "link.lorawan.max_delay_s=0"], "params": {"kind": "cold"}},
 ]
 FAULTS = [
     {"kind": "failing_sensor", "at": "09:10", "duration": "10m", "target": "sch1-rm02-co2", "mode": "spike",
      "magnitude": 500.0, "quantity": "co2_ppm"},
     {"kind": "stuck_i2c", "at": "09:14", "duration": "5m", "target": "sch1-hot01"},
     {"kind": "broker_outage", "at": "09:20", "duration": "6m", "target": "gw1"},
+    {"kind": "clock_jump", "at": "09:08", "target": "sch1-hot02", "jump": "+10m"},
+    {"kind": "node_power_cut", "at": "09:12", "duration": "3m", "target": "sch1-rm01-co2"},
 ]
-DEVICES = {"sch1-rm01-co2", "sch1-rm02-co2", "sch1-rm03-co2", "sch1-hot01", "sch1-hot02"}
+DEVICES = {"sch1-rm01-co2", "sch1-rm02-co2", "sch1-rm03-co2", "sch1-hot01", "sch1-hot02", "sch1-cold01",
+           "sch1-cold02"}
 
 
 def scenario_toml(seed, name="determinism", duration="30m", gateways=GATEWAYS, groups=GROUPS, faults=FAULTS):
@@ -70,6 +82,11 @@ def run_once(tmp_path, seed, name):
     return FleetRun(sc, tmp_path / name, say=lambda line: None).prepare().run()
 
 
+def frames(run):
+    """Every frame on the radio: ``(device, start, end, channel, heard by, losses)``."""
+    return sorted((d, s, e, f, tuple(h), tuple(sorted(loss.items()))) for d, s, e, f, h, loss in run["radio"]["frames"])
+
+
 def differences(a, b, limit=10):
     keys = sorted(set(a) | set(b), key=repr)
     return [(k, a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)][:limit]
@@ -82,9 +99,19 @@ def test_the_same_seed_delivers_the_same_readings_and_another_seed_does_not(tmp_
     assert {k[0] for k in a} == DEVICES
     assert len(a) > 5 * 8
     assert a == b, differences(a, b)
+    # the pair collided, and the radio decided every frame the same way both times
+    fa, fb = frames(first), frames(second)
+    assert first["radio"]["counters"]["collisions"] >= 1
+    assert any(dict(loss).get("gw1") == "collision" for *_, loss in fa)
+    assert fa == fb, [(x, y) for x, y in zip(fa, fb) if x != y][:5]
+    # the director acted at the same virtual instants, the power cut started a new epoch
+    assert first["director"] == second["director"]
+    assert {k[1] for k in a if k[0] == "sch1-rm01-co2"} == {1, 2}
     # the platform stamps an arrival no earlier than the sending node's clock: no reading
-    # arrives before it was taken (its t: the node's RTC, whole seconds, never jumped here)
-    assert all(r["arrived_wall_s"] >= r["t"] for r in first["arrived"] + second["arrived"] if r["t"])
+    # arrives before it was taken (its t: the node's RTC, whole seconds; but for the node whose
+    # RTC the clock jump moved on)
+    assert all(r["arrived_wall_s"] >= r["t"] for r in first["arrived"] + second["arrived"]
+               if r["t"] and r["device"] != "sch1-hot02")
     other = delivered(run_once(tmp_path, 8, "c"))
     assert other != a
     assert sum(1 for k in set(a) & set(other) if a[k] == other[k]) < len(a) // 2

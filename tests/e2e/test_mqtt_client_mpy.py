@@ -112,10 +112,10 @@ def node_script(tmp_path_factory):
     return str(path)
 
 
-def run_node(script, **cfg):
+def run_node(script, timeout_s=40, **cfg):
     cfg.setdefault("password", PW["node-1"])
     cfg.setdefault("topic", UP)
-    rc, out, err = run_micropython([script, json.dumps(cfg)], sim=False, heapsize="100K", timeout_s=40)
+    rc, out, err = run_micropython([script, json.dumps(cfg)], sim=False, heapsize="100K", timeout_s=timeout_s)
     assert rc == 0, "node failed (rc %s):\n%s\n%s" % (rc, out, err)
     result = json.loads(out.strip().splitlines()[-1])
     assert cfg["password"] not in out + err  # no secret ever printed
@@ -165,13 +165,19 @@ class Proxy:
     ``hold_acks_from=k``: PUBACKs stop reaching the node once it has sent k PUBLISHes;
     ``cut_at=k``: after the k-th PUBLISH is forwarded, both sockets are closed;
     ``blackhole_at=k``: after the k-th PUBLISH nothing is forwarded either way, sockets
-    stay open (a half-open link). Each fault fires on the first connection only."""
+    stay open (a half-open link). Each fault fires on the first connection only.
+
+    When either side closes, both sockets are shut down before they are closed: a close()
+    alone would not end the other pump's recv() on Linux, so the node would never see its
+    connection end (the broker's restart went unnoticed that way). An upstream that refuses
+    (the broker restarting) closes the node's connection at once, as a missing broker would."""
 
     def __init__(self, port, hold_acks_from=None, cut_at=None, blackhole_at=None):
         self.target = port
         self.hold_acks_from, self.cut_at, self.blackhole_at = hold_acks_from, cut_at, blackhole_at
         self.sent = []  # (kind, flags, body) from the node, across connections
         self.publishes = 0
+        self.acks_forwarded = 0  # PUBACKs that reached the node
         self.connections = 0
         self.hole = False  # black-hole the first connection (set by a test or blackhole_at)
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -187,7 +193,11 @@ class Proxy:
                 return
             self.connections += 1
             first = self.connections == 1
-            upstream = socket.create_connection(("127.0.0.1", self.target))
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:  # the broker is down (restarting): the node sees its connection end
+                _end(client)
+                continue
             self._socks += [client, upstream]
             threading.Thread(target=self._pump, args=(client, upstream, True, first), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, False, first), daemon=True).start()
@@ -214,6 +224,8 @@ class Proxy:
                         forward = False
                     if forward:
                         dst.sendall(packet)
+                        if kind == mp.PUBACK and not from_node:
+                            self.acks_forwarded += 1
                     if from_node and kind == mp.PUBLISH and first:
                         if self.publishes == self.blackhole_at:
                             self.hole = True
@@ -227,10 +239,7 @@ class Proxy:
             pass
         finally:
             for s in (src, dst):
-                try:
-                    s.close()
-                except OSError:
-                    pass
+                _end(s)
 
     def node_publishes(self):
         return [mp.decode_packet(k, f, b) for k, f, b in self.sent if k == mp.PUBLISH]
@@ -244,10 +253,26 @@ class Proxy:
                 pass
 
 
+def _end(sock):
+    # shutdown first: it ends a recv() another thread is blocked in, and sends the FIN
+    for step in (lambda: sock.shutdown(socket.SHUT_RDWR), sock.close):
+        try:
+            step()
+        except OSError:
+            pass
+
+
 @pytest.fixture
 def broker():
     with Mosquitto(users=PW, acl=ACL) as b:
         yield b
+
+
+def _wait(cond, timeout_s):
+    end = time.monotonic() + timeout_s
+    while not cond() and time.monotonic() < end:
+        time.sleep(0.02)
+    return cond()
 
 
 def numbers(messages):
@@ -366,23 +391,30 @@ def test_idle_link_kept_alive_by_pings(broker, node_script):
                          ids=["sigterm", "sigkill", "sigkill-no-persistence"])
 def test_broker_restarted_mid_stream(node_script, kill, persistence):
     # PUBACKs from the 5th on are held by the proxy, so publishes are in flight when the
-    # broker goes down; the proxy's second connection (after the restart) forwards all.
+    # broker goes down; the proxy's second connection (after the restart) forwards all. The
+    # broker goes down once the node's window is full (8 in flight): the node then sends
+    # nothing and must notice the closed connection by reading it. Every wait is on an event
+    # with a generous bound, never on how fast the node runs; keep-alive 5 s is the backstop
+    # (a dead link declared at 7.5 s) if the close were ever lost.
     with Mosquitto(users=PW, acl=ACL, persistence=persistence) as b:
         sub = Subscriber(b, clean_session=False)
         proxy = Proxy(b.port, hold_acks_from=5)
         result = {}
         t = threading.Thread(target=lambda: result.update(
-            run_node(node_script, port=proxy.port, n=40, pace_ms=20, deadline_ms=20000)))
+            run_node(node_script, timeout_s=150, port=proxy.port, n=40, pace_ms=20, keepalive_s=5,
+                     deadline_ms=120000)))
         t.start()
         try:
-            sub.wait_for(8)
+            full = _wait(lambda: proxy.publishes - proxy.acks_forwarded >= 8, 60)
+            sub.wait_for(8, 30)
             b.restart(kill=kill)   # mid-stream, back on the same port with its database
-            t.join(40)
-            msgs = sub.wait_for(40)
+            t.join(180)
+            msgs = sub.wait_for(40, 60)
             time.sleep(0.2)
         finally:
             sub.close()
             proxy.close()
+    assert full, "the node never had 8 publishes in flight: %d sent, %d acked" % (proxy.publishes, proxy.acks_forwarded)
     assert not t.is_alive()
     # the node noticed, reconnected, and sent what was in flight again: with DUP when the
     # broker had kept its session, else handed back and republished; all acknowledged
@@ -578,3 +610,31 @@ def test_scripted_garbage_closes_the_link_with_protocol_error():
     with pytest.raises(OSError) as e:
         c2.connect()
     assert type(e.value).__name__ == "MQTTRefused" and e.value.return_code == 5 and not c2.is_connected()
+
+
+def test_scripted_publishes_built_in_the_lent_buffer_are_encode_publish_bytes():
+    # lend(buf): each QoS 1 PUBLISH that fits is built in it (the same bytes encode_publish
+    # makes) and it is free again once PUBACKed; one that does not fit, or comes while the
+    # buffer is in flight, gets its own. A resend after a kept session carries DUP=1.
+    lent = bytearray(300)
+    c, theirs = _scripted(mp.encode_connack(False, 0) + mp.encode_puback(1))
+    c.connect(clean_session=False)
+    c.lend(lent)
+    payloads = [bytes(range(200)), memoryview(bytes(range(50, 250)))[:150], bytes(1000), b"x" * 260]
+    c.publish(UP, payloads[0])
+    assert _poll_until(c, lambda: c.inflight_count() == 0)  # PUBACK 1: the buffer is free
+    for p in payloads[1:]:
+        c.publish(UP, p)
+    assert c.inflight_count() == 3
+    sent = _client_packets(theirs)
+    want = [mp.encode_publish(UP, bytes(p), 1, i + 1) for i, p in enumerate(payloads)]
+    assert [bytes([k << 4 | f]) + mp.encode_remaining_length(len(b)) + b for k, f, b in sent[1:]] == want
+    assert bytes(lent[:len(want[1])]) == want[1]  # the second was built in the lent buffer
+    c.close()
+    ours, theirs = socket.socketpair()
+    theirs.sendall(mp.encode_connack(True, 0))
+    c.socket_factory = lambda h, p, t: (ours.settimeout(t), ours)[1]
+    assert c.connect(clean_session=False) is True and c.counters["resent"] == 3
+    resent = _client_packets(theirs)[1:]
+    assert [bytes([k << 4 | f]) + mp.encode_remaining_length(len(b)) + b for k, f, b in resent] == [
+        bytes([w[0] | 0x08]) + w[1:] for w in want[1:]]  # DUP set, nothing else changed

@@ -68,6 +68,11 @@ for i, (k, dev, ep, fs, n, p, t) in enumerate(DATA_CASES):
     print("BYTEARRAY", i, frame.encode_data(u(k), dev, ep, fs, n, bytearray(u(p)), t) == f,
           serial_link.encode_packet(bytearray(f)) == serial_link.encode_packet(memoryview(f)))
     print("SERIAL", i, h(serial_link.encode_packet(f)).decode())
+    buf = bytearray(len(f) + 40)  # the frame built in place, then COBS-encoded in place over it
+    end = frame.encode_data_into(buf, 9, u(k), dev, ep, fs, n, u(p), t)
+    same = bytes(buf[9:end]) == f
+    w = cobs.encode_into(memoryview(buf)[9:end], buf, 1)
+    print("INTO", i, same, bytes(buf[1:w]) == cobs.encode(f))
     g = frame.decode_frame(f, lambda x: u(k), t, frame.TYPE_DATA)
     print("BACK", i, g.device_id, g.boot_epoch, g.first_seq, g.count, g.payload == u(p))
     bad = bytearray(f)
@@ -135,6 +140,7 @@ def test_frames_acks_hmac_cobs_and_serial_match_cpython_byte_for_byte(lines):
                    for k, dev, ep, fs, n, p, t in DATA_CASES]
     assert lines["DATA"] == ["%d %s" % (i, f.hex()) for i, f in enumerate(want_frames)]
     assert lines["BYTEARRAY"] == ["%d True True" % i for i in range(len(DATA_CASES))]
+    assert lines["INTO"] == ["%d True True" % i for i in range(len(DATA_CASES))]  # encode_*_into: same bytes
     assert lines["SERIAL"] == ["%d %s" % (i, serial_link.encode_packet(f).hex())
                                for i, f in enumerate(want_frames)]
     assert lines["BACK"] == ["%d %s %d %d %d True" % (i, dev, ep, fs, n)

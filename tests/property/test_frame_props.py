@@ -32,6 +32,23 @@ def test_cobs_round_trip_and_no_zero_inside(raw):
     assert cobs.decode(enc) == raw
 
 
+@given(st.binary(max_size=1200), st.integers(min_value=0, max_value=3))
+def test_cobs_encode_into_in_place_is_encode(raw, start):
+    # the packet placed just far enough into the buffer and encoded over itself
+    gap = cobs.max_encoded_len(len(raw)) - len(raw)
+    buf = bytearray(start + gap) + raw
+    end = cobs.encode_into(memoryview(buf)[start + gap:], buf, start)
+    assert bytes(buf[start:end]) == cobs.encode(raw)
+
+
+@given(data_frames(), keys, tag_lens, st.integers(min_value=0, max_value=40))
+def test_data_frame_into_a_buffer_is_encode_data(fields, key, tag_len, at):
+    want = frame.encode_data(key, tag_len=tag_len, **fields)
+    buf = bytearray(at + len(want) + 3)
+    end = frame.encode_data_into(buf, at, key, tag_len=tag_len, **fields)
+    assert bytes(buf[at:end]) == want and end == at + len(want)
+
+
 @given(st.binary(max_size=600))
 def test_cobs_decode_raises_only_cobs_error(junk):
     try:

@@ -23,8 +23,9 @@ from simulators.atmodem import ATModemEmulator
 from simulators.atmodem_radio import CHANNELS_HZ, Uplink
 from simulators.broker import Mosquitto, make_test_tls, mosquitto_available
 from simulators.clock import VirtualClock
+from simulators.lorawan_link import JoinRequest
 from simulators.lorawan_ns import NetworkServer, Verdict
-from simulators.lorawan_radio import JoinRequest, Radio
+from simulators.lorawan_radio import Radio
 
 APP = "6f1c0f7e-2d8a-4a43-9a4e-0c3b1f6d2a11"
 GW_A, GW_B = "0016c001f153a14c", "0016c001f153a14d"

@@ -173,3 +173,38 @@ def test_bad_configuration_is_a_value_error():
         Radio(path_loss={"gamma": 3})
     with pytest.raises(ValueError, match="distance"):
         Radio(sites={"n": {"g": -5}})
+
+
+def test_collisions_are_decided_in_virtual_start_order_not_in_the_order_frames_are_sent():
+    """Two overlapping frames at equal power on one channel: the one that started first is
+    heard, the other lost. Sent in reverse (a node running ahead in real time), the earlier
+    frame is still decided against the frames before it (none: heard); the later one's
+    verdict was given already and is counted in ``out_of_order``."""
+    def pair(reverse):
+        r = Radio(sites={"early": {"g": 20}, "late": {"g": 20}}, path_loss=EXACT)
+        sends = [("early", 1000), ("late", 30000)]
+        got = {}
+        for node, start in reversed(sends) if reverse else sends:
+            got[node] = r.transmit(node, CH0, 5, 24, start)
+        return r, got
+
+    r, got = pair(reverse=False)
+    assert got["early"].heard and not got["late"].heard
+    assert got["late"].losses == {"g": "collision"} and r.counters["out_of_order"] == 0
+    r, got = pair(reverse=True)
+    assert got["early"].heard and got["early"].collided_with == []
+    assert r.counters["out_of_order"] == 1
+
+
+def test_equal_starts_are_ordered_by_the_seeded_tie_break_and_order_is_consulted_first():
+    """Frames starting at the same µs: the one with the smaller ``order_key`` is on air first.
+    ``order(node, start_us, key)`` is called before each decision, outside the radio's lock."""
+    calls = []
+    r = Radio(seed=3, sites={"a": {"g": 20}, "b": {"g": 20}}, path_loss=EXACT)
+    r.order = lambda node, start_us, key: calls.append((node, start_us, key))
+    first, second = sorted("ab", key=lambda n: r.order_key(n, 0))
+    t1 = r.transmit(first, CH1, 5, 24, 5000)
+    t2 = r.transmit(second, CH1, 5, 24, 5000)
+    assert t1.heard and not t2.heard and t2.collided_with == [(first, 0)]
+    assert calls == [(first, 5000, r.order_key(first, 0)), (second, 5000, r.order_key(second, 0))]
+    assert r.order_key("a", 0) == Radio(seed=3).order_key("a", 0) != Radio(seed=4).order_key("a", 0)

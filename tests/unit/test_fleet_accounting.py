@@ -162,6 +162,23 @@ def test_a_widened_marker_supersedes_the_one_sent_before_it():
     assert acc["verdict"]["ok"] is True
 
 
+def test_node_log_gap_records_count_by_their_own_key_even_when_one_spans_another():
+    """A node log that dropped an older gap record merged its count into the new one, whose
+    range then spans the other, still separate, gap record (firmware/app/store.py): both are
+    drops; a copy of the same gap record (same key) counts once."""
+    arrived = [copy_of("a", 1, s) for s in (0, 9, 10, 12)]
+    older = dict(gap("a", 1, 4, 1, 6, 3, reason="node_log"), key=["a", 1, 10])
+    merged = dict(gap("a", 1, 1, 1, 8, 5, reason="node_log"), key=["a", 1, 11])  # 1-3, 7-8
+    acc = account(make_run([node("a")], arrived, [older, merged, dict(merged)], held_node={
+        "a": {"mount": "ok", "state": {"boot_epoch": 1, "next_seq": 13}, "keys": [[1, 11, "gap"]]}}))
+    assert acc["devices"]["a"]["records"]["dropped"] == 8
+    assert acc["gaps"]["reported_by_reason"] == {"node_log": 8} and acc["gaps"]["mismatches"] == []
+    broken = dict(merged, dropped=4)  # a count one short is a mismatch, not hidden
+    acc = account(make_run([node("a")], arrived, [older, broken], held_node={
+        "a": {"mount": "ok", "state": {"boot_epoch": 1, "next_seq": 13}, "keys": [[1, 11, "gap"]]}}))
+    assert acc["gaps"]["mismatches"] == [{"device": "a", "holes": 8, "reported": 7}]
+
+
 def test_readings_view_leaves_out_status_and_gap_records():
     arrived = [copy_of("a", 1, 0), copy_of("a", 1, 1, kind="status"),
                copy_of("a", 1, 1, kind="status"), copy_of("a", 1, 2), copy_of("a", 1, 4)]

@@ -200,3 +200,23 @@ def test_axis_helpers():
     assert not multi_day(T0, T0 + 17 * H) and multi_day(T0, T0 + 17 * H + 1)
     assert multi_day(T0 - 7 * H, T0 + 17 * H) is False  # 00:00 to 24:00 is one day
     assert nice_ticks(0, 100) == [0, 20, 40, 60, 80, 100]
+
+
+def test_each_nodes_latest_status_is_in_the_json_and_on_the_page(tmp_path):
+    run = make_run()
+    for seq, boots, dropped in ((5, 1, 0), (40, 1, 7)):   # the later one wins
+        rec = reading("rm01", 1, seq, kind="status")
+        rec["values"] = {"boot_reason": ["power_on", "ok"], "battery_v": [3.61, "ok"]}
+        rec["counters"] = {"boots": boots, "cycles": seq, "dropped": dropped, "gaps": 1}
+        run["arrived"].append(rec)
+    run, acc, paths = written(tmp_path, run)
+    doc = json.loads(open(paths["json"], encoding="utf-8").read())
+    assert list(doc["status"]) == ["rm01"]
+    latest = doc["status"]["rm01"]
+    assert (latest["seq"], latest["counters"]["dropped"]) == (40, 7)
+    assert latest["values"]["boot_reason"][0] == "power_on"
+    page = open(paths["html"], encoding="utf-8").read()
+    row = page[page.index("<h2>Node status</h2>"):].split("<tr>")[2]
+    cells = [c.split("</td>")[0] for c in row.split("<td")[1:]]
+    assert [c.split(">", 1)[1] for c in cells[:4]][2:] == ["power_on", "3.6"]
+    assert [c.split(">", 1)[1] for c in cells[4:8]] == ["1", "40", "7", "1"]

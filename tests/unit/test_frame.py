@@ -280,6 +280,23 @@ def test_cobs_published_vectors(raw_hex, wire_hex):
     assert len(wire) - 1 <= cobs.max_encoded_len(len(raw))
 
 
+@pytest.mark.parametrize("raw_hex,wire_hex", COBS_VECTORS)
+def test_cobs_encode_into_a_buffer_and_in_place(raw_hex, wire_hex):
+    raw, wire = bytes.fromhex(raw_hex), bytes.fromhex(wire_hex)
+    out = bytearray(b"\xee" * (cobs.max_encoded_len(len(raw)) + 5))
+    end = cobs.encode_into(raw, out, 2)
+    assert bytes(out[2:end]) + b"\x00" == wire and out[:2] == b"\xee\xee" and set(out[end:]) <= {0xEE}
+    gap = cobs.max_encoded_len(len(raw)) - len(raw)  # the packet that far in: encoded over itself
+    buf = bytearray(1 + gap) + raw + bytes(1)
+    end = cobs.encode_into(memoryview(buf)[1 + gap:1 + gap + len(raw)], buf, 1)
+    assert bytes(buf[1:end]) + b"\x00" == wire
+
+
+def test_cobs_encode_into_refuses_a_buffer_too_small_naming_it():
+    with pytest.raises(ValueError, match="out must hold 257 bytes from index 1, has 255"):
+        cobs.encode_into(bytes(range(1, 256)), bytearray(256), 1)
+
+
 @pytest.mark.parametrize("bad", ["", "00", "0311", "031100", "02", "05112233"])
 def test_cobs_rejects_what_no_encoder_makes(bad):
     with pytest.raises(cobs.CobsError):
@@ -296,6 +313,48 @@ def test_serial_packet_is_byte_exact_with_little_endian_crc32():
     assert packet[0] == 0 and packet[-1] == 0 and b"\x00" not in packet[1:-1]
     assert cobs.decode(packet[1:-1]) == f + struct.pack("<I", zlib.crc32(f))
     assert len(packet) - len(f) == 7   # CRC 4 + COBS 1 + two delimiters
+
+
+def test_data_frame_built_into_a_buffer_is_the_same_bytes():
+    buf = bytearray(b"\xee" * 100)
+    end = frame.encode_data_into(buf, 3, KEY, DEV, 7, 42, 3, PAYLOAD)
+    assert bytes(buf[3:end]) == bytes.fromhex(GOLDEN_DATA) and buf[:3] == b"\xee" * 3 and set(buf[end:]) == {0xEE}
+    assert end - 3 == frame.data_frame_len(DEV, len(PAYLOAD))
+    with pytest.raises(ValueError, match="buf must hold 52 bytes from index 50, has 50"):
+        frame.encode_data_into(buf, 50, KEY, DEV, 7, 42, 3, PAYLOAD)
+    with pytest.raises(ValueError, match="count"):
+        frame.encode_data_into(buf, 0, KEY, DEV, 7, 42, 0, PAYLOAD)
+
+
+class _Uart:
+    def __init__(self):
+        self.written = []
+
+    def write(self, buf):
+        self.written.append(bytes(buf))
+        return len(buf)
+
+    def read(self, n):
+        return b""
+
+
+@pytest.mark.parametrize("payload_len", [0, 10, 900, 1500, 3000])
+def test_serial_link_writes_the_gateways_bytes_from_its_one_buffer(payload_len):
+    from firmware.app.links.serial import FRAME_ROOM, SerialLink
+    from simulators.clock import VirtualClock
+
+    uart = _Uart()
+    link = SerialLink(uart, VirtualClock(), DEV, KEY, ack_timeout_ms=0)
+    buf = link._buf
+    for i in range(3):  # the same buffer, frame after frame
+        payload = bytes((i + j) % 7 for j in range(payload_len))  # zeros among the bytes
+        data = link._frame(7, 10 * i, 2, payload)
+        assert bytes(data) == frame.encode_data(KEY, DEV, 7, 10 * i, 2, payload)
+        link.exchange(data, 7, 10 * i + 1)
+        assert uart.written[-1] == serial_link.encode_packet(frame.encode_data(KEY, DEV, 7, 10 * i, 2, payload))
+        assert link._buf is buf
+    # frames up to FRAME_ROOM are built in the buffer; a bigger one in new objects, same bytes
+    assert isinstance(data, memoryview) == (frame.data_frame_len(DEV, payload_len) <= FRAME_ROOM)
 
 
 def test_encode_packet_bounds():

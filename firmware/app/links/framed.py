@@ -12,9 +12,17 @@ flight at a time, so a cumulative ack can never trim a frame that was lost. With
 ack before ``ack_timeout_ms`` the records stay on flash for the next cycle. A batch whose
 frame would exceed ``frame.MAX_FRAME_BYTES`` (big status records after an outage) is halved
 until it fits; the rest goes in the next frame.
+
+Memory: late in a wake a node's ~100 KB heap can have 20 KB free and no 1 KB in one piece,
+which the SenML pack (grown a few bytes at a time), the frame, their copies and the link's
+encodings each needed. So a link may give ``FramedLink`` buffers, allocated once when the link
+starts (``_frame_buffer``): the pack is encoded into one (the bytes of ``senml.encode_pack``,
+cleared and refilled, its capacity kept), and every frame that fits in the other is built
+there (``frame.encode_data_into``) and handed to ``exchange`` as a memoryview of it, valid until
+the next frame. A larger frame (a backlog of big status records) is built in new objects.
 """
 
-from protocol import frame, senml
+from protocol import cbor, frame, senml
 
 
 class FramedLink:
@@ -31,6 +39,43 @@ class FramedLink:
                          "link_errors": 0}
         # header + tag: what a frame adds to its payload (the payload may take the rest)
         self._room = frame.MAX_FRAME_BYTES - len(frame.encode_data(key, device_id, 0, 0, 1, b""))
+        self._buf = None  # frames are built here when they fit (``_frame_buffer``)
+        self._at = self._tail = 0
+        self._view = None  # the last frame built in ``_buf``
+        self._pack = None  # the SenML pack's buffer
+
+    def _frame_buffer(self, size, at=0, tail=0):
+        """Allocate the buffers: the one frames are built in, ``size`` bytes, each frame
+        written from index ``at`` with ``tail`` bytes left free after it (for the link's own
+        use), and the pack's, as much as such a frame's payload can be."""
+        self._buf = bytearray(size)
+        self._at, self._tail = at, tail
+        self._pack = bytearray(size - at - tail)
+
+    def _encode_pack(self, epoch, records):
+        # senml.encode_pack's bytes: in the pack buffer when there is one (it grows if a pack
+        # needs more, and stays so). A list of SenML records would cost more than two passes.
+        buf = self._pack
+        if buf is None:
+            return senml.encode_pack(self.device_id, epoch, records)
+        n = 0
+        for _ in senml.pack_records(self.device_id, epoch, records):
+            n += 1
+        buf[:] = b""  # empty, its capacity kept
+        cbor.encode_head(buf, 4, n)
+        for rec in senml.pack_records(self.device_id, epoch, records):
+            cbor.encode_into(buf, rec)
+        return buf
+
+    def _frame(self, epoch, first, span, payload):
+        # the data frame: a view of the link's buffer when it fits there, else a new bytes
+        buf, at = self._buf, self._at
+        if buf is not None and at + frame.data_frame_len(self.device_id, len(payload)) + self._tail <= len(buf):
+            end = frame.encode_data_into(buf, at, self._key, self.device_id, epoch, first, span, payload)
+            self._view = memoryview(buf)[at:end]
+            return self._view
+        self._view = None
+        return frame.encode_data(self._key, self.device_id, epoch, first, span, payload)
 
     def open(self):
         return True
@@ -59,16 +104,19 @@ class FramedLink:
                 break
             epoch = batch[0][0]
             records = [r for e, r in batch if e == epoch]
-            payload = senml.encode_pack(self.device_id, epoch, records)
+            batch = None  # (heap) each reference dropped once it has served
+            payload = self._encode_pack(epoch, records)
             while len(payload) > self._room and len(records) > 1:
                 records = records[:len(records) // 2]
-                payload = senml.encode_pack(self.device_id, epoch, records)
+                payload = self._encode_pack(epoch, records)
+            first, last = records[0]["seq"], records[-1]["seq"]
+            records = None
             # count spans the seqs (first..last): seqs may skip, and the ack names seq_through
-            span = records[-1]["seq"] - records[0]["seq"] + 1
-            data = frame.encode_data(self._key, self.device_id, epoch, records[0]["seq"], span, payload)
+            data = self._frame(epoch, first, last - first + 1, payload)
+            payload = None
             self.feed()
             try:
-                acked = self.exchange(data, epoch, records[-1]["seq"])
+                acked = self.exchange(data, epoch, last)
             except OSError:
                 self.counters["link_errors"] += 1
                 break

@@ -74,6 +74,11 @@ _INBOX = 8  # acks kept until an exchange looks at them
 _CLIENT_TIMEOUT_MS = 5000  # socket operations, CONNACK and SUBACK waits
 _MAX_INFLIGHT = 4  # one frame is in flight; room for a slow PUBACK or two
 _KEEPALIVE_MAX_S = 65535  # CONNECT's keep-alive is 16 bits (MQTT 3.1.1 §3.1.2.10)
+# Heap: frames of up to FRAME_ROOM bytes are built in a buffer made once the link is first up
+# (after the TLS handshake, the heap's peak), and published from a second one (the PUBLISH
+# packet: the frame, the topic and 5-9 header bytes).
+FRAME_ROOM = 1024
+_PUBLISH_ROOM = FRAME_ROOM + 80
 
 
 def up_topic(device_id):
@@ -135,6 +140,7 @@ class MQTTLink(FramedLink):
         self.stay_connected = cfg["power"]["sleep"] == "light"
         self.keepalive_s = session_keepalive_s(m["keepalive_s"], cfg["interval_s"], self.stay_connected)
         self._client = None
+        self._publish_buf = None  # lent to each client it makes
         self._inbox = []
         self._failed_in_cycle = False
         self.counters.update(wifi_fails=0, mqtt_fails=0, tls_fails=0, mqtt_refused=0, backoff_skips=0,
@@ -231,6 +237,10 @@ class MQTTLink(FramedLink):
             return self._fail("mqtt_fails")
         c["connects"] += 1
         c["backoff_s"] = c["retry_at_s"] = 0
+        if self._publish_buf is None:  # the send buffers (FRAME_ROOM), once
+            self._frame_buffer(FRAME_ROOM)
+            self._publish_buf = bytearray(_PUBLISH_ROOM)
+        client.lend(self._publish_buf)
         return True
 
     def close(self):
