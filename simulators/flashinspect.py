@@ -80,3 +80,14 @@ def inspect_image(image, cfg):
             fe, fs, le, ls, n = (int(x) for x in rest.split())
             report["gaps"].append(((fe, fs), (le, ls), n))
     return report
+
+
+def held_gap_records(device_id, report):
+    """The gap records an ``inspect_image`` report holds, as the gateway would publish them
+    (``reason`` "node_log", ``key`` the gap record's own ``[device, epoch, seq]``), so an
+    account counts what they describe as dropped, not lost. ``report["gaps"]`` lists them in
+    the order of the ``held`` entries of kind "gap"."""
+    keys = [(e, s) for e, s, kind in report["held"] if kind == "gap"]
+    return [{"device": device_id, "reason": "node_log", "key": [device_id, e, s],
+             "first_epoch": lo[0], "first_seq": lo[1], "last_epoch": hi[0], "last_seq": hi[1],
+             "dropped": n} for (e, s), (lo, hi, n) in zip(keys, report["gaps"])]

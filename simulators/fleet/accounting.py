@@ -25,7 +25,9 @@ Each produced key falls in exactly one category, in this order of precedence:
   the holes are compared with the gap messages' ``dropped`` counts; a message contained in
   a later one of the same device and reason with at least its count (a marker re-sent
   after widening, or a copy) is not counted twice; a node's gap records (``node_log``) go by
-  their own key (one spanning older ones merged their counts: a drop of its own, not a copy).
+  their own key (one spanning older ones merged their counts: a drop of its own, not a copy);
+  a gap record still on a node's flash at the end (``held_node[device]["gaps"]``) counts as
+  a gap message too (its key once, whether or not a copy also arrived).
   Holes that differ from the reported counts: ``gaps.mismatches`` (``drops_match_gap_reports``);
 * ``lost``: none of these (``lost = produced - delivered - dropped - held``; must be 0).
 
@@ -247,8 +249,10 @@ def _collect(run):
         if isinstance(c.get("kind"), str):
             d.kind.setdefault(k, c["kind"])
         d.known.append(k)
+    gaps = list(run.get("gaps") or [])
     for dev, held in sorted((run.get("held_node") or {}).items()):
         d = _device_of(devs, str(dev))
+        gaps.extend(g for g in (held or {}).get("gaps") or () if isinstance(g, dict))
         for item in (held or {}).get("keys") or []:
             k = _key(item[0], item[1]) if isinstance(item, (list, tuple)) and len(item) >= 2 \
                 else None
@@ -270,7 +274,7 @@ def _collect(run):
                 continue
             d.held_gateway.add(k)
             d.known.append(k)
-    for g in run.get("gaps") or []:
+    for g in gaps:  # those that arrived, then those still on a node's flash (same key: once)
         d = _device_of(devs, str(g.get("device")))
         lo = _key(g.get("first_epoch"), g.get("first_seq"))
         hi = _key(g.get("last_epoch"), g.get("last_seq"))

@@ -329,7 +329,7 @@ class FleetRun:
             "alarm_events": list(self.platform.alarm_events),
             "platform_errors": list(self.platform.bad),
             "held_node": {d: {"mount": h["mount"], "state": h["state"], "keys": [list(k) for k in h["held"]],
-                              "error": h["error"]} for d, h in held.items()},
+                              "gaps": flashinspect.held_gap_records(d, h), "error": h["error"]} for d, h in held.items()},
             "held_gateway": {gid: g.held(ids) for gid, g in self.gateways.items()},
             "truth": {d: truth_series(n.env, sc) for d, n in self.nodes.items()},
             "backlog": self.backlog,

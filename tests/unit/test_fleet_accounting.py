@@ -179,6 +179,23 @@ def test_node_log_gap_records_count_by_their_own_key_even_when_one_spans_another
     assert acc["gaps"]["mismatches"] == [{"device": "a", "holes": 8, "reported": 7}]
 
 
+def test_a_gap_record_still_on_the_node_makes_its_range_dropped_not_lost():
+    """The run ends before the node sent its gap record: the keys it describes are dropped
+    (by reason node_log), not lost; a copy that also arrived counts once."""
+    arrived = [copy_of("a", 1, s) for s in (0, 1, 5)]
+    held_gap = dict(gap("a", 1, 2, 1, 4, 3, reason="node_log"), key=["a", 1, 6])
+    held = {"a": {"mount": "ok", "state": {"boot_epoch": 1, "next_seq": 7},
+                  "keys": [[1, 6, "gap"]], "gaps": [held_gap]}}
+    for arrived_gaps in ([], [dict(held_gap)]):
+        acc = account(make_run([node("a")], arrived, arrived_gaps, held_node=held))
+        assert cats(acc["devices"]["a"]["records"]) == {
+            "produced": 7, "delivered": 3, "duplicates": 0, "dropped": 3, "held_node": 1,
+            "held_gateway": 0, "held": 1, "lost": 0}
+        assert acc["gaps"]["mismatches"] == [] and acc["verdict"]["ok"] is True
+    del held["a"]["gaps"]  # what the run record held before: the range looks lost
+    assert account(make_run([node("a")], arrived, held_node=held))["devices"]["a"]["records"]["lost"] == 3
+
+
 def test_readings_view_leaves_out_status_and_gap_records():
     arrived = [copy_of("a", 1, 0), copy_of("a", 1, 1, kind="status"),
                copy_of("a", 1, 1, kind="status"), copy_of("a", 1, 2), copy_of("a", 1, 4)]
@@ -402,3 +419,15 @@ def test_property_account_never_raises_and_categories_add_up(run):
     for held in moved["held_node"].values():
         held["state"]["next_seq"] += 64
     assert account(moved) == acc
+
+
+def test_held_gap_records_pairs_each_gap_with_its_own_key():
+    """flashinspect's report lists gap contents in the order of the held gap records."""
+    from simulators.flashinspect import held_gap_records
+    report = {"held": [(1, 3, "reading"), (1, 6, "gap"), (2, 0, "reading"), (2, 9, "gap")],
+              "gaps": [((1, 2), (1, 4), 3), ((1, 7), (2, 8), 12)]}
+    got = held_gap_records("a", report)
+    assert [g["key"] for g in got] == [["a", 1, 6], ["a", 2, 9]]
+    assert [(g["first_epoch"], g["first_seq"], g["last_epoch"], g["last_seq"], g["dropped"])
+            for g in got] == [(1, 2, 1, 4, 3), (1, 7, 2, 8, 12)]
+    assert {g["reason"] for g in got} == {"node_log"} and {g["device"] for g in got} == {"a"}
