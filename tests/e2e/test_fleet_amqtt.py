@@ -153,7 +153,10 @@ def test_a_small_site_runs_end_to_end_on_amqtt(tmp_path, capsys, monkeypatch):
     assert "brokers: amqtt (%s=amqtt)" % BROKER_ENV in err
     assert run["broker"] == {"kind": "amqtt", "why": "%s=amqtt" % BROKER_ENV}
     total = acct["total"]["records"]
-    assert total["lost"] == 0 and total["produced"] > 0 and run["held_gateway"] == {"gw1": []}
+    forwarders = {gw: {k: v for k, v in c.items() if k.startswith("forwarder.")}
+                  for gw, c in run["counters"].items()}  # why rows stayed, if they did
+    assert total["lost"] == 0 and total["produced"] > 0 and run["held_gateway"] == {"gw1": []}, \
+        (total, run["held_gateway"], forwarders, run["gateway_stats"])
     # 30 min at interval_s 120: about 15 readings a node, over serial, MQTT (TLS to amqtt) and
     # LoRaWAN (the network server publishing to amqtt), all delivered or still on a node
     per_device = {}
