@@ -40,7 +40,7 @@ WIFI_PW = "wifi-5d2c9a7e41"
 PW = {DEVICE: "node-7c1e94d2a5f0", "gateway": "gw-3b8f0e6a1d92"}
 ACL = ["user gateway", "topic readwrite civicedge/node/#",
        "pattern write civicedge/node/%u/up", "pattern read civicedge/node/%u/ack"]
-# The MQTT firmware needs about 190 KB free at a wake on the 64-bit unix port (docs/mqtt-link.md,
+# The MQTT firmware needs about 174 KB free at a wake on the 64-bit unix port (docs/mqtt-link.md,
 # "The node link", Memory): more than nodeharness.ESP32_HEAP gives.
 HEAP = "384K"
 
