@@ -28,13 +28,16 @@ The sensor has no temperature compensation (REFERENCE §4): its cm assume 22.5 �
 Errors: bus failures stay ``OSError`` (a NACK while ranging is ``errno.ENODEV``); a read that
 is not a range raises ``DeviceError``; bad arguments raise ``ValueError`` naming the argument.
 
+The node's part of the driver (``I2CXLCore``: ranging, the median, the correction) is
+``drivers.i2cxl_core``, re-exported here; a node imports only that (docs/benchmarks.md, heap).
+
 Runs on MicroPython and CPython.
 """
 
-from drivers.binfill import correct_distance_cm, median
 from drivers.bus import check_address
-from drivers.clock import Deadline
-from drivers.errors import DeviceError
+from drivers.i2cxl_core import (  # noqa: F401  (re-exported: the driver's public names)
+    CMD_RANGE, DEFAULT_ADDRESS, MAX_RANGE_CM, MIN_RANGE_CM, RANGE_READY_MS, RING_DOWN_MS, I2CXLCore,
+    range_cm_from_bytes)
 
 try:
     from micropython import const
@@ -44,16 +47,9 @@ except ImportError:  # CPython
         return x
 
 
-DEFAULT_ADDRESS = const(0x70)  # REFERENCE §4: 224 write / 225 read (8-bit)
-CMD_RANGE = const(0x51)  # REFERENCE §4: write 81 to take a range reading
 CMD_ADDR_UNLOCK_1 = const(0xAA)  # REFERENCE §4: 170
 CMD_ADDR_UNLOCK_2 = const(0xA5)  # REFERENCE §4: 165
 INVALID_ADDRESSES_8BIT = (0, 80, 164, 170)  # REFERENCE §4 / PD11848k p. 3
-RANGE_READY_MS = const(80)  # REFERENCE §4: data ready ~80 ms after the range command
-RING_DOWN_MS = const(100)  # REFERENCE §4: allow ~100 ms between readings
-MIN_RANGE_CM = const(20)  # REFERENCE §4: reports 20 (or 25, MB1242) .. 765 cm
-MAX_RANGE_CM = const(765)
-_TICK_MARGIN_MS = 1  # ticks_ms counts whole ms: a wait set at x.9 ms must not end early
 
 
 def address_8bit(new_address):
@@ -73,86 +69,9 @@ def address_8bit(new_address):
     return byte
 
 
-def range_cm_from_bytes(buf):
-    """Range (cm) from the two bytes read, MSB first."""
-    return (buf[0] << 8) | buf[1]
-
-
-class I2CXL:
-    """An I2CXL-MaxSonar at ``address`` (7-bit) on ``bus``, timed on ``clock``."""
-
-    def __init__(self, bus, clock, address=DEFAULT_ADDRESS):
-        self.address = check_address(address)
-        self._bus = bus
-        self._clock = clock
-        self._ready = Deadline(clock)  # until the echo of our last ping is in
-        self._ring = Deadline(clock)  # until the last ping has died away
-        self._pending = False  # a range command was sent and not yet read
-        self._buf = bytearray(2)
-
-    def start_range(self):
-        """Ping (after the 100 ms ring-down since the last one); return ms until ready (80)."""
-        self._ring.wait()
-        self._bus.writeto(self.address, bytes((CMD_RANGE,)))
-        self._pending = True
-        self._ready.set_ms(RANGE_READY_MS + _TICK_MARGIN_MS)
-        self._ring.set_ms(RING_DOWN_MS + _TICK_MARGIN_MS)
-        return RANGE_READY_MS + _TICK_MARGIN_MS
-
-    def remaining_ms(self):
-        """Ms until the range requested last is ready (0 when ready)."""
-        return self._ready.remaining_ms()
-
-    def read_range_cm(self):
-        """The range (int cm) of the last ``start_range``, after waiting for it.
-
-        Raises ``DeviceError`` if no ``start_range`` preceded it (the sensor would answer with
-        its info bytes) or the two bytes are not a range the part can report (20..765 cm).
-        """
-        if not self._pending:
-            raise DeviceError("I2CXL at 0x%02X: no range command since the last read; a read now returns "
-                              "the last range or, after power-up, two info bytes; call start_range() first"
-                              % self.address)
-        self._ready.wait()
-        self._bus.readfrom_into(self.address, self._buf)
-        self._pending = False
-        cm = range_cm_from_bytes(self._buf)
-        if cm < MIN_RANGE_CM or cm > MAX_RANGE_CM:
-            raise DeviceError("I2CXL at 0x%02X: read 0x%02X%02X (%d cm), not a range 20..765 cm: info bytes "
-                              "after a power cycle, or a corrupted transfer; range again"
-                              % (self.address, self._buf[0], self._buf[1], cm))
-        return cm
-
-    def measure_distance_cm(self, repeats=5, min_cm=MIN_RANGE_CM, max_cm=MAX_RANGE_CM - 1,
-                            air_temperature_c=None):
-        """Median of ``repeats`` pings 100 ms apart, in cm (float).
-
-        Readings outside ``min_cm``..``max_cm`` are dropped (by default the part's window less
-        765 cm, which is what it reports when no echo returns), as are reads the driver
-        refuses (``DeviceError``). With ``air_temperature_c`` the median is corrected for the
-        speed of sound. Raises ``DeviceError`` if no reading survives; ``ValueError`` for a
-        bad argument; bus errors as ``OSError``.
-        """
-        if not isinstance(repeats, int) or repeats < 1 or repeats > 25:
-            raise ValueError("repeats must be an int 1..25, got %r" % (repeats,))
-        if min_cm > max_cm:
-            raise ValueError("min_cm (%r) must not exceed max_cm (%r)" % (min_cm, max_cm))
-        good = []
-        for _ in range(repeats):
-            self.start_range()
-            try:
-                cm = self.read_range_cm()
-            except DeviceError:
-                continue
-            if min_cm <= cm <= max_cm:
-                good.append(cm)
-        if not good:
-            raise DeviceError("I2CXL at 0x%02X: none of %d readings was within %r..%r cm (no target, "
-                              "or the lid is open)" % (self.address, repeats, min_cm, max_cm))
-        d = float(median(good))
-        if air_temperature_c is not None:
-            d = correct_distance_cm(d, air_temperature_c)
-        return d
+class I2CXL(I2CXLCore):
+    """An I2CXL-MaxSonar at ``address`` (7-bit) on ``bus``, timed on ``clock``: ranging
+    (``I2CXLCore``) and the address change."""
 
     def change_address(self, new_address):
         """Move the sensor to 7-bit ``new_address`` (sends 0xAA 0xA5 new_8bit); the driver

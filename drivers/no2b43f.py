@@ -26,23 +26,15 @@ The calibration-sheet dict uses the field names of Alphasense's sheets as public
 pipelines spell them (``we_electronic_zero_mv``, ``we_sensitivity_mv_ppb``, ...), so a
 sheet transcribed from the PDF, or exported by another tool, loads as it is.
 
+The node's part (the corrections, ppb and µg/m³, ``CalibrationCore``) is
+``drivers.no2b43f_core``, re-exported here; a node imports only that (docs/benchmarks.md, heap).
+
 Runs on MicroPython and CPython.
 """
 
-# REFERENCE §3.2, NO2-B43F rows; index i is -30 + 10*i °C.
-TEMPERATURES_C = (-30, -20, -10, 0, 10, 20, 30, 40, 50)
-NT = (1.3, 1.3, 1.3, 1.3, 1.0, 0.6, 0.4, 0.2, -1.5)  # algorithm 1
-KT = (2.2, 2.2, 2.2, 2.2, 1.7, 1.0, 0.7, 0.3, -2.5)  # algorithm 2
-K1T = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.4, -0.1, -4.0)  # algorithm 3 (k'T)
-K2T = (7.0, 7.0, 7.0, 7.0, 4.0, 0.0, 0.5, 5.0, 67.0)  # algorithm 4 (k''T, mV)
-_TABLES = {1: NT, 2: KT, 3: K1T, 4: K2T}
-ALGORITHMS = (1, 2, 3, 4)
-
-# REFERENCE §3.3: µg/m³ = ppb × 12.187 × M / (273.15 + T) at 1013.25 hPa.
-M_NO2_G_MOL = 46.0055
-_UGM3_CONSTANT = 12.187
-REFERENCE_PRESSURE_HPA = 1013.25
-UK_REPORTING_TEMPERATURE_C = 20.0  # UK/EU reporting basis: 20 °C, 1013 hPa
+from drivers.no2b43f_core import (  # noqa: F401  (re-exported: the module's public names)
+    ALGORITHMS, K1T, K2T, KT, M_NO2_G_MOL, NT, REFERENCE_PRESSURE_HPA, TEMPERATURES_C, UK_REPORTING_TEMPERATURE_C,
+    CalibrationCore, _finite, no2_ppb, ppb_to_ugm3, temperature_factor, we_corrected_mv)
 
 SENSOR_TYPE = "NO2-B43F"
 # Fields this module reads, then ones it accepts and ignores (other tools' sheets).
@@ -57,54 +49,9 @@ _ZERO_SUM_TOLERANCE_MV = 1.0  # sheets print whole mV: WEe + WEo may differ from
 _SENSITIVITY_TOLERANCE = 0.02  # relative, + 0.001 mV/ppb for the sheet's 3 decimals
 
 
-def _finite(name, x):
-    """``x`` as a float, or ``ValueError`` naming ``name`` (numbers and numeric strings)."""
-    if isinstance(x, bool) or x is None:
-        raise ValueError("%s must be a number, got %r" % (name, x))
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        raise ValueError("%s must be a number, got %r" % (name, x))
-    if v - v != 0:  # NaN or infinity (portable: no math.isfinite needed)
-        raise ValueError("%s must be finite, got %r" % (name, x))
-    return v
-
-
-def temperature_factor(algorithm, temperature_c):
-    """nT (1), kT (2), k'T (3) or k''T (4, in mV) at ``temperature_c``.
-
-    Linear interpolation between the 10 °C table points; clamped to the -30 °C / 50 °C
-    values outside that range. ``ValueError`` names ``algorithm`` or ``temperature_c``.
-    """
-    table = _TABLES.get(algorithm) if not isinstance(algorithm, bool) else None
-    if table is None:
-        raise ValueError("algorithm must be 1, 2, 3 or 4, got %r" % (algorithm,))
-    t = _finite("temperature_c", temperature_c)
-    if t <= TEMPERATURES_C[0]:
-        return table[0]
-    if t >= TEMPERATURES_C[-1]:
-        return table[-1]
-    i = int((t - TEMPERATURES_C[0]) // 10)
-    if i >= len(table) - 1:
-        i = len(table) - 2
-    frac = (t - TEMPERATURES_C[i]) / 10.0
-    return table[i] + (table[i + 1] - table[i]) * frac
-
-
-class Calibration:
+class Calibration(CalibrationCore):
     """One sensor's calibration sheet, validated: offsets and zeros in mV, sensitivity in
     mV/ppb. Build it with ``Calibration.from_sheet(dict)``; ``to_sheet()`` gives it back."""
-
-    def __init__(self, we_electronic_zero_mv, we_sensor_zero_mv, ae_electronic_zero_mv,
-                 ae_sensor_zero_mv, we_sensitivity_mv_ppb, serial_number=None):
-        self.we_electronic_zero_mv = _finite("we_electronic_zero_mv", we_electronic_zero_mv)
-        self.we_sensor_zero_mv = _finite("we_sensor_zero_mv", we_sensor_zero_mv)
-        self.ae_electronic_zero_mv = _finite("ae_electronic_zero_mv", ae_electronic_zero_mv)
-        self.ae_sensor_zero_mv = _finite("ae_sensor_zero_mv", ae_sensor_zero_mv)
-        self.we_sensitivity_mv_ppb = _finite("we_sensitivity_mv_ppb", we_sensitivity_mv_ppb)
-        if self.we_sensitivity_mv_ppb == 0:
-            raise ValueError("we_sensitivity_mv_ppb must not be 0")
-        self.serial_number = serial_number
 
     @classmethod
     def from_sheet(cls, sheet):
@@ -183,52 +130,6 @@ class Calibration:
         if self.serial_number is not None:
             sheet["serial_number"] = self.serial_number
         return sheet
-
-
-def we_corrected_mv(algorithm, we_mv, ae_mv, temperature_c, cal):
-    """The temperature-corrected WE signal WEc in mV (AAN 803 algorithm 1..4).
-
-    ``we_mv``/``ae_mv``: the board's OP1/OP2 in mV; ``temperature_c``: the sensor's
-    temperature; ``cal``: a ``Calibration``. Raises ``ValueError`` naming ``algorithm``,
-    ``we_mv``, ``ae_mv``, ``temperature_c``, or ``ae_sensor_zero_mv`` (algorithm 2 divides
-    by AEo, so it cannot be used with a sheet whose AEo is 0).
-    """
-    factor = temperature_factor(algorithm, temperature_c)
-    we = _finite("we_mv", we_mv) - cal.we_electronic_zero_mv
-    ae = _finite("ae_mv", ae_mv) - cal.ae_electronic_zero_mv
-    if algorithm == 1:
-        return we - factor * ae
-    if algorithm == 2:
-        if cal.ae_sensor_zero_mv == 0:
-            raise ValueError("ae_sensor_zero_mv is 0: algorithm 2 needs WEo/AEo; use 1, 3 or 4")
-        return we - factor * (cal.we_sensor_zero_mv / cal.ae_sensor_zero_mv) * ae
-    if algorithm == 3:
-        return we - (cal.we_sensor_zero_mv - cal.ae_sensor_zero_mv) - factor * ae
-    return we - cal.we_sensor_zero_mv - factor
-
-
-def no2_ppb(algorithm, we_mv, ae_mv, temperature_c, cal):
-    """NO2 in ppb: ``we_corrected_mv(...) / cal.we_sensitivity_mv_ppb``. May be slightly
-    negative in clean air (noise, zero error): not clipped, so averages stay unbiased.
-    Raises ``ValueError`` as ``we_corrected_mv``."""
-    return we_corrected_mv(algorithm, we_mv, ae_mv, temperature_c, cal) / cal.we_sensitivity_mv_ppb
-
-
-def ppb_to_ugm3(ppb, temperature_c=UK_REPORTING_TEMPERATURE_C, pressure_hpa=REFERENCE_PRESSURE_HPA):
-    """NO2 mass concentration in µg/m³ for ``ppb`` at ``temperature_c`` and ``pressure_hpa``.
-
-    µg/m³ = ppb × 12.187 × 46.0055 / (273.15 + T) × p / 1013.25 (REFERENCE §3.3). The
-    defaults are the UK/EU reporting basis (20 °C, 1013 hPa): 1 ppb = 1.91 µg/m³. Raises
-    ``ValueError`` naming ``ppb``, ``temperature_c`` or ``pressure_hpa``.
-    """
-    p = _finite("ppb", ppb)
-    t = _finite("temperature_c", temperature_c)
-    hpa = _finite("pressure_hpa", pressure_hpa)
-    if t <= -273.15:
-        raise ValueError("temperature_c must be above absolute zero, got %r" % (temperature_c,))
-    if hpa <= 0:
-        raise ValueError("pressure_hpa must be > 0, got %r" % (pressure_hpa,))
-    return p * _UGM3_CONSTANT * M_NO2_G_MOL / (273.15 + t) * hpa / REFERENCE_PRESSURE_HPA
 
 
 def ugm3_to_ppb(ugm3, temperature_c=UK_REPORTING_TEMPERATURE_C, pressure_hpa=REFERENCE_PRESSURE_HPA):

@@ -241,6 +241,14 @@ class ATModemEmulator(RakCommands, E5Commands, RadioModel):
         nothing scheduled). Only in "follow" mode (the host's clock is the one that moves)."""
         if self.time_mode != "follow":
             raise ValueError("uart_settle needs time_mode 'follow', not %r" % (self.time_mode,))
+        return self.settle(sent, timeout_s)
+
+    def settle(self, sent, timeout_s=5.0):
+        """``uart_settle`` in either time mode, for a host in the same process (a test's
+        port): once it returns, every command among the host's first ``sent`` bytes has been
+        answered and everything due by now (in "advance" mode, everything scheduled) is in
+        the pty, however late this thread was scheduled. Waits at most ``timeout_s`` real
+        seconds for the bytes to cross the pty. Returns ``(emitted, due_us)``."""
         end = time.monotonic() + timeout_s
         while True:
             with self._lock:

@@ -64,7 +64,24 @@ link) now takes 35.5 KB on the 32-bit port where it took 42.0 KB (the same probe
 TMP117 4.4 KB where it took 11.7 KB, and the same bytes go on the wire (`tests/e2e/test_node_lorawan.py`, `tests/mpy/test_atmodem_mpy.py`). A LoRaWAN node \
 runs out while it logs or packs (`app/store.py`, `app/segment.py`), with every module loaded. What the other two \
 LoRaWAN profiles need beyond legionella-outlet is their sensors' drivers, not the link: bin-level's \
-`drivers/i2cxl.py` with `binfill.py` ~6 KB, street-no2's `drivers/ads1115.py` + `no2b43f.py` ~12.7 KB; split \
-like the TMP117's (the node's part alone), or frozen into the MicroPython image (frozen bytecode runs from flash \
-on an ESP32 and costs no heap), they would come down by about as much — not done here. \
+`drivers/i2cxl.py` with `binfill.py` ~6 KB, street-no2's `drivers/ads1115.py` + `no2b43f.py` ~12.7 KB (with what \
+they intern). Cut (2026-11-22; 32-bit port, plain bisection, same machine and run; before: bin-level 103 KB, \
+street-no2 108 KB):
+
+| step | bin-level | street-no2 |
+|---|---|---|
+| the node's part of each driver on its own, the full driver subclassing and re-exporting it: \
+`drivers/i2cxl_core.py` (`I2CXLCore`: ranging, the median, the correction) + `binfill_core.py` 5.4 → 4.7 KB; \
+`drivers/ads1115_core.py` (`ADS1115Core`: single-shot conversions; continuous mode, `decode_config`, gains and \
+volts-to-codes stay in `ads1115.py`) 6.8 → 5.8 KB; `drivers/no2b43f_core.py` (the corrections, ppb, µg/m³, \
+`CalibrationCore.from_fields`; reading and writing whole sheets stay in `no2b43f.py`, the build's) 5.8 → 3.2 KB | 101 KB | 105 KB |
+| those core modules loaded by the part's `read()` and released after it (`app/part_sonar.py`, `app/part_no2.py`), so the \
+node does not hold them while it logs and packs; the I2CXL's ring-down deadline kept by the part; `prepare` left to the driver's checks at each read | 97 KB | 98 KB |
+
+The confirmed scan (the table at the top, same run) gives bin-level 141 / 99 KB and street-no2 141 / 97 KB, \
+64-bit / 32-bit (before: 148 / 101 and 157 / 107), against legionella-outlet's 137 / 97 KB in that run: what is \
+left above it is the part's own module (~1.1 KB on 32 bits) and the extra quantities the node logs and packs, not \
+the drivers. The TMP117's core (`drivers/tmp117_core.py`, 5.6 KB on 32 bits with what it interns) is still held by \
+`app/part_tmp117.py` on all three LoRaWAN profiles; released the same way it would come off each; frozen into the MicroPython image (frozen bytecode runs from flash on an \
+ESP32 and costs no heap) the drivers and the link would cost no heap at all — not done here. \
 `tests/e2e/test_node_heap.py` runs the legionella-outlet node for 60 wakes at the ESP32-equivalent heap."""

@@ -1,7 +1,12 @@
 """The Alphasense NO2-B43F on an ADS1115 as a sampled ``Sensor``.
 
 ``app.sensors`` holds the sampler and the ``Sensor`` contract; it imports this module only
-when the configuration has this part, so the class takes no heap on other nodes."""
+when the configuration has this part, so the class takes no heap on other nodes. The node's
+parts of the drivers (``drivers.ads1115_core``, ``drivers.no2b43f_core``) are loaded for each
+read and released after it, so a node does not hold them while it logs and sends
+(docs/benchmarks.md, heap): a single-shot ADS1115 keeps nothing between conversions, and the
+calibration is the configuration's. So ``prepare`` has nothing to do (``Sensor``'s): the
+driver checks the address (``app.config`` allows only the ADS1115's four) at each read."""
 
 from drivers.errors import DriverError
 
@@ -17,22 +22,29 @@ class NO2Sensor(Sensor):
         Sensor.__init__(self, spec, bus, clock)
         self.needs = spec["temperature_sensor"]
 
-    def prepare(self):
-        from drivers.ads1115 import ADS1115
-        from drivers.no2b43f import Calibration
-
-        self.dev = ADS1115(self.bus, self.clock, self.spec["address"])
-        self.cal = Calibration.from_sheet(self.spec["calibration"])
-        return 0
-
     def read(self, ctx):
-        from drivers.no2b43f import no2_ppb, ppb_to_ugm3
-
         t = ctx.get(self.needs)
         if t is None:
             raise DriverError("no temperature from %r for the NO2 correction" % self.needs)
+        # The node's parts of the drivers. The configuration holds the sheet normalised by the
+        # build (Calibration.from_sheet) and checked by app.config: its fields as they are.
+        from drivers.ads1115_core import ADS1115Core
+        from drivers.no2b43f_core import CalibrationCore, no2_ppb, ppb_to_ugm3
+
         s = self.spec
-        we_mv = self.dev.read_single_shot_v(s["we_mux"], s["fsr_v"], s["data_rate_sps"]) * 1000.0
-        ae_mv = self.dev.read_single_shot_v(s["ae_mux"], s["fsr_v"], s["data_rate_sps"]) * 1000.0
-        ppb = no2_ppb(s["algorithm"], we_mv, ae_mv, t, self.cal)
-        return [("no2_ppb", ppb), ("no2_ugm3", ppb_to_ugm3(ppb))]
+        try:
+            dev = ADS1115Core(self.bus, self.clock, s["address"])
+            cal = CalibrationCore.from_fields(s["calibration"])
+            we_mv = dev.read_single_shot_v(s["we_mux"], s["fsr_v"], s["data_rate_sps"]) * 1000.0
+            ae_mv = dev.read_single_shot_v(s["ae_mux"], s["fsr_v"], s["data_rate_sps"]) * 1000.0
+            ppb = no2_ppb(s["algorithm"], we_mv, ae_mv, t, cal)
+            return [("no2_ppb", ppb), ("no2_ugm3", ppb_to_ugm3(ppb))]
+        finally:
+            dev = cal = ADS1115Core = CalibrationCore = no2_ppb = ppb_to_ugm3 = None
+            import drivers
+            import sys
+
+            for name in ("ads1115_core", "no2b43f_core"):  # out of sys.modules and off the package
+                sys.modules.pop("drivers." + name, None)
+                if hasattr(drivers, name):
+                    delattr(drivers, name)

@@ -25,16 +25,48 @@ def dialect(request):
     return request.param
 
 
-class Bench:
-    """An emulator, a pyserial port on its pty and a driver, on one VirtualClock."""
+class SettledPort:
+    """The serial-port contract over a pyserial port on the emulator's pty, for a driver on
+    the emulator's own VirtualClock: a read that finds nothing first lets the emulator take
+    every byte written so far and print what it has due (``ATModemEmulator.settle``), then
+    reads again. So an empty read means the modem has nothing to say by now on the virtual
+    clock, never that its thread was not scheduled yet: the driver's polls (each empty read
+    sleeps ``poll_ms`` of virtual time) move the clock the same however loaded the machine.
+    Without it, a slow emulator thread let virtual time run on between the driver's
+    duty-cycle record and the modem's own, and ran out a command's virtual timeout."""
 
-    def __init__(self, dialect, emu_kw=None, drv_kw=None):
+    def __init__(self, emu):
+        self.emu = emu
+        self.serial = serial.Serial(emu.port_path, emu.baudrate, timeout=0.005)
+        self.sent = 0
+
+    def write(self, buf):
+        n = self.serial.write(buf)
+        self.sent += n or 0
+        return n
+
+    def read(self, n):
+        data = self.serial.read(n)
+        if not data:
+            self.emu.settle(self.sent)
+            data = self.serial.read(n)
+        return data
+
+    def close(self):
+        self.serial.close()
+
+
+class Bench:
+    """An emulator, a pyserial port on its pty (settled: ``SettledPort``) and a driver, on one
+    VirtualClock."""
+
+    def __init__(self, dialect, emu_kw=None, drv_kw=None, emu_cls=ATModemEmulator):
         self.clock = VirtualClock()
         self.uplinks = []
         kw = dict(network=self.uplinks.append)
         kw.update(emu_kw or {})
-        self.emu = ATModemEmulator(dialect, self.clock, **kw).start()
-        self.port = serial.Serial(self.emu.port_path, self.emu.baudrate, timeout=0.005)
+        self.emu = emu_cls(dialect, self.clock, **kw).start()
+        self.port = SettledPort(self.emu)
         self.modem = ATModem(self.port, self.clock, dialect, **(drv_kw or {}))
 
     def close(self):
@@ -385,3 +417,37 @@ def test_unimplemented_command_names_get_the_modules_error_not_a_helper(dialect,
         port.close()
     assert refusal in reply
     assert not emu.errors
+
+
+class _LateEmulator(ATModemEmulator):
+    """An emulator whose own thread never gets to run in time (a machine loaded so heavily
+    that it is always descheduled): only a host that settles it gets an answer."""
+
+    def _run(self):
+        import time
+
+        while not self._stopping:
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("time_mode", ["advance", "follow"])
+def test_the_outcome_does_not_depend_on_when_the_emulators_thread_runs(dialect, time_mode):
+    # Under CI load the lora-e5 bench once got "AT+CLASS=A: no reply" (follow mode) and a
+    # duty-cycle refusal where the budget allowed a send: the driver's empty reads each slept
+    # poll_ms of virtual time while the emulator's thread had not yet taken the command.
+    # SettledPort settles the emulator at an empty read, so a thread that always runs late
+    # changes nothing: the same replies, uplinks and virtual times as the plain bench gives.
+    results = []
+    for cls in (ATModemEmulator, _LateEmulator):
+        b = Bench(dialect, emu_kw=dict(time_mode=time_mode), drv_kw=dict(poll_ms=100), emu_cls=cls)
+        try:
+            assert type(b.emu) is cls
+            t0 = b.clock.now_us
+            b.ready(adr=False, dr=5)
+            b.emu.queue_downlink(4, b"\x10")
+            r = b.modem.send(2, b"\x01")
+            results.append((r.status, r.downlink.payload, b.clock.now_us - t0, len(b.uplinks)))
+        finally:
+            b.close()
+    assert results[0] == results[1]
+    assert results[0][0] == SendResult.SENT and results[0][1] == b"\x10"
