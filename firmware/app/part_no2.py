@@ -10,7 +10,7 @@ driver checks the address (``app.config`` allows only the ADS1115's four) at eac
 
 from drivers.errors import DriverError
 
-from .sensors import Sensor
+from .sensors import Sensor, release_drivers
 
 
 class NO2Sensor(Sensor):
@@ -41,10 +41,4 @@ class NO2Sensor(Sensor):
             return [("no2_ppb", ppb), ("no2_ugm3", ppb_to_ugm3(ppb))]
         finally:
             dev = cal = ADS1115Core = CalibrationCore = no2_ppb = ppb_to_ugm3 = None
-            import drivers
-            import sys
-
-            for name in ("ads1115_core", "no2b43f_core"):  # out of sys.modules and off the package
-                sys.modules.pop("drivers." + name, None)
-                if hasattr(drivers, name):
-                    delattr(drivers, name)
+            release_drivers("ads1115_core", "no2b43f_core")

@@ -8,7 +8,7 @@ read and released after it, so a node does not hold it while it logs and sends
 but its 100 ms ring-down (kept here). So ``prepare`` has nothing to do (``Sensor``'s): the
 driver checks the address (``app.config`` allows only the I2CXL's) at each read."""
 
-from .sensors import Sensor
+from .sensors import Sensor, release_drivers
 
 
 class SonarSensor(Sensor):
@@ -36,10 +36,4 @@ class SonarSensor(Sensor):
             return [("distance_cm", d), ("fill_ratio", fill_ratio(d, s["empty_cm"], s["full_cm"]))]
         finally:
             dev = I2CXLCore = fill_ratio = None
-            import drivers
-            import sys
-
-            for name in ("i2cxl_core", "binfill_core"):  # out of sys.modules and off the package
-                sys.modules.pop("drivers." + name, None)
-                if hasattr(drivers, name):
-                    delattr(drivers, name)
+            release_drivers("i2cxl_core", "binfill_core")

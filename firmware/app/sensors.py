@@ -70,6 +70,20 @@ class Sensor:
         raise NotImplementedError
 
 
+def release_drivers(*names):
+    """Forget the driver modules ``drivers.<name>`` (out of ``sys.modules`` and off the
+    package), so their code is collected once nothing refers to it: a part whose driver is
+    loaded for a read does not hold it while the node logs and sends (docs/benchmarks.md,
+    heap)."""
+    import sys
+    import drivers
+
+    for name in names:
+        sys.modules.pop("drivers." + name, None)
+        if hasattr(drivers, name):
+            delattr(drivers, name)
+
+
 def part_class(part):
     """The ``Sensor`` class for a configured ``part``. Each lives in its own module
     (``part_scd4x``, ``part_tmp117``, ``part_no2``, ``part_sonar``), imported here on first
