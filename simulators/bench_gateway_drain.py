@@ -185,10 +185,15 @@ def measure(n_drain=N_DRAIN, n_big=N_BIG, big_drained=BIG_DRAINED, n_naive=N_NAI
             out["fill_s"] = fill(path, n_drain)
             naive = [run.timed("naive", n_naive, wait=False)]
             out["naive_wait"] = run.timed("naive", n_naive_wait, wait=True)
-            out["drain"] = run.timed("drain", n_drain, path=path)
+            drains = [run.timed("drain", n_drain, path=path)]
             naive.append(run.timed("naive", n_naive, wait=False))
+            os.unlink(path)
+            fill(path, n_drain)  # the same backlog again: each side gets its better of two runs
+            drains.append(run.timed("drain", n_drain, path=path))
             out["naive"] = max(naive, key=lambda r: r["rate"])  # the better run: a fair baseline
             out["naive_rates"] = [r["rate"] for r in naive]
+            out["drain"] = max(drains, key=lambda r: r["rate"])
+            out["drain_rates"] = [r["rate"] for r in drains]
             os.unlink(path)
             out["fill_big_s"] = fill(big, n_big)
             out["big_bytes"] = os.path.getsize(big)
@@ -231,9 +236,11 @@ def drain_section(m):
     ratio = d["rate"] / base["rate"]
     notes = [
         "**Goal: drain at least %.0f× the naive forwarder: %s** — %.1f× (%.0f readings/s "
-        "against %.0f); the 1,000,000-reading backlog drained in %.0f s."
+        "against %.0f); the 1,000,000-reading backlog drained in %.0f s (the better of %d "
+        "drains of the same backlog, %s readings/s, as the baseline is the better of its runs)."
         % (GOAL_RATIO, "met" if ratio >= GOAL_RATIO else "NOT met", ratio, d["rate"],
-           base["rate"], d["seconds"]),
+           base["rate"], d["seconds"], len(m.get("drain_rates", [d["rate"]])),
+           " and ".join("%.0f" % r for r in m.get("drain_rates", [d["rate"]]))),
         "Drained: from the agent's start until the forwarder had acked (deleted, with the "
         "history copy, one SQLite transaction per 0.2 s, `synchronous=FULL`) every row AND "
         "the subscriber had counted every reading; the outbox is then checked empty (%d rows "
