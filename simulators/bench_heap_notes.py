@@ -78,10 +78,12 @@ volts-to-codes stay in `ads1115.py`) 6.8 → 5.8 KB; `drivers/no2b43f_core.py` (
 | those core modules loaded by the part's `read()` and released after it (`app/part_sonar.py`, `app/part_no2.py`), so the \
 node does not hold them while it logs and packs; the I2CXL's ring-down deadline kept by the part; `prepare` left to the driver's checks at each read | 97 KB | 98 KB |
 
-The confirmed scan (the table at the top, same run) gives bin-level 141 / 99 KB and street-no2 141 / 97 KB, \
-64-bit / 32-bit (before: 148 / 101 and 157 / 107), against legionella-outlet's 137 / 97 KB in that run: what is \
-left above it is the part's own module (~1.1 KB on 32 bits) and the extra quantities the node logs and packs, not \
-the drivers. The TMP117's core (`drivers/tmp117_core.py`, 5.6 KB on 32 bits with what it interns) is still held by \
-`app/part_tmp117.py` on all three LoRaWAN profiles; released the same way it would come off each; frozen into the MicroPython image (frozen bytecode runs from flash on an \
-ESP32 and costs no heap) the drivers and the link would cost no heap at all — not done here. \
+| the TMP117's core released after each read the same way (`app/part_tmp117.py`; the conversion's deadline kept \
+by the part), on all three LoRaWAN profiles (5.6 KB on 32 bits with what it interns) | | |
+
+The confirmed scan after the drivers' cuts gave bin-level 141 / 99 KB and street-no2 141 / 97 KB, 64-bit / 32-bit \
+(before: 148 / 101 and 157 / 107), against legionella-outlet's 137 / 97 KB in that run; with the TMP117's core \
+released too, the table at the top (one run, 2026-11-22): every profile at most 140 KB here and 96 KB on 32 bits. \
+Frozen into the MicroPython image (frozen bytecode or a ROMFS partition runs from flash on an ESP32 and costs no \
+heap) the drivers and the link would cost no heap at all — not done here (it needs a custom MicroPython image). \
 `tests/e2e/test_node_heap.py` runs the legionella-outlet node for 60 wakes at the ESP32-equivalent heap."""
