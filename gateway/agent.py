@@ -31,8 +31,11 @@ forwarder, outbox.
 Arrivals with ``settled`` (LoRaWAN uplinks, which no node resends) hear what became of them
 once the batch is done: ``settled(True)`` after the commit (or when the pipeline rejected
 them), ``settled(False)`` when the outbox refused the batch; the source holds those for
-another try. A ``GAP`` arrival is a gap record a source made for uplinks it had to drop:
-stored as it is, under ``(device_id, first_epoch, seq)``.
+another try. A ``GAP`` arrival is a gap record of a device's own stream that a source made
+(no built-in source makes one): stored as it is, under ``(device_id, first_epoch, seq)``. Uplinks a
+source had to drop are not gap records of the node's: the link check hands them to the
+outbox as the gateway's own drops (``store_gaps`` → ``Outbox.mark_dropped``, reason
+``gateway_outbox`` upstream).
 
 Files: this module is the loop; ``gateway.agent_timers`` has time, timers and throttled
 logging, ``gateway.agent_view`` the snapshot, ``gateway.agent_records`` the records stored
