@@ -41,6 +41,7 @@ passes ``redact``. Runs on MicroPython and CPython.
 
 import errno
 
+from drivers import release
 from drivers.atmodem_core import (  # noqa: F401  (re-exported: the driver's public names)
     DIALECTS, EV_BUSY, EV_CONFIRMED, EV_DONE, EV_DOWNLINK, EV_DUTY_CYCLE, EV_ECHO, EV_EMPTY,
     EV_ERROR, EV_INFO, EV_JOIN_FAILED, EV_JOINED, EV_NOT_CONFIRMED, EV_NOT_JOINED, EV_OK,
@@ -74,21 +75,6 @@ def _joining(name, m, *args):
         release("drivers.atmodem_join")
         if m._d.JOIN is not None:
             release("drivers." + m._d.JOIN)
-
-
-def release(name):
-    """Forget the module ``name`` (dotted; one loaded on demand) so its code can be collected:
-    out of ``sys.modules`` and off its package. Nothing else may still refer to it."""
-    import sys
-
-    sys.modules.pop(name, None)
-    i = name.rfind(".")
-    package, short = sys.modules.get(name[:i]), name[i + 1:]
-    if package is not None:
-        try:
-            delattr(package, short)
-        except AttributeError:
-            pass
 
 
 def check_dr(dr):

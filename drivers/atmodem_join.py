@@ -4,7 +4,7 @@ module names the module that holds its ``configure`` / ``join_once`` / ``REGIONS
 dialect module itself).
 
 A node needs this only on a boot whose modem has no session; ``ATModem.configure`` / ``join``
-load it for the call and release it (``drivers.atmodem.release``), so it takes no heap while the
+load it for the call and release it (``drivers.release``), so it takes no heap while the
 node packs and sends (docs/benchmarks.md, heap). Behaviour, errors and the bytes on the wire
 are those documented on the ``ATModem`` methods. Runs on MicroPython and CPython.
 """

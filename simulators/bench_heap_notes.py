@@ -55,7 +55,7 @@ after them: the table at the top. The steps, legionella-outlet by plain bisectio
 |---|---|---|
 | before | 105 KB | 149 KB |
 | the duty-cycle and fair-use budgets and the sub-band table moved to `protocol/dutycycle.py` (the gateway's and the simulators'; `protocol.airtime` still answers for them by loading it on first use): `airtime` 8.0 → 2.0 KB | 101 KB | |
-| the modem's join-time code (`configure`, `join`, `get_dev_eui`, `set_dr`; `drivers/atmodem_join.py`, the RAK's sequences in `atmodem_rak_join.py`) loaded for the call and released after it (`drivers.atmodem.release`) | 100 KB | |
+| the modem's join-time code (`configure`, `join`, `get_dev_eui`, `set_dr`; `drivers/atmodem_join.py`, the RAK's sequences in `atmodem_rak_join.py`) loaded for the call and released after it (`drivers.release`) | 100 KB | |
 | the node's part of the TMP117 driver (`drivers/tmp117_core.py`, `TMP117Core`: identity, mode, averaging, offset, conversions) on its own; `drivers/tmp117.py` (limits, alerts, conversion cycle, soft reset, the decoded configuration) subclasses and re-exports it: 11.7 → 4.4 KB | 96 KB | |
 | `protocol.lorapack` and `protocol.airtime` imported by the link's `deliver()`, not while the node samples and logs; the link's join and backoff (`app/links/lorawan_join.py`) loaded only when the modem has no session, and released | 95 KB | 140 KB |
 

@@ -71,17 +71,12 @@ class Sensor:
 
 
 def release_drivers(*names):
-    """Forget the driver modules ``drivers.<name>`` (out of ``sys.modules`` and off the
-    package), so their code is collected once nothing refers to it: a part whose driver is
-    loaded for a read does not hold it while the node logs and sends (docs/benchmarks.md,
-    heap)."""
-    import sys
-    import drivers
+    """Forget the driver modules ``drivers.<name>`` (``drivers.release``), so a part whose
+    driver is loaded for a read does not hold it while the node logs and sends."""
+    from drivers import release
 
     for name in names:
-        sys.modules.pop("drivers." + name, None)
-        if hasattr(drivers, name):
-            delattr(drivers, name)
+        release("drivers." + name)
 
 
 def part_class(part):

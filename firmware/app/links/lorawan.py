@@ -74,7 +74,8 @@ import os
 import sys
 from binascii import hexlify
 
-from drivers.atmodem import ATModem, SendResult, release
+from drivers import release
+from drivers.atmodem import ATModem, SendResult
 from drivers.errors import DriverError
 
 # protocol.airtime and protocol.lorapack (with protocol.quantities) are imported by deliver(),
