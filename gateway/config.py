@@ -29,6 +29,8 @@ from gateway.config_types import (  # noqa: F401 (re-exported: users import them
     MAX_DELAY_S,
     MAX_HELD,
     MAX_HELD_LIMIT,
+    PUBACK_TIMEOUT_LIMIT_S,
+    PUBACK_TIMEOUT_S,
     MQTTConnection,
     SerialSource,
     ChirpStackSource,
@@ -269,7 +271,8 @@ def _upstream(root, ctx):
                             m.get("protocol", "str", "5", choices=("5", "3.1.1"),
                                   hint="MQTT 5 lets the broker refuse a publish (an ACL) with a "
                                        "reason code; under 3.1.1 Mosquitto acks it and the rows "
-                                       "would be deleted unsent"))
+                                       "would be deleted unsent"),
+                            m.get("puback_timeout_s", "int", PUBACK_TIMEOUT_S, 1, PUBACK_TIMEOUT_LIMIT_S))
         m.done()
     if lw:
         eui = (re.compile(r"[0-9a-fA-F]{16}\Z"), "16 hex digits")

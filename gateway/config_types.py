@@ -9,6 +9,9 @@ MAX_DELAY_S = 900
 # sources.chirpstack.max_held: LoRaWAN uplinks the source holds in memory while the disk is
 # full (gateway.sources.holding; about 0.5 KB each, so the bound keeps 32 MB at most)
 MAX_HELD, MAX_HELD_LIMIT = 4096, 65536
+# upstream.mqtt.puback_timeout_s: seconds the oldest publish may wait for its PUBACK (since it
+# was sent, or since the last PUBACK) before the forwarder reconnects (gateway.forward.mqtt)
+PUBACK_TIMEOUT_S, PUBACK_TIMEOUT_LIMIT_S = 60, 3600
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class MQTTUpstream:
     max_inflight: int
     readings_per_publish: int
     protocol: str = "5"  # MQTT version: "5" (default) or "3.1.1"
+    puback_timeout_s: int = PUBACK_TIMEOUT_S  # no PUBACK this long: reconnect, send again
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,8 @@ RULES = [
      "refused: wrong CA, expired certificate, clock before NTP), network, auth, refused."),
     (r"forwarder\.publish_errors", "upstream_publish_errors_total", COUNTER,
      "Publishes that failed (the rows go again)."),
+    (r"forwarder\.puback_timeouts", "upstream_puback_timeouts_total", COUNTER,
+     "Connections dropped because a publish's PUBACK did not come within puback_timeout_s."),
     (r"forwarder\.connected", "upstream_connected", GAUGE,
      "1 while the upstream connection is up (MQTT session / LoRaWAN joined)."),
     (r"forwarder\.in_flight_rows", "upstream_in_flight_rows", GAUGE,

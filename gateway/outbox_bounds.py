@@ -6,13 +6,14 @@ transaction: the delete, the counters, the gap markers (``_drop``), for the size
 bounds (``_enforce``) and after ``SQLITE_FULL`` (``_free_for_full``, inside the transaction
 that then stores the batch, so its drops roll back with a batch that still does not fit). ``Outbox`` supplies
 ``_db``, ``_delta``, ``_value``, ``_now_ms``, ``_begin``/``_commit``/``_rollback``, the
-history methods, ``_in_flight``, ``_gaps_in_flight``, ``_mem_lock`` and ``_drop_seq`` (odd
+history methods, ``_write_markers`` (``gateway.outbox_gaps``: the markers' one writer),
+``_in_flight``, ``_gaps_in_flight``, ``_mem_lock`` and ``_drop_seq`` (odd
 from a drop until its transaction ends: a ``take`` that read without the lock meanwhile
 reads again with it, so a row is never both handed out and dropped).
 """
 
 from gateway import outbox_policy as policy
-from gateway.outbox_policy import LANES, GapMarker, RowSummary
+from gateway.outbox_policy import LANES, RowSummary
 from gateway.outbox_sql import _LANE_FROM
 
 
@@ -56,17 +57,7 @@ class Bounds:
             return rows
         self._db.executemany("DELETE FROM rows WHERE id = ?", [(r.row_id,) for r in rows])
         self._count_gone(rows, reason)
-        open_markers = {}  # each device's newest marker not in flight (about one a device)
-        for g in self._db.execute("SELECT * FROM gaps ORDER BY id"):
-            if g[0] not in in_flight_gaps:
-                open_markers[g[1]] = GapMarker(*g)
-        marks = policy.mark_drops(open_markers, rows)
-        self._db.executemany("INSERT INTO gaps (device_id, first_epoch, first_seq, last_epoch, "
-                             "last_seq, dropped, alarms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             [m[1:] for m in marks if m.gap_id is None])
-        self._db.executemany("UPDATE gaps SET first_epoch = ?, first_seq = ?, last_epoch = ?, "
-                             "last_seq = ?, dropped = ?, alarms = ? WHERE id = ?",
-                             [m[2:] + (m.gap_id,) for m in marks if m.gap_id is not None])
+        self._write_markers(in_flight_gaps, policy.summarize_drops(rows))
         return rows
 
     def _enforce(self):

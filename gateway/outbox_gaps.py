@@ -10,7 +10,11 @@ sends them again). Each ``Dropped`` is counted as the outbox counts its own drop
 (``dropped_<lane>`` and ``dropped_<reason>``, ``full`` by default) and widens the device's
 open marker or opens one, in one transaction; upstream it is a ``gateway_outbox`` gap
 message with the exact count and key range (``gateway.upstream.encode_gap_markers``), never
-a node's ``node_log`` gap. ``merge_dropped`` is the pure part.
+a node's ``node_log`` gap. The pure part is ``outbox_policy.summarize_ranges`` and
+``outbox_policy.mark_drops``.
+
+``_open_markers`` and ``_write_markers`` are the one place a drop's marker is read and written:
+``mark_dropped`` here and the bounds' ``_drop`` (``gateway.outbox_bounds``) use them.
 """
 
 import sqlite3
@@ -62,21 +66,6 @@ def check_dropped(d):
     return d
 
 
-def merge_dropped(open_markers, drops):
-    """The markers to write for ``drops`` (``Dropped``): each device's open marker
-    (``open_markers``: ``{device_id: GapMarker}``, stored and not in flight) widened, or a new
-    one (``gap_id`` None); one per device, in device order. Pure."""
-    out = {}
-    for d in drops:
-        first, last = (d.first_epoch, d.first_seq), (d.last_epoch, d.last_seq)
-        m = out.get(d.device_id) or open_markers.get(d.device_id)
-        if m is None:
-            out[d.device_id] = GapMarker(None, d.device_id, *first, *last, d.dropped, d.alarms)
-        else:
-            out[d.device_id] = policy.widen(m, first, last, d.dropped, d.alarms)
-    return [out[dev] for dev in sorted(out)]
-
-
 class GapMarkers:
     def gaps(self):
         """Every stored gap marker (``GapMarker``), oldest first."""
@@ -103,6 +92,19 @@ class GapMarkers:
         out = [m for m in found if m.gap_id not in self._gaps_in_flight][:limit]
         self._gaps_in_flight.update(m.gap_id for m in out)
         return out
+
+    def _open_markers(self, in_flight):
+        """``{device_id: GapMarker}``: each device's newest stored marker whose id is not in
+        ``in_flight`` (read in the open transaction)."""
+        return {g[1]: GapMarker(*g) for g in self._db.execute(_ALL) if g[0] not in in_flight}
+
+    def _write_markers(self, in_flight, summary):
+        """In the open transaction: widen each device's open marker (not in ``in_flight``) by
+        its drops in ``summary`` (``outbox_policy.summarize_drops``' form), or open one."""
+        marks = policy.mark_drops(self._open_markers(in_flight), summary)
+        self._db.executemany(_NEW_MARKER, [m[1:] for m in marks if m.gap_id is None])
+        self._db.executemany(_WIDEN_MARKER, [m[2:] + (m.gap_id,) for m in marks
+                                             if m.gap_id is not None])
 
     def _begin_marker_change(self):
         """Open the transaction of a change to the stored markers, marked as a drop (a
@@ -153,12 +155,7 @@ class GapMarkers:
         with self._lock:
             try:
                 in_flight = self._begin_marker_change()
-                open_markers = {g[1]: GapMarker(*g) for g in self._db.execute(_ALL)
-                                if g[0] not in in_flight}  # the newest per device wins
-                marks = merge_dropped(open_markers, drops)
-                self._db.executemany(_NEW_MARKER, [m[1:] for m in marks if m.gap_id is None])
-                self._db.executemany(_WIDEN_MARKER, [m[2:] + (m.gap_id,) for m in marks
-                                                     if m.gap_id is not None])
+                self._write_markers(in_flight, policy.summarize_ranges(drops))
                 n, alarms = sum(d.dropped for d in drops), sum(d.alarms for d in drops)
                 self._delta["dropped_" + ALARM] += alarms
                 self._delta["dropped_" + ROUTINE] += n - alarms

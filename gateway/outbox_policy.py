@@ -319,28 +319,46 @@ def widen(marker, first, last, dropped, alarms):
                            alarms=marker.alarms + alarms)
 
 
+def _add_drops(out, device_id, first, last, dropped, alarms):
+    """Fold ``dropped`` (of which ``alarms``) rows of ``device_id`` with keys in
+    ``first``..``last`` into the summary ``out`` (``summarize_drops``' form)."""
+    got = out.get(device_id)
+    if got is None:
+        out[device_id] = (first, last, dropped, alarms)
+    else:
+        out[device_id] = (_key_min(got[0], first), _key_max(got[1], last),
+                          got[2] + dropped, got[3] + alarms)
+
+
 def summarize_drops(rows):
-    """``{device_id: (first_key, last_key, dropped, alarms)}`` of dropped rows, keys as
-    ``(boot_epoch, seq)``."""
+    """``{device_id: (first_key, last_key, dropped, alarms)}`` of dropped rows
+    (``RowSummary``), keys as ``(boot_epoch, seq)``."""
     out = {}
     for row in rows:
         key = (row.boot_epoch, row.seq)
-        alarm = 1 if row.lane == ALARM else 0
-        got = out.get(row.device_id)
-        if got is None:
-            out[row.device_id] = (key, key, 1, alarm)
-        else:
-            out[row.device_id] = (_key_min(got[0], key), _key_max(got[1], key),
-                                  got[2] + 1, got[3] + alarm)
+        _add_drops(out, row.device_id, key, key, 1, 1 if row.lane == ALARM else 0)
     return out
 
 
-def mark_drops(open_markers, rows):
-    """Gap markers after dropping ``rows``: each device's open marker (``open_markers``:
-    ``{device_id: GapMarker}``, the stored marker not in flight) widened, or a new one
-    (``gap_id`` None). Returns the markers to write, one per device with drops."""
+def summarize_ranges(drops):
+    """``summarize_drops``' summary of drops given as key ranges: anything with
+    ``device_id``, ``first_epoch``, ``first_seq``, ``last_epoch``, ``last_seq``, ``dropped``
+    and ``alarms`` (``gateway.outbox_gaps.Dropped``)."""
+    out = {}
+    for d in drops:
+        _add_drops(out, d.device_id, (d.first_epoch, d.first_seq), (d.last_epoch, d.last_seq),
+                   d.dropped, d.alarms)
+    return out
+
+
+def mark_drops(open_markers, summary):
+    """Gap markers after the drops of ``summary`` (``{device_id: (first_key, last_key,
+    dropped, alarms)}``, from ``summarize_drops`` or ``summarize_ranges``): each device's
+    open marker (``open_markers``: ``{device_id: GapMarker}``, the stored marker not in
+    flight) widened, or a new one (``gap_id`` None). Returns the markers to write, one per
+    device with drops, in device order."""
     out = []
-    for device_id, (first, last, dropped, alarms) in sorted(summarize_drops(rows).items()):
+    for device_id, (first, last, dropped, alarms) in sorted(summary.items()):
         marker = open_markers.get(device_id)
         if marker is None:
             out.append(GapMarker(None, device_id, first[0], first[1], last[0], last[1],

@@ -27,6 +27,11 @@ races and a stop never waits on paho. A second thread, the ``Acker``, deletes de
   ``outbox.release_all()``.
 * paho finds a dead link 2 × its keepalive after the last packet, so it gets ¾ of
   ``keepalive_s``: a half-open link is dropped within 1.5 × ``keepalive_s``.
+* A link that answers PINGREQs but PUBACKs nothing (a stalled broker, a half-open path) is
+  found by ``up.puback_timeout_s``: when the oldest publish awaiting its PUBACK has waited that
+  long since it was sent or since the last PUBACK (a deep window on a slow link still moves),
+  ``puback_timeouts`` is counted and the connection dropped; its rows are released and sent
+  again on the next connection (a fresh paho client: paho itself resends nothing).
 
 Files: this module holds the forwarding (the contract, the thread's loop, the window, take,
 publish, PUBACK → ack, clean stop, teardown); ``gateway.forward.mqtt_link`` holds the
@@ -68,7 +73,8 @@ STABLE_S = 10.0  # a connection up this long resets the backoff (a broker that a
 _FAILURE_KINDS = ("auth", "tls", "network", "refused")
 COUNTERS = ("forwarded", "publishes", "pubacks", "connects", "reconnects", "publish_errors",
             "gaps_forwarded", "unencodable", "nothing_to_send", "backoff_waits",
-            "internal_errors") + tuple("connect_failures." + k for k in _FAILURE_KINDS)
+            "internal_errors", "puback_timeouts") + tuple(
+                "connect_failures." + k for k in _FAILURE_KINDS)
 
 
 class MQTTForwarder(MQTTLink, Forwarder):
@@ -81,7 +87,7 @@ class MQTTForwarder(MQTTLink, Forwarder):
     handshake, and again for the CONNACK), ``backoff`` (a ``Backoff``), ``pen`` (IANA PEN
     for the SenML base names). Raises ``ValueError`` naming the setting for an insecure or
     unusable configuration (plaintext to a non-loopback host, verification off, a TLS file
-    that does not load): it fails closed."""
+    that does not load, a ``puback_timeout_s`` that is not seconds > 0): it fails closed."""
 
     name = "mqtt"
 
@@ -101,6 +107,10 @@ class MQTTForwarder(MQTTLink, Forwarder):
         self.site_id, self.gateway_id, self.clock = site_id, gateway_id, clock
         self.protocol, self.max_publish_bytes, self.pen = protocol, max_publish_bytes, pen
         self.connect_timeout_s = float(connect_timeout_s)
+        t = up.puback_timeout_s
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < float("inf"):
+            raise ValueError("upstream.mqtt.puback_timeout_s must be seconds > 0, got %r" % (t,))
+        self.puback_timeout_s = float(t)
         self.status_topic = upstream.status_topic(site_id, gateway_id)
         if up.mqtt.tls:
             self._tls_context()  # a CA or key file that does not load fails here, at start
@@ -180,6 +190,8 @@ class MQTTForwarder(MQTTLink, Forwarder):
         self._ready = deque()  # encoded messages waiting for room in the window
         self._pubacks = []  # (mid, reason code) from on_publish, settled after each step
         self._status_mids = set()
+        self._sent_at = {}  # mid -> time.monotonic() it was published, oldest first
+        self._last_puback = 0.0  # time.monotonic() of this connection's last PUBACK
         self._window = self.up.max_inflight
         self._connack = None  # None: waiting; else the CONNACK's ReasonCode
         self._broken = None  # why this connection must be dropped
@@ -233,10 +245,13 @@ class MQTTForwarder(MQTTLink, Forwarder):
                 self._backoff.reset()
                 stable_at = None
             self._settle()
+            if self._puback_overdue():  # checked right after a step read the socket
+                break
             self._fill(client)
             self._settle()
             busy = (self._ready or self._more and self._can_take()) and self._room() > 0
-            self._step(client, 0.0 if busy or self._pubacks else IDLE_WAIT_S)
+            wait = 0.0 if busy or self._pubacks else IDLE_WAIT_S
+            self._step(client, min(wait, max(0.0, self._puback_left_s())))
         self._settle(force=True)
         self._set_status(False, "disconnected", "%s: %s" % (where, self._broken or "closed"))
         log.warning("MQTT link to %s ended: %s", where, self._broken or "closed")
@@ -245,6 +260,7 @@ class MQTTForwarder(MQTTLink, Forwarder):
         info = client.publish(self.status_topic, payload, qos=1, retain=True)
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
             self._status_mids.add(info.mid)
+            self._await_puback(info.mid)
 
     def _room(self):
         """Publishes the window has room for (status messages count: the broker's Receive
@@ -275,6 +291,7 @@ class MQTTForwarder(MQTTLink, Forwarder):
                 self._broken = "publish to %s failed: %s" % (msg.topic, mqtt.error_string(info.rc))
                 return
             self._flight.sent(info.mid, msg)
+            self._await_puback(info.mid)
             self._count("publishes")
 
     def _can_take(self):
@@ -299,6 +316,7 @@ class MQTTForwarder(MQTTLink, Forwarder):
         acks, self._pubacks = self._pubacks, []
         refused, confirmed = [], 0
         for mid, rc in acks:
+            self._got_puback(mid)
             if mid in self._status_mids:
                 self._status_mids.discard(mid)
                 if rc.is_failure:

@@ -5,13 +5,13 @@ taking rows, publishing, PUBACK -> ``outbox.ack``, a clean stop); this module ho
 under it: the TLS context, the paho client factory (persistent session, last will, window
 limits), ``_connect`` (TCP + TLS + CONNACK, each failure counted by reason), the network
 step (``select`` on the socket and the wake-up pair, then paho's ``loop_read``/
-``loop_write``/``loop_misc``), the backoff sleep, and paho's callbacks (which run in the
-forwarder's thread, inside ``_step``).
+``loop_write``/``loop_misc``), the PUBACK timeout (``_puback_overdue``), the backoff sleep,
+and paho's callbacks (which run in the forwarder's thread, inside ``_step``).
 
 The mixin uses the forwarder's attributes (``up``, ``protocol``, ``connect_timeout_s``,
 ``status_topic``, ``site_id``, ``gateway_id``, ``_password``, ``_stopping``, ``_wake_r``,
-``_lock``, ``_counts``, the per-connection state of ``_reset_link``) and its ``_count``,
-``_set_status`` and ``_reset_link``.
+``puback_timeout_s``, ``_lock``, ``_counts``, the per-connection state of ``_reset_link``) and
+its ``_count``, ``_set_status`` and ``_reset_link``.
 """
 
 import logging
@@ -197,6 +197,38 @@ class MQTTLink:
             client.loop_write()
         if client.socket() is not None:
             client.loop_misc()
+
+    # -- the PUBACK timeout ---------------------------------------------------------------------
+    def _await_puback(self, mid):
+        """Publish ``mid`` (data or status) was handed to paho: it awaits its PUBACK."""
+        self._sent_at[mid] = time.monotonic()
+
+    def _got_puback(self, mid):
+        """``mid``'s PUBACK came (whatever its reason code): the link moves."""
+        if self._sent_at.pop(mid, None) is not None:
+            self._last_puback = time.monotonic()
+
+    def _puback_left_s(self):
+        """Seconds (<= 0: overdue; infinite: none awaited) until the oldest publish awaiting
+        its PUBACK has waited ``puback_timeout_s`` since it was sent or since the last PUBACK,
+        whichever came later. A broker PUBACKs in order (MQTT §4.6), so on a slow link with a
+        deep window each PUBACK restarts the wait of the next: only a stall times out."""
+        if not self._sent_at:
+            return float("inf")
+        sent = next(iter(self._sent_at.values()))
+        return max(sent, self._last_puback) + self.puback_timeout_s - time.monotonic()
+
+    def _puback_overdue(self):
+        """True (counted as ``puback_timeouts``; the connection is then dropped and its rows
+        released, to go again on the next) when the oldest PUBACK is overdue."""
+        if self._puback_left_s() > 0:
+            return False
+        mid = next(iter(self._sent_at))
+        self._count("puback_timeouts")
+        self._broken = self._broken or (
+            "no PUBACK for message %d within %g s (a stalled broker or a half-open link); "
+            "its rows go again on the next connection" % (mid, self.puback_timeout_s))
+        return True
 
     # -- paho callbacks (in this thread) --------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties):

@@ -1,6 +1,9 @@
 """MQTTForwarder's fail-closed construction and the in-flight bookkeeping (no broker needed;
 tests/sim/test_forward_mqtt.py runs it against a real Mosquitto)."""
 
+import dataclasses
+import time
+
 import pytest
 
 from gateway.clock import SystemClock
@@ -85,3 +88,27 @@ def test_a_refused_message_leaves_its_rows_unfinished_until_cleared():
     assert f.take_done() == ([1], [])  # row 2 is never done: the forwarder releases it
     f.clear()
     assert len(f) == 0 and f.refs == {} and f.take_done() == ([], [])
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), "60", True, None])
+def test_a_bad_puback_timeout_is_refused_naming_the_key(bad):
+    with pytest.raises(ValueError, match="upstream.mqtt.puback_timeout_s"):
+        make(dataclasses.replace(up(), puback_timeout_s=bad))
+
+
+def test_the_puback_wait_runs_from_the_later_of_the_send_and_the_last_puback():
+    fw = make(dataclasses.replace(up(), puback_timeout_s=60))
+    try:
+        assert fw._puback_left_s() == float("inf") and not fw._puback_overdue()  # none awaited
+        now = time.monotonic()
+        fw._sent_at.update({7: now - 100, 8: now - 1})  # 7: sent 100 s ago, the oldest
+        fw._last_puback = now  # ... but a PUBACK just came: the window moves, no stall
+        assert fw._puback_left_s() > 30 and not fw._puback_overdue()
+        fw._got_puback(7)  # in order: 8 is the oldest now, sent 1 s ago
+        assert fw._puback_left_s() > 30
+        fw._last_puback = 0.0
+        fw._sent_at[8] = now - 100  # no PUBACK for 100 s: overdue, counted once, link broken
+        assert fw._puback_overdue() and "no PUBACK for message 8" in fw._broken
+        assert fw.counters()["puback_timeouts"] == 1
+    finally:
+        assert fw.stop()

@@ -211,6 +211,10 @@ CASES = [
     ("unknown time zone", _set(("site", "timezone"), "Europe/Lundon"), "site.timezone", "not a time zone"),
     ("time zone as a path", _set(("site", "timezone"), "../../etc/passwd"), "site.timezone", "IANA name"),
     ("time zone not a zone file", _set(("site", "timezone"), "zone.tab"), "site.timezone", "not a time zone"),
+    ("puback timeout zero", _set(("upstream", "mqtt", "puback_timeout_s"), 0), "upstream.mqtt.puback_timeout_s",
+     "1..3600"),
+    ("puback timeout text", _set(("upstream", "mqtt", "puback_timeout_s"), "60"),
+     "upstream.mqtt.puback_timeout_s", "must be an integer"),
     ("chirpstack fport", _set(("sources", "chirpstack"), {"host": "127.0.0.1", "tls": False, "username": "gw",
                                                          "password_file": "p", "f_port": 224}),
      "sources.chirpstack.f_port", "1..223"),
@@ -478,3 +482,10 @@ def test_mqtt_protocol_and_history_bounds_defaults_and_checks(tmp_path):
     with pytest.raises(ConfigError) as e:
         load(tmp_path, d)
     assert e.value.key == "outbox.history_max_bytes"
+
+
+def test_the_puback_timeout_defaults_to_60_s_and_is_read(tmp_path):
+    d = base()
+    assert load(tmp_path, d).upstream_mqtt.puback_timeout_s == 60
+    d["upstream"]["mqtt"]["puback_timeout_s"] = 15
+    assert load(tmp_path, d).upstream_mqtt.puback_timeout_s == 15

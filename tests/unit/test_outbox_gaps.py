@@ -1,4 +1,5 @@
-"""Gateway-made gap markers (gateway/outbox_gaps.py: ``Outbox.mark_dropped``, ``merge_dropped``):
+"""Gateway-made gap markers (gateway/outbox_gaps.py: ``Outbox.mark_dropped``; its pure part
+``outbox_policy.summarize_ranges`` + ``mark_drops``):
 records the gateway dropped before storing them (LoRaWAN uplinks held past the ChirpStack
 source's bound while the disk was full) are counted as the outbox's own drops and covered by
 the device's gap marker, which goes upstream as a ``gateway_outbox`` gap message with the
@@ -11,7 +12,7 @@ import pytest
 
 from gateway import outbox_policy as policy
 from gateway.outbox import Outbox, OutboxFull, OutboxRecord
-from gateway.outbox_gaps import Dropped, merge_dropped
+from gateway.outbox_gaps import Dropped
 from gateway.outbox_policy import ALARM, ROUTINE, GapMarker
 from gateway.upstream import GAPS, GATEWAY_OUTBOX, encode_gap_markers
 from simulators.clock import VirtualClock
@@ -106,8 +107,9 @@ def test_a_bad_drop_is_a_value_error_naming_it_and_nothing_is_marked(ob, drop, s
     assert ob.mark_dropped([]) == 0
 
 
-def test_merge_dropped_is_one_marker_a_device_in_device_order():
+def test_dropped_ranges_make_one_marker_a_device_in_device_order():
     open_b = GapMarker(7, "b", 1, 5, 1, 6, 2, 1)
-    got = merge_dropped({"b": open_b}, [Dropped("c", 2, 3, 2, 4, 2), Dropped("b", 1, 0, 1, 1, 2),
-                                        Dropped("c", 1, 9, 1, 9, 1, 1)])
+    drops = [Dropped("c", 2, 3, 2, 4, 2), Dropped("b", 1, 0, 1, 1, 2),
+             Dropped("c", 1, 9, 1, 9, 1, 1)]
+    got = policy.mark_drops({"b": open_b}, policy.summarize_ranges(drops))
     assert got == [GapMarker(7, "b", 1, 0, 1, 6, 4, 1), GapMarker(None, "c", 1, 9, 2, 4, 3, 1)]

@@ -120,14 +120,26 @@ def test_summarize_drops_gives_key_range_count_and_alarms_per_device():
 
 def test_mark_drops_opens_a_marker_per_device():
     rows = [row(1, device="a", seq=5), row(2, device="a", seq=6), row(3, ALARM, device="b", seq=1)]
-    assert p.mark_drops({}, rows) == [GapMarker(None, "a", 1, 5, 1, 6, 2, 0),
-                                      GapMarker(None, "b", 1, 1, 1, 1, 1, 1)]
+    assert p.mark_drops({}, p.summarize_drops(rows)) == [
+        GapMarker(None, "a", 1, 5, 1, 6, 2, 0), GapMarker(None, "b", 1, 1, 1, 1, 1, 1)]
 
 
 def test_mark_drops_widens_the_open_marker_across_epochs():
     open_a = GapMarker(4, "a", 1, 5, 1, 6, 2, 0)
     rows = [row(9, device="a", epoch=2, seq=0), row(10, ALARM, device="a", epoch=1, seq=8)]
-    assert p.mark_drops({"a": open_a}, rows) == [GapMarker(4, "a", 1, 5, 2, 0, 4, 1)]
+    assert p.mark_drops({"a": open_a}, p.summarize_drops(rows)) == [
+        GapMarker(4, "a", 1, 5, 2, 0, 4, 1)]
+
+
+def test_summarize_ranges_folds_ranges_per_device_as_summarize_drops_folds_rows():
+    rows = [row(1, device="b", epoch=2, seq=7), row(2, device="a", epoch=1, seq=900),
+            row(3, ALARM, device="a", epoch=2, seq=3), row(4, device="a", epoch=1, seq=901)]
+    ranges = [GapMarker(None, r.device_id, r.boot_epoch, r.seq, r.boot_epoch, r.seq, 1,
+                        int(r.lane == ALARM)) for r in rows]
+    assert p.summarize_ranges(ranges) == p.summarize_drops(rows)
+    assert p.summarize_ranges([GapMarker(None, "a", 1, 5, 1, 9, 3, 1),
+                               GapMarker(None, "a", 1, 2, 1, 4, 2, 0)]) == {
+        "a": ((1, 2), (1, 9), 5, 1)}
 
 
 def test_widen_keeps_the_earliest_first_key():
