@@ -15,10 +15,12 @@ tail is counted once at open and the next append starts a new segment (never aft
 ``limit``). ``ack_through`` accepts only a key handed out by ``pending`` in this process that
 names an epoch among the records it acks; it saves the pointer, then deletes segments holding
 only acked records (an open finishes a cut trim). The bound drops the oldest segments whole;
-unacked records in them are counted exactly in a gap record (its own seq), into which a
-dropped gap record is merged. Drop order: save the intent (totals, the gap's key and
-content) → delete → append the gap with the new records → clear the intent; an open that
-finds an intent finishes it, writing the gap only if the log does not already hold it.
+the unacked keys in them are counted exactly in a gap record (its own seq), into which a
+dropped gap record is merged: its count added and its own key counted, so the ``dropped``
+of the gap records that remain is every key lost. Drop order: save the intent (totals, the
+gap's key and content) → delete → append the gap with the new records → clear the intent;
+an open that finds an intent finishes it, writing the gap only if the log does not already
+hold it.
 """
 
 import json
@@ -141,7 +143,8 @@ class RecordLog:
     def stats(self):
         """A dict: ``bytes`` (segments' total size), ``max_bytes``, ``segments``,
         ``segment_bytes``, ``acked`` (ack pointer ``[epoch, seq]`` or None), ``pending``,
-        ``dropped`` (records lost to the bound), ``gaps`` (gap records written), ``torn``,
+        ``dropped`` (unacked records lost to the bound, of every kind: a gap record merged
+        into a later one counts), ``gaps`` (gap records written), ``torn``,
         ``acks_rejected``, ``acks_stale``, ``meta_faults``."""
         return {"bytes": self._bytes, "max_bytes": self._max, "segments": len(self._segs),
                 "segment_bytes": self._seg_bytes,
@@ -260,12 +263,12 @@ class RecordLog:
             prev = e[0]
         if drop is not None:
             if gap is not None:
-                self._dropped += drop[5]
+                self._dropped += drop[1]
                 self._gaps += 1
                 try:
                     self._save_meta(gap)
                 except OSError:
-                    self._dropped -= drop[5]
+                    self._dropped -= drop[1]
                     self._gaps -= 1
                     raise
             self._remove_through(drop[0], drop[1])
@@ -323,7 +326,8 @@ class RecordLog:
         t = None
         if self._clock is not None and self._clock.wall_trusted():
             t = int(self._clock.wall_s())
-        return {"th": drop[0], "n": drop[4], "f": list(drop[2]), "l": list(drop[3]),
+        # n, keys lost: records with merged gaps' counts (drop[4]), their own keys (drop[1] - drop[5])
+        return {"th": drop[0], "n": drop[4] + drop[1] - drop[5], "f": list(drop[2]), "l": list(drop[3]),
                 "k": list(gap_key), "t": t}
 
     def _finish_drop(self, gap):

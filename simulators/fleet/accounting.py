@@ -25,9 +25,12 @@ Each produced key falls in exactly one category, in this order of precedence:
   the holes are compared with the gap messages' ``dropped`` counts; a message contained in
   a later one of the same device and reason with at least its count (a marker re-sent
   after widening, or a copy) is not counted twice; a node's gap records (``node_log``) go by
-  their own key (one spanning older ones merged their counts: a drop of its own, not a copy);
-  a gap record still on a node's flash at the end (``held_node[device]["gaps"]``) counts as
-  a gap message too (its key once, whether or not a copy also arrived).
+  their own key: their ``dropped`` counts every key the log lost, a gap record merged into a
+  later one included (firmware/app/store.py), so one spanning older ones is a drop of its
+  own, not a copy; a gap record still on a node's flash at the end
+  (``held_node[device]["gaps"]``) counts as a gap message too (its key once, whether or not
+  a copy also arrived). A record the node sent but dropped before its ack came is counted by
+  the node yet arrived: a mismatch (reported above the holes), shown, never hidden.
   Holes that differ from the reported counts: ``gaps.mismatches`` (``drops_match_gap_reports``);
 * ``lost``: none of these (``lost = produced - delivered - dropped - held``; must be 0).
 

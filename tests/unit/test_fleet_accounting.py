@@ -163,20 +163,44 @@ def test_a_widened_marker_supersedes_the_one_sent_before_it():
 
 
 def test_node_log_gap_records_count_by_their_own_key_even_when_one_spans_another():
-    """A node log that dropped an older gap record merged its count into the new one, whose
-    range then spans the other, still separate, gap record (firmware/app/store.py): both are
-    drops; a copy of the same gap record (same key) counts once."""
+    """Two node log gap records whose ranges overlap but neither holds the other's key are
+    separate drops (firmware/app/store.py: a merged range may overlap a newer gap's); a copy
+    of the same gap record (same key) counts once."""
     arrived = [copy_of("a", 1, s) for s in (0, 9, 10, 12)]
     older = dict(gap("a", 1, 4, 1, 6, 3, reason="node_log"), key=["a", 1, 10])
-    merged = dict(gap("a", 1, 1, 1, 8, 5, reason="node_log"), key=["a", 1, 11])  # 1-3, 7-8
-    acc = account(make_run([node("a")], arrived, [older, merged, dict(merged)], held_node={
+    wider = dict(gap("a", 1, 1, 1, 8, 5, reason="node_log"), key=["a", 1, 11])  # 1-3, 7-8
+    acc = account(make_run([node("a")], arrived, [older, wider, dict(wider)], held_node={
         "a": {"mount": "ok", "state": {"boot_epoch": 1, "next_seq": 13}, "keys": [[1, 11, "gap"]]}}))
     assert acc["devices"]["a"]["records"]["dropped"] == 8
     assert acc["gaps"]["reported_by_reason"] == {"node_log": 8} and acc["gaps"]["mismatches"] == []
-    broken = dict(merged, dropped=4)  # a count one short is a mismatch, not hidden
+    broken = dict(wider, dropped=4)  # a count one short is a mismatch, not hidden
     acc = account(make_run([node("a")], arrived, [older, broken], held_node={
         "a": {"mount": "ok", "state": {"boot_epoch": 1, "next_seq": 13}, "keys": [[1, 11, "gap"]]}}))
     assert acc["gaps"]["mismatches"] == [{"device": "a", "holes": 8, "reported": 7}]
+
+
+def test_a_gap_record_merged_into_a_later_one_is_a_hole_its_count_explains():
+    """The node's log dropped readings 1-3 into gap record A (key 10), then 4-9, A and 11 into
+    gap record B (key 12). B's count is every key lost (firmware/app/store.py): A's 3, A's own
+    key and 4-9, 11, so the holes (1-11) are exactly what B reports."""
+    arrived = [copy_of("a", 1, s) for s in (0, 13)] + [copy_of("a", 1, 12, kind="gap")]
+    b = dict(gap("a", 1, 1, 1, 11, 11, reason="node_log"), key=["a", 1, 12])
+    for gaps, held_gaps in (([b], []), ([b, dict(b)], [b]), ([], [b])):  # arrived / held / both
+        held = {"a": {"mount": "ok", "state": {"boot_epoch": 1, "next_seq": 64},
+                      "keys": [] if gaps else [[1, 12, "gap"]], "gaps": held_gaps}}
+        acc = account(make_run([node("a")], arrived if gaps else arrived[:2], gaps, held_node=held))
+        assert acc["devices"]["a"]["records"]["dropped"] == 11
+        assert acc["gaps"]["reported_by_reason"] == {"node_log": 11}
+        assert acc["gaps"]["mismatches"] == [] and acc["verdict"]["ok"] is True
+    # a log that left the merged record's own key out of its count is one short: shown
+    acc = account(make_run([node("a")], arrived, [dict(b, dropped=10)]))
+    assert acc["gaps"]["mismatches"] == [{"device": "a", "holes": 11, "reported": 10}]
+    # A had been sent before it was dropped (its ack never came) and arrived: the node counted
+    # a key that arrived, which shows as a mismatch rather than hiding anything
+    a = dict(gap("a", 1, 1, 1, 3, 3, reason="node_log"), key=["a", 1, 10])
+    acc = account(make_run([node("a")], arrived + [copy_of("a", 1, 10, kind="gap")], [a, b]))
+    assert acc["devices"]["a"]["records"]["dropped"] == 10
+    assert acc["gaps"]["mismatches"] == [{"device": "a", "holes": 10, "reported": 14}]
 
 
 def test_a_gap_record_still_on_the_node_makes_its_range_dropped_not_lost():

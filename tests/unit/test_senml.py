@@ -469,3 +469,39 @@ def test_a_gap_from_the_real_flash_log_round_trips_unchanged(tmp_path):
     assert (dropped["first_epoch"], dropped["first_seq"], dropped["last_epoch"],
             dropped["last_seq"]) == (1, 0, 2, gap["last_seq"])
     assert decode_pack(cbor2.loads(encode_pack(DEV, epoch, [gap])))["records"] == [gap]
+
+
+def test_a_merged_gap_from_the_real_flash_log_keeps_its_exact_count_on_both_uplinks(tmp_path):
+    """A node that stays awake with its link down long enough that its log drops its own gap
+    records (firmware/app/store.py merges them into the next): the last gap's ``dropped``
+    counts every key that will never arrive, merged gap records' keys included, and comes
+    back unchanged from SenML-CBOR and from the LoRaWAN pack."""
+    from firmware.app.state import NodeState
+    from firmware.app.store import RecordLog
+    from protocol.lorapack import pack
+    from protocol.lorapack_decode import unpack
+
+    st = NodeState(str(tmp_path))
+    log = RecordLog(str(tmp_path), 2048, clock=_TrustedClock(), state=st, segment_bytes=512)
+    epoch = st.boot("power_on", log.max_epoch())
+    i = 0
+    while log.stats()["gaps"] < 10:  # 4 segments: older gap records are dropped in turn
+        log.append({"t": T0 + 60 * i, "values": [["co2_ppm", 400 + i % 50, "ok"]]})
+        i += 1
+    records = [r for _, r in log.pending(1000, mark_sent=False)]
+    gaps = [r for r in records if r.get("kind") == "gap"]
+    held = {r["seq"] for r in records}
+    missing = [q for q in range(records[-1]["seq"]) if q not in held]
+    assert log.stats()["gaps"] > len(gaps)  # some gap records were merged into later ones
+    assert sum(g["dropped"] for g in gaps) == len(missing) == log.stats()["dropped"]
+    assert len(missing) > i - (len(records) - len(gaps))  # more keys than readings lost
+    _, _, decoded = roundtrip(records, epoch=epoch)
+    assert decoded["records"] == records
+    out, n = [], 0
+    while n < len(records):
+        payload, taken = pack(records[n:], 222, epoch)
+        got_epoch, got = unpack(payload)
+        assert got_epoch == epoch
+        out.extend(got)
+        n += taken
+    assert [r for r in out if r.get("kind") == "gap"] == gaps

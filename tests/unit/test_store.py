@@ -252,27 +252,36 @@ def test_acked_records_dropped_by_the_bound_are_not_counted(tmp_path):
 
 
 def test_a_week_offline_keeps_the_bound_and_an_exact_count(tmp_path):
-    """Gap records that are themselves dropped are merged into the next: one exact account."""
+    """Gap records that are themselves dropped are merged into the next, their own keys
+    counted too: the ``dropped`` of the gap records left is exactly every key that will never
+    be delivered (readings and merged gap records alike), and the log's own count agrees."""
     st, log = open_node(tmp_path, max_bytes=3000, segment_bytes=600)
-    total = 0
+    data_keys = []
     for boot in range(20):  # a deep-sleep node: every wake is a new epoch
         for i in range(15):
-            log.append(reading(i))
-            total += 1
+            data_keys.append((st.boot_epoch, log.append(reading(i))))
             assert log.stats()["bytes"] <= 3000
         st, log = open_node(tmp_path, max_bytes=3000, segment_bytes=600)
+    # every seq of an epoch up to its last reading was handed out (a gap takes its seq before
+    # the records of its write): those not held are the keys upstream will never see
+    last = {}
+    for e, q in data_keys:
+        last[e] = max(last.get(e, 0), q)
+    produced = [(e, q) for e in sorted(last) for q in range(last[e] + 1)]
     held = all_pending(log)
-    data = [k for k, (_, r) in zip(keys(held), held) if r.get("kind") is None]
+    held_keys = set(keys(held))
+    missing = [k for k in produced if k not in held_keys]
     gaps = [r for _, r in held if r.get("kind") == "gap"]
-    assert gaps and log.stats()["gaps"] > len(gaps)  # earlier gaps were merged
-    assert sum(g["dropped"] for g in gaps) == total - len(data) == log.stats()["dropped"]
-    # the ranges cover every lost key back to the first record (a merged gap's range may
-    # overlap a newer gap's: the counts never double)
-    lost = total - len(data)
-    assert min((g["first_epoch"], g["first_seq"]) for g in gaps) == (1, 0)
-    assert max((g["last_epoch"], g["last_seq"]) for g in gaps) < data[0]
-    assert lost > 0
-    assert keys(held) == sorted(set(keys(held)))
+    merged = [k for k in missing if k not in set(data_keys)]  # gap records merged away
+    assert gaps and len(merged) == log.stats()["gaps"] - len(gaps) > 0
+    assert sum(g["dropped"] for g in gaps) == len(missing) == log.stats()["dropped"]
+    assert len(missing) == len(data_keys) - (len(held) - len(gaps)) + len(merged)
+    # the ranges cover exactly the missing keys, back to the first record (a merged gap's
+    # range may overlap a newer gap's: the counts never double)
+    ranges = [((g["first_epoch"], g["first_seq"]), (g["last_epoch"], g["last_seq"])) for g in gaps]
+    assert [k for k in produced if any(lo <= k <= hi for lo, hi in ranges)] == missing
+    assert min(lo for lo, _ in ranges) == (1, 0)
+    assert keys(held) == sorted(held_keys)
     # everything still held is delivered in order when the link returns
     got = log.pending(1000)
     assert log.ack_through(*keys(got)[-1]) == len(held)
@@ -367,6 +376,42 @@ def test_cut_after_the_drop_intent_is_finished_at_the_next_open(tmp_path, monkey
     assert log.stats()["bytes"] <= 2048
     st, log = open_node(tmp_path, max_bytes=2048, segment_bytes=512)
     assert len([r for _, r in all_pending(log) if r.get("kind") == "gap"]) == 1  # not redone
+
+
+def test_cut_in_a_drop_that_merges_a_gap_ends_as_the_uncut_drop(tmp_path, monkeypatch):
+    """The drop intent carries the merged gap record's key in its count: a cut after the
+    intent, finished at the next open, leaves what the same drop without a cut leaves."""
+    for d in ("ref", "cut"):
+        (tmp_path / d).mkdir()
+    ref_st, ref = open_node(tmp_path / "ref", max_bytes=2048, segment_bytes=512)
+    merging = None
+    for i in range(400):
+        gaps_before = ref.stats()["gaps"]
+        held_gaps = sum(1 for _, r in all_pending(ref) if r.get("kind") == "gap")
+        ref.append(reading(i))
+        now_held = sum(1 for _, r in all_pending(ref) if r.get("kind") == "gap")
+        if ref.stats()["gaps"] > gaps_before and now_held == held_gaps:  # one gap merged away
+            merging = i
+            break
+    assert merging is not None
+    held = set(keys(all_pending(ref)))
+    missing = [(1, q) for q in range(max(held)[1]) if (1, q) not in held]  # one epoch
+    assert sum(r["dropped"] for _, r in all_pending(ref) if r.get("kind") == "gap") == len(missing)
+    st, log = open_node(tmp_path / "cut", max_bytes=2048, segment_bytes=512)
+    for i in range(merging):
+        log.append(reading(i))
+    monkeypatch.setattr(store_mod.os, "remove", _power_cut)  # the cut lands after the intent
+    with pytest.raises(OSError):
+        log.append(reading(merging))
+    monkeypatch.undo()
+    st, log = open_node(tmp_path / "cut", max_bytes=2048, segment_bytes=512, boot=None)
+    want, got = all_pending(ref), all_pending(log)
+    gap = [r for _, r in got if r.get("kind") == "gap"][-1]
+    assert gap == [r for _, r in want if r.get("kind") == "gap"][-1]
+    assert log.stats()["dropped"] == ref.stats()["dropped"] == sum(
+        r["dropped"] for _, r in got if r.get("kind") == "gap")
+    # the cut append's reading was never logged; everything else is as in the uncut run
+    assert got == [p for p in want if p[1]["seq"] != want[-1][1]["seq"]]
 
 
 def test_cut_before_the_intent_is_cleared_writes_no_second_gap(tmp_path, monkeypatch):
