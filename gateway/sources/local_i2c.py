@@ -233,11 +233,11 @@ class LocalI2CSource(Source):
 
     def _lose(self, epoch, rec):
         """Count a dropped pending record into the gap record still to be written."""
-        if rec.get("kind") == "gap":  # an older gap merges into the new one
-            n, first = rec["dropped"], (rec.get("first_epoch", epoch), rec["first_seq"])
+        if rec.get("kind") == "gap":  # an older gap merges into the new one, its own key lost too
+            n, first = rec["dropped"] + 1, (rec.get("first_epoch", epoch), rec["first_seq"])
         else:
             n, first = 1, (epoch, rec["seq"])
-            self._counters.inc("dropped")
+        self._counters.inc("dropped")  # keys that never arrive: readings, status and merged gaps
         last = (epoch, rec["seq"])
         if self._lost is not None:
             n, first, last = self._lost[0] + n, min(self._lost[1], first), max(self._lost[2], last)
