@@ -10,10 +10,13 @@ Writing the Config register with OS=1 while the device is powered down starts on
 conversion: the device powers up (~25 µs, TI SBAS444 §9.4.2.1), reads OS as 0 while it
 converts for 1/DR, stores the result in the Conversion register and powers down again
 (OS reads 1). The Conversion register keeps the previous result until then, so reading it
-early silently gives an old value: ``read_single_shot_v`` therefore polls the OS bit before
+early silently gives an old value: ``read_single_shot_v`` therefore checks the OS bit before
 reading. The internal oscillator may run up to 10 % slow (SBAS444 electrical
-characteristics, "data rate variation ±10 %"), so the driver first waits the nominal
-1/DR and then polls a bounded number of times.
+characteristics, "data rate variation ±10 %"), so the driver waits once for the slowest
+chip in spec (``single_shot_ms``: 1/(0.9 DR) plus the wake-up, 140 ms at 8 SPS), reads Config
+where the Config write left the pointer, and polls (bounded) only a chip still converting:
+a conversion is four bus transactions (write Config; read Config; write the pointer; read
+the result).
 
 A conversion that never finishes (OS stays 0 after the poll budget), or a Config register
 that does not read back as written (the device was reset mid-conversion, or it is not an
@@ -31,7 +34,7 @@ Runs on MicroPython and CPython.
 from drivers.ads1115_core import (  # noqa: F401  (re-exported: the driver's public names)
     ADDRESSES, CONFIG_RESET, DATA_RATES_SPS, FSR_V, HI_THRESH_RESET, LO_THRESH_RESET, MUX_NAMES, WAKE_US,
     ADS1115Core, _is_number, config_word, conversion_time_ms, data_rate_of_config, dr_code, fsr_of_config,
-    mux_code, pga_code, raw_to_v, ready_in_ms)
+    mux_code, pga_code, raw_to_v, single_shot_ms)
 
 # Adafruit-style gain names for the same FSRs (gain 2/3 = ±6.144 V).
 _GAINS = ((2 / 3, 6.144), (1, 4.096), (2, 2.048), (4, 1.024), (8, 0.512), (16, 0.256))
@@ -71,6 +74,14 @@ def decode_config(word):
     }
 
 
+def ready_in_ms(data_rate_sps):
+    """Whole ms from a start until a result is expected on a chip at its nominal data rate:
+    wake-up plus 1/DR, rounded up (126 at 8 SPS). ``single_shot_ms`` is the worst case."""
+    t = conversion_time_ms(data_rate_sps) + WAKE_US / 1000.0
+    n = int(t)
+    return n if n == t else n + 1
+
+
 def lsb_v(fsr_v):
     """Size of one LSB in volts: FSR / 32768 (e.g. 125 µV at ±4.096 V)."""
     return FSR_V[pga_code(fsr_v)] / 32768
@@ -101,6 +112,11 @@ class ADS1115(ADS1115Core):
     bad arguments ``ValueError``; a device that does not finish or keep its configuration
     ``DeviceError``.
     """
+
+    def is_conversion_ready(self):
+        """True when no conversion is running (the OS bit of Config reads 1). Single-shot
+        mode only: in continuous mode the device is always converting. ``OSError`` (bus)."""
+        return bool(self.read_config() & 0x8000)  # OS, bit 15 (REFERENCE §3.1)
 
     # -- continuous mode -----------------------------------------------------------------------
     def start_continuous(self, mux, fsr_v, data_rate_sps):

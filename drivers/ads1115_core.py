@@ -52,6 +52,9 @@ FSR_V = (6.144, 4.096, 2.048, 1.024, 0.512, 0.256)
 # DR codes 0..7.
 DATA_RATES_SPS = (8, 16, 32, 64, 128, 250, 475, 860)
 WAKE_US = const(25)  # power-up before a single-shot conversion (SBAS444 §9.4.2.1)
+# SBAS444 electrical characteristics, "data rate variation ±10 %": the slowest chip in spec
+# converts at 0.9 DR, so in 1/(0.9 DR) (the simulated ADC draws its error in this range).
+_SLOWEST_DR = 0.9
 _POLL_LIMIT = const(20)  # OS polls after the nominal conversion time before giving up
 _POLLS_PER_CONVERSION = const(40)  # poll interval = conversion time / 40 (>= 1 ms)
 
@@ -148,12 +151,13 @@ def conversion_time_ms(data_rate_sps):
     return 1000.0 / DATA_RATES_SPS[dr_code(data_rate_sps)]
 
 
-def ready_in_ms(data_rate_sps):
-    """Whole ms from a single-shot start until the result is expected: wake-up plus 1/DR,
-    rounded up. The oscillator may be up to 10 % slower; poll the OS bit after this."""
-    t = conversion_time_ms(data_rate_sps) + WAKE_US / 1000.0
+def single_shot_ms(data_rate_sps):
+    """Whole ms from a single-shot start until the result is there on any chip in spec:
+    wake-up plus 1/(0.9 DR) (the datasheet's -10 % data rate), rounded up, plus 1 ms because
+    ``ticks_ms`` counts whole ms (140 at 8 SPS). The driver waits this once, then checks OS."""
+    t = conversion_time_ms(data_rate_sps) / _SLOWEST_DR + WAKE_US / 1000.0
     n = int(t)
-    return n if n == t else n + 1
+    return (n if n == t else n + 1) + 1
 
 
 class ADS1115Core:
@@ -175,6 +179,7 @@ class ADS1115Core:
         self._buf = bytearray(2)
         self._fsr_v = 2.048  # FSR of the conversion in progress (reset PGA)
         self._config = CONFIG_RESET
+        self._ptr = None  # the pointer this driver last wrote (None: not yet)
 
     # -- registers --------------------------------------------------------------------------
     def write_register(self, pointer, value):
@@ -184,6 +189,7 @@ class ADS1115Core:
         if not isinstance(value, int) or not 0 <= value <= 0xFFFF:
             raise ValueError("value must be 0..0xFFFF, got %r" % (value,))
         self._bus.writeto(self.address, bytes((pointer, value >> 8, value & 0xFF)))
+        self._ptr = pointer
 
     def read_register(self, pointer):
         """Read 16-bit register ``pointer`` (0..3) as an unsigned int.
@@ -194,6 +200,11 @@ class ADS1115Core:
         if pointer not in (_REG_CONVERSION, _REG_CONFIG, _REG_LO_THRESH, _REG_HI_THRESH):
             raise ValueError("pointer must be 0..3, got %r" % (pointer,))
         self._bus.writeto(self.address, bytes((pointer,)))
+        self._ptr = pointer
+        return self._read_pointed()
+
+    def _read_pointed(self):
+        """The 16-bit register the pointer selects (one read transaction)."""
         buf = self._buf
         self._bus.readfrom_into(self.address, buf)
         return (buf[0] << 8) | buf[1]
@@ -210,7 +221,7 @@ class ADS1115Core:
 
     # -- single-shot ---------------------------------------------------------------------------
     def start_single_shot(self, mux, fsr_v, data_rate_sps):
-        """Start one conversion; returns the ms until its result is expected.
+        """Start one conversion; returns the ms until its result is there (``single_shot_ms``).
 
         Arguments as ``config_word``. If the device was left in continuous mode, it is first
         stopped and its last conversion waited out: the chip ignores OS=1 while converting,
@@ -223,14 +234,9 @@ class ADS1115Core:
             self.stop_continuous()
             self.wait_conversion(data_rate_of_config(self._config))
         self.write_config(word)
-        ms = ready_in_ms(data_rate_sps)
+        ms = single_shot_ms(data_rate_sps)
         self._busy.set_ms(ms)
         return ms
-
-    def is_conversion_ready(self):
-        """True when no conversion is running (the OS bit of Config reads 1). Single-shot
-        mode only: in continuous mode the device is always converting. ``OSError`` (bus)."""
-        return bool(self.read_config() & _OS)
 
     def read_conversion_raw(self):
         """The Conversion register as a signed int (-32768..32767): the LAST completed
@@ -239,8 +245,12 @@ class ADS1115Core:
         return v - 0x10000 if v & 0x8000 else v
 
     def wait_conversion(self, data_rate_sps):
-        """Wait out the expected conversion time, then poll the OS bit (at most
-        ``_POLL_LIMIT`` times, 1/40 of the conversion time apart, at least 1 ms).
+        """Wait out the conversion time (``start_single_shot``'s), then check the OS bit; a
+        chip still converting is polled (at most ``_POLL_LIMIT`` times, 1/40 of the
+        conversion time apart, at least 1 ms). Config is read where the pointer already is
+        after the Config write (REFERENCE §3.1: the pointer is remembered): one transaction.
+        A chip reset meanwhile has its pointer back at Conversion, whose 0 then fails the
+        read-back check below.
 
         Raises ``DeviceError`` if OS stays 0 or the Config register no longer reads back
         as written (device reset mid-conversion), ``OSError`` for bus failures.
@@ -248,7 +258,7 @@ class ADS1115Core:
         self._busy.wait()
         interval_ms = int(conversion_time_ms(data_rate_sps)) // _POLLS_PER_CONVERSION or 1
         for i in range(_POLL_LIMIT):
-            cfg = self.read_config()
+            cfg = self._read_pointed() if self._ptr == _REG_CONFIG else self.read_config()
             if (cfg | _OS) != (self._config | _OS):
                 raise DeviceError(
                     "ADS1115 at 0x%02X: Config reads 0x%04X, wrote 0x%04X; the device was "
@@ -260,13 +270,14 @@ class ADS1115Core:
         raise DeviceError(
             "ADS1115 at 0x%02X: conversion still running %d ms past its %d ms "
             "(OS bit stuck at 0); power-cycle the ADC"
-            % (self.address, _POLL_LIMIT * interval_ms, ready_in_ms(data_rate_sps)))
+            % (self.address, _POLL_LIMIT * interval_ms, single_shot_ms(data_rate_sps)))
 
     def read_single_shot_v(self, mux, fsr_v, data_rate_sps):
         """One single-shot conversion of ``mux`` at ``fsr_v`` and ``data_rate_sps``, in volts.
 
-        Writes Config with OS=1, waits ~1/DR on the injected clock, polls the OS bit
-        (bounded), then reads the Conversion register. Raises ``ValueError`` (arguments),
+        Writes Config with OS=1, waits ``single_shot_ms`` on the injected clock, checks the
+        OS bit (polled, bounded, on a chip out of spec), then reads the Conversion register:
+        four bus transactions. Raises ``ValueError`` (arguments),
         ``OSError`` (bus), ``DeviceError`` (conversion never finished / device reset).
         """
         self._busy.wait()  # a conversion already running would ignore our OS=1
@@ -278,4 +289,4 @@ class ADS1115Core:
         """Back to single-shot: the device powers down after the conversion in progress
         (``is_conversion_ready`` turns true then). ``OSError`` (bus)."""
         self.write_config((self._config | _MODE) & ~_OS & 0xFFFF)
-        self._busy.set_ms(ready_in_ms(data_rate_of_config(self._config)))
+        self._busy.set_ms(single_shot_ms(data_rate_of_config(self._config)))

@@ -21,6 +21,10 @@ read. So a read-modify-write of the configuration would silently eat those flags
 keeps every flag it sees in ``self._flags`` until the caller consumes it
 (``read_temperature_c`` consumes Data_Ready, ``read_alert_flags`` the alerts).
 
+Configuration updates read the register and write it only if the word changes; the driver
+keeps the word last read or written (``_config``), so ``start_one_shot`` is one write (MOD=11
+with the other fields as kept; read first when nothing is kept, and after ``soft_reset``).
+
 Waiting: ``start_one_shot`` and ``set_mode`` record a ``Deadline`` and return the ms until
 the result is ready; ``read_temperature_c`` waits out what is left. ``soft_reset`` records the
 2 ms reset time; every bus access waits it out first. Timing margins: TI gives the 15.5 ms as
@@ -151,6 +155,24 @@ class TMP117(TMP117Core):
         """The Configuration register decoded (``decode_config``); clears the part's flags."""
         return decode_config(self.read_register(REG_CONFIGURATION))
 
+    def set_averaging(self, averaging):
+        """Average 1, 8, 32 or 64 samples per result (``ValueError`` otherwise)."""
+        bits = bits_from_averaging(averaging)
+        self._update_config(CFG_AVG_MASK, bits << CFG_AVG_SHIFT)
+
+    def remaining_ms(self):
+        """Ms until the conversion last requested is ready (0 when ready)."""
+        return self._ready.remaining_ms()
+
+    def is_data_ready(self):
+        """True if a conversion finished since the temperature was last read.
+
+        Reads Configuration, which clears the part's Data_Ready (and, in alert mode, its alert
+        flags); the driver keeps both for ``read_temperature_c`` / ``read_alert_flags``.
+        """
+        self.read_register(REG_CONFIGURATION)
+        return bool(self._flags & CFG_DATA_READY)
+
     def get_mode(self):
         """The conversion mode the part reports ("continuous", "shutdown" or "one_shot")."""
         return self.read_config()["mode"]
@@ -207,5 +229,6 @@ class TMP117(TMP117Core):
         """Soft reset (reloads EEPROM settings, result back to 0x8000); return ms busy (2)."""
         self.write_register(REG_CONFIGURATION, CFG_SOFT_RESET)
         self._flags = 0
+        self._config = None  # the part reloads its EEPROM settings
         self._busy.set_ms(SOFT_RESET_MS + _TICK_MARGIN_MS)
         return SOFT_RESET_MS + _TICK_MARGIN_MS

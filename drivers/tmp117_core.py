@@ -1,4 +1,4 @@
-"""The TMP117 driver's core: what a node samples with (``TMP117Core``: identity, mode,
+"""The TMP117 driver's core: what a node samples with (``TMP117Core``: identity, mode and
 averaging, offset, one-shot and continuous conversions, reading the result), the register map
 and the conversions it needs. REFERENCE §2.2; the theory of operation is in ``drivers.tmp117``.
 
@@ -140,6 +140,7 @@ class TMP117Core:
         self._ready = Deadline(clock)  # until the conversion we asked for has finished
         self._busy = Deadline(clock)  # until the part answers again (soft reset)
         self._flags = 0  # Data_Ready / alert flags seen by any Configuration read, not yet used
+        self._config = None  # Configuration's writable bits as last read or written (None: unknown)
         self._buf2 = bytearray(2)
 
     def read_register(self, reg):
@@ -166,9 +167,13 @@ class TMP117Core:
         self._bus.writeto(self.address, bytes((reg, word >> 8, word & 0xFF)))
 
     def _update_config(self, mask, value):
-        word = self.read_register(REG_CONFIGURATION)
-        word = (word & CFG_WRITABLE & ~mask) | (value & mask)
-        self.write_register(REG_CONFIGURATION, word)
+        """Read Configuration, set the ``mask`` bits to ``value``; written only if that
+        changes it (a write of the word it holds would be a bus transaction for nothing)."""
+        held = self.read_register(REG_CONFIGURATION) & CFG_WRITABLE
+        word = (held & ~mask) | (value & mask)
+        if word != held:
+            self.write_register(REG_CONFIGURATION, word)
+        self._config = word
         return word
 
     def check_device_id(self):
@@ -179,48 +184,48 @@ class TMP117Core:
                               "check the part and its address strapping" % (self.address, word))
         return word
 
-    def set_mode(self, mode):
+    def set_mode(self, mode, averaging=None):
         """Enter "continuous", "shutdown" or "one_shot"; return ms until a new result is ready.
+        ``averaging`` (1, 8, 32 or 64 samples), if given, is set in the same Configuration
+        update (a part already so configured is not written).
 
         Shutdown aborts any conversion (returns 0). Continuous starts converting (first result
-        after one conversion). One-shot is ``start_one_shot``. ``ValueError`` for other modes.
+        after one conversion). One-shot is ``start_one_shot``. ``ValueError`` for other modes
+        or averaging.
         """
+        mask = CFG_MOD_MASK
+        value = 0
+        if averaging is not None:
+            mask |= CFG_AVG_MASK
+            value = bits_from_averaging(averaging) << CFG_AVG_SHIFT
         if mode == "one_shot":
+            if averaging is not None:
+                self._update_config(CFG_AVG_MASK, value)
             return self.start_one_shot()
         if mode not in MODE_BITS:
             raise ValueError("mode must be 'continuous', 'shutdown' or 'one_shot', got %r" % (mode,))
-        word = self._update_config(CFG_MOD_MASK, MODE_BITS[mode] << CFG_MOD_SHIFT)
+        word = self._update_config(mask, value | MODE_BITS[mode] << CFG_MOD_SHIFT)
         if mode == "shutdown":
             return 0
         ms = wait_ms_for(averaging_from_bits((word & CFG_AVG_MASK) >> CFG_AVG_SHIFT))
         self._ready.set_ms(ms)
         return ms
 
-    def set_averaging(self, averaging):
-        """Average 1, 8, 32 or 64 samples per result (``ValueError`` otherwise)."""
-        bits = bits_from_averaging(averaging)
-        self._update_config(CFG_AVG_MASK, bits << CFG_AVG_SHIFT)
-
     def start_one_shot(self):
-        """Start one conversion (then the part shuts down); return ms until it is ready."""
-        word = self._update_config(CFG_MOD_MASK, 3 << CFG_MOD_SHIFT)
+        """Start one conversion (then the part shuts down); return ms until it is ready.
+
+        One Configuration write: the other fields as this driver last read or wrote them
+        (read first if it has not), so the part's settings stay as they are."""
+        held = self._config
+        if held is None:
+            held = self.read_register(REG_CONFIGURATION) & CFG_WRITABLE
+        word = (held & ~CFG_MOD_MASK) | (MODE_BITS["one_shot"] << CFG_MOD_SHIFT)
+        self.write_register(REG_CONFIGURATION, word)  # always: MOD=11 starts the conversion
+        self._config = word
         self._flags &= ~CFG_DATA_READY
         ms = wait_ms_for(averaging_from_bits((word & CFG_AVG_MASK) >> CFG_AVG_SHIFT))
         self._ready.set_ms(ms)
         return ms
-
-    def remaining_ms(self):
-        """Ms until the conversion last requested is ready (0 when ready)."""
-        return self._ready.remaining_ms()
-
-    def is_data_ready(self):
-        """True if a conversion finished since the temperature was last read.
-
-        Reads Configuration, which clears the part's Data_Ready (and, in alert mode, its alert
-        flags); the driver keeps both for ``read_temperature_c`` / ``read_alert_flags``.
-        """
-        self.read_register(REG_CONFIGURATION)
-        return bool(self._flags & CFG_DATA_READY)
 
     def read_temperature_c(self):
         """The latest result in °C, after waiting out a conversion this driver started.

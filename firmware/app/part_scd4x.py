@@ -11,7 +11,7 @@ except ImportError:  # CPython (tests)
         return x
 
 
-from .sensors import Sensor
+from .sensors import _NACK_ERRNOS, Sensor
 
 _SCD4X_POLL_MS = const(1000)
 _SCD4X_MAX_POLLS = const(7)  # a periodic sample is due every 5 s (30 s in low power: see read)
@@ -48,11 +48,20 @@ class SCD4xSensor(Sensor):
         return 0
 
     def read(self, ctx):
-        if self.spec["mode"] != "single_shot":
-            polls = _SCD4X_MAX_POLLS * (6 if self.spec["mode"] == "low_power" else 1)
-            for _ in range(polls):
-                if self.dev.get_data_ready_status():
-                    break
+        # Periodic: a wake a cycle apart nearly always finds a new sample waiting, so it is
+        # read at once. With none waiting the sensor NACKs read_measurement's read header
+        # (REFERENCE §1.1); get_data_ready_status is then polled, and the sample read.
+        dev = self.dev
+        mode = self.spec["mode"]
+        polls = 0 if mode == "single_shot" else _SCD4X_MAX_POLLS * (6 if mode == "low_power" else 1)
+        while True:
+            try:
+                co2, t, rh = dev.read_measurement()
+                return [("co2_ppm", co2), ("temperature_c", t), ("rh_percent", rh)]
+            except OSError as e:
+                if not polls or e.errno not in _NACK_ERRNOS:
+                    raise
+            while polls and not dev.get_data_ready_status():
+                polls -= 1
                 self.clock.sleep_ms(_SCD4X_POLL_MS)
-        co2, t, rh = self.dev.read_measurement()
-        return [("co2_ppm", co2), ("temperature_c", t), ("rh_percent", rh)]
+            polls = 0  # one more read: the sample now waiting (none: its NACK is raised)

@@ -67,7 +67,7 @@ def test_hand_written_raw_exchange_gets_the_datasheet_answer():
 def test_os_bit_busy_then_idle_after_one_over_dr():
     clock, bus, dev, adc = make(inputs={"1": 0.2})
     ms = adc.start_single_shot("AIN1", 0.512, 8)
-    assert ms == 126
+    assert ms == 140  # the slowest chip in spec: 125 ms / 0.9 + 25 µs, + 1 tick
     assert not adc.is_conversion_ready()
     clock.sleep_ms(123)  # the reads themselves take < 1 ms of bus time
     assert not adc.is_conversion_ready()
@@ -169,6 +169,24 @@ def test_long_continuous_run_keeps_only_the_latest():
     clock.sleep_ms(3)
     assert adc.read_continuous_v() == pytest.approx(0.4, abs=tol(0.4, 0.512, 6))
     assert dev.counters["conversions"] <= 4  # not three million: only results someone can see
+
+
+@pytest.mark.parametrize("data_rate_error", [-0.1, 0.0, 0.1])
+def test_single_shot_is_four_transactions_on_any_chip_in_spec(data_rate_error):
+    clock, bus, dev, adc = make(inputs={"0": 0.3}, data_rate_error=data_rate_error)
+    n = bus.counters["transactions"]
+    assert adc.read_single_shot_v("AIN0", 0.512, 8) == pytest.approx(0.3, abs=tol(0.3, 0.512))
+    assert bus.counters["transactions"] - n == 4  # write Config, read Config, pointer, result
+    n = bus.counters["transactions"]
+    adc.read_single_shot_v("AIN0", 0.512, 8)  # again: Config is written, so read where it points
+    assert bus.counters["transactions"] - n == 4
+
+
+def test_a_chip_slower_than_spec_is_polled_until_done():
+    clock, bus, dev, adc = make(inputs={"0": 0.3})
+    dev.data_rate_error = -0.2  # out of spec: 156 ms at 8 SPS
+    assert adc.read_single_shot_v("AIN0", 0.512, 8) == pytest.approx(0.3, abs=tol(0.3, 0.512))
+    assert dev.counters["conversions"] == 1
 
 
 def test_power_cycle_mid_conversion_is_a_device_error():

@@ -123,3 +123,39 @@ def test_a_recoverable_stuck_bus_is_recovered_once_and_the_read_retried():
     assert flag == quality.OK and v is not None
     assert sampler.counters["timeouts"] == 1 and sampler.counters["bus_recoveries"] == 1
     assert bus.counters["recoveries"] == 1
+
+
+# Bus transactions of one cycle once the parts are prepared (each is a round trip to the
+# sensor server in the fleet simulation): NO2 two single-shot conversions of 4 (Config write,
+# Config read where the pointer is, pointer, result) and the TMP117's one-shot (a write, then
+# pointer and result); the sonar 5 pings of 2; the SCD41's waiting sample (command, read).
+@pytest.mark.parametrize("profile,per_cycle", [("street-no2", 11), ("legionella-outlet", 3),
+                                               ("bin-level", 13), ("classroom-co2", 2)])
+def test_a_cycle_costs_few_bus_transactions(profile, per_cycle):
+    cfg, clock, env, sims, sampler = node(profile)
+    bus = next(iter(sims.values())).bus
+    cycle(cfg, clock, sampler)
+    n = bus.counters["transactions"]
+    values = cycle(cfg, clock, sampler)
+    assert bus.counters["transactions"] - n == per_cycle
+    assert all(f == quality.OK for q, v, f in values), values
+
+
+def test_a_boot_prepares_the_tmp117_in_a_few_transactions():
+    cfg, clock, env, sims, sampler = node("legionella-outlet")  # prepared at its "boot"
+    bus = sims["pipe"].bus
+    # Device_ID (pointer, read), Temp_Offset (write), Configuration from the EEPROM's
+    # continuous 8x to shutdown (read, write), then the one-shot (write), pointer and result
+    assert bus.counters["transactions"] == 2 + 1 + 3
+    (q, v, flag), = sampler.sample()
+    assert bus.counters["transactions"] == 2 + 1 + 3 + 1 + 2 and flag == quality.OK
+
+
+def test_an_scd41_read_before_its_next_sample_waits_for_it():
+    cfg, clock, env, sims, sampler = node("classroom-co2")
+    cycle(cfg, clock, sampler)
+    start = clock.monotonic_s()
+    values = sampler.sample()  # at once: the sensor NACKs read_measurement, then it is polled
+    assert all(f == quality.OK for q, v, f in values), values
+    assert 1 <= clock.monotonic_s() - start <= 6  # the next 5 s sample, seen within 1 s polls
+    assert sampler.counters["nacks"] == 0  # "no sample yet" is not a bus fault

@@ -120,6 +120,46 @@ def test_read_after_start_one_shot_waits_on_the_injected_clock():
     assert rig.clock.now_us - before >= (ms - 1) * 1000
 
 
+def test_configuration_written_only_when_it_changes_and_a_one_shot_is_one_write():
+    rig, drv, dev = _setup(temperature_c=40.0)
+    bus = rig.bus
+    n = bus.counters["transactions"]
+    drv.set_mode("shutdown", 8)  # from the EEPROM's continuous 8x: a read and a write
+    assert bus.counters["transactions"] - n == 3
+    assert _raw_read(bus, 0x01)[0] & 0x0C == 0x04  # MOD 01
+    n = bus.counters["transactions"]
+    drv.set_mode("shutdown", 8)  # holds that already: the read only
+    assert bus.counters["transactions"] - n == 2
+    n = bus.counters["transactions"]
+    ms = drv.start_one_shot()  # the word is known: one write
+    assert bus.counters["transactions"] - n == 1
+    assert ms == t.wait_ms_for(8)
+    assert drv.read_temperature_c() == pytest.approx(40.0, abs=0.1)
+    assert _raw_read(bus, 0x01) == b"\x06\x20"  # shutdown again by itself, 8x, CONV kept
+
+
+def test_one_shot_by_a_fresh_driver_keeps_the_parts_other_settings():
+    rig, drv, dev = _setup(temperature_c=20.0)
+    drv.set_conversion_cycle_ms(4000)
+    drv.set_therm_mode(True)
+    drv.set_mode("shutdown", 32)
+    fresh = t.TMP117(rig.bus, rig.clock, address=A)  # knows nothing: reads, then writes
+    n = rig.bus.counters["transactions"]
+    fresh.start_one_shot()
+    assert rig.bus.counters["transactions"] - n == 3
+    cfg = fresh.read_config()
+    assert (cfg["averaging"], cfg["therm_mode"], cfg["mode"]) == (32, True, "one_shot")
+    assert fresh.get_conversion_cycle_ms() == 4000
+
+
+def test_soft_reset_forgets_the_configuration_word():
+    rig, drv, _ = _setup(temperature_c=20.0)
+    drv.set_mode("shutdown", 64)
+    rig.clock.sleep_ms(drv.soft_reset())
+    drv.start_one_shot()  # the part reloaded its EEPROM (8x): read, not the 64x it had
+    assert drv.read_config()["averaging"] == 8
+
+
 def test_shutdown_aborts_a_running_one_shot():
     rig, drv, _ = _setup()
     drv.set_mode("shutdown")

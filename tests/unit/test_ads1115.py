@@ -57,6 +57,12 @@ def test_conversion_time_is_one_over_dr(sps, ms):
     assert ads.conversion_time_ms(sps) == pytest.approx(ms)
 
 
+def test_single_shot_ms_waits_for_the_slowest_chip_in_spec():
+    assert ads.single_shot_ms(8) == 140  # 138.89 ms (125 / 0.9) + 25 µs, rounded up, + 1
+    assert ads.single_shot_ms(128) == 10  # 8.68 + 0.025 -> 9, + 1
+    assert ads.single_shot_ms(860) == 3  # 1.29 + 0.025 -> 2, + 1
+
+
 def test_ready_in_ms_adds_wakeup_and_rounds_up():
     assert ads.ready_in_ms(8) == 126  # 125 ms + 25 µs
     assert ads.ready_in_ms(250) == 5  # 4.025
