@@ -182,7 +182,7 @@ def bench_energy():
     notes.append(
         "Model (`simulators/energy.py`, REFERENCE §5): ESP32 boot 0.3 s and 0.2 s of application "
         "(example B's 0.5 s less the boot) at 40 mA; sensor times (TMP117 one-shot 8× 125 ms, I2CXL 5 "
-        "pings × 100 ms at 2.7 mA, ADS1115 2 × 125 ms, SCD41 periodic 15 mA continuous or single shot "
+        "pings × 100 ms at 2.7 mA, ADS1115 2 × 140 ms (what the driver waits: the slowest chip in spec), SCD41 periodic 15 mA continuous or single shot "
         "5 s and 243 mJ) and the profile's rail settle time, the ESP32 light-sleeping through them "
         "(0.8 mA) on a deep-sleeping node — `firmware/app/clock.py` `NappingClock` is the sensors' "
         "clock there, and its naps are counted (`nap_ms`, checked in `tests/e2e/test_node_faults.py`) — "

@@ -31,7 +31,8 @@ marked; constants below carry their source:
   on (from after the boot to the deep sleep) its bleeder R8, 3.3 V / 10 kOhm (the profiles'
   wiring: it lets a power-cycle after a stuck bus really reset the parts);
 * sensors: TMP117 one-shot 8x averaging 125 ms; I2CXL 100 ms per ping at 2.7 mA; ADS1115 one
-  conversion per electrode at 1/DR (8 SPS: 125 ms); SCD41 periodic (15 mA all the time, the
+  conversion per electrode, waited as the driver waits it (``single_shot_ms``: the slowest
+  chip in spec, 1/(0.9 DR) plus wake-up, 140 ms at 8 SPS); SCD41 periodic (15 mA all the time, the
   read itself ~1 ms) or single shot (5 s, 243 mJ per shot, 0.15 mA idle between shots unless
   the rail is switched off). The ESP32 waits these out, and the rail's settle time, awake at
   40 mA on a mains node and in light sleep at 0.8 mA on a deep-sleeping one
@@ -256,8 +257,11 @@ def sensor_phases(sensor, rail_gated=False, nap=False):
         return [esp32_wait("%s I2CXL %d pings" % (name, pings), pings * SONAR_PING_S, nap),
                 Phase("%s I2CXL ranging" % name, pings * SONAR_PING_S, SONAR_MA)], 0.0
     if part == "ads1115":
+        from drivers.ads1115_core import single_shot_ms  # what the driver waits per conversion
+
         sps = sensor.get("data_rate_sps", 8)
-        return [esp32_wait("%s ADS1115 2 conversions at %d SPS" % (name, sps), 2.0 / sps, nap)], 0.0
+        return [esp32_wait("%s ADS1115 2 conversions at %d SPS" % (name, sps),
+                           2 * single_shot_ms(sps) / 1000.0, nap)], 0.0
     if part == "scd4x":
         mode = sensor.get("mode", "periodic")
         if mode == "periodic":
