@@ -21,7 +21,9 @@ port and as an ESP32 (32-bit) would need it.
 
 3. **Per profile.** The same least free heap for each profile's build with its own link's far
    end (the serial gateway stub, or the modem emulator and the LoRaWAN network stub), deep
-   sleep, every wake logging and sending (``PROFILE_SETS``).
+   sleep, every wake logging and sending (``PROFILE_SETS``); and classroom-co2 on its MQTT
+   link as the profile ships it, TLS against a real Mosquitto (``bench_heap_mqtt``; plain
+   MQTT on the 32-bit port, which has no ``ssl``).
 
 The ESP32-equivalent free heap for this port is ``ESP32_FREE_HEAP * FACTOR``:
 ``tests/e2e/nodeharness.py`` runs the firmware's long tests there.
@@ -33,7 +35,8 @@ import pathlib
 import subprocess
 import tempfile
 
-from simulators.bench_heap_notes import ARTIFACTS, HISTORY, LORAWAN, RECIPE
+from simulators.bench_heap_mqtt import MQTTSite, mqtt_ok
+from simulators.bench_heap_notes import ARTIFACTS, HISTORY, LORAWAN, MQTT, RECIPE
 from simulators.mpyrun import REPO, micropython_binary, micropython_env
 
 WAKES = 5
@@ -62,6 +65,7 @@ RECORDED_32BIT = {
     # (bench_heap_notes.LORAWAN); before the link's: 96, 104, 109, 115; before the drivers':
     # bin-level 101, street-no2 107; before the TMP117 part's: 96, 97, 99, 97
     "profiles_kb": {"classroom-co2": 96, "legionella-outlet": 93, "bin-level": 96, "street-no2": 95},
+    "mqtt_plain_kb": 115,  # classroom-co2 over plain MQTT (bench_heap_mqtt), 2026-11-22, after its cuts
 }
 PROFILES = ("classroom-co2", "legionella-outlet", "bin-level", "street-no2")
 # Every profile deep-sleeping (a run ends after its wakes) and sending at every wake, so each
@@ -297,6 +301,17 @@ def _profile_node(name, install, link, binary=None, wakes=WAKES):
     return ok
 
 
+def _mqtt_least(tmp, binary=None):
+    """The MQTT row: classroom-co2 over MQTT, TLS unless on the 32-bit port (``binary``)."""
+    site = MQTTSite(pathlib.Path(tmp) / ("mqtt32" if binary else "mqtt"), tls=binary is None)
+    out = site.build(site.directory / "flash", KEY)
+    devices = [dict(d, truth=_TRUTH, seed=9) for d in _DEVICES["classroom-co2"]]
+
+    def run(install, heap, extra, server):
+        return _board(install, heap, binary, extra, server=server)
+    return _least_confirmed(mqtt_ok(site, out, KEY, devices, run, WAKES))
+
+
 def build_classroom(out):
     """The benchmark's firmware: classroom-co2 on an ESP32-DevKitC, serial link, deep sleep."""
     from civicedge import firmware_build as fb
@@ -319,6 +334,8 @@ def bench_heap():
             if name == "classroom-co2":
                 costs64 = object_costs(lib=out / "lib")
                 costs32 = object_costs(bin32, lib=out / "lib") if bin32 else RECORDED_32BIT["objects"]
+        mqtt64 = _mqtt_least(tmp)
+        mqtt32 = _mqtt_least(tmp, bin32) if bin32 else (RECORDED_32BIT["mqtt_plain_kb"] * 1024)
     equivalent = int(ESP32_FREE_HEAP * FACTOR)
     rows = [("trivial firmware (deep sleep only; baseline), this 64-bit port", _kb(trivial), "1.00")]
     for name in PROFILES:
@@ -327,6 +344,10 @@ def bench_heap():
         rows.append(("%s, %s link, this 64-bit port" % (name, link), _kb(n64), _ratio(n64, trivial)))
         rows.append(("%s, %s link, a 32-bit unix port%s" % (name, link, "" if bin32 else " (recorded, see below)"),
                      _kb(n32), _ratio(n32, trivial)))
+    rows.append(("classroom-co2, mqtt link with TLS (as shipped), this 64-bit port", _kb(mqtt64),
+                 _ratio(mqtt64, trivial)))
+    rows.append(("classroom-co2, mqtt link without TLS, a 32-bit unix port%s" % ("" if bin32 else " (recorded)"),
+                 _kb(mqtt32), _ratio(mqtt32, trivial)))
     table = ["| object | this port (measured) | layout model, 8-byte words | 32-bit port (%s) | "
              "layout model, 4-byte words | 64-bit ÷ 32-bit |" % ("measured" if bin32 else "recorded"),
              "|---|---|---|---|---|---|"]
@@ -355,9 +376,11 @@ def bench_heap():
         "(`tests/e2e/nodeharness.py` `ESP32_HEAP`; `tests/e2e/test_node_heap.py`: 300 wakes of the classroom node, 60 of "
         "the legionella-outlet LoRaWAN node). "
         "Goal (every profile fits %d KB at the factor): **%s** on this port (the most, %s); on the 32-bit port "
-        "the most is %s, against the ESP32's 100 KB."
+        "the most is %s, against the ESP32's 100 KB. The classroom node on its MQTT link with TLS: **%s** "
+        "(%s here; %s on the 32-bit port without TLS)."
         % (FACTOR, ESP32_FREE_HEAP // 1024, equivalent // 1024, equivalent // 1024, goal, _kb(worst),
-           _kb(worst32 or None)),
+           _kb(worst32 or None), "met" if mqtt64 and mqtt64 <= equivalent else "not met", _kb(mqtt64), _kb(mqtt32)),
+        MQTT,
         LORAWAN,
         HISTORY,
         RECIPE,

@@ -87,3 +87,39 @@ released too, the table at the top (one run, 2026-11-22): every profile at most 
 Frozen into the MicroPython image (frozen bytecode or a ROMFS partition runs from flash on an ESP32 and costs no \
 heap) the drivers and the link would cost no heap at all — not done here (it needs a custom MicroPython image). \
 `tests/e2e/test_node_heap.py` runs the legionella-outlet node for 60 wakes at the ESP32-equivalent heap."""
+
+MQTT = """**The MQTT link** (classroom-co2 with `link=mqtt` as the profile ships it: TLS with the CA on the flash, \
+user name and password, QoS 1, persistent session; `simulators/bench_heap_mqtt.py`: a real Mosquitto with TLS, \
+passwords and the nodes' ACL, restarted for every heap tried, and `MQTTGatewayStub`; deep sleep, so every wake \
+connects). Before (2026-11-22) its modules took 27.9 KB here / 20.7 KB on the 32-bit port (`protocol.mqtt_packets` \
+11.9 / 8.5, `app.mqtt` 7.8 / 5.9, `app.links.mqtt` 5.5 / 4.3, `app.mqtt_tls` 2.8 / 2.1; `gc.mem_alloc()` around \
+each import) where the serial link's take 5.3 / 3.9 KB; Mbed TLS allocates outside the GC heap (only the 3 KB \
+`SSLContext` and the 0.5 KB socket are in it: docs/mqtt-link.md, Memory). The cuts, plain bisection on the same \
+machine (MQTT+TLS here / plain MQTT on 32 bits):
+
+| step (2026-11-22) | 64-bit, TLS | 32-bit, plain |
+|---|---|---|
+| before | 175 KB | 122 KB |
+| the protocol stack the frames need (`protocol.frame`, `senml`, `quantities`, `cbor`, `auth`: 31-42 KB here) \
+loaded by the first delivery (`_framer` in `app/links/mqtt.py`: `MQTTLink` is no longer a `FramedLink` subclass), \
+not by the link's import, so not while the node connects | 173 KB | |
+| the client's connection half (`app/mqtt_connect.py`: argument checks, TCP and TLS, CONNECT/CONNACK with the \
+session's resend or requeue, SUBSCRIBE/SUBACK) and `app.mqtt_tls` loaded by `open()` and released after it | 170 KB | 121 KB |
+| the packets handled at every wake in `protocol/mqtt_wire.py`; CONNECT, SUBSCRIBE and the test server's \
+encoders left in `protocol/mqtt_packets.py` (which re-exports the rest), loaded only to connect and released | \
+170-172 KB | 117 KB |
+| the link's connection step (WiFi, backoff, the client and its connection: `app/links/mqtt_open.py`) loaded by \
+`open()` and released with the rest | 168 KB | 115 KB |
+
+The node now runs out in its delivery (the log's scan, the SenML pack; a 32-byte allocation, so the heap is full, \
+not fragmented) holding the protocol stack, the steady MQTT code (`protocol.mqtt_wire` 8.8 / 6.3 KB, `app.mqtt` \
+6.7 / 4.9, `app.links.mqtt` 5.7 / 4.2: 21 / 15.5 KB against the serial link's 5.3 / 3.9) and the connection's \
+objects (~7 KB here: the client, its reader, the PUBLISH buffer, the TLS context and socket): **still over** the \
+146 KB an ESP32's 100 KB is here, and the 32-bit port's 100 KB. The client's code is resident through the SenML pack because the connection is made before the cycle \
+(`app/main.py` calls `open()` first); a deep-sleep node that built its frame first, released the pack's modules \
+(`senml`, `quantities`, `cbor`, `app.links.framed`) and only then connected would hold one set or the other, not \
+both (it needs `FramedLink.deliver` split into its pack and its exchange: `app/links/framed.py`, shared with the \
+serial link; not done). The code out of the heap (frozen bytecode or a ROMFS partition: docs/mqtt-link.md, "Code \
+out of the heap", 119 KB here besides the image, ~82 KB at the factor) would close the gap too; not done. \
+`tests/e2e/test_node_heap.py` runs the MQTT+TLS node for 100 wakes with 200 KB free, every reading delivered, \
+without memory growth."""

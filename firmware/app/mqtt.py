@@ -1,4 +1,5 @@
-"""MQTT 3.1.1 QoS 1 client for the node's WiFi link: thin I/O around ``protocol.mqtt_packets``.
+"""MQTT 3.1.1 QoS 1 client for the node's WiFi link: thin I/O around ``protocol.mqtt_wire``
+(the packets it handles at every wake; ``protocol.mqtt_packets`` has the rest).
 
 Theory of operation
 -------------------
@@ -28,20 +29,21 @@ refuses, carrying ``return_code``); a broker that sends malformed bytes raises
 ``MQTTProtocolError`` (a ``ValueError``). Either way the socket is closed, the in-flight
 window kept, and the caller reconnects with backoff. Bad arguments raise ``ValueError``.
 
+The connection half (argument checks, TCP and TLS, CONNECT/CONNACK with the session's
+resend or requeue, SUBSCRIBE/SUBACK) is ``mqtt_connect.py``, imported by the calls that need
+it; the node's link releases it after connecting (heap).
+
 TLS fails closed: ``tls`` is ``{"cafile": path, "server_hostname": name}`` (or ``cadata``)
 or a ready context that verifies; a failed verification raises ``MQTTTLSError`` (an
-``OSError``) and there is no plaintext fall-back (``mqtt_tls.py``, the transport). The
+``OSError``, ``mqtt_tls.py``, the transport) and there is no plaintext fall-back. The
 password is only ever sent in CONNECT: never printed, logged or put in a repr.
 """
 
 import errno
 import select
 
-from protocol import mqtt_packets as mp
-from protocol.mqtt_packets import MQTTProtocolError
-
-from .mqtt_tls import (  # noqa: F401  (MQTTTLSError, make_tls_context, pem_to_der re-exported)
-    MQTTTLSError, check_tls, make_tls_context, pem_to_der, tcp_socket, wrap_tls)
+from protocol import mqtt_wire as mp
+from protocol.mqtt_wire import MQTTProtocolError
 
 _READ_CHUNK = 512       # bytes per socket read: small for the ESP32's heap
 _MAX_READS = 16         # socket reads to complete one packet before giving up for now
@@ -52,8 +54,9 @@ class MQTTRefused(OSError):
     """CONNACK refused the connection; ``return_code`` 1..5 (MQTT 3.1.1 §3.2.2.3)."""
 
     def __init__(self, return_code):
-        super().__init__(errno.ECONNREFUSED, "MQTT connection refused: %s"
-                         % mp.CONNACK_CODES[return_code])
+        from protocol.mqtt_packets import CONNACK_CODES  # raised while connecting: it is loaded
+
+        super().__init__(errno.ECONNREFUSED, "MQTT connection refused: %s" % CONNACK_CODES[return_code])
         self.return_code = return_code
 
 
@@ -67,11 +70,9 @@ class MQTTClient:
     def __init__(self, client_id, host, port, clock, user=None, password=None, keepalive_s=60,
                  tls=None, socket_factory=None, max_inflight=8, will=None, timeout_ms=5000,
                  max_packet_bytes=4096, on_message=None):
-        # validate up front: CONNECT's encoder names the bad argument
-        mp.encode_connect(client_id, keepalive_s, False, user, password, will)
-        if not 1 <= max_inflight <= 1000:
-            raise ValueError("max_inflight must be 1..1000")
-        check_tls(tls)
+        from .mqtt_connect import check_args  # up front: CONNECT's encoder names the bad argument
+
+        check_args(client_id, keepalive_s, user, password, will, max_inflight, tls)
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -81,7 +82,7 @@ class MQTTClient:
         self.keepalive_s = keepalive_s
         self.will = will
         self.tls = tls
-        self.socket_factory = socket_factory or tcp_socket
+        self.socket_factory = socket_factory  # None: mqtt_tls.tcp_socket
         self.max_inflight = max_inflight
         self.timeout_ms = timeout_ms
         self.max_packet_bytes = max_packet_bytes
@@ -122,51 +123,16 @@ class MQTTClient:
         return out
 
     # ---- connection ----
-    def _open(self):
-        timeout_s = self.timeout_ms / 1000
-        sock = self.socket_factory(self.host, self.port, timeout_s)
-        if self.tls is not None:
-            sock = wrap_tls(sock, self.tls, self.host)
-        self._sock = sock
-        self._reader = mp.PacketReader(self.max_packet_bytes)
-        self._acks = {}
-        self._ping_out = False
-        now = self.clock.ticks_ms()
-        self._last_rx = self._last_tx = now
-
     def connect(self, clean_session=False):
         """Connect and wait (≤ ``timeout_ms``) for CONNACK; returns *session present*.
 
         Resends unacknowledged publishes with DUP=1 when the session is present, else moves
         them to ``take_requeued()`` and renews the subscriptions. Raises ``OSError``
-        (``MQTTRefused`` for a refusal) or ``MQTTProtocolError``."""
-        self.close()
-        self._open()
-        try:
-            self._send(mp.encode_connect(self.client_id, self.keepalive_s, clean_session,
-                                         self.user, self._password, self.will))
-            p = self._wait_for(mp.CONNACK, 0)
-            if p.return_code:
-                raise MQTTRefused(p.return_code)
-            self.counters["connects"] += 1
-            present = p.session_present and not clean_session
-            if present:
-                for item in self._inflight:
-                    pkt = item[1]
-                    pkt[0] |= 0x08  # DUP (§3.3.1.1): the broker may have had it already
-                    self._send(pkt)
-                    self.counters["resent"] += 1
-            else:
-                for item in self._inflight:
-                    q = mp.decode(item[1], len(item[1]))
-                    self._requeued.append((q.topic, q.payload, q.retain))
-                self._inflight = []
-                for topic_filter, qos in list(self._subs):
-                    self._subscribe(topic_filter, qos)
-            return present
-        except BaseException:
-            self.close()
-            raise
+        (``MQTTRefused`` for a refusal, ``MQTTTLSError`` for a failed verification) or
+        ``MQTTProtocolError``."""
+        from .mqtt_connect import connect
+
+        return connect(self, clean_session, MQTTRefused)
 
     def close(self):
         """Drop the connection without DISCONNECT (the broker then sends the will)."""
@@ -238,29 +204,6 @@ class MQTTClient:
         # real time spent is bounded even on a virtual clock that nobody advances.
         clock = self.clock
         return clock.ticks_add(clock.ticks_ms(), self.timeout_ms), self.timeout_ms // 100 + 1
-
-    def _wait_for(self, kind, packet_id):
-        # Wait ≤ timeout_ms for a CONNACK/SUBACK, handling whatever else arrives meanwhile.
-        clock = self.clock
-        deadline, slices = self._waits()
-        for _ in range(slices):
-            left = clock.ticks_diff(deadline, clock.ticks_ms())
-            if left <= 0:
-                break
-            p = self._receive(min(left, 100))
-            n = 0
-            while p is not None:
-                if kind == mp.CONNACK:
-                    if p.kind == mp.CONNACK:
-                        return p
-                    self._fail(MQTTProtocolError("packet type %d before CONNACK (§3.2)" % p.kind))
-                self._handle(p)
-                if packet_id in self._acks:
-                    return self._acks.pop(packet_id)
-                n += 1
-                p = self._receive(0) if n < _MAX_PACKETS else None
-        self._fail(OSError(errno.ETIMEDOUT, "MQTT: no %s within %d ms"
-                           % ("CONNACK" if kind == mp.CONNACK else "SUBACK", self.timeout_ms)))
 
     def _handle(self, p):
         kind = p.kind
@@ -388,22 +331,15 @@ class MQTTClient:
         buf[j + len(var):n] = payload
         return memoryview(buf)[:n], buf
 
-    def _subscribe(self, topic_filter, qos):
-        pid = self._next_pid()
-        self._send(mp.encode_subscribe(pid, [(topic_filter, qos)]))
-        granted = self._wait_for(mp.SUBACK, pid)
-        if granted == mp.SUBACK_FAILURE:
-            raise OSError(errno.EACCES, "MQTT: subscription to %r refused" % topic_filter)
-        return granted
-
     def subscribe(self, topic_filter, qos=1):
         """Subscribe and wait (≤ ``timeout_ms``) for SUBACK; returns the granted QoS.
         Raises ``OSError(EACCES)`` when the broker refuses (ACL), ``ValueError`` for a bad
         filter. The subscription is renewed after a reconnect that lost the session."""
         if qos not in (0, 1):
             raise ValueError("qos must be 0 or 1, got %r" % (qos,))
-        mp.check_topic_filter(topic_filter)
-        granted = self._subscribe(topic_filter, qos)
+        from .mqtt_connect import subscribe
+
+        granted = subscribe(self, topic_filter, qos)  # it checks the filter first
         for item in self._subs:
             if item[0] == topic_filter:
                 item[1] = qos

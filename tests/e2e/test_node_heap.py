@@ -1,7 +1,9 @@
 """Issue 3's heap goal, end to end: the built firmware (classroom-co2 on an ESP32-DevKitC,
 serial link, deep sleep) boots with an ESP32's free heap and runs hundreds of wake cycles
 through deep sleep and restart without its memory growing; so does a LoRaWAN node
-(legionella-outlet, RAK3172 modem), for 60 wakes, each sending an uplink.
+(legionella-outlet, RAK3172 modem), for 60 wakes, each sending an uplink. The classroom node
+on its MQTT link with TLS does not fit that heap yet (docs/mqtt-link.md "Memory"): it runs 100
+wakes against a real Mosquitto with 200 KB free, checked for delivery and memory growth.
 
 "An ESP32's free heap" is ``nodeharness.ESP32_HEAP``: the ~100 KB MicroPython has on an
 ESP32 without PSRAM, scaled to this 64-bit unix port by the measured factor (1.46: the same
@@ -62,6 +64,18 @@ def test_hundreds_of_wakes_at_an_esp32_free_heap_without_memory_growth(classroom
     assert max(later) - min(later) <= 512, "free heap before each boot drifts: %s ... %s" % (later[:10], later[-10:])
 
 
+def _completed(run, heap_free, wakes, what):
+    """The board's summary, once asserted that every boot of ``wakes`` wakes ran: not one
+    traceback (a MemoryError would be one), no watchdog reset."""
+    s = run.summary
+    text = run.out + run.err
+    assert s is not None and text.count("Traceback") == 0 and s["resets"]["wdt"] == 0, (
+        "with %s free the %s firmware failed (%d MemoryError):\n%s"
+        % (heap_free, what, text.count("MemoryError"), text[text.find("Traceback"):][:1500] or run.text(1500)))
+    assert s["end"] == "wakes" and s["boots"] == wakes + 1, run.text()
+    return s
+
+
 # The LoRaWAN node (legionella-outlet: TMP117, RAK3172 modem) at the same ESP32 heap, sending
 # at every wake (max_delay_s=0) so each wake packs and sends an uplink: the modem emulator and
 # the network stub on the far end, every reading delivered. Its measured need is ~140 KB here
@@ -94,13 +108,7 @@ def test_lorawan_node_runs_at_an_esp32_free_heap_without_memory_growth(legionell
                 board_args(legionella, tmp_path / "flash.img", LORA_WAKES, ESP32_HEAP["heap_free"]), server=srv,
                 timeout_s=240, heapsize=ESP32_HEAP["heapsize"], env={"CIVICEDGE_UART2": emu.port_path})
             assert emu.errors == []
-    run = Run(rc, out, err)
-    s = run.summary
-    text = out + err
-    assert s is not None and text.count("Traceback") == 0 and s["resets"]["wdt"] == 0, (
-        "with %s free the LoRaWAN firmware failed (%d MemoryError):\n%s"
-        % (ESP32_HEAP["heap_free"], text.count("MemoryError"), text[text.find("Traceback"):][:1500] or run.text(1500)))
-    assert s["end"] == "wakes" and s["boots"] == LORA_WAKES + 1, run.text()
+    s = _completed(Run(rc, out, err), ESP32_HEAP["heap_free"], LORA_WAKES, "LoRaWAN")
     assert s["ballast"] > 0 and abs(s["mem_free"][0] - int(ESP32_HEAP["heap_free"][:-1]) * 1024) <= 1024, s["mem_free"][:2]
     assert emu.counters["joins"] == 1  # joined at the first boot only: the modem kept its session
 
@@ -114,5 +122,41 @@ def test_lorawan_node_runs_at_an_esp32_free_heap_without_memory_growth(legionell
     assert all(abs(values_of(r)["temperature_c"][0] - PIPE_C) <= 0.15 for r in readings)
 
     # memory does not grow: flat from the second boot on (the first interns the names)
+    later = s["mem_free"][1:]
+    assert max(later) - min(later) <= 512, "free heap before each boot drifts: %s ... %s" % (later[:10], later[-10:])
+
+
+# The classroom node on its MQTT link as the profile ships it (TLS, the CA on its flash, user name
+# and password, QoS 1, persistent session) against a real Mosquitto with TLS and the nodes' ACL,
+# for 100 wakes, each connecting, publishing its frame and waiting for the gateway's ack. Its
+# measured need is ~170 KB here (~121 KB on a 32-bit port without TLS; scripts/bench heap): above
+# ESP32_HEAP, which it does not fit yet (docs/mqtt-link.md "Memory"). So this runs it with 200 KB
+# free, 30 KB of margin over that need, and checks what the ESP32 check asks besides: every reading
+# delivered, no failed boot, and a heap that does not grow.
+MQTT_WAKES = 100
+MQTT_HEAP = {"heapsize": "384K", "heap_free": "200K"}
+
+
+def test_mqtt_tls_node_runs_100_wakes_without_memory_growth(tmp_path):
+    from simulators.bench_heap_mqtt import DEVICE as MQTT_DEVICE, PASSWORDS, MQTTSite  # the bench's far end
+
+    site = MQTTSite(tmp_path / "site")
+    build = site.build(tmp_path / "flash", KEY)
+    with site.broker() as broker, site.gateway(broker, KEY) as gw:
+        srv = site.sim([{"model": "scd4x", "truth": ROOM, "seed": 5}])
+        try:
+            rc, out, err = run_micropython(board_args(build, tmp_path / "flash.img", MQTT_WAKES, MQTT_HEAP["heap_free"]),
+                                           server=srv, timeout_s=300, heapsize=MQTT_HEAP["heapsize"])
+        finally:
+            srv.stop()
+        records = gw.unique_records()
+    s = _completed(Run(rc, out, err), MQTT_HEAP["heap_free"], MQTT_WAKES, "MQTT")
+    assert PASSWORDS[MQTT_DEVICE] not in out + err  # the MQTT password never printed
+
+    readings = [r for d, e, r in records if kind(r) == "reading"]
+    assert len(readings) == MQTT_WAKES + 1
+    assert [r["seq"] for d, e, r in sorted(records, key=lambda x: (x[1], x[2]["seq"]))] == list(range(len(records)))
+    assert all(abs(values_of(r)["co2_ppm"][0] - ROOM["co2_ppm"]) <= 50 + 0.025 * ROOM["co2_ppm"] for r in readings)
+
     later = s["mem_free"][1:]
     assert max(later) - min(later) <= 512, "free heap before each boot drifts: %s ... %s" % (later[:10], later[-10:])

@@ -53,30 +53,36 @@ the broker tolerates 3 intervals of silence against the 1 it sees: a late or mis
 does not cost the session. A frame the broker has not PUBACKed by the end of the ack wait
 means a connection nobody answers on (half-open after WiFi trouble): the link closes it, and
 the next cycle reconnects rather than waiting 1.5 x that long keep-alive for the verdict.
-WiFi is left to the power mode (deep sleep turns the radio off). Runs on MicroPython;
+WiFi is left to the power mode (deep sleep turns the radio off).
+
+Heap: the connection step (WiFi, backoff, the client and its connection, ``mqtt_open.py``) and
+the client's connection half are loaded by ``open()`` and released after it; the frames'
+protocol stack (``FramedLink`` and what it imports) by the first delivery. So a node never
+holds both (docs/mqtt-link.md "Memory"). Runs on MicroPython;
 imports on CPython (``network`` only when opening), where ``wlan=`` can supply a station.
 """
 
 import errno
-import os
 import struct
+import sys
 
-from protocol import frame
-from protocol.mqtt_packets import MQTTProtocolError
+from protocol.mqtt_wire import MQTTProtocolError
 
-from ..mqtt import MQTTClient, MQTTRefused, MQTTTLSError
-from .framed import FramedLink
+from drivers import release
 
+_APP = __name__[:__name__.rfind("links.")]  # "app." (or "firmware.app." on CPython)
+# The modules only the connection step needs: the link's (WiFi, backoff, the client's
+# connect and subscription), the client's connection half, TLS, and the packets only a
+# connection sends: loaded by open() and released after it (heap: docs/mqtt-link.md "Memory").
+_CONNECTION = (_APP + "links.mqtt_open", _APP + "mqtt_connect", _APP + "mqtt_tls", "protocol.mqtt_packets")
 BACKOFF_MAX_S = 120  # RELIABILITY.md: jittered backoff 1 -> 120 s
 _POLL_MS = 100  # one wait for an ack or for WiFi, on the injected clock
 _FEED_MS = 1000  # feed the watchdog this often while waiting
 _INBOX = 8  # acks kept until an exchange looks at them
-_CLIENT_TIMEOUT_MS = 5000  # socket operations, CONNACK and SUBACK waits
-_MAX_INFLIGHT = 4  # one frame is in flight; room for a slow PUBACK or two
 _KEEPALIVE_MAX_S = 65535  # CONNECT's keep-alive is 16 bits (MQTT 3.1.1 §3.1.2.10)
-# Heap: frames of up to FRAME_ROOM bytes are built in a buffer made once the link is first up
-# (after the TLS handshake, the heap's peak), and published from a second one (the PUBLISH
-# packet: the frame, the topic and 5-9 header bytes).
+# Heap: frames of up to FRAME_ROOM bytes are built in a buffer made by the first delivery
+# (``_framer``, after the connection and its TLS handshake), and published from a second one
+# made when the link is first up (the PUBLISH packet: the frame, the topic and 5-9 header bytes).
 FRAME_ROOM = 1024
 _PUBLISH_ROOM = FRAME_ROOM + 80
 
@@ -117,12 +123,42 @@ def first_seq(data):
     return struct.unpack_from(">I", data, 3 + data[2] + 4)[0]
 
 
-class MQTTLink(FramedLink):
+def _release_connection():
+    for name in _CONNECTION:
+        if name in sys.modules:  # (MicroPython: delattr of a missing name is a KeyError)
+            release(name)
+
+
+def _framer(link):
+    # The FramedLink that builds the frames and sends them through ``link.exchange``, made by
+    # the first delivery: the protocol stack it loads (frame, SenML, CBOR, HMAC) is not in
+    # the heap while the link connects (heap: docs/mqtt-link.md "Memory").
+    from .framed import FramedLink
+
+    class Framer(FramedLink):
+        def exchange(self, data, boot_epoch, last_seq):
+            return link.exchange(data, boot_epoch, last_seq)
+
+    f = Framer(link.clock, link.device_id, link._key, ack_timeout_ms=link.ack_timeout_ms, feed=link.feed)
+    f.counters = link.counters  # one set of counters: the link's
+    f._frame_buffer(FRAME_ROOM)
+    return f
+
+
+class MQTTLink:
+    """``FramedLink``'s delivery (through ``_framer``) over MQTT; see the module docstring."""
+
     def __init__(self, cfg, secrets, clock, feed=None, wlan=None, root=None):
         link = cfg["link"]
         m = link["mqtt"]
-        FramedLink.__init__(self, clock, cfg["device_id"], secrets.device_key,
-                            ack_timeout_ms=m["ack_timeout_ms"], feed=feed)
+        self.clock = clock
+        self.device_id = cfg["device_id"]
+        self._key = secrets.device_key
+        self.ack_timeout_ms = m["ack_timeout_ms"]
+        self.feed = feed or (lambda: None)
+        self.counters = {"frames_sent": 0, "records_acked": 0, "ack_timeouts": 0, "bad_acks": 0,
+                         "link_errors": 0}  # FramedLink's
+        self._framed = None
         self.wifi = link["wifi"]
         self.mqtt = m
         self._wifi_password = secrets.wifi_password
@@ -149,38 +185,6 @@ class MQTTLink(FramedLink):
     def __repr__(self):  # never the passwords
         return "<MQTTLink %s %s:%d>" % (self.device_id, self.mqtt["host"], self.mqtt["port"])
 
-    # ---- WiFi ----
-    def _station(self):
-        if self._wlan is None:
-            import network
-
-            self._wlan = network.WLAN(network.STA_IF)
-        return self._wlan
-
-    def _wifi_up(self):
-        wlan = self._station()
-        if not wlan.active():
-            wlan.active(True)
-        if wlan.isconnected():
-            return True
-        try:
-            wlan.connect(self.wifi["ssid"], self._wifi_password)
-        except OSError:  # the ESP32 port can refuse while it is still associating: wait on
-            pass
-        clock = self.clock
-        timeout_ms = self.wifi["connect_timeout_ms"]
-        deadline = clock.ticks_add(clock.ticks_ms(), timeout_ms)
-        for i in range(timeout_ms // _POLL_MS + 1):  # bounded even on a clock nobody advances
-            if wlan.isconnected():
-                return True
-            if clock.ticks_diff(deadline, clock.ticks_ms()) <= 0:
-                break
-            clock.sleep_ms(_POLL_MS)
-            if i % (_FEED_MS // _POLL_MS) == 0:
-                self.feed()
-        wlan.disconnect()  # stop the radio retrying in the background until the next attempt
-        return False
-
     # ---- connection ----
     def is_connected(self):
         c = self._client
@@ -193,55 +197,16 @@ class MQTTLink(FramedLink):
                 self.counters["stale_acks"] += 1
             self._inbox.append(payload)
 
-    def _fail(self, kind):
-        c = self.counters
-        c[kind] += 1
-        c["backoff_s"] = next_backoff_s(c["backoff_s"])
-        c["retry_at_s"] = int(self.clock.wall_s()) + jittered_s(c["backoff_s"], os.urandom(1)[0])
-        self.close()
-        self._failed_in_cycle = True
-        return False
-
     def open(self):
         """WiFi, then the broker and the ack subscription; True when connected. False (counted,
-        backoff set) when WiFi or the broker is not there or refuses us; never raises for that."""
-        if self.is_connected():
-            return True
-        c = self.counters
-        wait_s = c["retry_at_s"] - int(self.clock.wall_s())
-        if c["backoff_s"] and 0 < wait_s <= BACKOFF_MAX_S:
-            c["backoff_skips"] += 1
-            self._failed_in_cycle = True
-            return False
-        self.feed()
-        if not self._wifi_up():
-            return self._fail("wifi_fails")
-        m = self.mqtt
-        client = MQTTClient(m["client_id"] or self.device_id, m["host"], m["port"], self.clock,
-                            user=m["username"] or self.device_id, password=self._password,
-                            keepalive_s=self.keepalive_s, tls=self._tls, max_inflight=_MAX_INFLIGHT,
-                            timeout_ms=_CLIENT_TIMEOUT_MS, on_message=self._on_message)
-        self._client = client
-        self.feed()
+        backoff set) when WiFi or the broker is not there or refuses us; never raises for that.
+        The connection step's code (``_CONNECTION``) is loaded for this and released after it."""
         try:
-            client.connect(clean_session=False)
-            client.take_requeued()  # a fresh client has none; the flash log is the buffer anyway
-            client.subscribe(self.ack_topic, 1)
-        except MQTTTLSError:
-            return self._fail("tls_fails")  # an alarm: wrong CA, host name or dates; never plaintext
-        except MQTTRefused:
-            return self._fail("mqtt_refused")  # bad credentials or not authorised
-        except OSError as e:
-            return self._fail("mqtt_refused" if e.errno == errno.EACCES else "mqtt_fails")
-        except ValueError:  # MQTTProtocolError, or a CA file that does not parse
-            return self._fail("mqtt_fails")
-        c["connects"] += 1
-        c["backoff_s"] = c["retry_at_s"] = 0
-        if self._publish_buf is None:  # the send buffers (FRAME_ROOM), once
-            self._frame_buffer(FRAME_ROOM)
-            self._publish_buf = bytearray(_PUBLISH_ROOM)
-        client.lend(self._publish_buf)
-        return True
+            from .mqtt_open import open_link
+
+            return open_link(self)
+        finally:
+            _release_connection()
 
     def close(self):
         """DISCONNECT (best effort) and close; the broker keeps the session."""
@@ -250,9 +215,14 @@ class MQTTLink(FramedLink):
             client.disconnect()
 
     # ---- delivery ----
+    def _key_for(self, device_id):
+        return self._key if device_id == self.device_id else None
+
     def _take_ack(self, boot_epoch, first, last_seq):
         # The seq an ack in the inbox lets us trim through, or None. Authentic acks for records
         # already trimmed (another epoch, or below this frame) are stale, not forged.
+        from protocol import frame
+
         while self._inbox:
             buf = self._inbox.pop(0)
             try:
@@ -300,9 +270,14 @@ class MQTTLink(FramedLink):
         # A kept session at the start of a cycle: WiFi back if the light sleep lost it, then
         # what arrived meanwhile into the inbox; a connection the broker closed (restart,
         # keep-alive) or a dead one is closed here, and deliver() reconnects.
-        if not self._wifi_up():
-            self._fail("wifi_fails")
-            return
+        from .mqtt_open import fail, wifi_up
+
+        try:
+            if not wifi_up(self):
+                fail(self, "wifi_fails")
+                return
+        finally:
+            _release_connection()
         try:
             self._client.poll(0)
         except (OSError, ValueError):  # ValueError: MQTTProtocolError; the client has closed
@@ -334,7 +309,9 @@ class MQTTLink(FramedLink):
                 return 0
         published = self._client.counters["published"]
         try:
-            return FramedLink.deliver(self, log)
+            if self._framed is None:
+                self._framed = _framer(self)
+            return self._framed.deliver(log)
         finally:
             self._failed_in_cycle = False
             if self.stay_connected:
