@@ -154,6 +154,12 @@ def encode_into(buf, obj, _depth=0):
             encode_into(buf, item, _depth + 1)
     elif isinstance(obj, dict):
         encode_head(buf, 5, len(obj))
+        small = _small_int_keys(obj)
+        if small is not None:  # every key one byte (SenML's labels): sorted without copies
+            for k in small:
+                buf.append(_small_int_head(k))
+                encode_into(buf, obj[k], _depth + 1)
+            return
         pairs = []
         for k, v in obj.items():
             kb = bytearray()
@@ -169,6 +175,20 @@ def encode_into(buf, obj, _depth=0):
 
 def _first(pair):
     return pair[0]
+
+
+def _small_int_head(k):
+    # the one byte that encodes an int key within -24..23 (major 0 or 1, argument < 24)
+    return k if k >= 0 else 0x1F - k
+
+
+def _small_int_keys(obj):
+    """The keys of the dict ``obj`` in encoded order if each is an int within -24..23 (each
+    encodes as one byte, so the byte order is the order of those bytes), else None."""
+    for k in obj:
+        if not isinstance(k, int) or isinstance(k, bool) or not -24 <= k <= 23:
+            return None
+    return sorted(obj, key=_small_int_head)
 
 
 def dumps(obj):

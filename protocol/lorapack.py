@@ -275,22 +275,37 @@ class _Encoder:
         return True
 
 
+COUNTERS_MAX = 32  # counters a status record may carry (their count is then one varint byte)
+
+
 def _counters(buf, counters):
-    if not isinstance(counters, dict) or len(counters) > 32:
-        raise ValueError("counters must be a dict of at most 32 entries, got %r" % (counters,))
+    if not isinstance(counters, dict) or len(counters) > COUNTERS_MAX:
+        raise ValueError("counters must be a dict of at most %d entries, got %r" % (COUNTERS_MAX, counters))
     for name in counters:
         _text("counter name", name, 32)
     names = sorted(counters)
     _put(buf, len(names))
     for name in names:
-        raw = name.encode()
-        v = counters[name]
-        if not isinstance(v, int) or isinstance(v, bool) or abs(v) > _SCALED_MAX:
-            raise ValueError("counter %s must be an integer within ±%d, got %r"
-                             % (name, _SCALED_MAX, v))
-        _put(buf, len(raw))
-        buf.extend(raw)
-        _put(buf, _zz(v))
+        _counter(buf, name, counters[name])
+
+
+def _counter(buf, name, v):
+    raw = name.encode()
+    if not isinstance(v, int) or isinstance(v, bool) or abs(v) > _SCALED_MAX:
+        raise ValueError("counter %s must be an integer within ±%d, got %r"
+                         % (name, _SCALED_MAX, v))
+    _put(buf, len(raw))
+    buf.extend(raw)
+    _put(buf, _zz(v))
+
+
+def counter_len(name, value):
+    """Bytes the counter ``name`` = ``value`` adds to a status record's pack (up to
+    ``COUNTERS_MAX`` counters, each adds its own). ``ValueError`` if ``pack`` would refuse it."""
+    buf = bytearray()
+    _text("counter name", name, 32)
+    _counter(buf, name, value)
+    return len(buf)
 
 
 def _gap(buf, rec, boot_epoch):

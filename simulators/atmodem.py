@@ -162,6 +162,7 @@ class ATModemEmulator(RakCommands, E5Commands, RadioModel):
         os.set_blocking(self._master, False)
         self.port_path = os.ttyname(self._slave)
         self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
         self._thread = threading.Thread(target=self._run, name="atmodem-" + self.dialect, daemon=True)
         self._thread.start()
         return self
@@ -171,10 +172,14 @@ class ATModemEmulator(RakCommands, E5Commands, RadioModel):
         if self._thread is None or self._stopping:
             return
         self._stopping = True
-        os.write(self._wake_w, b"x")
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:  # full of pokes: it wakes anyway
+            pass
         self._thread.join(timeout_s)
-        for fd in (self._master, self._slave, self._wake_r, self._wake_w):
-            os.close(fd)
+        with self._lock:  # no _poke writes to a closed pipe
+            for fd in (self._master, self._slave, self._wake_r, self._wake_w):
+                os.close(fd)
 
     def __enter__(self):
         return self.start()
@@ -184,15 +189,28 @@ class ATModemEmulator(RakCommands, E5Commands, RadioModel):
 
     def _run(self):
         while not self._stopping:
-            # follow mode: output falls due as the host's clock moves; a host that settles
-            # (uart_counts) makes it print at its reads, so nothing needs polling for it here
+            # follow mode: output falls due as the host's clock moves, so a scheduled output
+            # is polled for; a host that settles (uart_counts) makes it print at its reads,
+            # so then nothing needs polling here. Otherwise (nothing scheduled, or "advance"
+            # mode, which prints everything scheduled at once) only the host's bytes or
+            # ``_poke`` can bring work: the thread sleeps until one does (no idle wakeups).
             polling = self._timeline and self.time_mode == "follow" and not self._host_settles
-            wait = 0.002 if polling else 0.05
-            ready, _, _ = select.select([self._master, self._wake_r], [], [], wait)
+            ready, _, _ = select.select([self._master, self._wake_r], [], [], 0.002 if polling else None)
             if self._stopping:
                 return
+            if self._wake_r in ready:
+                os.read(self._wake_r, 512)
             with self._lock:
                 self._pump(self._master in ready)
+
+    def _poke(self):
+        """Wake the thread to look again (another thread scheduled output it must poll for)."""
+        if self._thread is None or self._stopping:
+            return  # not started, or stopped (its pipe closed)
+        try:
+            os.write(self._wake_w, b"p")
+        except BlockingIOError:  # the pipe is full of pokes already
+            pass
 
     def _pump(self, readable=True):
         """Take the host's bytes (lock held): complete lines are commands; then the output due."""
@@ -223,8 +241,9 @@ class ATModemEmulator(RakCommands, E5Commands, RadioModel):
     def uart_counts(self):
         """``(consumed, emitted)``: bytes taken from the host, and bytes written for it less
         those still waiting in the pty for the host to read (a host that opens the port now
-        counts from there). From then on the host settles the emulator (``uart_settle`` at its
-        reads), so in "follow" mode the thread no longer polls the clock for due output."""
+        counts from there; output that fell due before it asks is printed first). From then on
+        the host settles the emulator (``uart_settle`` at its reads), so in "follow" mode the
+        thread no longer polls the clock for due output."""
         with self._lock:
             self._host_settles = self.time_mode == "follow"
             waiting = array.array("i", [0])
@@ -232,7 +251,14 @@ class ATModemEmulator(RakCommands, E5Commands, RadioModel):
                 fcntl.ioctl(self._slave, termios.FIONREAD, waiting)
             except OSError:
                 waiting[0] = 0
-            return self._consumed, self._emitted - waiting[0]
+            emitted = self._emitted - waiting[0]
+            if self._host_settles:
+                # what fell due while no host settled (a node's power back: its clock moved
+                # on) goes into the pty before the host reads, as the thread's own look put
+                # it there when it woke on a timer; all of it waits for the host, so the
+                # count is taken first (the pty may not show it to FIONREAD at once)
+                self._run_timeline()
+            return self._consumed, emitted
 
     def uart_settle(self, sent, timeout_s=2.0):
         """Take the host's bytes up to its count ``sent`` (waiting, bounded, for them to cross
@@ -254,6 +280,8 @@ class ATModemEmulator(RakCommands, E5Commands, RadioModel):
             with self._lock:
                 self._pump()
                 if self._consumed >= sent or time.monotonic() > end:
+                    if self._timeline and self.time_mode == "follow" and not self._host_settles:
+                        self._poke()  # the thread polls for what this scheduled
                     return self._emitted, (self._timeline[0][0] if self._timeline else None)
             select.select([self._master], [], [], 0.001)
 

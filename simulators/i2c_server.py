@@ -235,31 +235,46 @@ class SimServer(BoardRequests, ControlMethods):
             t.start()
 
     def _serve(self, conn):
-        rfile = conn.makefile("rb")
+        # One buffer per connection, read into in place (no file object, one recv per request
+        # as a rule): a request is at most REQUEST.size + MAX_PAYLOAD bytes, and a client
+        # sends its next request only after the reply, so a whole one always fits.
+        buf = bytearray(REQUEST.size + MAX_PAYLOAD)
+        view = memoryview(buf)
+        head = REQUEST.size
+        have = 0
         node = self.nodes.get(conn)
         try:
             while True:
-                head = rfile.read(REQUEST.size)
-                if len(head) < REQUEST.size:
-                    return
-                op, addr, n = REQUEST.unpack(head)
-                payload = rfile.read(n) if n else b""
-                if len(payload) < n:
-                    return
+                while have < head:
+                    got = conn.recv_into(view[have:])
+                    if not got:
+                        return
+                    have += got
+                op, addr, n = REQUEST.unpack_from(buf)
+                end = head + n
+                while have < end:
+                    got = conn.recv_into(view[have:])
+                    if not got:
+                        return
+                    have += got
+                payload = bytes(view[head:end])
+                if have > end:  # the start of another request: to the front
+                    buf[:have - end] = bytes(view[end:have])
+                have -= end
                 if op & OP_EXT:
                     reply = self._extended(op & ~OP_EXT, addr, payload, node)
                 else:
                     reply = self._request(op, addr, payload, node)
                 if reply is None:  # the fleet cancelled this board: hang up
                     return
-                conn.sendall(RESPONSE.pack(reply[0], len(reply[1])) + reply[1])
+                status, out = reply
+                conn.sendall(RESPONSE.pack(status, len(out)) + out)
         except OSError:
             return  # the client went away, or stop() shut the connection
         finally:
             with self.lock:
                 self._conns.discard(conn)
                 self.nodes.pop(conn, None)
-            rfile.close()
             conn.close()
 
     # -- requests ----------------------------------------------------------------------------

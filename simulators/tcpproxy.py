@@ -25,7 +25,7 @@ import struct
 import threading
 import time
 
-_POLL_S = 0.02
+_POLL_S = 0.02  # the accept loop's look at ``_stopping`` (x5)
 _CHUNK = 65536
 
 
@@ -36,6 +36,8 @@ class _Pipe:
         self.proxy, self.client, self.server = proxy, client, server
         self.pending = {client: collections.deque(), server: collections.deque()}
         self.closed = False
+        # close() wakes the thread: it sleeps until bytes come or a held chunk falls due
+        self._wake_r, self._wake_w = socket.socketpair()
 
     def other(self, sock):
         return self.server if sock is self.client else self.client
@@ -44,8 +46,10 @@ class _Pipe:
         p = self.proxy
         try:
             while not self.closed and not p._stopping:
-                readable, _, _ = select.select([self.client, self.server], [], [], _POLL_S)
+                readable, _, _ = select.select([self.client, self.server, self._wake_r], [], [], self._due_s())
                 for sock in readable:
+                    if sock is self._wake_r:
+                        continue  # close(): the loop's test ends it
                     data = sock.recv(_CHUNK)
                     if not data:
                         self.closed = True
@@ -57,10 +61,17 @@ class _Pipe:
                     self.pending[self.other(sock)].append((time.monotonic() + p._latency_s,
                                                            data))
                 self._flush()
-        except OSError:
+        except (OSError, ValueError):  # ValueError: closed by another thread before the select
             pass
         finally:
             self.close()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _due_s(self):
+        """Seconds until the next held chunk (latency) is due; None: nothing held."""
+        due = [queue[0][0] for queue in self.pending.values() if queue]
+        return max(0.0, min(due) - time.monotonic()) if due else None
 
     def _flush(self):
         now = time.monotonic()
@@ -92,6 +103,10 @@ class _Pipe:
                 sock.close()
             except OSError:
                 pass
+        try:
+            self._wake_w.send(b"x")
+        except OSError:  # the thread has ended (and closed it)
+            pass
 
 
 class TCPProxy:

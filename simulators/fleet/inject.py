@@ -33,7 +33,6 @@ order the nodes' threads send them in (``lorawan_radio``, "Collisions").
 """
 
 import threading
-import time
 
 from simulators.atmodem_radio import CHANNELS_HZ
 from simulators.fleet.nodes import dev_eui, profile_table
@@ -128,9 +127,13 @@ class RadioOrder:
     ``Participant.progress_us``, is past it, or it waits here with a later frame: equal
     starts go in ``Radio.order_key`` order) and the director has acted on everything due by
     then. The sending node is held (``parked``) meanwhile, in real time only: its clock does
-    not move. ``nodes``: radio name (upper-case DevEUI) -> ``FleetNode``."""
+    not move. It looks again at each change of the timeline (``Timeline.wait_changed``).
+    ``nodes``: radio name (upper-case DevEUI) -> ``FleetNode``."""
 
-    POLL_S = 0.0005  # real seconds between looks (the others move on their own threads)
+    # The most real seconds between looks: a look comes whenever the timeline changes (a
+    # participant waits, is released or leaves) or another frame's turn ends; this bounds the
+    # wait for what moves without the timeline (a running node's wire time).
+    POLL_S = 0.002
 
     def __init__(self, timeline, nodes):
         self.timeline, self.nodes = timeline, nodes
@@ -149,15 +152,19 @@ class RadioOrder:
             p.parked = True
             self.timeline.poke()  # a barrier need not wait for it
         try:
+            generation = self.timeline.generation  # read before each look: no change is missed
             if not self._turn(name, mine):
                 self.waits += 1
-                while not self._turn(name, mine):
-                    time.sleep(self.POLL_S)
+                while True:
+                    generation = self.timeline.wait_changed(generation, self.POLL_S)
+                    if self._turn(name, mine):
+                        break
         finally:
             with self._lock:
                 del self._pending[name]
             if p is not None:
                 p.parked = False
+            self.timeline.notify_changed()  # the frames behind this one look again
 
     def _turn(self, name, mine):
         start = mine[0]

@@ -37,16 +37,19 @@ BOARD_PY = REPO / "simulators" / "mpy" / "board.py"
 JOIN_EUI = "70b3d57ed0000000"
 # Heap per link: the ESP32's ~100 KB at the 64-bit factor (tests/e2e/nodeharness.py), more
 # for the MQTT build (docs/mqtt-link.md "Memory").
-# Plus CODE_ROM_K for board.py --code-rom's image of the code (so the firmware gets the same).
+# Plus CODE_ROM_K for board.py --code-rom's image when in the heap (no ROM area: interpreter()).
 HEAP = {"serial": "320K", "lorawan": "320K", "mqtt": "384K"}
 CODE_ROM_K = 200
 BOARDS = {"serial": "esp32-devkitc", "mqtt": "esp32-devkitc", "lorawan": "esp32-devkitc-rak3272s"}
 BATTERY_PIN_V = 1.5  # 3.0 V of 2xAA Li-FeS2 through the board's 1:2 divider
 SSID_SET = "link.wifi.ssid=civicedge-sim"  # the simulator's access point answers any SSID
 REAL_WAIT_MS = "200"  # how long a node waits in real time for its gateway before virtual time passes
-# board.py --gc-scale: the firmware's gc.threshold scaled as HEAP is over the ESP32's ~100 KB,
-# so a collection comes after the same share of the heap is allocated as on the chip
-GC_SCALE = 3
+# board.py --gc-scale: the firmware's gc.threshold (8 KB, the chip's fragmentation guard; the
+# heap tests keep it) times 10: a collection every 80 KB allocated. The firmware has ~218 KB free
+# here (~300 KB over MQTT), ~72 KB over the chip's ~146 KB in 64-bit objects, so the garbage
+# between collections still fits (a full heap collects anyway). Unseen by the firmware; 3 -> 10
+# took ~14 % off the interpreters' CPU, 20 no more (docs/simulator-board.md).
+GC_SCALE = 10
 # board.py --flash-read: littlefs reads in 1 KB pieces, not the ESP32 port's 32 bytes (the same
 # data and writes; ~10 times fewer block-device calls, the wake's largest cost before)
 FLASH_READ = 1024
@@ -75,8 +78,12 @@ except ProcessLookupError:
 
 # The pip-installed ``micropython`` command is a Python script around the interpreter's
 # extension module: run that module without the script (and without ``site``), ~20 ms of CPU
-# less per node start.
-_LAUNCH = ("import sys; sys.path.insert(0, %r); from micropython_run import run_main; "
+# less per node start. It also holds ROM_AREA_K outside MicroPython's heap (a CPython array)
+# and names it in $CIVICEDGE_ROM_AREA: board.py --code-rom's image goes there, as a chip's
+# ROMFS is in flash, taking no heap and scanned by no garbage collection.
+ROM_AREA_K = 384  # the largest image, an MQTT node's, is ~160 KB
+_LAUNCH = ("import array, os, sys; sys.path.insert(0, %r); from micropython_run import run_main; "
+           "rom = array.array('B', bytes(%d)); os.environ['CIVICEDGE_ROM_AREA'] = '%%d %%d' %% rom.buffer_info(); "
            "sys.exit(run_main(sys.argv[1:]))")
 
 
@@ -89,7 +96,8 @@ def interpreter():
         wrapper = f.read(2) == b"#!" and b"micropython_unix" in f.read(4096)
     if module is None or module.origin is None or not wrapper:
         return [binary]
-    return [sys.executable, "-I", "-S", "-c", _LAUNCH % os.path.dirname(module.origin), "micropython"]
+    return [sys.executable, "-I", "-S", "-c", _LAUNCH % (os.path.dirname(module.origin), ROM_AREA_K * 1024),
+            "micropython"]
 
 
 def dev_eui(device_id):
@@ -156,6 +164,7 @@ class SerialCable:
         self.cut = set()
         self.lost_bytes = 0
         self._stop = threading.Event()
+        self._wake_r = self._wake_w = None  # close() wakes the thread (it blocks until bytes come)
         self._thread = None
 
     def add(self, name):
@@ -173,15 +182,18 @@ class SerialCable:
         return pa, pb
 
     def start(self):
+        self._wake_r, self._wake_w = os.pipe()
         self._thread = threading.Thread(target=self._run, name="fleet-serial", daemon=True)
         self._thread.start()
         return self
 
     def _run(self):
-        fds = list(self._pairs)
+        fds = list(self._pairs) + [self._wake_r]
         while not self._stop.is_set():
-            ready, _, _ = select.select(fds, [], [], 0.05)
+            ready, _, _ = select.select(fds, [], [])  # no timeout: bytes, or close()
             for fd in ready:
+                if fd == self._wake_r:
+                    continue
                 try:
                     data = os.read(fd, 4096)
                 except OSError:
@@ -198,8 +210,9 @@ class SerialCable:
     def close(self):
         self._stop.set()
         if self._thread is not None:
+            os.write(self._wake_w, b"x")
             self._thread.join(5)
-        for fd in list(self._pairs) + self._keep:
+        for fd in list(self._pairs) + self._keep + [fd for fd in (self._wake_r, self._wake_w) if fd is not None]:
             try:
                 os.close(fd)
             except OSError:
@@ -265,7 +278,7 @@ class FleetNode:
         heap_k = int(HEAP[self.spec.link][:-1])
         if CODE_ROM:
             args.append("--code-rom")
-            heap_k += CODE_ROM_K
+            heap_k += 0 if interpreter()[0] == sys.executable else CODE_ROM_K
         if not self.image.exists():
             args += ["--install", str(self.dir / "bundle")]
         env = dict(self.link_env, CIVICEDGE_REAL_WAIT_MS=REAL_WAIT_MS)

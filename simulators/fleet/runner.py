@@ -296,6 +296,8 @@ class FleetRun:
         self.timeline.cancel_all()
         for n in self.nodes.values():
             n.stop()
+            if getattr(n, "modem", None) is not None:
+                n.modem.stop()  # its thread and pty (its node is gone; its counters stay)
         for g in self.gateways.values():
             g.stop()
         with ThreadPoolExecutor(2) as pool:

@@ -44,6 +44,11 @@ run after it. A participant that blocks in real time at a point fixed by the vir
 schedule (a LoRa frame waiting for its turn on the radio, ``inject.RadioOrder``) sets
 ``parked`` and calls ``poke``, so that a barrier need not wait for it.
 
+A thread that waits on what the participants do, rather than being one (``inject.RadioOrder``
+waiting for a frame's turn), reads ``generation`` before it looks and then calls
+``wait_changed``: it sleeps until a participant waits, is released or leaves (or
+``notify_changed``), instead of polling.
+
 ``publish`` is called with every new ``G`` (the gateway, a separate process, reads it from
 shared memory); it must be quick and must not call back into the timeline.
 """
@@ -108,6 +113,8 @@ class Timeline:
         self._n = itertools.count()
         self._g = 0
         self._hold = None              # the barrier participant acting now (module docstring)
+        self._changed = threading.Condition(self._lock)
+        self.generation = 0            # counts changes (waits, releases, leaves): ``wait_changed``
         self.releases = 0              # waits that had to block (for the bench's breakdown)
         self.passes = 0                # waits that passed at once
 
@@ -151,6 +158,21 @@ class Timeline:
         """Look again (a participant's ``parked`` changed)."""
         with self._lock:
             self._advance()
+
+    def wait_changed(self, generation, timeout_s):
+        """Block, in real time, until ``generation`` (read before looking) has changed, or at
+        most ``timeout_s``: for a thread that waits on what the participants are doing
+        (``inject.RadioOrder``) without polling. Returns the generation now."""
+        with self._changed:
+            if self.generation == generation:
+                self._changed.wait(timeout_s)
+            return self.generation
+
+    def notify_changed(self):
+        """Wake ``wait_changed`` callers (something they look at changed outside the timeline)."""
+        with self._changed:
+            self.generation += 1
+            self._changed.notify_all()
 
     # -- time -----------------------------------------------------------------------------------
     @property
@@ -196,6 +218,8 @@ class Timeline:
         g = min(low, nxt, self.end_us)
         if low == FOREVER and nxt <= self.end_us:
             g = nxt  # nobody runs: jump to the next wake
+        self.generation += 1
+        self._changed.notify_all()
         if g > self._g:
             self._g = g
             if self._publish is not None:

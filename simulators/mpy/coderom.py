@@ -1,7 +1,8 @@
 """The firmware's code as a ROMFS image in RAM, for ``board.py --code-rom`` (MicroPython).
 
-``build(root)`` reads every ``.mpy`` and ``.py`` file under the directory ``root`` (the
-flash) into one ROMFS image (a ``bytearray``; the format of MicroPython's ``vfs.VfsRom``, as
+``build(root, outside)`` reads every ``.mpy`` and ``.py`` file under the directory ``root``
+(the flash) into one ROMFS image (a ``bytearray``, in the heap or in memory the process holds
+outside it; the format of MicroPython's ``vfs.VfsRom``, as
 ``mpremote romfs`` writes it), ``mount(image, at)`` mounts it. A module imported from it runs
 its bytecode in place: no littlefs lookups for every path on ``sys.path``, no copy of the
 file into the heap. ``board.py`` builds the image from the flash at every power-on, so it
@@ -87,13 +88,36 @@ def _fill(buf, i, path, plan):
     return i
 
 
-def build(root):
-    """The ROMFS image (a ``bytearray``) of the code files under ``root``."""
+def area(spec):
+    """``(address, size)`` of memory outside the heap for the image, from ``spec``
+    (``"ADDRESS SIZE"``, decimal, as ``$CIVICEDGE_ROM_AREA`` gives it; None or "": none)."""
+    if not spec:
+        return None
+    parts = spec.split()
+    if len(parts) != 2:
+        raise ValueError("coderom: a ROM area is 'ADDRESS SIZE', got %r" % spec)
+    return int(parts[0]), int(parts[1])
+
+
+def build(root, outside=None):
+    """The ROMFS image (a ``bytearray``) of the code files under ``root``: in the heap, or
+    in ``outside`` (``(address, size)`` of memory the process holds outside the heap, from
+    ``area``) when it fits there. An image outside the heap is where a chip's ROMFS is (in
+    flash, not RAM): the garbage collector never scans it and it takes no heap."""
     plan = _plan(root)
     body = sum(_record_len(c[3]) for c in plan)
     size_len = _uint_len(body)
     pad = (len(_HEADER) + size_len + body) % 2  # the image's length is even
-    buf = bytearray(len(_HEADER) + pad + size_len + body)
+    size = len(_HEADER) + pad + size_len + body
+    if outside is not None and size <= outside[1]:
+        import uctypes
+
+        buf = uctypes.bytearray_at(outside[0], size)
+    else:
+        if outside is not None:  # said, since the heap left to the firmware is less
+            print("coderom: the image (%d bytes) is larger than the ROM area (%d): it is in the heap"
+                  % (size, outside[1]))
+        buf = bytearray(size)
     buf[0:3] = _HEADER
     i = 3
     if pad:

@@ -171,7 +171,7 @@ except OSError:
 with open("count", "w") as f:
     f.write(str(n + 1))
 print("APP " + json.dumps({"n": n + 1, "probe": probe.VALUE, "from": probe.__file__.split("/")[1],
-                           "cause": machine.reset_cause()}))
+                           "cause": machine.reset_cause(), "path": sys.path}))
 machine.deepsleep(1000)
 """,
     "lib/probe.py": "VALUE = 41 + 1\n",
@@ -198,7 +198,54 @@ def test_flash_read_and_code_rom_change_nothing_the_firmware_sees(tmp_path):
         fast, b2 = _run_board(s2, tmp_path, "fast", "--flash-read", "1024", "--code-rom")
     assert [a["from"] for a in plain] == ["flash"] * 4
     assert [a["from"] for a in fast] == ["code"] * 4  # imported from the RAM copy
-    strip = [{k: v for k, v in a.items() if k != "from"} for a in plain]
-    assert strip == [{k: v for k, v in a.items() if k != "from"} for a in fast]
+    # the code ROM holds every code file the flash does: the flash is off the import path, so
+    # the imports that miss (json: a built-in, looked for on the path first) skip littlefs
+    assert {tuple(a["path"]) for a in plain} == {("/flash", "/flash/lib", ".frozen")}
+    assert {tuple(a["path"]) for a in fast} == {("/code", "/code/lib", ".frozen")}
+    strip = [{k: v for k, v in a.items() if k not in ("from", "path")} for a in plain]
+    assert strip == [{k: v for k, v in a.items() if k not in ("from", "path")} for a in fast]
     assert [a["n"] for a in fast] == [1, 2, 3, 4] and {a["probe"] for a in fast} == {42}
     assert b1["virtual_s"] == b2["virtual_s"] and b1["resets"] == b2["resets"]
+
+
+ROM_AREA = """
+import os, sys, uctypes, coderom
+area = coderom.area(os.getenv("CIVICEDGE_ROM_AREA"))
+image = coderom.build(%r, area)
+small = coderom.build(%r, (area[0], len(image) - 1))
+coderom.mount(image, "/code")
+sys.path[:] = ["/code/lib"]
+import protocol.b
+print(area[1], uctypes.addressof(image) == area[0], uctypes.addressof(small) == area[0], bytes(small) == bytes(image),
+      protocol.b.VALUE)
+"""
+
+
+def test_the_fleets_launcher_gives_the_code_rom_memory_outside_the_heap(tmp_path):
+    # nodes.interpreter() maps ROM_AREA_K outside MicroPython's heap and names it in
+    # $CIVICEDGE_ROM_AREA: the image is built there (no heap taken, never scanned by the
+    # collector) when it fits, else in the heap, the same bytes either way
+    from simulators.fleet import nodes
+    from simulators.mpyrun import micropython_env
+
+    _tree(tmp_path / "tree")
+    tree = str(tmp_path / "tree")
+    r = subprocess.run(nodes.interpreter() + ["-X", "heapsize=200K", "-c", textwrap.dedent(ROM_AREA % (tree, tree))],
+                       env=micropython_env(None, sim=False), cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines()[0].startswith("coderom: the image (") and "larger than the ROM area" in r.stdout
+    assert r.stdout.splitlines()[1].split() == [str(nodes.ROM_AREA_K * 1024), "True", "False", "True", "7"]
+
+
+@pytest.mark.parametrize("spec, expect", [(None, None), ("", None), ("4096 512", (4096, 512))])
+def test_coderom_area_reads_the_launchers_variable(spec, expect):
+    rc, out, err = run_micropython(["-c", "import coderom; print(coderom.area(%r))" % (spec,)], sim=False)
+    assert rc == 0, err
+    assert out.strip() == str(expect)
+
+
+def test_coderom_area_refuses_a_malformed_variable():
+    rc, out, err = run_micropython(["-c", "import coderom\ntry:\n coderom.area('12')\nexcept ValueError as e:\n print(e)"],
+                                   sim=False)
+    assert rc == 0, err
+    assert "'ADDRESS SIZE'" in out and "'12'" in out

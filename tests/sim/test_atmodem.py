@@ -451,3 +451,75 @@ def test_the_outcome_does_not_depend_on_when_the_emulators_thread_runs(dialect, 
             b.close()
     assert results[0] == results[1]
     assert results[0][0] == SendResult.SENT and results[0][1] == b"\x10"
+
+
+
+class _HostPort:
+    """The host's end of an emulator's pty, raw, as a file descriptor (a ``with`` block)."""
+
+    def __init__(self, emu):
+        self.path = emu.port_path
+
+    def __enter__(self):
+        import os
+        import tty
+
+        self.fd = os.open(self.path, os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(self.fd)
+        return self
+
+    def __exit__(self, *exc):
+        import os
+
+        os.close(self.fd)
+
+    def write(self, data):
+        import os
+
+        return os.write(self.fd, data)
+
+    def read_for(self, want, timeout_s=10.0):
+        """Bytes until ``want`` is among them or ``timeout_s`` real seconds pass."""
+        import os
+        import select
+        import time
+
+        out, end = b"", time.monotonic() + timeout_s
+        while want not in out and time.monotonic() < end:
+            if select.select([self.fd], [], [], 0.1)[0]:
+                out += os.read(self.fd, 4096)
+        return out
+
+
+def test_follow_mode_output_scheduled_by_a_settle_is_printed_by_the_thread_when_due():
+    # The emulator's thread sleeps until the host writes or output it must poll for is
+    # scheduled (no idle wakeups); output that another thread's settle() scheduled still
+    # comes once the clock passes its time, with nobody settling again.
+    clock = VirtualClock()
+    with ATModemEmulator("rak3172", clock=clock, time_mode="follow") as emu, _HostPort(emu) as host:
+        emu.fault("reboot")
+        host.write(b"AT\r\n")
+        emu.settle(4)  # the command is taken: the module restarts, its banner due in BOOT_MS
+        assert emu.counters["reboots"] == 1
+        clock.advance_us(2_000_000)  # the host's clock passes the banner's time
+        out = host.read_for(b"LoRaWAN.\r\n")
+    assert out.startswith(b"RAKwireless RAK3172\r\n") and not emu.errors
+
+
+def test_follow_mode_output_due_before_a_host_counts_is_in_the_pty_before_its_count():
+    # A node's power comes back with its clock moved on: what its modem had scheduled and is
+    # due by now is printed when the new process asks for the counts (uart_counts), before
+    # it reads, and its count starts after it. The emulator's own thread never runs here
+    # (_LateEmulator), so only the host's calls print anything.
+    clock = VirtualClock()
+    with _LateEmulator("rak3172", clock=clock, time_mode="follow") as emu, _HostPort(emu) as host:
+        consumed, emitted = emu.uart_counts()  # the host settles from here on
+        emu.fault("reboot")
+        host.write(b"AT\r\n")
+        assert emu.uart_settle(consumed + 4)[1] is not None  # restarted: the banner is scheduled
+        clock.advance_us(2_000_000)                          # the power back, later
+        counts = emu.uart_counts()
+        out = host.read_for(b"LoRaWAN.\r\n")
+    assert out.startswith(b"RAKwireless RAK3172\r\n")
+    assert counts == (consumed + 4, emitted)  # the banner waits in the pty, not counted
+    assert not emu.errors

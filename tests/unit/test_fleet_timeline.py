@@ -124,3 +124,20 @@ def test_publish_sees_every_new_global_time_in_order():
     for t in (10, 20, 20, 35):
         p.wait_until(t)
     assert seen == sorted(set(seen)) and seen[-1] == 35
+
+
+def test_wait_changed_returns_at_once_on_a_change_it_would_have_missed_and_wakes_on_the_next():
+    # inject.RadioOrder waits on the timeline's changes instead of polling: it reads the
+    # generation, looks, then waits; a change in between is not missed.
+    tl = Timeline(end_us=10_000)
+    a = tl.join("a", VirtualClock())
+    seen = tl.generation
+    tl.notify_changed()                           # a change after the read...
+    assert tl.wait_changed(seen, 30.0) != seen    # ...returns at once, not after 30 s
+    seen = tl.generation
+    woke = []
+    th = threading.Thread(target=lambda: woke.append(tl.wait_changed(seen, 30.0)), daemon=True)
+    th.start()
+    a.leave()                                     # a participant leaving is a change
+    th.join(10)
+    assert woke and woke[0] != seen

@@ -321,29 +321,44 @@ def _stream(log, epoch, room, seqs, step=None):
         after = (chunk[-1][0], chunk[-1][1]["seq"])
 
 
-def _fits(rec, room, epoch, step):
+def _packed_len(rec, room, epoch, step):
+    """The length of ``rec`` packed alone into ``room`` bytes, None if it does not pack."""
     from protocol.lorapack import pack
 
     try:
-        pack((rec,), room, epoch, step)
-        return True
+        return len(pack((rec,), room, epoch, step)[0])
     except ValueError:
-        return False
+        return None
 
 
 def fit_status(rec, room, epoch, step=None):
     """``rec`` (a status record) if it packs alone into ``room`` bytes (pack time step
     ``step``); else a copy with its values and as many counters as fit, ``_STATUS_FIRST``
-    first, then by name."""
-    if _fits(rec, room, epoch, step):
+    first, then by name: each counter in turn is kept if the copy with it still packs.
+    Packed once without counters, the copy's size is that plus each kept counter's own
+    bytes (``lorapack.counter_len``), so one pack decides them all (a pack per counter
+    allocated ~150 KB a status record)."""
+    if _packed_len(rec, room, epoch, step) is not None:
         return rec
+    from protocol.lorapack import COUNTERS_MAX, counter_len
+
     counters = rec.get("counters") or {}
     out = dict(rec)
     kept = out["counters"] = {}
     names = [k for k in _STATUS_FIRST if k in counters]
     names += sorted([k for k in counters if k not in _STATUS_FIRST])
+    size = _packed_len(out, room, epoch, step)
+    if size is None:  # not even without counters
+        return out
+    left = room - size
     for name in names:
-        kept[name] = counters[name]
-        if not _fits(out, room, epoch, step):
-            del kept[name]
+        if len(kept) == COUNTERS_MAX:
+            break
+        try:
+            n = counter_len(name, counters[name])
+        except ValueError:  # a counter pack refuses never fits
+            continue
+        if n <= left:
+            kept[name] = counters[name]
+            left -= n
     return out
