@@ -19,5 +19,5 @@ def release(name):
     if package is not None:
         try:
             delattr(package, name[i + 1:])
-        except AttributeError:
+        except (AttributeError, KeyError):  # not loaded: MicroPython raises KeyError
             pass
