@@ -169,7 +169,7 @@ class DiskCheck:
 
     def _disk_events(self):
         try:
-            return self.outbox.stats().disk_full_events
+            return self.outbox.disk_full_events()
         except Exception:  # noqa: BLE001 (closed, or its disk failing: look again later)
             return None
 

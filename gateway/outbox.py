@@ -346,6 +346,12 @@ class Outbox(Forwarding, Bounds, GapMarkers, StoredState, History):
                 gap_markers=self._db.execute("SELECT count(*) FROM gaps").fetchone()[0],
                 file_bytes=pages * self._page_size)
 
+    def disk_full_events(self):
+        """``stats().disk_full_events`` without its queries (the agent's link check reads it
+        every few seconds)."""
+        with self._lock:
+            return self._value("disk_full")
+
     def cap_file_bytes(self, nbytes):
         """Cap the database file at ``nbytes`` (``PRAGMA max_page_count``, this connection,
         never below the current size); past it SQLite reports ``SQLITE_FULL`` as a full disk

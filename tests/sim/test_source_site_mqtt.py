@@ -142,9 +142,11 @@ def test_strangers_bad_topics_and_oversize_are_counted_and_dropped(broker):
         node.send(b"\x01" * 5000)
         node.send(b"")
         node.send(node_frame(1, 0))
-        assert wait_until(lambda: src.counters()["messages"] == 5)
+        stranger.send(node_frame(1, 1, OTHER))  # refused again: only good topics are kept
+        bad.send(b"\x01\x02")
+        assert wait_until(lambda: src.counters()["messages"] == 7)
         c = src.counters()
-        assert (c["unknown_device"], c["bad_topic"], c["oversize"], c["empty"]) == (1, 1, 1, 1)
+        assert (c["unknown_device"], c["bad_topic"], c["oversize"], c["empty"]) == (2, 2, 1, 1)
         assert [a.device_id for a in sink.arrivals] == [DEV]
         sink.accept = False
         node.send(node_frame(1, 1))

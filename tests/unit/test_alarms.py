@@ -369,6 +369,30 @@ def test_rollback_forgets_what_was_evaluated_since_the_commit():
     assert kinds(feed(eng, [(T0 + 120, 1600)], seq0=1)) == [("raised", "co2")]
 
 
+def test_active_count_follows_raises_clears_rollbacks_and_a_resumed_state():
+    def counted(eng):  # what the kept count must equal: every rule state, counted afresh
+        return sum(1 for dev in ("a", "b") for _ in eng.active(dev))
+
+    eng = AlarmEngine({"a": [rule(id="co2", rule="above_for", threshold=1500, duration_s=0)],
+                       "b": [rule(id="co2", rule="above_for", threshold=1500, duration_s=0)]})
+    seen = []
+    for dev, value, seq, then in (("a", 1600, 0, "commit"), ("b", 1600, 0, None),
+                                  ("b", 1700, 1, "rollback"), ("b", 1600, 0, "commit"),
+                                  ("a", 1000, 1, None), ("a", 1000, 2, "commit")):
+        feed(eng, [(T0 + 300 * seq, value)], dev=dev, seq0=seq)
+        if then == "commit":
+            eng.commit()
+        elif then == "rollback":
+            eng.rollback()
+        seen.append(eng.active_count())
+        assert eng.active_count() == counted(eng)
+    assert seen[:4] == [1, 2, 1, 2]  # uncommitted raises count; a rollback takes them back
+    feed(eng, [(T0 + 900, 1000), (T0 + 1200, 1000)], dev="a", seq0=3)
+    eng.commit()
+    resumed = AlarmEngine(eng._rules, state=json.loads(json.dumps(eng.state())))
+    assert resumed.active_count() == eng.active_count() == counted(eng) == 1
+
+
 @pytest.mark.parametrize("state", [None, [], {"v": 9, "devices": {}},
                                    {"v": 1, "devices": {"d": {"k": [1], "r": {}}}},
                                    {"v": 1, "devices": {"d": {"k": None, "r": {"x": 3}}}}])

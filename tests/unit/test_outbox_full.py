@@ -67,6 +67,7 @@ def test_unsent_rows_dropped_only_for_what_the_batch_needs(ob):
         seq += 1
     st = ob.stats()
     assert st.disk_full_events == 1 and seq < 700
+    assert ob.disk_full_events() == 1
     assert 0 < res.dropped == st.dropped_by_reason["full"] == st.dropped[ROUTINE] <= 60
     assert st.dropped[ALARM] == 0
     gone = set(range(seq)) - file_keys(ob.path)
@@ -89,5 +90,6 @@ def test_a_batch_that_cannot_fit_drops_nothing(ob):
     assert file_keys(ob.path) == set(range(40))          # every row kept, alarms included
     assert st.dropped_by_reason == {"size": 0, "age": 0, "full": 0} and st.gap_markers == 0
     assert st.rows == {ALARM: 10, ROUTINE: 30} and st.disk_full_events == 1
+    assert ob.disk_full_events() == 1  # the agent's cheap look at the same counter
     assert len(ob.put_many([reading(40, pad=100)]).new) == 1  # a batch that fits still stores
     assert 40 in file_keys(ob.path)
