@@ -424,7 +424,7 @@ def link_for(build, clock, station):
 
 
 def test_backoff_doubles_to_120_s_with_jitter_and_resets_on_connect(build, certs, node_port):
-    from firmware.app.links.mqtt import BACKOFF_MAX_S, jittered_s, next_backoff_s
+    from firmware.app.links.mqtt_open import BACKOFF_MAX_S, jittered_s, next_backoff_s
 
     assert [jittered_s(8, 0), jittered_s(8, 255), jittered_s(120, 0), jittered_s(120, 255)] == [4, 8, 60, 120]
     clock = VirtualClock()

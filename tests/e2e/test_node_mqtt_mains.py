@@ -19,7 +19,7 @@ import struct
 import pytest
 
 from civicedge import firmware_build as fb
-from firmware.app.links.mqtt import session_keepalive_s
+from firmware.app.links.mqtt_open import session_keepalive_s
 from simulators.broker import Mosquitto, free_port, make_test_tls
 from simulators.clock import VirtualClock
 from simulators.mpyrun import run_micropython

@@ -55,76 +55,50 @@ means a connection nobody answers on (half-open after WiFi trouble): the link cl
 the next cycle reconnects rather than waiting 1.5 x that long keep-alive for the verdict.
 WiFi is left to the power mode (deep sleep turns the radio off).
 
-Heap: the connection step (WiFi, backoff, the client and its connection, ``mqtt_open.py``) and
-the client's connection half are loaded by ``open()`` and released after it; the frames'
-protocol stack (``FramedLink`` and what it imports) by the first delivery. So a node never
-holds both (docs/mqtt-link.md "Memory"). Runs on MicroPython;
+Heap: this module keeps only ``deliver`` and what the client calls back. The constructor's
+work, the connection step (WiFi, backoff, the client and its connection) and a kept
+session's start and end of cycle are ``mqtt_open.py``, loaded for them and released after,
+with the client's connection half; ``exchange`` is ``mqtt_exchange.py``, loaded for each
+frame and released after it with the client's every-wake half (``app.mqtt_io``,
+``protocol.mqtt_wire``); the frames' protocol stack (``FramedLink`` and what it imports) is
+loaded by the first delivery. So a node holds little MQTT code while it logs and packs
+(docs/mqtt-link.md "Memory"). A protocol error raised by a reloaded ``mqtt_wire`` is a new
+class each load, so it is caught as the ``ValueError`` it is. Runs on MicroPython;
 imports on CPython (``network`` only when opening), where ``wlan=`` can supply a station.
 """
 
-import errno
-import struct
 import sys
-
-from protocol.mqtt_wire import MQTTProtocolError
 
 from drivers import release
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
 _APP = __name__[:__name__.rfind("links.")]  # "app." (or "firmware.app." on CPython)
-# The modules only the connection step needs: the link's (WiFi, backoff, the client's
-# connect and subscription), the client's connection half, TLS, and the packets only a
-# connection sends: loaded by open() and released after it (heap: docs/mqtt-link.md "Memory").
-_CONNECTION = (_APP + "links.mqtt_open", _APP + "mqtt_connect", _APP + "mqtt_tls", "protocol.mqtt_packets")
-BACKOFF_MAX_S = 120  # RELIABILITY.md: jittered backoff 1 -> 120 s
-_POLL_MS = 100  # one wait for an ack or for WiFi, on the injected clock
-_FEED_MS = 1000  # feed the watchdog this often while waiting
-_INBOX = 8  # acks kept until an exchange looks at them
-_KEEPALIVE_MAX_S = 65535  # CONNECT's keep-alive is 16 bits (MQTT 3.1.1 §3.1.2.10)
+# The modules loaded on demand (heap: docs/mqtt-link.md "Memory"): the connection step's (the
+# link's WiFi, backoff, the client's connect and subscription, the client's connection half,
+# TLS, the packets only a connection sends), released after open(), and the client's
+# every-wake half with the packets it decodes and the link's exchange, released after each
+# exchange too, so the node does not hold them while it logs and packs its frames.
+_CONNECTION = ("links.mqtt_open", "mqtt_connect", "mqtt_tls", "links.mqtt_exchange", "mqtt_io")
+_PROTOCOL = ("protocol.mqtt_packets", "protocol.mqtt_wire")
+POLL_MS = const(100)  # one wait for an ack or for WiFi, on the injected clock
+FEED_MS = const(1000)  # feed the watchdog this often while waiting
+INBOX = const(8)  # acks kept until an exchange looks at them
 # Heap: frames of up to FRAME_ROOM bytes are built in a buffer made by the first delivery
-# (``_framer``, after the connection and its TLS handshake), and published from a second one
-# made when the link is first up (the PUBLISH packet: the frame, the topic and 5-9 header bytes).
-FRAME_ROOM = 1024
-_PUBLISH_ROOM = FRAME_ROOM + 80
-
-
-def up_topic(device_id):
-    return "civicedge/node/%s/up" % device_id
-
-
-def ack_topic(device_id):
-    return "civicedge/node/%s/ack" % device_id
-
-
-def next_backoff_s(previous_s):
-    """The backoff after another failure: 1, 2, 4 … capped at ``BACKOFF_MAX_S`` seconds."""
-    return 1 if previous_s <= 0 else min(BACKOFF_MAX_S, previous_s * 2)
-
-
-def jittered_s(delay_s, r):
-    """``delay_s`` scaled to 50–100 % by ``r`` (0..255, random): whole seconds."""
-    half = delay_s // 2
-    return half + (delay_s - half) * r // 255
-
-
-def session_keepalive_s(keepalive_s, interval_s, light_sleep):
-    """The keep-alive (s) a node announces: the configured one, or on a light-sleep node,
-    which stays connected through its sleep, at least 2 x ``interval_s`` (capped at 65535),
-    so Mosquitto's 1.5 x keepalive limit is 3 intervals (see the module docstring)."""
-    if not light_sleep:
-        return keepalive_s
-    # Not a PINGREQ at the start of each cycle instead: Mosquitto counts the silence from the
-    # node's last packet, which is a whole sleep earlier, so with keepalive 60 s and a 120 s
-    # interval it would have dropped us (> 90 s) before that ping was sent.
-    return max(keepalive_s, min(_KEEPALIVE_MAX_S, interval_s * 2))
-
-
-def first_seq(data):
-    """The first seq of a data frame's records (protocol/frame.py layout)."""
-    return struct.unpack_from(">I", data, 3 + data[2] + 4)[0]
+# (``_framer``, after the connection and its TLS handshake). The PUBLISH packet's is the
+# client's own, made by its first publish and kept for the next (no buffer lent: measured
+# 3 KB less heap needed, docs/mqtt-link.md "Memory").
+FRAME_ROOM = const(1280)
 
 
 def _release_connection():
-    for name in _CONNECTION:
+    for name in _CONNECTION + _PROTOCOL:
+        if name in _CONNECTION:
+            name = _APP + name
         if name in sys.modules:  # (MicroPython: delattr of a missing name is a KeyError)
             release(name)
 
@@ -135,78 +109,49 @@ def _framer(link):
     # the heap while the link connects (heap: docs/mqtt-link.md "Memory").
     from .framed import FramedLink
 
-    class Framer(FramedLink):
-        def exchange(self, data, boot_epoch, last_seq):
-            return link.exchange(data, boot_epoch, last_seq)
-
-    f = Framer(link.clock, link.device_id, link._key, ack_timeout_ms=link.ack_timeout_ms, feed=link.feed)
+    f = FramedLink(link.clock, link.device_id, link._key, ack_timeout_ms=link.ack_timeout_ms, feed=link.feed)
+    f.exchange = link.exchange  # its deliver() calls self.exchange: the link's (no subclass: heap)
     f.counters = link.counters  # one set of counters: the link's
     f._frame_buffer(FRAME_ROOM)
     return f
 
 
 class MQTTLink:
-    """``FramedLink``'s delivery (through ``_framer``) over MQTT; see the module docstring."""
+    """``FramedLink``'s delivery (through ``_framer``) over MQTT; see the module docstring.
+    ``MQTTLink(cfg, secrets, clock, feed=None, wlan=None, root=None)`` (``mqtt_open.init``)."""
 
-    def __init__(self, cfg, secrets, clock, feed=None, wlan=None, root=None):
-        link = cfg["link"]
-        m = link["mqtt"]
-        self.clock = clock
-        self.device_id = cfg["device_id"]
-        self._key = secrets.device_key
-        self.ack_timeout_ms = m["ack_timeout_ms"]
-        self.feed = feed or (lambda: None)
-        self.counters = {"frames_sent": 0, "records_acked": 0, "ack_timeouts": 0, "bad_acks": 0,
-                         "link_errors": 0}  # FramedLink's
-        self._framed = None
-        self.wifi = link["wifi"]
-        self.mqtt = m
-        self._wifi_password = secrets.wifi_password
-        self._password = secrets.mqtt_password
-        self.up_topic = up_topic(self.device_id)
-        self.ack_topic = ack_topic(self.device_id)
-        self._tls = None
-        if m["tls"]:
-            ca = m["ca_file"]
-            if root and not ca.startswith("/"):
-                ca = root.rstrip("/") + "/" + ca
-            self._tls = {"cafile": ca, "server_hostname": m["host"]}
-        self._wlan = wlan
-        # a light-sleep (mains) node keeps its session between cycles; a deep-sleep one cannot
-        self.stay_connected = cfg["power"]["sleep"] == "light"
-        self.keepalive_s = session_keepalive_s(m["keepalive_s"], cfg["interval_s"], self.stay_connected)
-        self._client = None
-        self._publish_buf = None  # lent to each client it makes
-        self._inbox = []
-        self._failed_in_cycle = False
-        self.counters.update(wifi_fails=0, mqtt_fails=0, tls_fails=0, mqtt_refused=0, backoff_skips=0,
-                             stale_acks=0, connects=0, backoff_s=0, retry_at_s=0)
+    def __init__(self, *args, **kwargs):
+        self._step("init", *args, **kwargs)
 
     def __repr__(self):  # never the passwords
         return "<MQTTLink %s %s:%d>" % (self.device_id, self.mqtt["host"], self.mqtt["port"])
 
-    # ---- connection ----
     def is_connected(self):
         c = self._client
         return c is not None and c.is_connected()
 
     def _on_message(self, topic, payload):
         if topic == self.ack_topic:
-            if len(self._inbox) >= _INBOX:
+            if len(self._inbox) >= INBOX:
                 self._inbox.pop(0)
                 self.counters["stale_acks"] += 1
             self._inbox.append(payload)
+
+    def _step(self, name, *args, **kwargs):
+        # mqtt_open's ``name`` (the connection step, a kept session's cycle), loaded for the
+        # call and released after it with the rest of the connection's code
+        try:
+            from . import mqtt_open
+
+            return getattr(mqtt_open, name)(self, *args, **kwargs)
+        finally:
+            _release_connection()
 
     def open(self):
         """WiFi, then the broker and the ack subscription; True when connected. False (counted,
         backoff set) when WiFi or the broker is not there or refuses us; never raises for that.
         The connection step's code (``_CONNECTION``) is loaded for this and released after it."""
-        try:
-            from .mqtt_open import open_link
-
-            return open_link(self)
-        finally:
-            _release_connection()
+        return self._step("open_link")
 
     def close(self):
         """DISCONNECT (best effort) and close; the broker keeps the session."""
@@ -215,93 +160,22 @@ class MQTTLink:
             client.disconnect()
 
     # ---- delivery ----
-    def _key_for(self, device_id):
-        return self._key if device_id == self.device_id else None
-
-    def _take_ack(self, boot_epoch, first, last_seq):
-        # The seq an ack in the inbox lets us trim through, or None. Authentic acks for records
-        # already trimmed (another epoch, or below this frame) are stale, not forged.
-        from protocol import frame
-
-        while self._inbox:
-            buf = self._inbox.pop(0)
-            try:
-                ack = frame.decode_frame(buf, self._key_for, expect=frame.TYPE_ACK)
-            except ValueError:
-                self.counters["bad_acks"] += 1
-                continue
-            if ack.boot_epoch != boot_epoch or ack.seq_through < first:
-                self.counters["stale_acks"] += 1
-            elif ack.seq_through > last_seq:
-                self.counters["bad_acks"] += 1  # acks what was never sent: never trim on it
-            else:
-                return ack.seq_through
-        return None
-
     def exchange(self, data, boot_epoch, last_seq):
-        client = self._client
-        if client is None or not client.is_connected():
-            raise OSError(errno.ENOTCONN, "MQTT link not connected")
-        first = first_seq(data)
-        acked = self._take_ack(boot_epoch, first, last_seq)  # queued while we slept
-        if acked is not None:
-            return acked
-        clock = self.clock
+        """Publish the frame ``data`` and wait for the gateway's ack (``mqtt_exchange``, loaded
+        for it and released after with the client's every-wake half); the seq acked, or None."""
         try:
-            client.publish(self.up_topic, data, qos=1)
-            deadline = clock.ticks_add(clock.ticks_ms(), self.ack_timeout_ms)
-            fed = clock.ticks_ms()
-            for _ in range(self.ack_timeout_ms // _POLL_MS + _INBOX):  # + polls cut short by packets
-                left = clock.ticks_diff(deadline, clock.ticks_ms())
-                if left <= 0:
-                    break
-                client.poll(min(left, _POLL_MS))
-                acked = self._take_ack(boot_epoch, first, last_seq)
-                if acked is not None:
-                    return acked
-                if clock.ticks_diff(clock.ticks_ms(), fed) >= _FEED_MS:
-                    self.feed()
-                    fed = clock.ticks_ms()
-        except MQTTProtocolError as e:  # the client has closed the socket
-            raise OSError(errno.EIO, "MQTT protocol error: %s" % e)
-        return None
+            from . import mqtt_exchange
 
-    def _resume(self):
-        # A kept session at the start of a cycle: WiFi back if the light sleep lost it, then
-        # what arrived meanwhile into the inbox; a connection the broker closed (restart,
-        # keep-alive) or a dead one is closed here, and deliver() reconnects.
-        from .mqtt_open import fail, wifi_up
-
-        try:
-            if not wifi_up(self):
-                fail(self, "wifi_fails")
-                return
+            return mqtt_exchange.exchange(self, data, boot_epoch, last_seq)
         finally:
             _release_connection()
-        try:
-            self._client.poll(0)
-        except (OSError, ValueError):  # ValueError: MQTTProtocolError; the client has closed
-            self.close()
-
-    def _end_cycle(self, published):
-        # A kept session at the end of a cycle (see the module docstring).
-        client = self._client
-        if client is None or not client.is_connected():
-            return
-        try:
-            if client.inflight_count():  # no PUBACK within the ack wait: nobody answers there
-                self.close()
-            elif client.counters["published"] == published:
-                client.ping()  # nothing sent this cycle: the broker hears from us anyway
-        except OSError:
-            self.close()
 
     def deliver(self, log):
         """Send what is pending, reconnecting if needed (at most one attempt per cycle).
         Then a deep-sleep node DISCONNECTs until the next cycle and a light-sleep one keeps
         the session. Returns the records acked."""
         if self.stay_connected and self.is_connected():
-            self._resume()
+            self._step("resume")
         if not self.is_connected():
             failed, self._failed_in_cycle = self._failed_in_cycle, False
             if failed or not self.open():
@@ -315,6 +189,6 @@ class MQTTLink:
         finally:
             self._failed_in_cycle = False
             if self.stay_connected:
-                self._end_cycle(published)
+                self._step("end_cycle", published)
             else:
                 self.close()

@@ -1,0 +1,68 @@
+"""The MQTT link's exchange (``MQTTLink.exchange``, ``app/links/mqtt.py``): publish one frame
+and wait for the gateway's authenticated ack, which arrives on the ack topic into the link's
+inbox. The link loads this for each exchange and releases it after, with the client's
+every-wake half (``app.mqtt_io``) and ``protocol.mqtt_wire``, so a node does not hold them
+while it logs and packs its frames (heap: docs/mqtt-link.md "Memory"). What it does is
+described in the link's module docstring. Runs on MicroPython; imports on CPython.
+"""
+
+import errno
+import struct
+
+from .mqtt import FEED_MS, INBOX, POLL_MS
+
+
+def take_ack(link, boot_epoch, first, last_seq):
+    """The seq an ack in ``link``'s inbox lets it trim through, or None. Authentic acks for
+    records already trimmed (another epoch, or below this frame) are stale, not forged
+    (``stale_acks``); anything else that is not a good ack is counted in ``bad_acks``."""
+    from protocol import frame
+
+    def key_for(device_id):
+        return link._key if device_id == link.device_id else None
+
+    c = link.counters
+    while link._inbox:
+        try:
+            ack = frame.decode_frame(link._inbox.pop(0), key_for, expect=frame.TYPE_ACK)
+        except ValueError:
+            c["bad_acks"] += 1
+            continue
+        if ack.boot_epoch != boot_epoch or ack.seq_through < first:
+            c["stale_acks"] += 1
+        elif ack.seq_through > last_seq:
+            c["bad_acks"] += 1  # acks what was never sent: never trim on it
+        else:
+            return ack.seq_through
+    return None
+
+
+def exchange(link, data, boot_epoch, last_seq):
+    """``MQTTLink.exchange``: the seq acked, or None after ``ack_timeout_ms``; ``OSError``
+    when the connection is lost (or the broker sent malformed bytes: ``EIO``)."""
+    client = link._client
+    if client is None or not client.is_connected():
+        raise OSError(errno.ENOTCONN, "MQTT link not connected")
+    first = struct.unpack_from(">I", data, 7 + data[2])[0]  # the frame's first seq (protocol/frame.py)
+    acked = take_ack(link, boot_epoch, first, last_seq)  # queued while we slept
+    if acked is not None:
+        return acked
+    clock = link.clock
+    try:
+        client.publish(link.up_topic, data)
+        deadline = clock.ticks_add(clock.ticks_ms(), link.ack_timeout_ms)
+        fed = clock.ticks_ms()
+        for _ in range(link.ack_timeout_ms // POLL_MS + INBOX):  # + polls cut short by packets
+            left = clock.ticks_diff(deadline, clock.ticks_ms())
+            if left <= 0:
+                break
+            client.poll(min(left, POLL_MS))
+            acked = take_ack(link, boot_epoch, first, last_seq)
+            if acked is not None:
+                return acked
+            if clock.ticks_diff(clock.ticks_ms(), fed) >= FEED_MS:
+                link.feed()
+                fed = clock.ticks_ms()
+    except ValueError as e:  # MQTTProtocolError (its class reloaded with mqtt_wire): the client closed
+        raise OSError(errno.EIO, "MQTT protocol error: %s" % e)
+    return None
