@@ -14,8 +14,8 @@ import pytest
 
 from protocol import mqtt_packets as mp
 from simulators.broker import Mosquitto, mosquitto_available
+from simulators.mqtt_proxy import Proxy
 from simulators.tcpproxy import TCPProxy
-from tests.e2e.test_mqtt_client_mpy import Proxy
 from tests.sim.test_forward_mqtt import (  # noqa: F401 (outbox: a fixture)
     ACL, PW, Platform, fill, forwarder, outbox, rows_stored, stored_keys, upstream_cfg,
     wait_until)
