@@ -10,7 +10,52 @@ import time
 from protocol import mqtt_packets as mp
 
 
-class Proxy:
+class Relay:
+    """A TCP relay on a loopback port (``listen_port``; 0: any free one, then ``port``) to
+    ``target_port``: for each connection it opens one to the target and hands both to
+    ``_connected`` (the subclass's pumps). A target that refuses (a broker restarting) closes
+    the client's connection at once, as a missing broker would."""
+
+    def __init__(self, target_port, listen_port=0):
+        self.target = target_port
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", listen_port))
+        self.port = self.listener.getsockname()[1]
+        self._socks = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                _end(client)
+                continue
+            self._socks += [client, upstream]
+            self._connected(client, upstream)
+
+    def _connected(self, client, upstream):
+        raise NotImplementedError
+
+    def close(self):
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (a bare close would not)
+        except OSError:
+            pass
+        self.listener.close()
+        for s in self._socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+class Proxy(Relay):
     """A TCP proxy at the MQTT packet level between the node and the broker.
 
     ``hold_acks_from=k``: PUBACKs stop reaching the node once it has sent k PUBLISHes;
@@ -24,34 +69,17 @@ class Proxy:
     (the broker restarting) closes the node's connection at once, as a missing broker would."""
 
     def __init__(self, port, hold_acks_from=None, cut_at=None, blackhole_at=None):
-        self.target = port
         self.hold_acks_from, self.cut_at, self.blackhole_at = hold_acks_from, cut_at, blackhole_at
         self.sent = []  # (kind, flags, body) from the node, across connections
         self.publishes = 0
         self.acks_forwarded = 0  # PUBACKs that reached the node
-        self.connections = 0
         self.hole = False  # black-hole the first connection (set by a test or blackhole_at)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self._socks = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(port)
 
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            first = self.connections == 1
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target))
-            except OSError:  # the broker is down (restarting): the node sees its connection end
-                _end(client)
-                continue
-            self._socks += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, True, first), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False, first), daemon=True).start()
+    def _connected(self, client, upstream):
+        first = self.connections == 1
+        threading.Thread(target=self._pump, args=(client, upstream, True, first), daemon=True).start()
+        threading.Thread(target=self._pump, args=(upstream, client, False, first), daemon=True).start()
 
     def _pump(self, src, dst, from_node, first):
         reader = mp.PacketReader(1 << 20)
@@ -94,14 +122,6 @@ class Proxy:
 
     def node_publishes(self):
         return [mp.decode_packet(k, f, b) for k, f, b in self.sent if k == mp.PUBLISH]
-
-    def close(self):
-        self.listener.close()
-        for s in self._socks:
-            try:
-                s.close()
-            except OSError:
-                pass
 
 
 def _end(sock):

@@ -420,13 +420,14 @@ def test_cpython_window_bounded_and_requeued_when_session_lost(broker):
         with pytest.raises(OSError) as e:  # full window, nothing acked within timeout_ms
             c.publish(UP, b"3")
         assert e.value.errno == 105 and c.inflight_count() == 3  # ENOBUFS
+        # a new clean session (the proxy holds only its first connection's PUBACKs): the three
+        # are handed back, not resent
+        assert c.connect(clean_session=True) is False
+        assert c.take_requeued() == [(UP, b"0", False), (UP, b"1", False), (UP, b"2", False)]
+        assert c.inflight_count() == 0 and c.counters["resent"] == 0
+        c.disconnect()
     finally:
         proxy.close()
-    # a new clean session on the real broker: the three are handed back, not resent
-    assert c.connect(clean_session=True) is False
-    assert c.take_requeued() == [(UP, b"0", False), (UP, b"1", False), (UP, b"2", False)]
-    assert c.inflight_count() == 0 and c.counters["resent"] == 0
-    c.disconnect()
 
 
 def test_decoder_errors_are_the_same_under_micropython(tmp_path):

@@ -33,6 +33,7 @@ from simulators.clock import VirtualClock
 from simulators.i2c_server import SimServer
 from simulators.mpyrun import run_micropython
 from simulators.mqtt_gateway import MQTTGatewayStub
+from simulators.mqtt_proxy import Relay
 from tests.e2e.nodeharness import BOARD_PY, DEVICE, KEY, ROOM, Run, kind, values_of
 
 SSID = "school-iot"
@@ -109,33 +110,19 @@ def boot(image, srv, wakes, install=None):
     return run
 
 
-class Tap:
+class Tap(Relay):
     """A TCP relay from ``port`` to the broker that keeps every byte each connection of the
     node sent, to show what went on the wire."""
 
     def __init__(self, port, target_port):
-        self.target = target_port
         self.streams = []
-        self.listener = socket.create_server(("127.0.0.1", port))
-        self._socks = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target_port, port)
 
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target))
-            except OSError:
-                client.close()
-                continue
-            sent = bytearray()
-            self.streams.append(sent)
-            self._socks += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, sent), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, None), daemon=True).start()
+    def _connected(self, client, upstream):
+        sent = bytearray()
+        self.streams.append(sent)
+        threading.Thread(target=self._pump, args=(client, upstream, sent), daemon=True).start()
+        threading.Thread(target=self._pump, args=(upstream, client, None), daemon=True).start()
 
     @staticmethod
     def _pump(src, dst, keep):
@@ -154,15 +141,6 @@ class Tap:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-
-    def close(self):
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (a bare close would not)
-        except OSError:
-            pass
-        self.listener.close()
-        for s in self._socks:
-            s.close()
 
 
 def assert_tls_only(tap):
