@@ -21,28 +21,12 @@ Rules that keep the table honest
   and fit a 5-bit field; 0 is reserved ("no quantity").
 
 Quality-flag codes (``FLAG_CODES``) follow ``protocol.quality.FLAGS`` and are just as
-stable. Runs on MicroPython and CPython.
+stable. The table and ``BY_QUANTITY`` live in ``protocol.quantities_core`` (what a node
+imports), re-exported here. Runs on MicroPython and CPython.
 """
 
 from protocol import quality
-
-NUM = "num"
-TEXT = "text"
-
-# code, project quantity, SenML name, SenML unit (None: no unit), value kind
-QUANTITIES = (
-    (1, "co2_ppm", "co2", "ppm", NUM),             # SCD4x CO2 (REFERENCE §1)
-    (2, "temperature_c", "temp", "Cel", NUM),      # SCD4x / TMP117 (§1, §2)
-    (3, "rh_percent", "rh", "%RH", NUM),           # SCD4x relative humidity
-    (4, "no2_ppb", "no2", "ppb", NUM),             # NO2-B43F via ADS1115 (§3)
-    (5, "no2_ugm3", "no2-mass", "ug/m3", NUM),     # §3.3 conversion at 20 °C
-    (6, "distance_cm", "dist", "cm", NUM),         # I2CXL-MaxSonar range (§4)
-    (7, "fill_ratio", "fill", "/", NUM),           # bin fill 0..1 (§4)
-    (8, "battery_v", "batt", "V", NUM),            # status: battery volts
-    (9, "boot_reason", "boot", None, TEXT),        # status: machine.reset_cause() name
-    (10, "uptime_s", "uptime", "s", NUM),          # status: seconds since boot
-    (11, "rssi_dbm", "rssi", "dBm", NUM),          # status: link signal strength
-)
+from protocol.quantities_core import BY_QUANTITY, NUM, QUANTITIES, TEXT  # noqa: F401 (re-exported)
 
 FLAG_CODES = {
     quality.OK: 0,
@@ -53,11 +37,9 @@ FLAG_CODES = {
     quality.TIME_UNSYNCED: 5,
 }
 
-BY_QUANTITY = {}
 BY_SENML_NAME = {}
 BY_CODE = {}
 for _row in QUANTITIES:
-    BY_QUANTITY[_row[1]] = _row
     BY_SENML_NAME[_row[2]] = _row
     BY_CODE[_row[0]] = _row
 FLAG_BY_CODE = {}

@@ -53,6 +53,19 @@ def test_reading_pack_exact_records_and_bytes():
     assert decoded == {"device_id": DEV, "pen": DEFAULT_PEN, "boot_epoch": 17, "records": records}
 
 
+def test_the_nodes_encoder_writes_the_same_bytes_into_its_reused_buffer():
+    # protocol.senml_core.encode_pack_into (what a node imports) empties the buffer first
+    from protocol import senml_core
+
+    records = [reading(5, T0, ("co2_ppm", 612, "ok"), ("temperature_c", 22.5, "ok"))]
+    buf = bytearray(b"\xff" * 300)
+    assert senml_core.encode_pack_into(buf, DEV, 17, records) is buf
+    assert bytes(buf) == encode_pack(DEV, 17, records)
+    with pytest.raises(SenMLError, match="seq"):
+        senml_core.encode_pack_into(buf, DEV, 17, [dict(records[0], seq=-1)])
+    assert SenMLError is senml_core.SenMLError
+
+
 def test_group_base_fields_only_when_they_change():
     records = [reading(1, T0, ("co2_ppm", 600, "ok")),
                reading(2, T0 + 300, ("co2_ppm", 610, "ok"), ("temperature_c", 21.0, "ok")),

@@ -4,8 +4,9 @@ Theory of operation
 -------------------
 ``deliver(log)`` takes up to ``max_batch_records`` pending records of one boot epoch, oldest
 first, encodes them as one SenML-CBOR pack (``protocol.senml``) in one node frame with the
-device key's tag (``protocol.frame``), and hands the bytes to ``exchange`` (the subclass:
-write to the UART / publish to the broker, then wait for acks). Only an ack that verifies
+device key's tag (``protocol.frame``; a node imports only their ``_core`` parts, which hold
+what it uses), and hands the bytes to ``exchange`` (the subclass: write to the UART / publish
+to the broker, then wait for acks). Only an ack that verifies
 with the device key, names this boot epoch and no seq beyond what was sent trims the log
 (``frame.ack_trims``); anything else is counted (``bad_acks``) and ignored. One frame is in
 flight at a time, so a cumulative ack can never trim a frame that was lost. With no good
@@ -19,10 +20,12 @@ encodings each needed. So a link may give ``FramedLink`` buffers, allocated once
 starts (``_frame_buffer``): the pack is encoded into one (the bytes of ``senml.encode_pack``,
 cleared and refilled, its capacity kept), and every frame that fits in the other is built
 there (``frame.encode_data_into``) and handed to ``exchange`` as a memoryview of it, valid until
-the next frame. A larger frame (a backlog of big status records) is built in new objects.
+the next frame. A larger frame (a backlog of big status records) is built in a new bytearray.
 """
 
-from protocol import cbor, frame, senml
+from protocol import cbor
+from protocol import frame_core as frame  # the node's part of protocol.frame
+from protocol import senml_core as senml  # the node's part of protocol.senml
 
 
 class FramedLink:
@@ -38,7 +41,10 @@ class FramedLink:
         self.counters = {"frames_sent": 0, "records_acked": 0, "ack_timeouts": 0, "bad_acks": 0,
                          "link_errors": 0}
         # header + tag: what a frame adds to its payload (the payload may take the rest)
-        self._room = frame.MAX_FRAME_BYTES - len(frame.encode_data(key, device_id, 0, 0, 1, b""))
+        # (one empty frame is encoded first, so a bad key or device_id fails here)
+        frame.encode_data_into(bytearray(frame.data_frame_len(frame.check_device_id(device_id), 0)), 0,
+                               key, device_id, 0, 0, 1, b"")
+        self._room = frame.MAX_FRAME_BYTES - frame.data_frame_len(device_id, 0)
         self._buf = None  # frames are built here when they fit (``_frame_buffer``)
         self._at = self._tail = 0
         self._view = None  # the last frame built in ``_buf``
@@ -55,9 +61,11 @@ class FramedLink:
     def _encode_pack(self, epoch, records):
         # senml.encode_pack's bytes: in the pack buffer when there is one (it grows if a pack
         # needs more, and stays so). A list of SenML records would cost more than two passes.
+        # (Written out here, not senml.encode_pack_into: through that call the MQTT node's least
+        # heap on the 32-bit port, plain MQTT (simulators/bench_heap_mqtt.py), was 107 KB, not 100.)
         buf = self._pack
         if buf is None:
-            return senml.encode_pack(self.device_id, epoch, records)
+            return senml.encode_pack_into(bytearray(), self.device_id, epoch, records)
         n = 0
         for _ in senml.pack_records(self.device_id, epoch, records):
             n += 1
@@ -68,14 +76,16 @@ class FramedLink:
         return buf
 
     def _frame(self, epoch, first, span, payload):
-        # the data frame: a view of the link's buffer when it fits there, else a new bytes
+        # the data frame: a view of the link's buffer when it fits there, else a new bytearray
         buf, at = self._buf, self._at
         if buf is not None and at + frame.data_frame_len(self.device_id, len(payload)) + self._tail <= len(buf):
             end = frame.encode_data_into(buf, at, self._key, self.device_id, epoch, first, span, payload)
             self._view = memoryview(buf)[at:end]
             return self._view
         self._view = None
-        return frame.encode_data(self._key, self.device_id, epoch, first, span, payload)
+        big = bytearray(frame.data_frame_len(self.device_id, len(payload)))
+        frame.encode_data_into(big, 0, self._key, self.device_id, epoch, first, span, payload)
+        return big
 
     def open(self):
         return True
@@ -86,7 +96,7 @@ class FramedLink:
     def check_ack(self, buf, boot_epoch, last_seq):
         """The seq an incoming frame acks, or None (counted) if it is not a good ack."""
         try:
-            ack = frame.decode_frame(buf, self._key_for, expect=frame.TYPE_ACK)
+            ack = frame.decode_ack(buf, self._key_for)
             return frame.ack_trims(ack, boot_epoch, last_seq)
         except ValueError:
             self.counters["bad_acks"] += 1

@@ -16,7 +16,7 @@ def take_ack(link, boot_epoch, first, last_seq):
     """The seq an ack in ``link``'s inbox lets it trim through, or None. Authentic acks for
     records already trimmed (another epoch, or below this frame) are stale, not forged
     (``stale_acks``); anything else that is not a good ack is counted in ``bad_acks``."""
-    from protocol import frame
+    from protocol.frame_core import decode_ack
 
     def key_for(device_id):
         return link._key if device_id == link.device_id else None
@@ -24,7 +24,7 @@ def take_ack(link, boot_epoch, first, last_seq):
     c = link.counters
     while link._inbox:
         try:
-            ack = frame.decode_frame(link._inbox.pop(0), key_for, expect=frame.TYPE_ACK)
+            ack = decode_ack(link._inbox.pop(0), key_for)
         except ValueError:
             c["bad_acks"] += 1
             continue
