@@ -27,7 +27,7 @@ import binascii
 import struct
 
 from protocol import cobs
-from protocol.frame import MAX_FRAME_BYTES
+from protocol.frame_core import MAX_FRAME_BYTES  # not protocol.frame: a node loads only the core
 
 DELIMITER = b"\x00"
 CRC_LEN = 4
