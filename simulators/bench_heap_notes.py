@@ -129,7 +129,9 @@ within ~2 KB of the others (the log's scan, the SenML pack, the frame buffer, th
 connecting, loading `app.mqtt_io` for the exchange): what they all hold is the frame protocol stack (~31 KB), the \
 connection's objects (~6 KB) and the frame buffers. After the third pass the node fits the 146 KB an ESP32's 100 KB \
 is here, and the 32-bit port's 100 KB, **exactly, with no margin** (the serial classroom node went 137 -> 130 KB \
-here with the same split): `tests/e2e/test_node_heap.py` runs the MQTT+TLS node at 200 KB, not at `ESP32_HEAP`.
+here with the same split). Not robustly: 100 wakes of `tests/e2e/test_node_heap.py`'s MQTT+TLS run at 146 KB \
+(`ESP32_HEAP`) had 3 of 101 boots end in a MemoryError (513 bytes; the watchdog reset the node), so that test runs \
+at 200 KB and the "met" above is this benchmark's 5-wake criterion only.
 
 Before the second pass the node ran out in its delivery (the log's scan, the SenML pack; a 32-byte allocation, so the heap is full, \
 not fragmented) holding the protocol stack, the steady MQTT code (`protocol.mqtt_wire` 8.8 / 6.3 KB, `app.mqtt` \
