@@ -136,9 +136,6 @@ class AlarmEngine:
         # device -> the JSON text of its state; never of a device touched since the last
         # commit (in _undo): _touch drops it, state_json() keeps only the others'
         self._json = {}
-        # device -> its raised alarms at the last commit, and their sum: active_count()
-        # recounts only the devices touched since (a batch touches a few of many)
-        self._on, self._on_total = {}, 0
         self.counters = {"evaluated": 0, "excluded_flagged": 0, "skipped_duplicate": 0,
                          "skipped_late": 0, "skipped_untimed": 0, "events": 0, "rule_errors": 0}
         if state is not None:
@@ -300,10 +297,6 @@ class AlarmEngine:
 
     def commit(self):
         """The outbox committed: keep everything evaluated since the last commit."""
-        for dev in self._undo:
-            n = self._raised(dev)
-            self._on_total += n - self._on.get(dev, 0)
-            self._on[dev] = n
         self._undo.clear()
 
     def rollback(self):
@@ -340,16 +333,8 @@ class AlarmEngine:
         return '{"v":%d,"devices":{%s}}' % (STATE_VERSION, ",".join(parts))
 
     def active_count(self):
-        """How many alarms are raised now, over every device and rule (the count kept at
-        the last commit, the devices touched since counted afresh)."""
-        n, on = self._on_total, self._on
-        for dev in self._undo:
-            n += self._raised(dev) - on.get(dev, 0)
-        return n
-
-    def _raised(self, dev):
-        st = self._dev.get(dev)
-        return sum(1 for rs in st["r"].values() if rs.get("on")) if st is not None else 0
+        """How many alarms are raised now, over every device and rule."""
+        return sum(1 for st in self._dev.values() for rs in st["r"].values() if rs.get("on"))
 
     def forget(self, device_id):
         """Forget the order of ``device_id``'s records (its node restarted at a lower boot
@@ -380,5 +365,3 @@ class AlarmEngine:
         self._dev = devs
         self._undo.clear()
         self._json.clear()
-        self._on = {dev: self._raised(dev) for dev in devs}
-        self._on_total = sum(self._on.values())

@@ -63,7 +63,6 @@ GATEWAY_OUTBOX, NODE_LOG, UNENCODABLE = "gateway_outbox", "node_log", "unencodab
 DEFAULT_MAX_PUBLISH_BYTES = 128 * 1024  # AWS IoT Core's limit; Mosquitto's default is none
 MIN_PUBLISH_BYTES = 512  # a gap or alarm message must always fit
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")  # a topic level: no / + # or NUL
-_SEGMENTS_OK, _SEGMENTS_MAX = set(), 4096  # levels that matched it (cleared when full)
 
 
 class Message(NamedTuple):
@@ -81,15 +80,9 @@ class Message(NamedTuple):
 
 # -- topics ------------------------------------------------------------------------------------
 def _segment(name, value):
-    if type(value) is str and value in _SEGMENTS_OK:  # checked before: every publish asks
-        return value
     if not isinstance(value, str) or not _SEGMENT.match(value):
         raise ValueError("%s %r is not usable in an MQTT topic (1-64 of A-Z a-z 0-9 . _ -)"
                          % (name, value))
-    if type(value) is str:
-        if len(_SEGMENTS_OK) >= _SEGMENTS_MAX:
-            _SEGMENTS_OK.clear()
-        _SEGMENTS_OK.add(value)
     return value
 
 

@@ -157,7 +157,6 @@ _PLAIN = re.compile(r'\{"seq":(0|[1-9][0-9]{0,9}),"t":([1-9][0-9]{8,15}),"values
 _T_MIN_TEXT = str(ABSOLUTE_TIME_MIN)  # 9 digits: a 9-digit time below it is not absolute
 _SHAPES = {}  # (quantities, flags) -> (forms, JSON template), or None: not for this path
 _SHAPES_MAX = 4096  # a device profile has a few; the cache is cleared when this full
-_BASE_NAMES = {}  # (device_id, pen) -> base_name(): checked once per device (same bound)
 
 
 _SEQ, _T = r"0|[1-9][0-9]{0,9}", r"[1-9][0-9]{8,15}"
@@ -291,19 +290,10 @@ def _base(device_id, boot_epoch, records, pen):
     id, no records)."""
     if type(boot_epoch) is not int or not 0 <= boot_epoch < _U32 or not records:
         return None
-    key = (device_id, pen)
-    if type(device_id) is str and type(pen) is int:
-        bn = _BASE_NAMES.get(key)
-        if bn is not None:
-            return bn
     try:
-        bn = base_name(device_id, pen)
+        return base_name(device_id, pen)
     except SenMLError:
         return None
-    if len(_BASE_NAMES) >= _SHAPES_MAX:
-        _BASE_NAMES.clear()
-    _BASE_NAMES[key] = bn  # only a valid str id and int pen get here (base_name checks)
-    return bn
 
 
 def _start(device_id, boot_epoch, records, pen):

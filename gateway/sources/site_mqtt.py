@@ -274,19 +274,15 @@ class SiteMQTTSource(MQTTSubscription):
                                   ("frames", "bad_topic", "unknown_device", "oversize",
                                    "empty", "acks_sent", "ack_errors"), **kw)
         self.device_ids = frozenset(device_ids)
-        self._known_topics = {}  # up topic -> its device, once checked (inventory devices)
 
     def _on_payload(self, topic, payload, owed=None):
-        device_id = self._known_topics.get(topic)
+        device_id = device_of_up_topic(topic)
         if device_id is None:
-            device_id = device_of_up_topic(topic)
-            if device_id is None:
-                self._counters.inc("bad_topic")
-                return
-            if device_id not in self.device_ids:
-                self._counters.inc("unknown_device")
-                return
-            self._known_topics[topic] = device_id  # bounded by the inventory
+            self._counters.inc("bad_topic")
+            return
+        if device_id not in self.device_ids:
+            self._counters.inc("unknown_device")
+            return
         if not payload:
             self._counters.inc("empty")
             return

@@ -42,16 +42,6 @@ def test_topics():
         U.topic(SITE, "d", "status")
 
 
-def test_topic_levels_checked_once_are_still_checked_after_the_cache_fills():
-    for i in range(U._SEGMENTS_MAX + 10):  # past the bound: the cache is cleared, not grown
-        assert U.topic(SITE, "dev-%d" % i, U.READINGS).endswith("/dev-%d/readings" % i)
-    assert len(U._SEGMENTS_OK) <= U._SEGMENTS_MAX
-    for bad in ("a/b", "x" * 65, "dev-1/"):  # never kept: refused every time
-        for _ in range(2):
-            with pytest.raises(ValueError, match="device_id"):
-                U.topic(SITE, bad, U.READINGS)
-
-
 def test_a_readings_pack_in_senml_json_exactly():
     msgs = U.encode_rows([row(41, reading(41, values=[["co2_ppm", 1612, "ok"],
                                                       ["rh_percent", 41.25, "spike"]]))],

@@ -7,7 +7,6 @@ described in the link's module docstring. Runs on MicroPython; imports on CPytho
 """
 
 import errno
-import struct
 
 from .mqtt import FEED_MS, INBOX, POLL_MS
 
@@ -43,7 +42,9 @@ def exchange(link, data, boot_epoch, last_seq):
     client = link._client
     if client is None or not client.is_connected():
         raise OSError(errno.ENOTCONN, "MQTT link not connected")
-    first = struct.unpack_from(">I", data, 7 + data[2])[0]  # the frame's first seq (protocol/frame.py)
+    from protocol.frame_core import first_seq_of
+
+    first = first_seq_of(data)
     acked = take_ack(link, boot_epoch, first, last_seq)  # queued while we slept
     if acked is not None:
         return acked
