@@ -142,12 +142,6 @@ def encode_data_into(buf, at, key, device_id, boot_epoch, first_seq, count, payl
     return p + tag_len
 
 
-def first_seq_of(data):
-    """The ``first_seq`` of a data frame ``data`` built by ``encode_data_into`` (not checked:
-    the node's own frame; after version, type, the id's length and the id comes boot_epoch)."""
-    return struct.unpack_from(">I", data, 3 + data[2] + 4)[0]
-
-
 def verify(buf, key_for_device, tag_len=DEFAULT_TAG_LEN, expect=None):
     """Check a frame's header, lengths and tag: ``(frame_type, device_id, id_end, body_end,
     tag_at)`` of an authentic frame, its fields not yet read (``frame.decode_frame`` and

@@ -453,12 +453,3 @@ def test_serial_then_frame_decode_end_to_end():
     d = serial_link.SerialDecoder()
     out = [frame.decode_frame(f, KEYS, expect=frame.TYPE_DATA) for f in d.feed(b"".join(packets))]
     assert [(x.first_seq, x.count) for x in out] == [(0, 2), (10, 2), (20, 2)]
-
-
-def test_first_seq_of_reads_what_encode_data_into_wrote():
-    from protocol import frame_core
-
-    for device_id, first in (("n", 0), ("sch1-rm12-co2", 123456), ("x" * 32, 2 ** 32 - 5)):
-        buf = bytearray(frame_core.data_frame_len(device_id, 3))
-        frame_core.encode_data_into(buf, 0, bytes(16), device_id, 7, first, 2, b"abc")
-        assert frame_core.first_seq_of(buf) == first
