@@ -329,7 +329,9 @@ def test_a_wrong_ca_is_refused_rows_are_kept_and_nothing_goes_in_plaintext(tmp_p
             pump.producing = False
             assert wait_until(site.all_acked, 30)
             # three refusals in a row raise the gateway's tls_failure alarm (RELIABILITY.md)
-            m = site.wait_metrics(lambda m: m.get("civicedge_link_alarms_active") == 1, 90)
+            # the alarm is active, and its event row stored (the metrics may show the one first)
+            m = site.wait_metrics(lambda m: m.get("civicedge_link_alarms_active") == 1
+                                  and m.get("civicedge_outbox_rows", lane="alarm") == 1, 90)
             assert m.get("civicedge_link_alarms_active") == 1, agent.log_text()[-2000:]
             assert "ALARM tls_failure raised: forwarder refused" in agent.log_text()
             assert m.get(CONNECT_FAILURES, reason="tls") >= 3
