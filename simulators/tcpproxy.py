@@ -146,6 +146,11 @@ class TCPProxy:
         """Accept and immediately close new connections (a server that is down)."""
         self._refuse = bool(on)
 
+    @property
+    def passing(self):
+        """True when new connections are let through and bytes pass (no refusal, no blackhole)."""
+        return not (self._refuse or self._blackhole)
+
     def set_latency(self, seconds):
         """Hold each chunk ``seconds`` (>= 0) before passing it on, both directions."""
         if not seconds >= 0:

@@ -25,8 +25,10 @@ EXPLAIN = (
     ("held", "still waiting on a node or in a gateway's queue when the run ended (sent "
              "when the link allows; not lost)"),
     ("lost", "disappeared without trace; must be zero"),
-    ("latency", "time from the reading being taken to arriving upstream (readings with a "
-                "trusted clock)"),
+    ("latency", "time from the reading being taken to arriving upstream, on the simulated "
+                "clock (readings with a trusted clock); readings held through an outage arrive "
+                "the moment the link is back: a real gateway's reconnect (up to 2 minutes) and "
+                "sending its queue (seconds) come on top"),
     ("alarms", "alarms the true conditions called for: hit (raised), missed (not raised); "
                "false: raised while conditions were clearly fine"),
 )

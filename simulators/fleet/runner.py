@@ -9,8 +9,9 @@ publishes the global time to the gateways; the runner's *director* is a particip
 faults and samples happen at their exact virtual time.
 
 A run: prepare (builds, brokers, configurations, nodes), start (gateways, nodes), direct
-(faults, backlog samples, progress) until the scenario's end, then drain (the gateways
-forward what they hold, in real time), stop everything, read what is still held (each
+(faults, backlog samples, progress) until the scenario's end (before and after each fault
+action the gateways forward what they hold with the time held: ``drain.settle``), then drain
+(the gateways forward what they hold, in real time), stop everything, read what is still held (each
 node's flash, each gateway's outbox) and write the run record (``FleetRun.record``; docs/simulation-fleet.md) that
 ``accounting`` and ``report`` turn into the verdict.
 """
@@ -24,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from simulators import flashinspect
 from simulators.ads1115 import SimADS1115
-from simulators.fleet import inject
+from simulators.fleet import drain, inject
 from simulators.fleet.gateway_child import ClockFile
 from simulators.fleet.gateways import GatewayProcess
 from simulators.fleet.nodes import SSID_SET, Build, FleetNode, SerialCable, dev_eui, node_attributes, profile_table
@@ -34,7 +35,6 @@ from simulators.fleet import scenario as scenario_mod
 
 ELECTRODE = {"electrode": {"zero_algorithm": 1}, "we": 0, "ae": 1}
 WINDOW_S = 30  # the timeline's lookahead (timeline.py): nodes waking this close run together
-DRAIN_S = 60.0  # real seconds the gateways get to forward what they hold after the end
 
 
 class GlobalClock:
@@ -72,6 +72,7 @@ class FleetRun:
         self.view = GlobalClock(self.timeline, scenario.start_wall_s)
         self.backlog = {g.id: [] for g in scenario.gateways}
         self.log = []  # (wall_s, what) of every director action
+        self.settle_wall_s = 0.0  # real s the director held the time for the gateways (drain.settle)
 
     def _publish(self, g_us):
         for cf in self.clockfiles.values():
@@ -242,7 +243,10 @@ class FleetRun:
             else:
                 self.log.append((self.now_wall(), what))
                 self.say("  %s  %s" % (_hhmm(self.now_wall()), what))
+                settle = self._settle if act is not inject._noop else _nothing  # _noop: only logged
+                settle()
                 act(self)
+                settle()
 
     def _sample(self):
         """The gateways' backlogs now (rows in the outbox); none from a gateway that is off."""
@@ -280,17 +284,16 @@ class FleetRun:
             inject.jump_rtc(self.nodes[target], jump_s)
 
     # -- the end --------------------------------------------------------------------------------
+    def _settle(self):
+        """The gateways that can reach the council's broker forward what they hold, the
+        fleet's time held (``drain.settle``)."""
+        proxies, t0 = getattr(self.brokers, "proxies", {}), time.monotonic()
+        drain.settle([g for gid, g in self.gateways.items() if gid not in proxies or proxies[gid].passing],
+                     self.platform.count)
+        self.settle_wall_s += time.monotonic() - t0
+
     def _drain(self):
-        end = time.monotonic() + DRAIN_S
-        quiet_since, last = time.monotonic(), -1
-        while time.monotonic() < end:
-            rows = [g.command("backlog") for g in self.gateways.values()]
-            count = self.platform.count()
-            if count != last:
-                quiet_since, last = time.monotonic(), count
-            if all(r is not None and r["rows"] == 0 for r in rows) and time.monotonic() - quiet_since > 2.0:
-                break
-            time.sleep(0.25)
+        drain.drain(list(self.gateways.values()), self.platform.count)
 
     def _finish(self, wall_s, cpu_s):
         self.timeline.cancel_all()
@@ -348,7 +351,8 @@ class FleetRun:
                                  "gateway": round(sum(g.cpu_s for g in self.gateways.values()), 2),
                                  "broker": round(broker_cpu, 2)},
                        "node_days": round(len(self.nodes) * sc.duration_s / 86400.0, 3),
-                       "timeline_waits": self.timeline.releases + self.timeline.passes},
+                       "timeline_waits": self.timeline.releases + self.timeline.passes,
+                       "settle_wall_s": round(self.settle_wall_s, 2)},
         }
 
 
@@ -371,6 +375,10 @@ def truth_series(env, sc):
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 values.setdefault(q, []).append(round(float(v), 4))
     return {"times": times, "values": {q: v for q, v in values.items() if len(v) == len(times)}}
+
+
+def _nothing():
+    return None
 
 
 def _proc_cpu_s(proc):

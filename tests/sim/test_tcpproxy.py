@@ -134,3 +134,18 @@ def test_latency_delays_but_keeps_order(echo):
             proxy.set_latency(-1)
         with pytest.raises(ValueError):
             proxy.set_slicing(-1)
+
+
+def test_passing_says_whether_a_fault_stops_the_traffic(echo):
+    with TCPProxy(*echo) as proxy:
+        assert proxy.passing
+        proxy.refuse(True)
+        assert not proxy.passing
+        proxy.refuse(False)
+        proxy.blackhole()
+        assert not proxy.passing
+        proxy.heal()
+        assert proxy.passing
+        with socket.create_connection((proxy.host, proxy.port)) as c:
+            c.sendall(b"ok")
+            assert _recv_exactly(c, 2) == b"ok"
