@@ -25,6 +25,15 @@ import random
 from simulators.faults import BUS_KINDS, DEVICE_KINDS, Fault
 
 
+def _pure(src):
+    """Whether ``src`` is an environment model's ``at`` (or the model): a pure function of
+    wall time (``simulators.environment.base``), so one instant's values can be kept."""
+    from simulators.environment.base import EnvironmentModel
+
+    model = getattr(src, "__self__", src)
+    return isinstance(model, EnvironmentModel) and src in (model, getattr(model, "at", None))
+
+
 class Nack(Exception):
     """Raised by a device model to leave its address (or a data byte) un-ACKed."""
 
@@ -47,7 +56,7 @@ class SimI2CDevice:
     def __init__(self, address, truth=None, seed=0):
         self.address = address
         self.bus = None  # the SimI2CBus it is attached to (set by the bus)
-        self._truth = truth if truth is not None else {}
+        self.set_truth(truth if truth is not None else {})
         self.rng = random.Random(seed)
         self.seed = seed
         self.clock = None
@@ -116,18 +125,36 @@ class SimI2CDevice:
         return None
 
     def truth(self, quantity):
-        """The physical value of ``quantity`` now (before sensor error and faults)."""
+        """The physical value of ``quantity`` now (before sensor error and faults).
+
+        A pure environment model is asked once per instant (a reading takes several of its
+        quantities at one wall time); any other callable (a fault's wrapper that draws from
+        the rng) is called every time, as before."""
         src = self._truth
-        values = src(self.clock.wall_s()) if callable(src) else src
+        if not callable(src):
+            values = src
+        else:
+            t = self.clock.wall_s()
+            if t == self._truth_at:
+                values = self._truth_values
+            else:
+                values = src(t)
+                if self._truth_pure:
+                    self._truth_at, self._truth_values = t, values
         if quantity not in values:
             raise KeyError("truth for %s at 0x%02X has no %r" % (type(self).__name__, self.address, quantity))
         return values[quantity]
 
     def set_truth(self, truth):
         self._truth = truth
+        self._truth_pure = callable(truth) and _pure(truth)
+        self._truth_at = None  # the wall time (s) of ``_truth_values``, kept for a pure model
+        self._truth_values = None
 
     def measure(self, quantity, value):
         """Apply sensor faults (stuck, drift, spike) to a measured ``value`` of ``quantity``."""
+        if not self.faults:
+            return value
         t = self.now_s()
         for f in self.faults:
             if not f.in_window(t) or not f.applies_to(quantity):
@@ -150,7 +177,7 @@ class SimI2CDevice:
     def _check_ack(self):
         if not self.powered or self.ms_since_power_on() < self.power_up_ms:
             raise Nack("0x%02X is powered down or still booting" % self.address)
-        if self.active_fault("nack") is not None:
+        if self.faults and self.active_fault("nack") is not None:
             raise Nack("0x%02X nack fault" % self.address)
 
     def _bus_write(self, data):
@@ -164,7 +191,7 @@ class SimI2CDevice:
         out = bytearray(self.on_read(n))
         if len(out) != n:
             raise AssertionError("%s returned %d bytes for a %d-byte read" % (type(self).__name__, len(out), n))
-        if n and self.active_fault("crc_flip") is not None:
+        if n and self.faults and self.active_fault("crc_flip") is not None:
             bit = self.rng.randrange(8 * n)
             out[bit // 8] ^= 0x80 >> (bit % 8)
             self.counters["crc_flips"] += 1
@@ -271,6 +298,8 @@ class SimI2CBus:
 
     # -- internals ---------------------------------------------------------------------------
     def _stuck(self):
+        if not self.faults:
+            return False
         t = self.clock.monotonic_s()
         return any(f.kind == "stuck_bus" and f.in_window(t) for f in self.faults)
 
@@ -294,7 +323,7 @@ class SimI2CBus:
             self.counters["nacks"] += 1
             raise OSError(errno.ENODEV, "no device at 0x%02X" % addr)
         stretch = dev.stretch_ms()
-        fault = dev.active_fault("stretch")
+        fault = dev.active_fault("stretch") if dev.faults else None
         if fault is not None:
             stretch += fault.magnitude
         if stretch > self.timeout_ms:

@@ -38,6 +38,9 @@ RESPONSE = struct.Struct(">BH")
 EXT_HEAD = struct.Struct(">QQ")  # an extended request's lag (µs) and watchdog deadline (µs as NOW)
 TRAILER = struct.Struct(">QdBI")  # an extended reply's NOW, wall, trusted, access-point generation
 MAX_PAYLOAD = 0xFFFF
+_U64 = struct.Struct(">Q")
+_GATED = frozenset((OP_SLEEP_US, OP_BOOT_AT, OP_HALT))  # the ops that may wait for the fleet's gate
+_SLEPT = (ST_OK, b"")  # an extended request's sleep went through: the op follows
 
 # Reset causes as the ESP32 port's machine module numbers them (BOOT_AT's cause byte).
 CAUSE_NAMES = {0: "soft_reboot", 1: "pwron", 2: "hard", 3: "wdt", 4: "deepsleep", 5: "soft"}
@@ -74,7 +77,7 @@ class BoardRequests:
     def _request(self, op, addr, payload, node, trailer=False):
         """Gate (the fleet's hook), then ``handle``; with ``trailer`` the clock is appended
         to an OK or OSERROR reply. None: the fleet cancelled the board while it waited."""
-        if self.gate is not None and op in (OP_SLEEP_US, OP_BOOT_AT, OP_HALT):
+        if self.gate is not None and op in _GATED:
             target = self._gate_target(op, payload, node)
             if target is not None:
                 try:
@@ -83,14 +86,18 @@ class BoardRequests:
                     return None
                 if op == OP_SLEEP_US:  # what is left of the sleep: nothing
                     with self.lock:
-                        payload = struct.pack(">Q", max(0, target - self.rig.clock.now_us))
+                        payload = _U64.pack(max(0, target - self.rig.clock.now_us))
         with self.lock:
             status, out = self.handle(op, addr, payload, node)
-            if trailer and status in (ST_OK, ST_OSERROR):
-                clock = self.rig.clock
-                out += TRAILER.pack(clock.now_us, clock.wall_s(), bool(clock.wall_trusted()),
-                                    self.wifi.generation & 0xFFFFFFFF)
+            if trailer and status <= ST_OSERROR:
+                out += self._trailer()
         return status, out
+
+    def _trailer(self):
+        """The extended reply's trailer: the clock now and the access point's generation."""
+        clock = self.rig.clock
+        return TRAILER.pack(clock.now_us, clock.wall_s(), bool(clock.wall_trusted()),
+                            self.wifi.generation & 0xFFFFFFFF)
 
     def _extended(self, op, addr, payload, node):
         """An extended request: ``u64 lag_us, u64 watchdog deadline (0: unchanged)`` before
@@ -107,22 +114,46 @@ class BoardRequests:
                     now = self.rig.clock.now_us
                     if now > node.wdt_deadline_us:  # fired before this feed
                         node.wdt_deadline_us = None
-                        return ST_WDT_RESET, struct.pack(">Q", now)
+                        return ST_WDT_RESET, _U64.pack(now)
                     node.wdt_deadline_us = deadline
         if lag:
-            reply = self._request(OP_SLEEP_US, 0, struct.pack(">Q", lag), node)
-            if reply is None or reply[0] != ST_OK:
+            reply = self._sleep(lag, node)
+            if reply is not _SLEPT:
                 return reply
         return self._request(op, addr, payload, node, trailer=True)
 
-    def _gate_target(self, op, payload, node):
-        """Where ``op`` would take the clock (µs, as NOW), or None if it does not wait."""
+    def _sleep(self, lag, node):
+        """The extended request's sleep: what a SLEEP_US request of ``lag`` µs does through
+        ``_request`` (the gate, then the watchdog and the clock under the lock), without
+        packing it into one. ``_SLEPT``, a WDT_RESET reply, or None (cancelled)."""
+        target = self._gate_target(OP_SLEEP_US, None, node, lag) if self.gate is not None else None
+        if target is not None:
+            try:
+                self.gate(target)  # the clock is at ``target`` when it returns
+            except Exception:  # the fleet cancelled this board
+                return None
+        with self.lock:
+            clock = self.rig.clock
+            if target is not None:  # what is left of the sleep: nothing
+                lag = max(0, target - clock.now_us)
+            deadline = node.wdt_deadline_us if node is not None else None
+            if deadline is not None and clock.now_us + lag > deadline:
+                try:
+                    self._check_watchdog(node, OP_SLEEP_US, _U64.pack(lag))
+                except WDTFired as e:
+                    return ST_WDT_RESET, _U64.pack(e.at_us)
+            clock.advance_us(lag)
+        return _SLEPT
+
+    def _gate_target(self, op, payload, node, lag=None):
+        """Where ``op`` would take the clock (µs, as NOW), or None if it does not wait.
+        ``lag``: a sleep's µs, given instead of SLEEP_US's payload."""
         with self.lock:
             now = self.rig.clock.now_us
             deadline = node.wdt_deadline_us if node is not None else None
         try:
             if op == OP_SLEEP_US:
-                target = now + struct.unpack(">Q", payload)[0]
+                target = now + (lag if lag is not None else struct.unpack(">Q", payload)[0])
             elif op == OP_BOOT_AT:
                 target = struct.unpack(">QB", payload)[0]
                 deadline = None  # a reset stops the watchdog

@@ -31,6 +31,15 @@ from simlink import OP_READ, OP_SCAN, OP_WRITE
 _SCL_PINS = set()  # pin ids some I2C bus uses as SCL
 _pulses = {}  # SCL pin id -> rising edges driven as a GPIO since the last recovery
 _RECOVERY_PULSES = 9
+_len = bytearray(2)  # READ's u16 length, refilled per read (simlink.call copies it at once)
+
+
+def _length(n):
+    if 0 <= n <= 0xFFFF:
+        _len[0] = n >> 8
+        _len[1] = n & 0xFF
+        return _len
+    return bytes((n >> 8, n & 0xFF))  # ValueError, as before
 
 
 class I2C:
@@ -57,12 +66,11 @@ class I2C:
 
     def readfrom_into(self, addr, buf, stop=True):
         """Read ``len(buf)`` bytes from ``addr`` into ``buf``. ``OSError`` on failure."""
-        n = len(buf)
-        simlink.call(OP_READ, addr, bytes((n >> 8, n & 0xFF)), buf)
+        simlink.call(OP_READ, addr, _length(len(buf)), buf)
 
     def readfrom(self, addr, nbytes, stop=True):
         """Read ``nbytes`` from ``addr``; returns bytes. ``OSError`` on failure."""
-        return simlink.call(OP_READ, addr, bytes((nbytes >> 8, nbytes & 0xFF)))
+        return simlink.call(OP_READ, addr, _length(nbytes))
 
     def scan(self):
         """The 7-bit addresses that ACK, ascending."""
