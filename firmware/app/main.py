@@ -176,8 +176,8 @@ def main():
     opened = False
     while True:
         started = clock.ticks_ms()
-        if not opened:
-            opened = link.open()
+        if not opened:  # (a deep-sleep MQTT link connects in deliver(), once its frame is built)
+            opened = getattr(link, "late_open", False) or link.open()
         node.cycle()
         gc.collect()
         left = cfg["interval_s"] * 1000 - clock.ticks_diff(clock.ticks_ms(), started)

@@ -41,8 +41,8 @@ WIFI_PW = "wifi-5d2c9a7e41"
 PW = {DEVICE: "node-7c1e94d2a5f0", "gateway": "gw-3b8f0e6a1d92"}
 ACL = ["user gateway", "topic readwrite civicedge/node/#",
        "pattern write civicedge/node/%u/up", "pattern read civicedge/node/%u/ack"]
-# The MQTT firmware needs about 174 KB free at a wake on the 64-bit unix port (docs/mqtt-link.md,
-# "The node link", Memory): more than nodeharness.ESP32_HEAP gives.
+# The MQTT firmware needs 143-146 KB free at a wake on the 64-bit unix port (docs/mqtt-link.md,
+# "The node link", Memory): nodeharness.ESP32_HEAP's 146 KB, without margin; these tests need room.
 HEAP = "384K"
 
 
@@ -208,8 +208,9 @@ def test_every_reading_arrives_once_authenticated_over_tls(build, certs, node_po
     assert gw.counters["duplicates"] == 0 and len(gw.records) == records_for(wakes)
     assert len(readings(gw)) == wakes == 9
     assert_room(readings(gw))
-    last = statuses(gw, 1)[-1]["counters"]  # logged in the last wake, before it delivered
-    assert last["connects"] == wakes and last["records_acked"] == records_for(wakes) - 2
+    # logged in the last wake, before it connected (a deep-sleep node packs its frame first)
+    last = statuses(gw, 1)[-1]["counters"]
+    assert last["connects"] == wakes - 1 and last["records_acked"] == records_for(wakes) - 2
     for name in ("wifi_fails", "mqtt_fails", "tls_fails", "mqtt_refused", "link_errors", "ack_timeouts",
                  "bad_acks"):
         assert last[name] == 0, (name, last)
@@ -232,31 +233,32 @@ def test_broker_and_wifi_outages_then_the_backlog_arrives_in_order(build, certs,
             boot(image, srv, 3)  # epoch 2: four wakes, nothing gets through
             with srv.lock:
                 srv.wifi.update(up=False)  # then the access point goes too
-            boot(image, srv, 1)  # epoch 3: two wakes without WiFi
+            boot(image, srv, 2)  # epoch 3: three wakes without WiFi
             assert len(gw.records) == records_for(3)
             broker.start()
             with srv.lock:
                 srv.wifi.update(up=True)
             assert gw.wait_for(gw.subscribed, 10)
             boot(image, srv, 1)  # epoch 4: the backlog first, then its own
-            total = records_for(3) + records_for(4) + records_for(2) + records_for(2)
+            total = records_for(3) + records_for(4) + records_for(3) + records_for(2)
             assert gw.wait_for(lambda: len(gw.records) >= total, 5)
     finally:
         broker.close()
         srv.stop()
     assert_complete(gw, [1, 2, 3, 4])
     assert gw.counters["duplicates"] == 0  # no ack was lost: nothing came twice
-    assert len(readings(gw)) == 3 + 4 + 2 + 2
+    assert len(readings(gw)) == 3 + 4 + 3 + 2
     assert_room(readings(gw))
-    # what the node counted while it could not deliver, from its own status records
-    down = [s["counters"] for s in statuses(gw, 2)]  # logged at the 1st and 3rd wake
-    assert [c["mqtt_fails"] for c in down] == [1, 3]
-    assert [c["backoff_s"] for c in down] == [1, 4]  # 1, 2, 4 ... 120 s, kept through deep sleep
+    # what the node counted while it could not deliver, from its own status records, logged at
+    # the 1st and 3rd wake before that wake tried to connect (the frame is packed first)
+    down = [s["counters"] for s in statuses(gw, 2)]
+    assert [c["mqtt_fails"] for c in down] == [0, 2]
+    assert [c["backoff_s"] for c in down] == [0, 2]  # 1, 2, 4 ... 120 s, kept through deep sleep
     assert all(c["connects"] == 0 and c["tls_fails"] == 0 and c["wifi_fails"] == 0 for c in down)
     no_wifi = [s["counters"] for s in statuses(gw, 3)]
-    assert [c["wifi_fails"] for c in no_wifi] == [1] and all(c["mqtt_fails"] == 0 for c in no_wifi)
-    back = [s["counters"] for s in statuses(gw, 4)]
-    assert back[-1]["connects"] == 1 and back[-1]["backoff_s"] == 0
+    assert [c["wifi_fails"] for c in no_wifi] == [0, 2] and all(c["mqtt_fails"] == 0 for c in no_wifi)
+    back = [s["counters"] for s in statuses(gw, 4)]  # a power-on: counted afresh
+    assert back[-1]["connects"] == 0 and back[-1]["backoff_s"] == 0 and back[-1]["wifi_fails"] == 0
 
 
 def test_wrong_ca_never_talks_plaintext_and_keeps_the_readings(build, certs, node_port, tmp_path):
@@ -286,7 +288,8 @@ def test_wrong_ca_never_talks_plaintext_and_keeps_the_readings(build, certs, nod
     assert "as %s" % DEVICE not in refused_log  # the broker never saw the node log in
     assert_complete(gw, [1, 2])
     failing = [s["counters"] for s in statuses(gw, 1)]
-    assert [c["tls_fails"] for c in failing] == [1, 3]  # counted as TLS failures (an alarm)
+    # counted as TLS failures (an alarm); each status logged before its wake's attempt
+    assert [c["tls_fails"] for c in failing] == [0, 2]
     assert all(c["connects"] == 0 and c["mqtt_fails"] == 0 for c in failing)
     assert_room(readings(gw))
     assert_tls_only(tap)
@@ -309,7 +312,7 @@ def test_gateway_not_acking_keeps_records_until_it_does(build, certs, node_port,
     # seqs 0-1, 0-2, 0-4, then 0-4 again (acked): duplicates, deduplicated on the key
     assert gw.counters["duplicates"] == 2 + 3 + 5
     first = statuses(gw, 2)[0]["counters"]
-    assert first["records_acked"] == 0 and first["connects"] == 1
+    assert first["records_acked"] == 0 and first["connects"] == 0  # logged before it connected
     assert [c["ack_timeouts"] for c in (s["counters"] for s in statuses(gw, 1))] == [0, 2]
 
 

@@ -77,3 +77,17 @@ def test_a_frame_spans_its_seqs_even_when_they_skip(tmp_path):
     (f,) = link.sent
     assert (f.first_seq, f.seq_through) == (0, 6)
     assert log.pending_count() == 0
+
+
+def test_next_frame_builds_without_sending_and_says_whether_more_is_pending(tmp_path):
+    # the pack half alone (the MQTT deep-sleep node builds its frame before it connects)
+    log = log_with(tmp_path, [{"t": None, "values": [["co2_ppm", 600 + i, "ok"]]} for i in range(5)])
+    link = Peer(good_ack, max_batch_records=3)
+    data, epoch, last, more = link.next_frame(log)
+    f = frame.decode_frame(bytes(data), {DEV: KEY}.get, expect=frame.TYPE_DATA)
+    assert (f.boot_epoch, f.first_seq, f.seq_through, last, more) == (epoch, 0, 2, 2, True)
+    assert link.sent == [] and log.pending_count() == 5  # nothing sent, nothing trimmed
+    assert link.deliver(log) == 5
+    assert link.next_frame(log) is None
+    log.append({"t": None, "values": [["co2_ppm", 700, "ok"]]})
+    assert link.next_frame(log)[3] is False  # one record, the whole of what is pending

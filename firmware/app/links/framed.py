@@ -21,6 +21,8 @@ starts (``_frame_buffer``): the pack is encoded into one (the bytes of ``senml.e
 cleared and refilled, its capacity kept), and every frame that fits in the other is built
 there (``frame.encode_data_into``) and handed to ``exchange`` as a memoryview of it, valid until
 the next frame. A larger frame (a backlog of big status records) is built in a new bytearray.
+``next_frame`` is the pack half of ``deliver`` alone (the MQTT link's deep-sleep node builds its
+frame with it before it connects, docs/mqtt-link.md "Memory").
 """
 
 from protocol import cbor
@@ -106,24 +108,36 @@ class FramedLink:
         """Send ``data``; return the acked seq or None. Implemented by each link."""
         raise NotImplementedError
 
+    def next_frame(self, log):
+        """The next frame of what is pending, built but not sent: ``(data, boot_epoch, last_seq,
+        more)``, or None when nothing is pending. Up to ``max_batch_records`` records of one boot
+        epoch, halved until the frame fits; ``more``: records may be left after it (a full
+        batch, another epoch's, or halved). ``data`` is valid until the next frame is built."""
+        batch = log.pending(self.max_batch_records)
+        if not batch:
+            return None
+        epoch = batch[0][0]
+        records = [r for e, r in batch if e == epoch]
+        more = len(batch) >= self.max_batch_records or len(records) < len(batch)
+        batch = None  # (heap) each reference dropped once it has served
+        payload = self._encode_pack(epoch, records)
+        while len(payload) > self._room and len(records) > 1:
+            records = records[:len(records) // 2]
+            payload = self._encode_pack(epoch, records)
+            more = True
+        first, last = records[0]["seq"], records[-1]["seq"]
+        records = None
+        # count spans the seqs (first..last): seqs may skip, and the ack names seq_through
+        return self._frame(epoch, first, last - first + 1, payload), epoch, last, more
+
     def deliver(self, log):
         delivered = 0
         for _ in range(self.max_batches):
-            batch = log.pending(self.max_batch_records)
-            if not batch:
+            built = self.next_frame(log)
+            if built is None:
                 break
-            epoch = batch[0][0]
-            records = [r for e, r in batch if e == epoch]
-            batch = None  # (heap) each reference dropped once it has served
-            payload = self._encode_pack(epoch, records)
-            while len(payload) > self._room and len(records) > 1:
-                records = records[:len(records) // 2]
-                payload = self._encode_pack(epoch, records)
-            first, last = records[0]["seq"], records[-1]["seq"]
-            records = None
-            # count spans the seqs (first..last): seqs may skip, and the ack names seq_through
-            data = self._frame(epoch, first, last - first + 1, payload)
-            payload = None
+            data, epoch, last, _ = built
+            built = None
             self.feed()
             try:
                 acked = self.exchange(data, epoch, last)

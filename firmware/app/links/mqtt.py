@@ -62,7 +62,14 @@ with the client's connection half; ``exchange`` is ``mqtt_exchange.py``, loaded 
 frame and released after it with the client's every-wake half (``app.mqtt_io``,
 ``protocol.mqtt_wire``); the frames' protocol stack (``FramedLink`` and what it imports) is
 loaded by the first delivery. So a node holds little MQTT code while it logs and packs
-(docs/mqtt-link.md "Memory"). A protocol error raised by a reloaded ``mqtt_wire`` is a new
+(docs/mqtt-link.md "Memory"). A deep-sleep node goes further: ``main.py`` leaves its
+connecting to ``deliver()`` (``late_open``), which builds the frame first
+(``FramedLink.next_frame``), releases the protocol stack, and only then connects, publishes
+and waits for the ack (``mqtt_exchange.send``): it holds the stack or the connection, never
+both. Its TLS context and frame buffers are made with the link, while the heap still has
+room in one piece; the PUBLISH is built in the pack's buffer. Its status records are
+therefore logged before that wake's connection (``connects`` and the failure counters
+count the earlier wakes). A protocol error raised by a reloaded ``mqtt_wire`` is a new
 class each load, so it is caught as the ``ValueError`` it is. Runs on MicroPython;
 imports on CPython (``network`` only when opening), where ``wlan=`` can supply a station.
 """
@@ -89,9 +96,9 @@ POLL_MS = const(100)  # one wait for an ack or for WiFi, on the injected clock
 FEED_MS = const(1000)  # feed the watchdog this often while waiting
 INBOX = const(8)  # acks kept until an exchange looks at them
 # Heap: frames of up to FRAME_ROOM bytes are built in a buffer made by the first delivery
-# (``_framer``, after the connection and its TLS handshake). The PUBLISH packet's is the
-# client's own, made by its first publish and kept for the next (no buffer lent: measured
-# 3 KB less heap needed, docs/mqtt-link.md "Memory").
+# (``_framer``, after the connection; a deep-sleep node's: with the link, ``mqtt_open.init``).
+# The PUBLISH's is the client's own (none lent: 3 KB less heap needed; a deep-sleep node lends
+# it the pack's, ``mqtt_exchange.send``), docs/mqtt-link.md "Memory".
 FRAME_ROOM = const(1280)
 
 
@@ -103,6 +110,35 @@ def _release_connection():
             release(name)
 
 
+# The pack's modules (``FramedLink`` and the protocol stack it loads), which a deep-sleep node
+# releases once its frame is built, before it connects (``_build``)
+_PACK = ("links.framed", "protocol.senml_core", "protocol.quantities_core", "protocol.cbor",
+         "protocol.frame_core", "protocol.auth_core")
+MAX_BATCHES = const(8)  # frames a wake sends at the most (FramedLink's max_batches)
+
+
+def _built(link, log):
+    try:
+        return _framer(link).next_frame(log)
+    finally:
+        for name in _PACK:
+            release(_APP + name if name[0] == "l" else name)
+
+
+def _build(link, log):
+    # A deep-sleep node's next frame (``FramedLink.next_frame``'s tuple, or None), built before
+    # it connects: the framer and the pack's modules are released after it, so the node holds
+    # the protocol stack or the connection, never both (heap: docs/mqtt-link.md "Memory").
+    # Only the frame's buffer stays, held by the frame's memoryview. Collected from fresh
+    # frames (``collect_deep``): without it a stale pointer on the C stack kept them through
+    # the connection (measured: the node failed at 160 KB here, where it had run at 149).
+    from ..startup import collect_deep
+
+    built = _built(link, log)
+    collect_deep()
+    return built
+
+
 def _framer(link):
     # The FramedLink that builds the frames and sends them through ``link.exchange``, made by
     # the first delivery: the protocol stack it loads (frame, SenML, CBOR, HMAC) is not in
@@ -112,7 +148,10 @@ def _framer(link):
     f = FramedLink(link.clock, link.device_id, link._key, ack_timeout_ms=link.ack_timeout_ms, feed=link.feed)
     f.exchange = link.exchange  # its deliver() calls self.exchange: the link's (no subclass: heap)
     f.counters = link.counters  # one set of counters: the link's
-    f._frame_buffer(FRAME_ROOM)
+    if link._bufs is None:
+        f._frame_buffer(FRAME_ROOM)
+    else:  # a deep-sleep node's, made with the link (``mqtt_open.init``)
+        f._buf, f._pack = link._bufs
     return f
 
 
@@ -172,20 +211,37 @@ class MQTTLink:
 
     def deliver(self, log):
         """Send what is pending, reconnecting if needed (at most one attempt per cycle).
-        Then a deep-sleep node DISCONNECTs until the next cycle and a light-sleep one keeps
-        the session. Returns the records acked."""
+        A deep-sleep node builds its frame first and then connects, sends it and DISCONNECTs
+        until the next cycle; a light-sleep one keeps the session. Returns the records acked."""
         if self.stay_connected and self.is_connected():
             self._step("resume")
+        built = None if self.stay_connected else _build(self, log)
         if not self.is_connected():
             failed, self._failed_in_cycle = self._failed_in_cycle, False
             if failed or not self.open():
                 self._failed_in_cycle = False
-                return 0
+                return 0  # the frame is not sent: its records stay on flash
         published = self._client.counters["published"]
         try:
-            if self._framed is None:
-                self._framed = _framer(self)
-            return self._framed.deliver(log)
+            if self.stay_connected:
+                if self._framed is None:
+                    self._framed = _framer(self)
+                return self._framed.deliver(log)
+            delivered = 0
+            for _ in range(MAX_BATCHES):
+                if built is None:
+                    break
+                try:
+                    from . import mqtt_exchange
+
+                    n, more = mqtt_exchange.send(self, log, built)
+                finally:
+                    _release_connection()
+                built = None
+                delivered += n
+                if more:  # a backlog: the next frame, built with the connection up
+                    built = _build(self, log)
+            return delivered
         finally:
             self._failed_in_cycle = False
             if self.stay_connected:

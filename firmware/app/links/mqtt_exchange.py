@@ -70,3 +70,28 @@ def exchange(link, data, boot_epoch, last_seq):
     except ValueError as e:  # MQTTProtocolError (its class reloaded with mqtt_wire): the client closed
         raise OSError(errno.EIO, "MQTT protocol error: %s" % e)
     return None
+
+
+def send(link, log, built):
+    """A deep-sleep node's frame, built before it connected (``MQTTLink.deliver``): exchange
+    ``built`` (``FramedLink.next_frame``'s tuple) and trim what its ack covers, counted as
+    ``FramedLink.deliver`` counts. ``(records acked, whether to build the next frame)``;
+    ``(0, False)`` when the wake's delivery stops here (connection lost, or no ack)."""
+    data, epoch, last, more = built
+    c = link.counters
+    link.feed()
+    try:
+        # the PUBLISH is built in the pack's buffer, which the frame no longer needs (heap: no
+        # block of a frame's size allocated at the exchange)
+        link._client.lend(link._bufs[1])
+        acked = exchange(link, data, epoch, last)
+    except OSError:
+        c["link_errors"] += 1
+        return 0, False
+    c["frames_sent"] += 1
+    if acked is None:
+        c["ack_timeouts"] += 1
+        return 0, False
+    n = log.ack_through(epoch, acked)
+    c["records_acked"] += n
+    return n, more or acked < last

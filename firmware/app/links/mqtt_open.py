@@ -11,7 +11,7 @@ import errno
 import os
 
 from ..mqtt import MQTTClient
-from .mqtt import FEED_MS, POLL_MS
+from .mqtt import FEED_MS, FRAME_ROOM, POLL_MS
 
 BACKOFF_MAX_S = 120  # RELIABILITY.md: jittered backoff 1 -> 120 s
 _CLIENT_TIMEOUT_MS = 5000  # socket operations, CONNACK and SUBACK waits
@@ -74,6 +74,7 @@ def init(link, cfg, secrets, clock, feed=None, wlan=None, root=None):
     link._wlan = wlan
     # a light-sleep (mains) node keeps its session between cycles; a deep-sleep one cannot
     link.stay_connected = cfg["power"]["sleep"] == "light"
+    link.late_open = not link.stay_connected  # main.py leaves the connecting to deliver()
     link.keepalive_s = session_keepalive_s(m["keepalive_s"], cfg["interval_s"], link.stay_connected)
     link._client = None
     link._inbox = []
@@ -82,6 +83,12 @@ def init(link, cfg, secrets, clock, feed=None, wlan=None, root=None):
                      "link_errors": 0,  # FramedLink's
                      "wifi_fails": 0, "mqtt_fails": 0, "tls_fails": 0, "mqtt_refused": 0, "backoff_skips": 0,
                      "stale_acks": 0, "connects": 0, "backoff_s": 0, "retry_at_s": 0}
+    link._bufs = None
+    if link.late_open:
+        tls_context(link)
+        # the frame's and the pack's buffers (``_framer``), made while there is room in one piece
+        # (the pack's then takes the PUBLISH: room for the topic and the packet's header too)
+        link._bufs = (bytearray(FRAME_ROOM), bytearray(FRAME_ROOM + len(link.up_topic) + 8))
 
 
 def _station(link):
@@ -169,6 +176,25 @@ def open_link(link):
     c["connects"] += 1
     c["backoff_s"] = c["retry_at_s"] = 0
     return True
+
+
+def tls_context(link):
+    """A deep-sleep node's TLS context, made with the link (``init``), before the node samples
+    and packs, while the heap still has its 3 KB block in one piece: made at the connection,
+    after the pack's modules were loaded and released, it found none (docs/mqtt-link.md
+    "Memory"). The connection uses it with ``link.mqtt["host"]`` as the name checked (what
+    ``server_hostname`` is). A CA file that is missing or does not parse leaves ``link._tls``
+    as it was: the connection fails on it and counts it as before."""
+    tls = link._tls
+    if isinstance(tls, dict):
+        from ..mqtt_tls import make_tls_context
+        from ..startup import collect_deep
+
+        collect_deep()
+        try:
+            link._tls = make_tls_context(tls["cafile"])
+        except (OSError, ValueError):
+            pass
 
 
 def resume(link):
