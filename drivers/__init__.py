@@ -13,6 +13,13 @@ import sys
 # re-exports ``protocol.mqtt_wire``'s) would no longer match what is raised. A test of the
 # releasing itself sets it.
 RELEASE = sys.implementation.name == "micropython"
+# A light-sleep (mains) node decides after each cycle, from its free heap once collected
+# (``keep_if_room``): with at least KEEP_FREE_BYTES free it keeps what it loads on demand, below
+# RELEASE_FREE_BYTES it releases again. KEEP_FREE_BYTES is more than an ESP32 without PSRAM has
+# in all (~100 KB; ~146 KB in this 64-bit simulation's objects), so such a chip always releases:
+# only a board with heap to spare (PSRAM: MBs) keeps its code loaded.
+KEEP_FREE_BYTES = 160 * 1024
+RELEASE_FREE_BYTES = 96 * 1024
 
 
 def release(name):
@@ -30,3 +37,19 @@ def release(name):
             delattr(package, name[i + 1:])
         except (AttributeError, KeyError):  # not loaded: MicroPython raises KeyError
             pass
+
+
+def keep_if_room(free_bytes):
+    """Set whether ``release`` forgets modules, from a light-sleep node's free heap after its
+    cycle's collection (``gc.mem_free()``, bytes): keep them from ``KEEP_FREE_BYTES`` up, release
+    again below ``RELEASE_FREE_BYTES`` (in between, as before). Loading a module again costs the
+    node awake time and CPU at every cycle: worth it only where the heap is tight, as on an
+    ESP32 without PSRAM, which never has ``KEEP_FREE_BYTES`` free. Returns ``RELEASE``. CPython
+    never releases, whatever this is told."""
+    global RELEASE
+    if sys.implementation.name == "micropython":
+        if free_bytes >= KEEP_FREE_BYTES:
+            RELEASE = False
+        elif free_bytes < RELEASE_FREE_BYTES:
+            RELEASE = True
+    return RELEASE

@@ -64,8 +64,9 @@ def _is_uint32(x):
 
 
 def _check_chars(s, chars, lo, hi):
-    return isinstance(s, str) and lo <= len(s) <= hi and all(c in chars for c in s) \
-        and s[0] in chars[:36]
+    # every character of s in chars: nothing left once they are stripped from both ends (one
+    # C call; a generator over the characters made a str per character, at every pack)
+    return isinstance(s, str) and lo <= len(s) <= hi and not s.strip(chars) and s[0] in chars[:36]
 
 
 def base_name(device_id, pen=DEFAULT_PEN):

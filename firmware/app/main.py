@@ -27,6 +27,7 @@ import os
 import sys
 
 import machine
+from drivers import keep_if_room
 
 _CONFIG_ERROR_SLEEP_MS = 3600 * 1000  # a bad config is reported, then the node waits an hour
 _RTC_MAX = 2000
@@ -180,5 +181,7 @@ def main():
             opened = getattr(link, "late_open", False) or link.open()
         node.cycle()
         gc.collect()
+        if not deep:  # a mains node with heap to spare keeps its on-demand code (drivers.keep_if_room)
+            keep_if_room(gc.mem_free())
         left = cfg["interval_s"] * 1000 - clock.ticks_diff(clock.ticks_ms(), started)
         _sleep(clock, max(0, left), deep, rtc, node, wdt, cfg["watchdog_ms"])
