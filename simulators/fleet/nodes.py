@@ -15,7 +15,6 @@ same flash image (``start(power_on=True)`` again, the install skipped).
 
 import functools
 import hashlib
-import importlib.util
 import json
 import os
 import pathlib
@@ -30,32 +29,17 @@ import tty
 from civicedge import firmware_build as fb
 from simulators.clock import VirtualClock
 from simulators.i2c_server import SimServer
-from simulators.mpyrun import REPO, micropython_binary, micropython_env
+from simulators.mpyrun import REPO, micropython_env
+from simulators.fleet.node_board import (CODE_ROM, CODE_ROM_K, FLASH_CACHE, FLASH_READ, GC_SCALE, HEAP,  # noqa: F401
+                                         ROM_AREA_K, interpreter)
 from simulators.rig import LocalRig
 
 BOARD_PY = REPO / "simulators" / "mpy" / "board.py"
 JOIN_EUI = "70b3d57ed0000000"
-# Heap per link: the ESP32's ~100 KB at the 64-bit factor (tests/e2e/nodeharness.py), more
-# for the MQTT build (docs/mqtt-link.md "Memory").
-# Plus CODE_ROM_K for board.py --code-rom's image when in the heap (no ROM area: interpreter()).
-HEAP = {"serial": "320K", "lorawan": "320K", "mqtt": "384K"}
-CODE_ROM_K = 200
 BOARDS = {"serial": "esp32-devkitc", "mqtt": "esp32-devkitc", "lorawan": "esp32-devkitc-rak3272s"}
 BATTERY_PIN_V = 1.5  # 3.0 V of 2xAA Li-FeS2 through the board's 1:2 divider
 SSID_SET = "link.wifi.ssid=civicedge-sim"  # the simulator's access point answers any SSID
 REAL_WAIT_MS = "200"  # how long a node waits in real time for its gateway before virtual time passes
-# board.py --gc-scale: the firmware's gc.threshold (8 KB, the chip's fragmentation guard; the
-# heap tests keep it) times 10: a collection every 80 KB allocated. The firmware has ~218 KB free
-# here (~300 KB over MQTT), ~72 KB over the chip's ~146 KB in 64-bit objects, so the garbage
-# between collections still fits (a full heap collects anyway). Unseen by the firmware; 3 -> 10
-# took ~14 % off the interpreters' CPU, 20 no more (docs/simulator-board.md).
-GC_SCALE = 10
-# board.py --flash-read: littlefs reads in 1 KB pieces, not the ESP32 port's 32 bytes (the same
-# data and writes; ~10 times fewer block-device calls, the wake's largest cost before)
-FLASH_READ = 1024
-# board.py --code-rom: a wake imports the firmware's code from a RAM copy made at power-on
-# (the same files; no littlefs lookups or copies per import)
-CODE_ROM = True
 
 
 # The watcher of power_cut_at_write: argv PID IMAGE. Prints "armed" once inotify watches the
@@ -74,30 +58,6 @@ try:
 except ProcessLookupError:
     sys.exit(1)
 """
-
-
-# The pip-installed ``micropython`` command is a Python script around the interpreter's
-# extension module: run that module without the script (and without ``site``), ~20 ms of CPU
-# less per node start. It also holds ROM_AREA_K outside MicroPython's heap (a CPython array)
-# and names it in $CIVICEDGE_ROM_AREA: board.py --code-rom's image goes there, as a chip's
-# ROMFS is in flash, taking no heap and scanned by no garbage collection.
-ROM_AREA_K = 384  # the largest image, an MQTT node's, is ~160 KB
-_LAUNCH = ("import array, os, sys; sys.path.insert(0, %r); from micropython_run import run_main; "
-           "rom = array.array('B', bytes(%d)); os.environ['CIVICEDGE_ROM_AREA'] = '%%d %%d' %% rom.buffer_info(); "
-           "sys.exit(run_main(sys.argv[1:]))")
-
-
-@functools.lru_cache(maxsize=None)
-def interpreter():
-    """The command that starts a node's ``micropython`` (argv[0] included, as a list)."""
-    binary = micropython_binary()
-    module = importlib.util.find_spec("micropython_run")  # found, not loaded
-    with open(binary, "rb") as f:
-        wrapper = f.read(2) == b"#!" and b"micropython_unix" in f.read(4096)
-    if module is None or module.origin is None or not wrapper:
-        return [binary]
-    return [sys.executable, "-I", "-S", "-c", _LAUNCH % (os.path.dirname(module.origin), ROM_AREA_K * 1024),
-            "micropython"]
 
 
 def dev_eui(device_id):
@@ -274,7 +234,8 @@ class FleetNode:
         self.participant = self.timeline.join(self.spec.id, self.clock)
         self.server.gate = self._gate
         args = [str(BOARD_PY), "--flash", str(self.image), "--until-s", str(int(self.end_s)),
-                "--rtc-synced", "--wakes", "1000000", "--gc-scale", str(GC_SCALE), "--flash-read", str(FLASH_READ)]
+                "--rtc-synced", "--wakes", "1000000", "--gc-scale", str(GC_SCALE), "--flash-read", str(FLASH_READ),
+                "--flash-cache", str(FLASH_CACHE)]
         heap_k = int(HEAP[self.spec.link][:-1])
         if CODE_ROM:
             args.append("--code-rom")

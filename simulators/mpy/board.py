@@ -4,7 +4,7 @@ inside one MicroPython process (a wake costs milliseconds; a new process ~24 ms)
     MICROPYPATH=simulators/mpy:. CIVICEDGE_SIM=127.0.0.1:PORT \\
         micropython -X heapsize=100K simulators/mpy/board.py --flash IMAGE [--install DIR]
             [--wakes N] [--until-s S] [--boot-ms 300] [--rtc-synced] [--blocks 512] [--heap-free 100K]
-            [--gc-scale 3] [--flash-read 1024] [--code-rom]
+            [--gc-scale 3] [--flash-read 1024] [--flash-cache 4] [--code-rom]
 
 ``--flash``: the image file, mounted at ``/flash`` (a new file is made and formatted; an
 existing one that does not mount is an error, never reformatted). ``/flash`` is the current
@@ -38,10 +38,14 @@ bytes at boot whatever the shim takes: run with a larger ``-X heapsize`` (e.g. 2
 
 For speed (the fleet; docs/simulation-fleet.md, "Speed"), changing nothing the firmware
 sees: ``--flash-read N`` mounts with littlefs's read size N (default 32, the ESP32 port's;
-its caches grow to ``min(4096, 4 N)`` bytes; what it writes is the same), ``--code-rom``
+its caches grow to ``min(4096, 4 N)`` bytes; what it writes is the same), ``--flash-cache N``
+keeps the last N blocks littlefs read in the heap (``flashcache.CachedImageFlash``: reads of
+them cost no Python-level file calls; writes go to the image first, as always), ``--code-rom``
 copies the flash's code files at power-on into a ROMFS image (``coderom``) at ``/code``,
 the import path then ``/code``, ``/code/lib`` for ``/flash``, ``/flash/lib`` (the same code
-files; the flash's entries cost littlefs lookups for every built-in imported). The image is
+files; the flash's entries cost littlefs lookups for every built-in imported), and
+``boot.py`` and ``main.py`` are compiled at the first boot only, every wake running the same
+code again (the image, too, is the flash's code as it was at power-on). The image is
 in the memory ``$CIVICEDGE_ROM_AREA`` names (outside the heap: the fleet's launcher), else in
 the heap (~150 KB after ``--heap-free``'s ballast).
 
@@ -67,13 +71,15 @@ import time  # the port's real clock (imported before the board's replaces it)
 import vfs
 
 _USAGE = ("usage: board.py --flash IMAGE [--install DIR] [--wakes N] [--until-s S] [--boot-ms MS] "
-          "[--rtc-synced] [--blocks N] [--heap-free BYTES|NK] [--gc-scale N] [--flash-read N] [--code-rom]")
+          "[--rtc-synced] [--blocks N] [--heap-free BYTES|NK] [--gc-scale N] [--flash-read N] [--flash-cache N] "
+          "[--code-rom]")
 _RECORD = 256  # boots whose heap and wall time the summary keeps: the first and latest 128
 
 
 def _options(argv):
     opts = {"flash": None, "install": None, "wakes": 0, "until_s": 0, "boot_ms": 300, "blocks": 512, "rtc_synced": False,
-            "heap_free": None, "gc_scale": 1, "flash_read": 32, "code_rom": False}
+            "heap_free": None, "gc_scale": 1, "flash_read": 32, "flash_cache": 0,
+            "code_rom": False}
     i = 0
     while i < len(argv):
         key = argv[i][2:].replace("-", "_")
@@ -107,8 +113,9 @@ def _load_shim():
     runner's own allocations are made, freeing the reserve gives the firmware one large free
     block (without it, at 100 KB, the largest is ~6 KB). Smaller reserves if the heap is
     too small for the first."""
-    read = _OPTS["flash_read"] if __name__ == "__main__" else 32
+    read, kept = (_OPTS["flash_read"], _OPTS["flash_cache"]) if __name__ == "__main__" else (32, 0)
     extra = 12 * min(4096, 4 * read) if read > 32 else 0  # littlefs's caches (--flash-read)
+    extra += 4096 * kept  # --flash-cache's copies (flashdev.BLOCK_SIZE each)
     for keep in (72000 + extra, 84000 + extra, 0):
         gc.collect()
         reserve = bytearray(max(0, gc.mem_free() - keep)) if keep else b""
@@ -140,83 +147,34 @@ _CAUSES = {None: "soft_reboot", machine.SOFT_RESET: "soft", machine.WDT_RESET: "
            machine.DEEPSLEEP_RESET: "deepsleep"}
 
 
-def _install(src, dst):
-    """Copy the host directory ``src`` onto the flash directory ``dst``."""
-    buf = bytearray(512)
-    for entry in os.ilistdir(src):
-        name, kind = entry[0], entry[1]
-        if name == "__pycache__":
-            continue
-        if kind == 0x4000:
-            try:
-                os.mkdir(dst + "/" + name)
-            except OSError:
-                pass
-            _install(src + "/" + name, dst + "/" + name)
-            continue
-        with open(src + "/" + name, "rb") as fin, open(dst + "/" + name, "wb") as fout:
-            n = fin.readinto(buf)
-            while n:
-                fout.write(memoryview(buf)[:n])
-                n = fin.readinto(buf)
+_Flash = flashdev.ImageFlash  # (repl_agent's partition builds on it)
 
 
-_ERASED = b"\xff" * 256
-
-
-class _Flash(flashdev.FileFlash):
-    """``flashdev.FileFlash`` whose erase writes from a small constant: the base class makes
-    a 4 KB object per erase (and pads a new image with one of its whole size), which a
-    fragmented 100 KB heap cannot always give — and an ESP32's erase takes no heap at all."""
-
-    def ioctl(self, op, arg):
-        if op != 6:
-            return super().ioctl(op, arg)
-        self._f.seek(arg * self.block_size)
-        for _ in range(self.block_size // len(_ERASED)):
-            self._f.write(_ERASED)
-        return 0
-
-
-def _mount(path, blocks, read_size=32):
-    """Mount the image at ``/flash``. A new image is made (erased flash) and formatted; an
-    existing one must mount as it is — after a power cut that is the test — so an image that
-    does not mount raises ``OSError``, never gets formatted."""
-    try:
-        new = os.stat(path)[6] == 0
-    except OSError:
-        new = True
-    if new:
-        with open(path, "wb") as f:
-            for _ in range(blocks * flashdev.BLOCK_SIZE // len(_ERASED)):
-                f.write(_ERASED)
-    dev = _Flash(path, blocks)
-    if new:
-        vfs.VfsLfs2.mkfs(dev)
-    try:
-        vfs.mount(vfs.VfsLfs2(dev, readsize=read_size), "/flash")
-    except OSError as e:
-        raise OSError("the flash image %s does not mount as littlefs (%r)" % (path, e))
-
-
-def _run_file(name, namespace):
-    try:
-        f = open(name)
-    except OSError:
-        return  # no such file: the port skips it
-    source = f.read()
-    f.close()
-    code = compile(source, name, "exec")
-    source = None
+def _run_file(name, namespace, codes=None):
+    """Compile the flash's file ``name`` and run it in ``namespace``. ``codes`` (``--code-rom``,
+    whose image holds the flash's code as it was at power-on): compiled files kept across
+    boots, so a wake runs the same code without reading and compiling its source again."""
+    code = codes.get(name) if codes is not None else None
+    if code is None:
+        try:
+            f = open(name)
+        except OSError:
+            return  # no such file: the port skips it
+        source = f.read()
+        f.close()
+        code = compile(source, name, "exec")
+        source = None
+        if codes is not None:
+            codes[name] = code
     exec(code, namespace)
 
 
-def _application():
+def _application(codes=None):
     """boot.py then main.py; returns the exception that stopped main.py, or None."""
     namespace = {"__name__": "__main__"}
     for name in ("boot.py", "main.py"):
         try:
-            _run_file(name, namespace)
+            _run_file(name, namespace, codes)
         except SystemExit:
             if name == "main.py":
                 return None
@@ -312,9 +270,9 @@ def _boot_at(at_us, cause):
 
 
 def run(opts, records):
-    _mount(opts["flash"], opts["blocks"], opts["flash_read"])
+    flashdev.mount_image(opts["flash"], opts["blocks"], opts["flash_read"], cache_blocks=opts["flash_cache"])
     if opts["install"]:
-        _install(opts["install"].rstrip("/"), "/flash")
+        flashdev.install(opts["install"].rstrip("/"), "/flash")
     sys.modules["time"] = simclock.VirtualTime()
     sys.modules["select"] = simclock.VirtualSelect()
     sys.modules["_asyncio"] = simclock.virtual_asyncio_core()
@@ -329,14 +287,14 @@ def run(opts, records):
     mem_free, wall_us = records
     resets = {"deepsleep": 0, "wdt": 0, "soft": 0, "soft_reboot": 0}
     ballast = _settle_heap(opts["heap_free"])
-    path = ("/flash", "/flash/lib", ".frozen")
+    path, codes = ("/flash", "/flash/lib", ".frozen"), None
     if opts["code_rom"]:  # the flash's code in RAM (the first block of the freed reserve)
         import coderom  # only here: without it the firmware's heap stays as it was
         coderom.mount(coderom.build("/flash", coderom.area(os.getenv("CIVICEDGE_ROM_AREA"))), "/code")
         # /code holds every code file /flash does: /flash off the path skips the littlefs
         # lookups of every import that misses (a built-in such as json is looked for on the
         # path first, at every import statement run: ~130 lookups a deep-sleep wake)
-        path = ("/code", "/code/lib", ".frozen")
+        path, codes = ("/code", "/code/lib", ".frozen"), {}
     largest = _largest_block()
     simclock.power_on(opts["rtc_synced"])
     until_us = opts["until_s"] * 1000000 if opts["until_s"] else None
@@ -363,7 +321,7 @@ def run(opts, records):
             if cause is not None:  # a chip reset: ticks restart, the bootloader runs
                 simclock.boot(now_us)
                 simclock.advance_us(opts["boot_ms"] * 1000)
-            error = _application()
+            error = _application(codes)
             simlink.call(OP_HALT)  # the app has stopped: only a watchdog can reset the board
             end = "error" if error is not None else "ended"
         except BoardReset as reset:
