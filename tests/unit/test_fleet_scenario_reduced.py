@@ -72,6 +72,22 @@ def test_reduced_to_chosen_nodes_keeps_their_specs_and_their_faults():
                                                         ("sch1-rm07-co2", "civ1-cold03", "hst1-no2-05", "hst1-bin-010")]
 
 
+def test_reduced_drops_a_gateway_no_node_is_left_for_and_the_faults_aimed_at_it():
+    full = sc.load(SCENARIOS / "smart-place.toml")
+    radio = full.reduced(nodes=["civic-cold-taps", "street-bins"])
+    # the school's gateway has no node left (it would start with no source); both radio
+    # gateways stay, since each hears every radio node
+    assert [g.id for g in radio.gateways] == ["civ1-gw", "hst1-gw"]
+    gw_faults = [(f.kind, f.targets) for f in radio.faults if f.target_kind == "gateway"]
+    assert gw_faults and all(t != ["sch1-gw"] for _, t in gw_faults)
+    assert {k for k, _ in gw_faults} == {k for k, t in ((f.kind, f.targets) for f in full.faults
+                                                        if f.target_kind == "gateway") if t != ["sch1-gw"]}
+    school = full.reduced(nodes=["sch1-rm05-co2"])
+    assert [g.id for g in school.gateways] == ["sch1-gw"]   # no radio node: no radio gateway
+    assert {f.targets[0] for f in school.faults if f.target_kind == "gateway"} == {"sch1-gw"}
+    json.dumps(school.to_dict())
+
+
 def test_reduced_squeezes_the_fault_schedule_into_a_short_run():
     full = sc.load(SCENARIOS / "smart-place.toml")
     small = full.reduced(nodes_per_group=1, duration_s=7200, squeeze_faults_s=1500)
