@@ -6,7 +6,7 @@ A segment ``<root>/log/00000042.seg`` is a run of entries, in key order ``(boot_
     | the record as compact JSON without "seq" | crc32 of all before it (u32 LE)
 
 ``pack_entry`` builds one entry; ``scan`` reads a segment's good entries in order and says
-whether it ended in a bad (torn or corrupt) tail: a reader stops at the first entry whose
+whether it ended in a bad (torn or corrupt) tail (``scan_stream``: the same from any stream): a reader stops at the first entry whose
 magic, length or CRC is wrong. ``segment_path`` / ``list_segments`` name and list the files;
 ``plan_drop`` counts what dropping the oldest segments would lose; ``gap_payload`` is the
 gap record's JSON and ``GAP_ENTRY_MAX`` the room a drop keeps for it.
@@ -49,24 +49,29 @@ def scan(path, visit):
     except OSError:
         return False
     try:
-        while True:
-            head = f.read(_HEAD_LEN)
-            if not head:
-                return False
-            if len(head) < _HEAD_LEN:
-                return True
-            code, n, epoch, seq = struct.unpack(_ENTRY_HEAD, head)
-            if code & 0xF0 != _MAGIC or n > MAX_PAYLOAD:
-                return True
-            body = f.read(n + 4)
-            if len(body) < n + 4:
-                return True
-            if binascii.crc32(body[:n], binascii.crc32(head)) & U32 != struct.unpack("<I", body[n:])[0]:
-                return True
-            if visit(code & 0x0F, epoch, seq, body[:n]):
-                return False
+        return scan_stream(f, visit)
     finally:
         f.close()
+
+
+def scan_stream(f, visit):
+    """``scan`` of entries read from ``f`` (an open segment, or ``io.BytesIO`` of entries)."""
+    while True:
+        head = f.read(_HEAD_LEN)
+        if not head:
+            return False
+        if len(head) < _HEAD_LEN:
+            return True
+        code, n, epoch, seq = struct.unpack(_ENTRY_HEAD, head)
+        if code & 0xF0 != _MAGIC or n > MAX_PAYLOAD:
+            return True
+        body = f.read(n + 4)
+        if len(body) < n + 4:
+            return True
+        if binascii.crc32(body[:n], binascii.crc32(head)) & U32 != struct.unpack("<I", body[n:])[0]:
+            return True
+        if visit(code & 0x0F, epoch, seq, body[:n]):
+            return False
 
 
 def as_key(pair):

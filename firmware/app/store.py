@@ -21,15 +21,21 @@ of the gap records that remain is every key lost. Drop order: save the intent (t
 gap's key and content) → delete → append the gap with the new records → clear the intent;
 an open that finds an intent finishes it, writing the gap only if the log does not already
 hold it.
+
+RAM tail (docs/node-storage.md "Per-cycle cost"): the last write's entries and the largest key
+logged before them; a reader whose floor is at or above it parses them, opening no segment.
 """
 
+import io
 import json
 import os
 
 from .segment import (
     DEFAULT_SEGMENT_BYTES, GAP, GAP_ENTRY_MAX, KIND_CODE, MAX_PAYLOAD, OVERHEAD, U32, as_key,
-    gap_payload, list_segments, pack_entry, plan_drop, scan, segment_path)
+    gap_payload, list_segments, pack_entry, plan_drop, scan, scan_stream, segment_path)
 from .state import SlotFile, dumps, ensure_dir, join, write_bytes
+
+_TAIL_MAX = 512  # bytes of the last write kept in RAM (a wake's records; none if larger)
 
 
 class RecordLog:
@@ -71,6 +77,7 @@ class RecordLog:
         self._pending = None  # count of unacked records, computed on demand
         self._active = None  # segment id appends go to (None: start a new one)
         self._last_key = None
+        self._tail = None  # [segment id, below, entries' bytes]: see the module docstring
         self._segs = list_segments(self._dir)  # [[id, size], ...] oldest first
         self._bytes = 0
         for seg in self._segs:
@@ -107,7 +114,7 @@ class RecordLog:
             return len(out) >= limit
 
         for seg in self._segs:
-            scan(self._path(seg[0]), visit)
+            self._scan(seg[0], ack, visit)
             if len(out) >= limit:
                 break
         if out and mark_sent:
@@ -128,7 +135,7 @@ class RecordLog:
                 return False
 
             for seg in self._segs:
-                scan(self._path(seg[0]), visit)
+                self._scan(seg[0], ack, visit)
             self._pending = n[0]
         return self._pending
 
@@ -188,7 +195,7 @@ class RecordLog:
 
         whole = []  # segments holding only acked records after this ack
         for seg in self._segs:
-            scan(self._path(seg[0]), visit)
+            self._scan(seg[0], ack, visit)
             if stop[0]:
                 break
             whole.append(seg[0])
@@ -281,6 +288,16 @@ class RecordLog:
     def _path(self, sid):
         return segment_path(self._dir, sid)
 
+    def _scan(self, sid, floor, visit):
+        """``scan`` of segment ``sid`` for a reader skipping keys <= ``floor``: the RAM tail
+        if it holds all above ``floor`` (then other segments hold none: not opened)."""
+        t = self._tail
+        if t is not None and (t[1] is None or (floor is not None and floor >= t[1])):
+            if sid != t[0]:
+                return False
+            return scan_stream(io.BytesIO(t[2]), visit)
+        return scan(self._path(sid), visit)
+
     def _check_tail(self):
         """Find the last key; count a torn tail of the newest segment once. True if meta changed."""
         changed = False
@@ -355,13 +372,19 @@ class RecordLog:
                 break
         if sid == self._active:
             self._active = None
+        if self._tail is not None and self._tail[0] == sid:
+            self._tail = None
 
     def _write(self, blob, n_entries, last_key):
         seg = self._segs[-1] if self._segs and self._segs[-1][0] == self._active else None
         new = seg is None or seg[1] + len(blob) > self._seg_bytes
         if new:
             seg = [self._next_id, 0]
+        below = self._last_key
+        self._tail = None
         write_bytes(self._path(seg[0]), blob, "ab")
+        if len(blob) <= _TAIL_MAX:
+            self._tail = [seg[0], below, blob]
         if new:
             self._next_id += 1
             self._segs.append(seg)

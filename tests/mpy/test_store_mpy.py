@@ -12,7 +12,8 @@ from simulators.mpyrun import run_micropython
 
 SCRIPT = pathlib.Path(__file__).resolve().parent / "store" / "store_checks.py"
 CHECKS = ("check_append_ack_trim_and_reopen", "check_more_than_the_bound",
-          "check_seqs_unique_across_boots_and_resumes", "check_write_amplification")
+          "check_seqs_unique_across_boots_and_resumes", "check_write_amplification",
+          "check_ram_tail_per_cycle")
 
 
 @pytest.fixture(scope="module")
