@@ -8,6 +8,12 @@ Bus faults (attach to ``SimI2CBus``):
   ``stuck_bus``   SDA held low: every transaction times out (``errno.ETIMEDOUT``) after the
                   bus timeout. ``recoverable=True`` faults clear on ``SimI2CBus.recover()``
                   (9 SCL clocks + STOP), others only when their window ends.
+                  ``released_by_power=True``: a part holds SDA (wedged mid-byte, its state
+                  machine deaf to SCL) and lets go when it loses power (a switched sensor
+                  rail's power-cycle, a deep sleep that drops the rail): the fault clears
+                  when ``holder`` (its address) is powered off in the window, or, with no
+                  ``holder``, once every part on the bus is off. Default False: power does
+                  not end it (only its window, or the nine clocks if ``recoverable``).
 
 Device faults (attach to a device model):
   ``nack``        the device does not ACK its address (absent, browned out, busy).
@@ -31,13 +37,17 @@ class Fault:
     """One scheduled fault. Times in virtual monotonic seconds; ``end_s`` None = forever."""
 
     def __init__(self, kind, start_s=0.0, end_s=None, probability=1.0, magnitude=0.0,
-                 quantity=None, recoverable=False):
+                 quantity=None, recoverable=False, released_by_power=False, holder=None):
         if kind not in BUS_KINDS and kind not in DEVICE_KINDS:
             raise ValueError("kind must be one of %s, got %r" % (BUS_KINDS + DEVICE_KINDS, kind))
         if not 0.0 <= probability <= 1.0:
             raise ValueError("probability must be within 0..1, got %r" % (probability,))
         if end_s is not None and end_s < start_s:
             raise ValueError("end_s must be >= start_s, got %r < %r" % (end_s, start_s))
+        if (released_by_power or holder is not None) and kind != "stuck_bus":
+            raise ValueError("released_by_power and holder are for a stuck_bus fault, not %r" % (kind,))
+        if holder is not None and (not released_by_power or not isinstance(holder, int) or not 0 <= holder <= 0x7F):
+            raise ValueError("holder must be a 7-bit address (int) with released_by_power=True, got %r" % (holder,))
         self.kind = kind
         self.start_s = float(start_s)
         self.end_s = None if end_s is None else float(end_s)
@@ -45,6 +55,8 @@ class Fault:
         self.magnitude = float(magnitude)
         self.quantity = quantity
         self.recoverable = bool(recoverable)
+        self.released_by_power = bool(released_by_power)
+        self.holder = holder
         self.cleared = False
         self.held = {}  # stuck_value: quantity -> frozen value
 
@@ -59,7 +71,8 @@ class Fault:
     @classmethod
     def from_spec(cls, spec):
         """Build from a plain dict (scenario files, the simulator socket's control channel)."""
-        allowed = ("kind", "start_s", "end_s", "probability", "magnitude", "quantity", "recoverable")
+        allowed = ("kind", "start_s", "end_s", "probability", "magnitude", "quantity", "recoverable",
+                   "released_by_power", "holder")
         unknown = [k for k in spec if k not in allowed]
         if unknown:
             raise ValueError("unknown fault field(s) %s; allowed: %s" % (unknown, allowed))

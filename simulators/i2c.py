@@ -81,7 +81,11 @@ class SimI2CDevice:
 
     # -- power ----------------------------------------------------------------------------
     def power_off(self):
+        """Cut the device's power (it NACKs until ``power_on``); a stuck bus it holds lets go
+        (``SimI2CBus.power_lost``)."""
         self.powered = False
+        if self.bus is not None:
+            self.bus.power_lost(self.address)
 
     def power_on(self):
         """Power the device up: volatile state is lost, as on a real rail cycle."""
@@ -251,6 +255,19 @@ class SimI2CBus:
         self.clock.advance_us(int(10 * 1e6 / self.freq_hz))
         for f in self.faults:
             if f.recoverable and f.in_window(self.clock.monotonic_s()):
+                f.cleared = True
+
+    def power_lost(self, address):
+        """The device at ``address`` lost power: a ``stuck_bus`` fault in its window that a
+        part holds (``released_by_power``) clears if that part was its ``holder`` or, with no
+        holder named, once every device on the bus is off."""
+        if not self.faults:
+            return
+        t = self.clock.monotonic_s()
+        for f in self.faults:
+            if f.released_by_power and f.in_window(t) and (
+                    f.holder == address if f.holder is not None else
+                    not any(d.powered for d in self.devices.values())):
                 f.cleared = True
 
     # -- the I2C contract --------------------------------------------------------------------

@@ -60,7 +60,9 @@ the access point only when it changed (``simulators/mpy/simlink.py``).
 
 CONTROL methods are the ``LocalRig`` methods ``setup``, ``fault``, ``clear_faults``,
 ``set_truth``, ``power``, ``recover``, ``counters``, ``attr``, ``advance_s``, ``now_s``, ``wall``
-(same arguments, JSON-able), plus the server's own:
+(same arguments, JSON-able; ``power`` with a null address switches every part on the bus,
+as the board's switched sensor rail does: ``simulators/mpy/simrail.py`` sends one per rail
+change), plus the server's own:
 
 ``reset`` ``[clock_kwargs]``
     Replace the rig with a fresh ``LocalRig`` on a new ``VirtualClock(**clock_kwargs)`` (a

@@ -46,12 +46,18 @@ class LocalRig:
         self._target(address).set_truth(dict(truth))
 
     def power(self, address, action):
-        """``action``: "off", "on" or "cycle"."""
-        dev = self._target(address)
-        actions = {"off": dev.power_off, "on": dev.power_on, "cycle": dev.power_cycle}
-        if action not in actions:
+        """``action``: "off", "on" or "cycle". ``address`` None: every device on the bus at
+        once, as the switched sensor rail that powers them all (``simulators/mpy/machine.py``
+        sends this when the firmware switches the rail pin)."""
+        if action not in ("off", "on", "cycle"):
             raise ValueError("action must be off, on or cycle, got %r" % (action,))
-        actions[action]()
+        devices = list(self.bus.devices.values()) if address is None else [self._target(address)]
+        if action in ("off", "cycle"):
+            for dev in devices:
+                dev.power_off()
+        if action in ("on", "cycle"):
+            for dev in devices:
+                dev.power_on()
 
     def recover(self):
         self.bus.recover()

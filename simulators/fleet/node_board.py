@@ -44,6 +44,15 @@ _LAUNCH = ("import array, os, sys; sys.path.insert(0, %r); from micropython_run 
            "sys.exit(run_main(sys.argv[1:]))")
 
 
+def rail_args(cfg):
+    """board.py's ``--rail PIN[:active_low]`` for a node whose configuration (its
+    ``config.json``, from the board's ``[rail]``) gates the sensors' power; none without."""
+    rail = cfg.get("rail")
+    if not rail:
+        return []
+    return ["--rail", "%d%s" % (rail["pin"], ":active_low" if rail["active_low"] else "")]
+
+
 @functools.lru_cache(maxsize=None)
 def interpreter():
     """The command that starts a node's ``micropython`` (argv[0] included, as a list)."""

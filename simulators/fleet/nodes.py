@@ -8,7 +8,8 @@ over TLS to the site's Mosquitto, LoRaWAN as AT commands to an ``ATModemEmulator
 uplinks cross the ``Radio`` to the ``NetworkServer``.
 
 The node process: ``simulators/mpy/board.py --flash IMAGE --until-s END --rtc-synced``
-(the RTC was set when the node was commissioned), started at its boot offset; it runs until
+(the RTC was set when the node was commissioned; ``--rail`` too for a node whose sensors sit
+on the board's switched rail, ``node_board.rail_args``), started at its boot offset; it runs until
 the scenario's end. A power cut is SIGKILL; the power coming back is a new process on the
 same flash image (``start(power_on=True)`` again, the install skipped).
 """
@@ -31,7 +32,7 @@ from simulators.clock import VirtualClock
 from simulators.i2c_server import SimServer
 from simulators.mpyrun import REPO, micropython_env
 from simulators.fleet.node_board import (CODE_ROM, CODE_ROM_K, FLASH_CACHE, FLASH_READ, GC_SCALE, HEAP,  # noqa: F401
-                                         ROM_AREA_K, interpreter)
+                                         ROM_AREA_K, interpreter, rail_args)
 from simulators.rig import LocalRig
 
 BOARD_PY = REPO / "simulators" / "mpy" / "board.py"
@@ -240,6 +241,7 @@ class FleetNode:
         if CODE_ROM:
             args.append("--code-rom")
             heap_k += 0 if interpreter()[0] == sys.executable else CODE_ROM_K
+        args += rail_args(self.config)
         if not self.image.exists():
             args += ["--install", str(self.dir / "bundle")]
         env = dict(self.link_env, CIVICEDGE_REAL_WAIT_MS=REAL_WAIT_MS)

@@ -4,7 +4,7 @@ inside one MicroPython process (a wake costs milliseconds; a new process ~24 ms)
     MICROPYPATH=simulators/mpy:. CIVICEDGE_SIM=127.0.0.1:PORT \\
         micropython -X heapsize=100K simulators/mpy/board.py --flash IMAGE [--install DIR]
             [--wakes N] [--until-s S] [--boot-ms 300] [--rtc-synced] [--blocks 512] [--heap-free 100K]
-            [--gc-scale 3] [--flash-read 1024] [--flash-cache 4] [--code-rom]
+            [--gc-scale 3] [--flash-read 1024] [--flash-cache 4] [--code-rom] [--rail 25:active_low]
 
 ``--flash``: the image file, mounted at ``/flash`` (a new file is made and formatted; an
 existing one that does not mount is an error, never reformatted). ``/flash`` is the current
@@ -29,6 +29,8 @@ is run for a simulated day. An uncaught exception in main.py
 is printed and stops the application (exit 1), and main.py returning stops it too (exit 0) —
 unless a watchdog is running, which then resets the board at its deadline, as on the chip.
 A power cut is a killed process: the next run starts with ``PWRON_RESET``.
+
+``--rail PIN[:active_low]``: the sensor rail the pin switches powers the parts (``simrail``).
 
 Heap: the shim's modules live in the heap (on an ESP32 they are in flash): at 100 KB the
 firmware gets about 52 KB. ``--heap-free N`` holds a ballast block so the firmware gets N
@@ -72,14 +74,14 @@ import vfs
 
 _USAGE = ("usage: board.py --flash IMAGE [--install DIR] [--wakes N] [--until-s S] [--boot-ms MS] "
           "[--rtc-synced] [--blocks N] [--heap-free BYTES|NK] [--gc-scale N] [--flash-read N] [--flash-cache N] "
-          "[--code-rom]")
+          "[--code-rom] [--rail PIN[:active_low]]")
 _RECORD = 256  # boots whose heap and wall time the summary keeps: the first and latest 128
 
 
 def _options(argv):
     opts = {"flash": None, "install": None, "wakes": 0, "until_s": 0, "boot_ms": 300, "blocks": 512, "rtc_synced": False,
             "heap_free": None, "gc_scale": 1, "flash_read": 32, "flash_cache": 0,
-            "code_rom": False}
+            "code_rom": False, "rail": None}
     i = 0
     while i < len(argv):
         key = argv[i][2:].replace("-", "_")
@@ -90,7 +92,7 @@ def _options(argv):
             value = argv[i + 1]
             if key == "heap_free" and value[-1:] in "kK":
                 value = int(value[:-1]) * 1024
-            opts[key] = value if key in ("flash", "install") else int(value)
+            opts[key] = value if key in ("flash", "install", "rail") else int(value)
             i += 2
         else:
             raise ValueError("unknown or incomplete option %r; %s" % (argv[i], _USAGE))
@@ -204,7 +206,7 @@ def _write_values(values, boots):
             sep = ", "
 
 
-def _settle_heap(heap_free):
+def _settle_heap(heap_free, rail=None):
     """Free the reserve (see ``_load_shim``), holding back a ballast so the firmware gets
     ``heap_free`` bytes at boot (None: all there is) whatever the shim takes — an ESP32 keeps
     ``machine`` in flash. The ballast fills the holes outside the reserve first, so the
@@ -221,6 +223,9 @@ def _settle_heap(heap_free):
                 break
     _reserve = None
     gc.collect()
+    if rail:  # --rail's module: in the freed reserve, before the firmware's heap is measured
+        __import__("simrail").config(rail)
+        gc.collect()  # (its compiler's garbage)
     if heap_free is not None:
         excess = gc.mem_free() - heap_free
         if excess > 64:
@@ -286,7 +291,8 @@ def run(opts, records):
     wakes = opts["wakes"]
     mem_free, wall_us = records
     resets = {"deepsleep": 0, "wdt": 0, "soft": 0, "soft_reboot": 0}
-    ballast = _settle_heap(opts["heap_free"])
+    ballast = _settle_heap(opts["heap_free"], opts["rail"])
+    keep.add("simrail")  # (a shim module when loaded: kept across boots)
     path, codes = ("/flash", "/flash/lib", ".frozen"), None
     if opts["code_rom"]:  # the flash's code in RAM (the first block of the freed reserve)
         import coderom  # only here: without it the firmware's heap stays as it was

@@ -14,6 +14,9 @@ nine times (the I2C-bus specification's recovery: nine clocks let a slave that h
 finish its byte) recovers the simulated bus (``SimI2CBus.recover``: recoverable stuck-bus
 faults clear), as it would free a real one.
 
+A board started with ``board.py --rail`` has a switched sensor rail: ``simrail`` then wraps
+``Pin`` so that the rail's pin powers the simulated parts (nothing here costs the others heap).
+
 The rest of the ESP32 port's ``machine`` that node firmware uses (``docs/simulator-board.md``):
 ``UART`` over a pty, ``RTC`` (its memory survives every reset but a power cut), ``WDT``,
 ``reset_cause``/``wake_reason`` and their constants (the ESP32 port's numbers),

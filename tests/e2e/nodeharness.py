@@ -14,6 +14,7 @@ import time
 
 from civicedge import firmware_build as fb
 from simulators import flashinspect
+from simulators.fleet.node_board import rail_args
 from simulators.mpyrun import REPO, popen_micropython, run_micropython
 from simulators.serial_gateway import SerialGatewayStub
 
@@ -65,9 +66,13 @@ def parse_summary(out):
 
 
 def board_args(build, image, wakes, heap_free=None, extra=()):
-    """board.py's command line: installs ``build`` only when the image does not exist yet."""
+    """board.py's command line: installs ``build`` only when the image does not exist yet;
+    ``--rail`` when the build's configuration gates the sensors' power."""
     image = pathlib.Path(image)
     args = [str(BOARD_PY), "--flash", str(image), "--wakes", str(wakes)]
+    config = pathlib.Path(build) / "config.json"
+    if config.exists():  # a gated sensor rail: the board switches the parts' power
+        args += rail_args(json.loads(config.read_text()))
     if not image.exists():
         args += ["--install", str(build)]
     if heap_free:

@@ -333,32 +333,34 @@ def bin_devices():
 
 def test_a_bus_still_stuck_after_nine_clocks_gets_the_sensor_rail_power_cycled(bin_level, tmp_path):
     """RELIABILITY.md: "SDA stuck low / bus timeout: bus recovery (9 clocks + STOP), then
-    power-cycle the sensor rail". The bin-level node gates its rail: while a stuck bus outlasts
-    the nine clocks, each wake power-cycles the rail once (off ``rail.off_ms``, on, settle),
-    brings the parts up again and tries once more; the simulated stuck bus does not end with
-    the parts' power (its window does), so the readings inside are ``sensor_failed`` — no
-    value invented — and the first wake after it reads both parts again as they were."""
+    power-cycle the sensor rail". The bin-level node gates its rail (the harness starts the
+    board with ``--rail``: the firmware's rail pin switches the simulated parts' power). Here a
+    part holds SDA low until it loses power (``released_by_power``: wedged mid-byte, deaf to the
+    nine clocks), from 25 s before wake 3 (the rail is off in deep sleep, so the hold begins as
+    the parts power up at that wake). That wake times out, the nine clocks do not help, the
+    firmware power-cycles the rail once (off ``rail.off_ms``, on, settle), the holder lets go
+    with its power, and both parts, back in their power-on state, are brought up and read in
+    the same wake: every reading inside the fault's window is ok, no wake after needs a cycle."""
     cfg = node_config(bin_level)
     assert cfg["rail"]["off_ms"] == 5000 and cfg["power"]["sleep"] == "deep"
-    win = (BIN_PERIOD_S * 3 - 25.0, BIN_PERIOD_S * 5 - 25.0)  # wakes 3 and 4 (each ~6 s longer: the rail)
-    out = run_faulted(bin_level, tmp_path, 8, [(None, {"kind": "stuck_bus", "start_s": win[0], "end_s": win[1]})],
-                      devices=bin_devices(), analog={"35": 1.5})
-    stuck = [(t, c) for t, c, v in out.statuses if win[0] <= t - SAMPLE_BEFORE_S and t + SAMPLE_AFTER_S <= win[1]]
-    assert len(stuck) >= 1, out.statuses
-    for t, v in out.readings:
-        if win[0] <= t - SAMPLE_BEFORE_S and t + 10 <= win[1]:
-            assert failed(v, ("temperature_c", "distance_cm", "fill_ratio")), v
-    after = out.after(win)
-    assert len(after) >= 2 and all(v["temperature_c"][1] == quality.OK and v["distance_cm"][1] == quality.OK
-                                   for v in after), after
+    win = (BIN_PERIOD_S * 3 - 25.0, BIN_PERIOD_S * 5 - 25.0)  # wakes 3 and 4 (wake 3 ~6 s longer: the rail)
+    fault = {"kind": "stuck_bus", "start_s": win[0], "end_s": win[1], "released_by_power": True}
+    out = run_faulted(bin_level, tmp_path, 8, [(None, fault)], devices=bin_devices(), analog={"35": 1.5})
+
+    def both_ok(v):
+        return (v["temperature_c"][1] == quality.OK and abs(v["temperature_c"][0] - BIN_TRUTH["temperature_c"]) <= 0.1
+                and v["distance_cm"][1] == quality.OK and abs(v["distance_cm"][0] - BIN_TRUTH["distance_cm"]) <= 2.0)
+
+    inside = out.inside(win)
+    assert len(inside) >= 1 and all(both_ok(v) for v in inside), out.readings  # recovered inside the window
+    assert all(both_ok(v) for t, v in out.readings), out.readings  # no wake lost a reading
     c = out.counters
-    # one power-cycle per wake the bus was stuck in, each after a bus recovery that did not help
-    faulted_wakes = sum(1 for t, v in out.readings if v["temperature_c"][0] is None)
-    assert faulted_wakes >= 1 and c["rail_cycles"] == faulted_wakes, (c, out.readings)
-    assert c["bus_recoveries"] >= c["rail_cycles"] and out.bus["recoveries"] == c["bus_recoveries"]
-    assert c["timeouts"] == out.bus["timeouts"]
-    # the wakes before the fault never cycled the rail
-    assert all(cc.get("rail_cycles") == 0 for t, cc, v in out.statuses if t + SAMPLE_AFTER_S < win[0])
+    # one power-cycle, in the wake the hold began, after a bus recovery that did not help
+    assert c["rail_cycles"] == 1 and c["sensor_failures"] == 0, (c, out.readings)
+    assert c["bus_recoveries"] >= 1 and out.bus["recoveries"] == c["bus_recoveries"]
+    assert c["timeouts"] == out.bus["timeouts"] >= 1
+    cycled = [t for t, cc, v in out.statuses if cc.get("rail_cycles")]
+    assert cycled and win[0] <= cycled[0] - SAMPLE_BEFORE_S and cycled[0] + SAMPLE_AFTER_S <= win[1], (cycled, win)
 
 
 def test_a_stuck_bus_the_nine_clocks_free_never_cycles_the_rail(bin_level, tmp_path):

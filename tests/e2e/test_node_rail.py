@@ -3,14 +3,15 @@ nine clocks + STOP, then power-cycle the sensor rail), on CPython against the si
 the firmware's ``app.sensors.Sampler`` built from the bin-level node's real configuration (its
 rail is gated), reading a simulated TMP117 and I2CXL on a ``SimI2CBus``.
 
-What the simulator does not model, the test's board does: here a part holds SDA low until it
-loses power — the case the nine clocks cannot free (a part wedged mid-byte whose state machine
-ignores SCL). ``BoardRail.cycle`` is the board's switch: the parts off for ``off_ms`` (their
-volatile state gone: ``power_on`` puts each model in its power-on state), the holder's grip on
-SDA released with its power, the parts on again after ``settle_ms``. The firmware's side is
-real: it decides when to cycle, brings every part up again and reads in the same wake. The
-end-to-end runs (the built firmware under MicroPython, counters and flags in the records) are
-in ``tests/e2e/test_node_faults.py``."""
+The stuck bus here is one a part holds until it loses power (``Fault(..., released_by_power=True)``:
+a part wedged mid-byte whose state machine ignores SCL, the case the nine clocks cannot free).
+``BoardRail.cycle`` is the board's switch, as ``simulators/mpy/simrail.py`` drives it under
+MicroPython: the parts off for ``off_ms`` (their volatile state gone: ``power_on`` puts each
+model in its power-on state; the holder lets go of SDA with its power), on again, then
+``settle_ms``. The firmware's side is real: it decides when to cycle, brings every part up
+again and reads in the same wake. The end-to-end runs (the built firmware under MicroPython,
+its rail pin switching the simulated parts; counters and flags in the records) are in
+``tests/e2e/test_node_faults.py``."""
 
 import pytest
 
@@ -37,10 +38,7 @@ class BoardRail:
     def cycle(self):
         self.cycles += 1
         for dev in self.bus.devices.values():
-            dev.power_off()
-        for f in self.bus.faults:  # the part that held SDA low has let go with its power
-            if f.kind == "stuck_bus" and f.in_window(self.clock.monotonic_s()):
-                f.cleared = True
+            dev.power_off()  # a part holding SDA lets go (released_by_power)
         self.clock.sleep_ms(self.cfg["off_ms"])
         for dev in self.bus.devices.values():
             dev.power_on()
@@ -79,7 +77,7 @@ def test_a_part_holding_sda_until_power_is_lost_is_freed_by_the_rail_and_read_in
     cfg, clock, bus, sims, rail, sampler = bin_node()
     assert ok(sample(cfg, clock, sampler))
     t = clock.monotonic_s() + cfg["interval_s"] + after_ms / 1000.0
-    bus.add_fault(Fault("stuck_bus", start_s=t))  # no end: nine clocks do not free it, power does
+    bus.add_fault(Fault("stuck_bus", start_s=t, released_by_power=True))  # no end: nine clocks do not free it
     values = sample(cfg, clock, sampler)
     assert ok(values), values
     c = sampler.counters
@@ -112,3 +110,21 @@ def test_without_a_switched_rail_there_is_no_power_cycle_and_no_counter():
     values = sample(cfg, clock, sampler)
     assert all(v == (None, quality.SENSOR_FAILED) for v in values.values())
     assert "rail_cycles" not in sampler.counters and rail.cycles == 0
+
+
+@pytest.mark.parametrize("holder, off, released", [(None, ("sonar",), False), (None, ("sonar", "air"), True),
+                                                    (0x48, ("sonar",), False), (0x48, ("air",), True)])
+def test_a_held_bus_is_released_when_its_holder_loses_power(holder, off, released):
+    """With a ``holder`` named, that part's power; with none, every part on the bus off (the
+    holder is one of them). A fault that is not ``released_by_power`` ignores power."""
+    cfg, clock, bus, sims, rail, sampler = bin_node()
+    held = bus.add_fault(Fault("stuck_bus", released_by_power=True, holder=holder))
+    plain = bus.add_fault(Fault("stuck_bus", end_s=clock.monotonic_s() + 10))
+    for name in off:
+        sims[name].power_off()
+    assert held.cleared is released and not plain.cleared
+    clock.sleep_ms(10_000)
+    for dev in sims.values():
+        dev.power_on()
+    clock.sleep_ms(10)
+    assert bus.scan() == ([] if not released else [0x48, 0x70])
