@@ -17,8 +17,9 @@ wrong and what is allowed. ``docs/node-config.md`` documents every field.
 Secrets (device key, WiFi and MQTT passwords, LoRaWAN AppKey) live in ``secrets.json`` and
 go through the same machinery, but no secret value ever appears in a message or a repr.
 
-Runs on MicroPython and CPython; imports only ``json``, ``binascii`` and ``config_schema``
-(``release()`` drops both modules after boot). Note that on MicroPython
+Runs on MicroPython and CPython; imports only ``json``, ``binascii``, ``config_schema``
+(``release()`` drops both modules after boot) and, from ``config_cache`` (loaded at boot anyway),
+the ``Secrets`` class, which a cache hit builds without this module. Note that on MicroPython
 ``isinstance(True, int)`` is False and dicts do not keep insertion order, hence
 ``type(v) is int`` and ordered tuples here.
 """
@@ -26,6 +27,7 @@ Runs on MicroPython and CPython; imports only ``json``, ``binascii`` and ``confi
 import binascii
 import json
 
+from .config_cache import Secrets, secrets_from  # noqa: F401  (Secrets: this module's API before the cache)
 from .config_schema import (  # noqa: F401  (CONFIG_VERSION re-exported for the schema's users)
     CHIPS, CONFIG_VERSION, PARTS, QUANTITIES, SCHEMA, SECRETS_SCHEMA, _I2CXL_REFUSED, _LINK,
     _LINK_SECTIONS, _REQ, _SAMPLE_PASSWORDS, _SENSOR)
@@ -346,13 +348,6 @@ def load_config(path):
     return validate(_read_json(path, False), path)
 
 
-class Secrets:
-    """Validated secrets: ``device_key`` and ``lorawan_app_key`` (bytes or None),
-    ``wifi_password`` and ``mqtt_password`` (str or None). Deliberately without methods: its
-    repr is the default ``<Secrets object at ...>``, which shows no value, and the class
-    keeps no reference to this module, so ``release()`` can free the validator's heap."""
-
-
 def validate_secrets(obj, source="secrets.json", config=None):
     """``Secrets`` from the parsed ``secrets.json``; with ``config`` (validated), also checks
     that the link's secrets are there. ``ConfigError`` never includes a secret value."""
@@ -363,12 +358,7 @@ def validate_secrets(obj, source="secrets.json", config=None):
         for key in need.get(config["link"]["type"], ()):
             if s[key] is None:
                 ctx.fail(key, "missing: a %s link needs it" % config["link"]["type"])
-    out = Secrets()
-    out.device_key = s["device_key_hex"]
-    out.wifi_password = s["wifi_password"]
-    out.mqtt_password = s["mqtt_password"]
-    out.lorawan_app_key = s["lorawan_app_key_hex"]
-    return out
+    return secrets_from(obj)  # the validated object, read as a cache hit reads it (app.config_cache)
 
 
 def load_secrets(path, config=None):

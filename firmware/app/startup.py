@@ -1,6 +1,7 @@
-"""The boot's configuration step for the composition root (``app/main.py``): ``config.json``
-validated once, the downlink overrides applied, ``secrets.json`` checked, then the validator
-released.
+"""The boot's configuration step for the composition root (``app/main.py``): the validated
+configuration and secrets, from ``config.valid`` when the inputs are those it was made from,
+else from ``config.json`` validated, the downlink overrides applied and ``secrets.json``
+checked (``app.config_cache``, which loads the validator only then and releases it).
 
 Why a module of its own: the validator and its schema are the largest code the node loads
 (tens of KB), and they are needed only here. ``configure`` returns before the caller
@@ -9,53 +10,35 @@ conservatively, and a stale slot in a frame that is still live (the composition 
 this code stayed in ``main()``) can keep a bound ``config.validate`` — and through its
 globals the whole validator — reachable. Measured on the built firmware under a 32-bit
 MicroPython (docs/benchmarks.md, heap): about 19 KB that ``config.release()`` had not
-freed. Runs on MicroPython (and CPython for tests).
+freed. This module stays loaded (the caller keeps its functions), so it is kept small: the
+cache's code is in ``app.config_cache``, released when ``configure`` returns. Runs on
+MicroPython (and CPython for tests).
 """
 
-
 import gc
-import os
+import sys
 
-# app.downlink.OVERRIDES (tests/unit/test_startup.py checks they agree): while neither it nor
-# its temporary file is on the flash — the usual case — there is nothing for app.downlink to
-# do at boot, so it is not even imported (its code and names would cost heap for nothing).
-_OVERRIDES = "overrides.json"
-
-
-def _path(root, name):
-    return root.rstrip("/") + "/" + name
-
-
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
+hits = 0  # boots (of this interpreter) whose configuration came from config.valid: for the tests
 
 
 def configure(root):
     """``((cfg, secrets), None)`` for the node's flash at ``root``, or ``(None, error)``
-    with the ``config.ConfigError`` that a bad file raised (the caller reports it). The
-    overrides (``app.downlink.apply_overrides``) are applied when their file is there. On
-    success ``app.config`` (and, unless the link is LoRaWAN, ``app.downlink``) have left
-    ``sys.modules``; the caller should ``gc.collect()``."""
-    from . import config
+    with the ``config.ConfigError`` that a bad file raised (the caller reports it); see
+    ``app.config_cache.configure``. On success ``app.config``, ``app.config_cache`` (and,
+    unless the link is LoRaWAN, ``app.downlink``) are not in ``sys.modules``; the caller
+    should ``gc.collect()``."""
+    global hits
+    from . import config_cache
 
     try:
-        cfg = config.load_config(_path(root, "config.json"))
-        overrides = _path(root, _OVERRIDES)
-        if _exists(overrides) or _exists(overrides + ".tmp"):
-            from . import downlink  # configuration changes by downlink (docs/protocol-lorawan.md)
-
-            cfg = downlink.apply_overrides(cfg, root, config.validate)
-            if cfg["link"]["type"] != "lorawan":  # only a LoRaWAN link takes downlinks (and their counts)
-                downlink.release()
-        secrets = config.load_secrets(_path(root, "secrets.json"), cfg)
-    except config.ConfigError as e:
-        return None, e
-    config.release()
-    return (cfg, secrets), None
+        got, err, hit = config_cache.configure(root)
+    finally:
+        package, _, name = __name__.rpartition(".")  # forget it: its code is not needed again
+        sys.modules.pop(package + ".config_cache" if package else "config_cache", None)
+        if package in sys.modules and hasattr(sys.modules[package], "config_cache"):
+            delattr(sys.modules[package], "config_cache")
+    hits += hit
+    return got, err
 
 
 def collect_deep(depth=12):

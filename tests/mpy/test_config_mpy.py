@@ -104,7 +104,8 @@ def test_compiled_config_fits_an_esp32_heap_and_gives_it_back(tmp_path):
     """As built for the flash (.mpy), in a ~100 KB heap like an ESP32's."""
     root = tmp_path / "flash"
     (root / "app").mkdir(parents=True)
-    for name in ("config", "config_schema"):  # the validator and the schema data it imports
+    # the validator, the schema data it imports, and app.config_cache (its Secrets class)
+    for name in ("config", "config_schema", "config_cache"):
         r = subprocess.run([firmware_build.mpy_cross_command(), "-o", str(root / "app" / (name + ".mpy")),
                             "-s", "app/%s.py" % name, str(REPO / "firmware" / "app" / (name + ".py"))],
                            capture_output=True, text=True)
@@ -114,3 +115,54 @@ def test_compiled_config_fits_an_esp32_heap_and_gives_it_back(tmp_path):
     # composition root drops it after boot and keeps only the configuration and interned names.
     assert heap["loaded"] < 60000
     assert heap["kept"] < heap["loaded"] / 3
+
+
+BOOT = r"""
+import json, sys
+sys.path[:] = [ROOT]
+from app import startup
+class Absent:  # where the validator would be: a boot that needed it fails on its first use
+    pass
+if HIDE:
+    sys.modules["app.config"] = Absent()
+got, err = startup.configure(FLASH)
+if HIDE:
+    assert type(sys.modules.pop("app.config")) is Absent
+assert err is None, err
+print("BOOT", json.dumps({"hits": startup.hits, "validator": "app.config" in sys.modules or "app.config_schema" in sys.modules,
+                          "cfg": got[0], "key": list(got[1].device_key)}))
+"""
+
+
+def test_a_wake_with_an_unchanged_flash_does_not_load_the_validator(tmp_path):
+    """Compiled, as on the flash: the first boot validates and keeps the result; the next (a
+    fresh interpreter, as after a deep sleep) takes it from ``config.valid`` without importing
+    ``app.config``; a changed config.json is validated again."""
+    root = tmp_path / "fw"
+    (root / "app").mkdir(parents=True)
+    (root / "app" / "__init__.py").write_text("")
+    for name in ("config", "config_schema", "config_cache", "startup"):
+        r = subprocess.run([firmware_build.mpy_cross_command(), "-o", str(root / "app" / (name + ".mpy")),
+                            "-s", "app/%s.py" % name, str(REPO / "firmware" / "app" / (name + ".py"))],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    doc = json.loads((REPO / "firmware" / "config.example.json").read_text())
+    (flash / "config.json").write_text(json.dumps(doc))
+    (flash / "secrets.json").write_text(json.dumps({"device_key_hex": bytes(range(16)).hex()}))
+
+    def boot(hide):
+        code = "ROOT = %r\nFLASH = %r\nHIDE = %r\n" % (str(root), str(flash), hide) + BOOT
+        rc, out, err = run_micropython(["-c", code], sim=False, timeout_s=60, heapsize="128K")
+        assert rc == 0, out + err
+        return json.loads(out.split("BOOT ", 1)[1].splitlines()[0])
+
+    first, second = boot(False), boot(True)  # the second must not use the validator at all
+    assert (first["hits"], second["hits"]) == (0, 1)
+    assert not first["validator"] and not second["validator"]  # released / never loaded
+    assert second["cfg"] == first["cfg"] and second["key"] == first["key"] == list(range(16))
+    doc["interval_s"] = 240
+    (flash / "config.json").write_text(json.dumps(doc))
+    third = boot(False)
+    assert third["hits"] == 0 and third["cfg"]["interval_s"] == 240
