@@ -65,8 +65,7 @@ RECORDED_32BIT = {
     # (bench_heap_notes.LORAWAN); before the link's: 96, 104, 109, 115; before the drivers':
     # bin-level 101, street-no2 107; before the TMP117 part's: 96, 97, 99, 97
     # 2026-11-22 (session 6, the node's frame stack in protocol/*_core.py): classroom-co2 96 -> 91
-    # 2026-11-22 (session 7, the board's flash and boot changes, the MQTT node's frame built before it
-    # connects): 91, 93, 97, 94 and MQTT 100 before (runs of one code differ by a few KB near the limit)
+    # session 7 (board and MQTT changes): 91, 93, 97, 94 and MQTT 100 before (runs differ by a few KB)
     "profiles_kb": {"classroom-co2": 94, "legionella-outlet": 94, "bin-level": 97, "street-no2": 95},
     "mqtt_plain_kb": 103,  # classroom-co2 over plain MQTT (bench_heap_mqtt), 2026-11-22 (122 before its cuts)
 }
