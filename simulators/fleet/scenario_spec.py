@@ -142,8 +142,8 @@ class Scenario:
 
         Nodes: ``nodes`` (device ids and/or group names; None: every group) keeps only those,
         in group order, and a group left with none is gone; then ``nodes_per_group`` keeps the
-        first N of what each group has left. A gateway no group is left for is gone (one on
-        LoRaWAN stays while any radio node is left), and so are faults aimed only at gone ones.
+        first N of what each group has left. A gateway no group is left for is gone (it would
+        have no source), and so are faults aimed only at gone ones.
 
         Faults: a node fault whose targets vanish moves to the first remaining node of their
         group, and is dropped only if the group is gone. Without ``squeeze_faults_s`` the
@@ -169,10 +169,10 @@ class Scenario:
         if squeeze is not None and (isinstance(squeeze, bool) or not isinstance(squeeze, int) or squeeze < 1):
             raise ValueError("squeeze_faults_s must be None or an int >= 1 (seconds), got %r" % (squeeze,))
         groups = self._reduced_groups(n, dur, nodes)
-        # a gateway no node is left for would start with no source: gone too (one on LoRaWAN
-        # stays while a radio node is left: it hears them all)
-        radio = any(g.link == "lorawan" for g in groups)
-        gateways = [gw for gw in self.gateways if any(g.gateway == gw.id for g in groups) or (gw.lorawan and radio)]
+        # a gateway no node is left for would start with no source (its sources are its own
+        # nodes' links, simulators/fleet/site.py): gone too, even one on LoRaWAN that would hear
+        # the radio nodes left
+        gateways = [gw for gw in self.gateways if any(g.gateway == gw.id for g in groups)]
         gateway_ids = {gw.id for gw in gateways}
         kept = {g.name: g.device_ids() for g in groups}
         group_of = {d: g.name for g in self.groups for d in g.device_ids()}

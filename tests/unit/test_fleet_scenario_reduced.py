@@ -75,15 +75,16 @@ def test_reduced_to_chosen_nodes_keeps_their_specs_and_their_faults():
 def test_reduced_drops_a_gateway_no_node_is_left_for_and_the_faults_aimed_at_it():
     full = sc.load(SCENARIOS / "smart-place.toml")
     radio = full.reduced(nodes=["civic-cold-taps", "street-bins"])
-    # the school's gateway has no node left (it would start with no source); both radio
-    # gateways stay, since each hears every radio node
+    # the school's gateway has no node left (it would start with no source)
     assert [g.id for g in radio.gateways] == ["civ1-gw", "hst1-gw"]
+    # nor has the market's radio gateway here: gone too, though it would hear the civic taps
+    assert [g.id for g in full.reduced(nodes=["civ1-hot01"]).gateways] == ["civ1-gw"]
     gw_faults = [(f.kind, f.targets) for f in radio.faults if f.target_kind == "gateway"]
     assert gw_faults and all(t != ["sch1-gw"] for _, t in gw_faults)
     assert {k for k, _ in gw_faults} == {k for k, t in ((f.kind, f.targets) for f in full.faults
                                                         if f.target_kind == "gateway") if t != ["sch1-gw"]}
     school = full.reduced(nodes=["sch1-rm05-co2"])
-    assert [g.id for g in school.gateways] == ["sch1-gw"]   # no radio node: no radio gateway
+    assert [g.id for g in school.gateways] == ["sch1-gw"]
     assert {f.targets[0] for f in school.faults if f.target_kind == "gateway"} == {"sch1-gw"}
     json.dumps(school.to_dict())
 
