@@ -22,13 +22,10 @@ KEEP_FREE_BYTES = 160 * 1024
 RELEASE_FREE_BYTES = 96 * 1024
 
 
-def release(name):
-    """Forget the module ``name`` (dotted; one loaded on demand) so its code can be collected
-    once nothing refers to it: out of ``sys.modules`` and off its package. The node loads
-    some driver code only for the call that needs it (the modem's join, a sensor part's read)
-    and releases it after (docs/benchmarks.md, heap). Nothing is forgotten unless ``RELEASE``."""
-    if not RELEASE:
-        return
+def forget(name):
+    """Forget the module ``name`` (dotted) whatever ``RELEASE`` says: out of ``sys.modules`` and
+    off its package, so its code can be collected once nothing refers to it. For code a node
+    needs once per boot (the configuration step); ``release`` is for code loaded on demand."""
     sys.modules.pop(name, None)
     i = name.rfind(".")
     package = sys.modules.get(name[:i]) if i > 0 else None
@@ -37,6 +34,14 @@ def release(name):
             delattr(package, name[i + 1:])
         except (AttributeError, KeyError):  # not loaded: MicroPython raises KeyError
             pass
+
+
+def release(name):
+    """``forget`` the module ``name`` (one loaded on demand) if ``RELEASE``. The node loads
+    some driver code only for the call that needs it (the modem's join, a sensor part's read)
+    and releases it after (docs/benchmarks.md, heap)."""
+    if RELEASE:
+        forget(name)
 
 
 def keep_if_room(free_bytes):

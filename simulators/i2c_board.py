@@ -136,8 +136,7 @@ class BoardRequests:
             clock = self.rig.clock
             if target is not None:  # what is left of the sleep: nothing
                 lag = max(0, target - clock.now_us)
-            deadline = node.wdt_deadline_us if node is not None else None
-            if deadline is not None and clock.now_us + lag > deadline:
+            if node is not None and node.wdt_deadline_us is not None:
                 try:
                     self._check_watchdog(node, OP_SLEEP_US, _U64.pack(lag))
                 except WDTFired as e:

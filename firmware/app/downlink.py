@@ -53,6 +53,8 @@ import json
 import os
 import sys
 
+from drivers import forget
+
 PORT_CONFIG = 10
 ALLOWED = ("interval_s", "status_every_n_cycles", "mean_period_s", "max_delay_s")  # int fields
 PATHS = {"max_delay_s": ("link", "lorawan")}  # key -> the section holding it (else top level)
@@ -76,17 +78,6 @@ def _path(root, name):
 
 def _count(counters, name):
     counters[name] = counters.get(name, 0) + 1
-
-
-def _forget(package, name):
-    """Drop module ``package.name`` (imported here only) so its heap can be collected."""
-    sys.modules.pop(package + "." + name, None)
-    pkg = sys.modules.get(package)
-    if pkg is not None:
-        try:
-            delattr(pkg, name)
-        except AttributeError:
-            pass
 
 
 # -- pure ----------------------------------------------------------------------------------
@@ -137,8 +128,8 @@ def parse_change(payload):
         raise DownlinkError("not CBOR: %s" % e)
     finally:
         if not had:  # a LoRaWAN node needs no CBOR otherwise: give its heap back
-            _forget("protocol", "cbor")
-        _forget("protocol", "cbor_decode")  # cbor.loads imports it; nothing else on a node decodes
+            forget("protocol.cbor")
+        forget("protocol.cbor_decode")  # cbor.loads imports it; nothing else on a node decodes
     if type(obj) is not dict or not obj:
         raise DownlinkError("must be a non-empty CBOR map")
     for key in obj:
@@ -317,8 +308,4 @@ def release():
     Only a node whose link receives downlinks (LoRaWAN) keeps it: ``receive`` runs there,
     and ``take_counts`` reports this boot's outcomes (they go with the module, so the caller
     releases it only where nothing would report them)."""
-    package, _, name = __name__.rpartition(".")
-    if package:
-        _forget(package, name)
-    else:
-        sys.modules.pop(name, None)
+    forget(__name__)

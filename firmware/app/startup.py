@@ -16,7 +16,8 @@ MicroPython (and CPython for tests).
 """
 
 import gc
-import sys
+
+from drivers import forget
 
 hits = 0  # boots (of this interpreter) whose configuration came from config.valid: for the tests
 
@@ -33,10 +34,8 @@ def configure(root):
     try:
         got, err, hit = config_cache.configure(root)
     finally:
-        package, _, name = __name__.rpartition(".")  # forget it: its code is not needed again
-        sys.modules.pop(package + ".config_cache" if package else "config_cache", None)
-        if package in sys.modules and hasattr(sys.modules[package], "config_cache"):
-            delattr(sys.modules[package], "config_cache")
+        package = __name__.rpartition(".")[0]  # forget it: its code is not needed again
+        forget(package + ".config_cache" if package else "config_cache")
     hits += hit
     return got, err
 

@@ -27,7 +27,6 @@ SETTLE_IDLE_S = 0.05  # ... this long if they were empty from the first look (no
 SETTLE_POLL_S = 0.02
 DRAIN_S = 60.0  # real s the gateways get to forward what they hold after the end
 DRAIN_QUIET_S = 2.0
-DRAIN_POLL_S = 0.25
 
 
 def settle(gateways, arrived_count, limit_s=SETTLE_S, stall_s=SETTLE_STALL_S, quiet_s=SETTLE_QUIET_S,
@@ -59,15 +58,6 @@ def settle(gateways, arrived_count, limit_s=SETTLE_S, stall_s=SETTLE_STALL_S, qu
 
 
 def drain(gateways, arrived_count, limit_s=DRAIN_S, quiet_s=DRAIN_QUIET_S):
-    """The end of a run: wait (real time, at most ``limit_s``) until every gateway is on with
-    an empty outbox and ``arrived_count()`` has not changed for ``quiet_s``."""
-    end = time.monotonic() + limit_s
-    quiet_since, last = time.monotonic(), -1
-    while time.monotonic() < end:
-        rows = [g.command("backlog") for g in gateways]
-        count = arrived_count()
-        if count != last:
-            quiet_since, last = time.monotonic(), count
-        if all(r is not None and r["rows"] == 0 for r in rows) and time.monotonic() - quiet_since > quiet_s:
-            break
-        time.sleep(DRAIN_POLL_S)
+    """The end of a run: ``settle`` of every gateway, given ``limit_s`` (real s) in all and
+    ``quiet_s`` with nothing new upstream, however long the backlogs take to fall."""
+    return settle(gateways, arrived_count, limit_s=limit_s, stall_s=limit_s, quiet_s=quiet_s, idle_s=quiet_s)

@@ -199,7 +199,9 @@ def radio_record(radio, links, start_wall_s):
             "frames": frames}
 
 
-def _noop(run):
+def log_only(run):
+    """The action of a fault that is only logged (what the modelled faults do by themselves):
+    nothing; the runner lets the gateways settle around every other action."""
     return None
 
 
@@ -244,7 +246,7 @@ def actions(faults):
             what = MODELLED[k] % {"mode": f.params.get("mode"),
                                   "where": "%g MHz" % f.params["channel_mhz"] if f.params.get("channel_mhz")
                                   else "every channel"}
-            out.append((f.start_s, i, "%s: %s" % (what, who), _noop))
-            out.append((f.end_s, i, "%s over: %s" % (what, who), _noop))
+            out.append((f.start_s, i, "%s: %s" % (what, who), log_only))
+            out.append((f.end_s, i, "%s over: %s" % (what, who), log_only))
     out.sort(key=lambda a: (a[0], a[1]))
     return out

@@ -243,10 +243,11 @@ class FleetRun:
             else:
                 self.log.append((self.now_wall(), what))
                 self.say("  %s  %s" % (_hhmm(self.now_wall()), what))
-                settle = self._settle if act is not inject._noop else _nothing  # _noop: only logged
-                settle()
+                if act is not inject.log_only:
+                    self._settle()
                 act(self)
-                settle()
+                if act is not inject.log_only:
+                    self._settle()
 
     def _sample(self):
         """The gateways' backlogs now (rows in the outbox); none from a gateway that is off."""
@@ -375,10 +376,6 @@ def truth_series(env, sc):
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 values.setdefault(q, []).append(round(float(v), 4))
     return {"times": times, "values": {q: v for q, v in values.items() if len(v) == len(times)}}
-
-
-def _nothing():
-    return None
 
 
 def _proc_cpu_s(proc):

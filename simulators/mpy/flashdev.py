@@ -76,9 +76,10 @@ class FileFlash:
             return self.block_count
         if op == 5:  # block size
             return self.block_size
-        if op == 6:  # erase a block
+        if op == 6:  # erase a block, in pieces of ``_erased_piece`` (one write for a whole block)
             self._f.seek(arg * self.block_size)
-            self._f.write(self._erased)
+            for _ in range(self.block_size // len(self._erased)):
+                self._f.write(self._erased)
             return 0
         return None
 
@@ -108,14 +109,6 @@ class ImageFlash(FileFlash):
 
     def _erased_piece(self):
         return _ERASED
-
-    def ioctl(self, op, arg):
-        if op != 6:
-            return super().ioctl(op, arg)
-        self._f.seek(arg * self.block_size)
-        for _ in range(self.block_size // len(_ERASED)):
-            self._f.write(_ERASED)
-        return 0
 
 
 def mount_image(path, blocks, read_size=32, mount_point="/flash", cache_blocks=0):

@@ -141,10 +141,13 @@ def test_a_wake_with_an_unchanged_flash_does_not_load_the_validator(tmp_path):
     root = tmp_path / "fw"
     (root / "app").mkdir(parents=True)
     (root / "app" / "__init__.py").write_text("")
-    for name in ("config", "config_schema", "config_cache", "startup"):
-        r = subprocess.run([firmware_build.mpy_cross_command(), "-o", str(root / "app" / (name + ".mpy")),
-                            "-s", "app/%s.py" % name, str(REPO / "firmware" / "app" / (name + ".py"))],
-                           capture_output=True, text=True)
+    (root / "drivers").mkdir()
+    # the boot's modules, and drivers (its ``forget``; on the flash it is in lib/)
+    for name, src in [("app/%s" % n, REPO / "firmware" / "app" / (n + ".py"))
+                      for n in ("config", "config_schema", "config_cache", "startup")] + [
+            ("drivers/__init__", REPO / "drivers" / "__init__.py")]:
+        r = subprocess.run([firmware_build.mpy_cross_command(), "-o", str(root / (name + ".mpy")),
+                            "-s", name + ".py", str(src)], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
     flash = tmp_path / "flash"
     flash.mkdir()
