@@ -31,6 +31,11 @@ from drivers import keep_if_room
 
 _CONFIG_ERROR_SLEEP_MS = 3600 * 1000  # a bad config is reported, then the node waits an hour
 _RTC_MAX = 2000
+# A mains node that keeps its code (heap to spare: drivers.keep_if_room) collects explicitly only
+# every this many cycles: the collection (and gc.mem_free's walk of the heap) is then most of a
+# cycle's garbage-collector time, and gc.threshold still collects whenever the allocations call
+# for it. A node with a tight heap collects after every cycle, as every battery node does.
+_SPARE_COLLECT_EVERY = 16
 _REASONS = {
     machine.PWRON_RESET: "power_on", machine.HARD_RESET: "hard_reset", machine.WDT_RESET: "watchdog",
     machine.DEEPSLEEP_RESET: "deepsleep", machine.SOFT_RESET: "soft_reset",
@@ -175,13 +180,18 @@ def main():
     link = _make_link(cfg, secrets, clock, wdt.feed, root, hw)
     node = Node(cfg, clock, state, log, sampler, link, persist, hw.battery_reader(cfg), wdt.feed)
     opened = False
+    spare = 0  # cycles since the last explicit collection, on a mains node with heap to spare
     while True:
         started = clock.ticks_ms()
         if not opened:  # (a deep-sleep MQTT link connects in deliver(), once its frame is built)
             opened = getattr(link, "late_open", False) or link.open()
         node.cycle()
-        gc.collect()
-        if not deep:  # a mains node with heap to spare keeps its on-demand code (drivers.keep_if_room)
-            keep_if_room(gc.mem_free())
+        if deep or not spare or spare >= _SPARE_COLLECT_EVERY:
+            gc.collect()
+            spare = 0
+            if not deep:  # a mains node with heap to spare keeps its on-demand code (drivers.keep_if_room)
+                spare = 0 if keep_if_room(gc.mem_free()) else 1
+        else:
+            spare += 1
         left = cfg["interval_s"] * 1000 - clock.ticks_diff(clock.ticks_ms(), started)
         _sleep(clock, max(0, left), deep, rtc, node, wdt, cfg["watchdog_ms"])
