@@ -47,7 +47,7 @@ from protocol.frame_core import (  # noqa: F401 (re-exported: the node's part)
     _ACK_FIXED, _DATA_FIXED, _DIR_DOWN, _DIR_UP, _MAC_DOMAIN, _U32, DEFAULT_TAG_LEN, MAX_COUNT,
     MAX_DEVICE_ID, MAX_FRAME_BYTES, MIN_KEY_LEN, TYPE_ACK, TYPE_DATA, VERSION, FrameError,
     _check_data, _check_key, _check_tag_len, _check_u32, _id_ok, ack_trims, check_device_id,
-    data_frame_len, decode_ack, encode_data_into, verify)
+    data_frame_len, decode_ack, encode_data_into, seal_data_into, verify)
 
 NEW = "new"
 DUPLICATE = "duplicate"

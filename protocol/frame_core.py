@@ -93,6 +93,13 @@ def _check_tag_len(tag_len):
 
 def _check_data(key, device_id, boot_epoch, first_seq, count, payload, tag_len):
     # encode_data's checks; returns (device_id bytes, frame size)
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise ValueError("payload must be bytes")
+    return _check_fields(key, device_id, boot_epoch, first_seq, count, len(payload), tag_len)
+
+
+def _check_fields(key, device_id, boot_epoch, first_seq, count, payload_len, tag_len):
+    # the checks of a frame carrying payload_len payload bytes; (device_id bytes, frame size)
     _check_key(key)
     _check_tag_len(tag_len)
     raw_id = check_device_id(device_id)
@@ -101,9 +108,7 @@ def _check_data(key, device_id, boot_epoch, first_seq, count, payload, tag_len):
     if not isinstance(count, int) or not 1 <= count <= MAX_COUNT or first_seq + count - 1 > _U32:
         raise ValueError("count must be 1..%d and first_seq + count - 1 <= 4294967295, got %r"
                          % (MAX_COUNT, count))
-    if not isinstance(payload, (bytes, bytearray, memoryview)):
-        raise ValueError("payload must be bytes")
-    size = 3 + len(raw_id) + _DATA_FIXED + len(payload) + tag_len
+    size = 3 + len(raw_id) + _DATA_FIXED + payload_len + tag_len
     if size > MAX_FRAME_BYTES:
         raise ValueError("payload too long: frame would be %d bytes, max %d"
                          % (size, MAX_FRAME_BYTES))
@@ -111,7 +116,8 @@ def _check_data(key, device_id, boot_epoch, first_seq, count, payload, tag_len):
 
 
 def data_frame_len(device_id, payload_len, tag_len=DEFAULT_TAG_LEN):
-    """Bytes in a data frame of ``device_id`` (str) carrying ``payload_len`` payload bytes."""
+    """Bytes in a data frame of ``device_id`` (str) carrying ``payload_len`` payload bytes
+    (``data_frame_len(device_id, 0, 0)``: the header before the payload)."""
     return 3 + len(device_id) + _DATA_FIXED + payload_len + tag_len
 
 
@@ -126,17 +132,29 @@ def encode_data_into(buf, at, key, device_id, boot_epoch, first_seq, count, payl
     raw_id, size = _check_data(key, device_id, boot_epoch, first_seq, count, payload, tag_len)
     if at < 0 or len(buf) - at < size:
         raise ValueError("buf must hold %d bytes from index %d, has %d" % (size, at, len(buf) - at))
+    p = at + 3 + len(raw_id) + _DATA_FIXED
+    buf[p:p + len(payload)] = payload
+    return seal_data_into(buf, at, key, device_id, boot_epoch, first_seq, count, len(payload), tag_len)
+
+
+def seal_data_into(buf, at, key, device_id, boot_epoch, first_seq, count, payload_len,
+                   tag_len=DEFAULT_TAG_LEN):
+    """The frame of ``encode_data_into``, the same bytes, around a payload already in the
+    bytearray ``buf``: its ``payload_len`` bytes from index ``at + data_frame_len(device_id,
+    0, 0)`` (a node packs its SenML there, leaving room for the header: no copy, no second
+    buffer). Writes the header from ``at`` and the tag after the payload (``buf`` grows to
+    hold it when it is shorter); returns the index after the tag. Raises ``ValueError`` as
+    ``encode_data_into`` does, and naming ``buf`` when it does not hold the payload."""
+    raw_id, size = _check_fields(key, device_id, boot_epoch, first_seq, count, payload_len, tag_len)
     n_id = len(raw_id)
+    p = at + 3 + n_id + _DATA_FIXED + payload_len  # the payload's end
+    if at < 0 or len(buf) < p:
+        raise ValueError("buf must hold the payload up to index %d, has %d" % (p, len(buf)))
     buf[at] = VERSION
     buf[at + 1] = TYPE_DATA
     buf[at + 2] = n_id
-    p = at + 3
-    buf[p:p + n_id] = raw_id
-    p += n_id
-    struct.pack_into(">IIH", buf, p, boot_epoch, first_seq, count)
-    p += _DATA_FIXED
-    buf[p:p + len(payload)] = payload
-    p += len(payload)
+    buf[at + 3:at + 3 + n_id] = raw_id
+    struct.pack_into(">IIH", buf, at + 3 + n_id, boot_epoch, first_seq, count)
     mac = auth.hmac_sha256(key, _MAC_DOMAIN, _DIR_UP, memoryview(buf)[at:p])
     buf[p:p + tag_len] = memoryview(mac)[:tag_len]
     return p + tag_len

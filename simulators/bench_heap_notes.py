@@ -126,6 +126,14 @@ no PUBLISH buffer lent at connect time (the client makes its own at its first pu
 releases and collects the pack's modules, then connects and exchanges (`mqtt_exchange.send`); its TLS context and \
 frame buffers made with the link, the PUBLISH built in the pack's buffer. Same-simulator pairs: 160 -> 143 KB here, \
 101 -> 102 KB on 32 bits; this run (the board's flash and boot changed too) | 144 KB | 103 KB |
+| fifth pass (session 8): the frame built in place around the pack: one buffer with room for the PUBLISH's header \
+and the frame's, the SenML pack encoded there, the frame's header and tag written around it \
+(`frame_core.seal_data_into`), the PUBLISH around the frame (`MQTTClient.lend(buf, at)`; the pack buffer lent \
+before had the pack's length, so every exchange had made a new 1.2 KB PUBLISH); `app.mqtt` loaded to connect and \
+released with the rest. Same bytes on the wire. Live heap after a collection (200 KB run): logged -3.0 KB, packed \
+-2.4, connected -1.2, exchange -1.3. Confirmed scan, same tree and run, these files at HEAD / changed: 147 / **144 \
+KB** twice (32-bit port not installed: not measured). Still **no margin at 146 KB**: the TLS context's 3 KB block, \
+made with the link, is the next limit (below) | 144 KB | |
 
 The MQTT code the node holds while it logs and packs is now 5.9 KB here / 4.1 KB on 32 bits (24 / 17.5 KB before \
 the second pass); the rest is loaded for an exchange and released after it. Every phase of a wake now runs out \
@@ -147,4 +155,16 @@ both: the fourth pass does that, and gained here (TLS) but not on 32 bits, where
 are the limits. The code out of the heap (frozen bytecode or a ROMFS partition: docs/mqtt-link.md, "Code \
 out of the heap", 119 KB here besides the image, ~82 KB at the factor) would close the gap too; not done. \
 `tests/e2e/test_node_heap.py` runs the MQTT+TLS node for 100 wakes with 200 KB free, every reading delivered, \
-without memory growth."""
+without memory growth.
+
+After the fifth pass (session 8) the phase that fails first near 146 KB is mostly not a phase's need but the \
+heap's shape: the TLS context (`tls.SSLContext`, 3048 bytes in one piece) made with the link finds no 96-block \
+hole (`micropython.mem_info(1)` at the failure: 35 KB free, the largest free run 92 blocks), because the boot's \
+earlier loading (and, on the board, what the first boot interned) leaves the free room in pieces. Whether it fits \
+flips with unrelated code: at 146 KB, 100 wakes of the tree before this pass failed in 99 of 101 boots there, \
+after it in 0 or 1 of 101 (this checkout; 0 from a copy at another path), yet 20 wakes at 146 KB fail there in \
+every boot. Made earlier in the boot (the link constructed right after the watchdog, before the log and the \
+sensors: an experiment in a copy of `app/main.py`, not applied), it never failed in the same 12 runs (20/60/100 \
+wakes x 142-148 KB); what fails is then the log's scan and the SenML pack at 142 KB, and at 144-146 KB 1 or 2 \
+boots in 60-100 (the SenML pack; loading `app.mqtt_io` for the exchange); confirmed scan 144 KB. No 4 KB margin \
+either way, so `tests/e2e/test_node_heap.py` still runs the MQTT+TLS node at 200 KB."""

@@ -72,10 +72,15 @@ class MQTTClient:
     def inflight_count(self):
         return len(self._inflight)
 
-    def lend(self, buf):
+    _lent_at = 0  # lend's ``at``: the next PUBLISH's payload is already in the lent buffer there
+
+    def lend(self, buf, at=0):
         """QoS 1 PUBLISHes are built in the bytearray ``buf`` when it fits and is not in flight
-        (a node allocates it once: heap), else in a new one."""
+        (a node allocates it once: heap), else in a new one. ``at`` > 0: the next publish's
+        payload is already in ``buf`` from index ``at`` (the caller built it there, leaving
+        ``7 + len(topic)`` bytes before it); its PUBLISH is built around it, not copied."""
         self._spare = [buf]
+        self._lent_at = at
 
     def take_requeued(self):
         """Publishes lost with the session: a list of ``(topic, payload, retain)``, oldest

@@ -197,7 +197,8 @@ def publish(c, topic, payload, qos, retain):
 
 def _packet(c, topic, payload, pid, retain):
     # [pid, the QoS 1 PUBLISH (a view), its buffer]: encode_publish's bytes (§3.3), built in
-    # the lent buffer when it fits, else in a new one
+    # the lent buffer when it fits (around the payload when ``lend`` said it is there), else in
+    # a new one
     t = topic.encode()
     if isinstance(payload, str):
         payload = payload.encode()
@@ -205,12 +206,20 @@ def _packet(c, topic, payload, pid, retain):
     rl = encode_remaining_length(n)
     j = 1 + len(rl)
     n += j
-    buf = c._spare.pop() if c._spare and len(c._spare[-1]) >= n else bytearray(n)
-    buf[0] = 0x33 if retain else 0x32  # PUBLISH, QoS 1
-    buf[1:j] = rl
+    at, c._lent_at = c._lent_at, 0  # lend(buf, at): the payload is already in buf from ``at``
+    s = at - (n - len(payload))  # where the packet starts then
+    if c._spare and (s >= 0 and len(c._spare[-1]) >= at + len(payload) if at else len(c._spare[-1]) >= n):
+        buf = c._spare.pop()
+    else:
+        buf, at = bytearray(n), 0
+    if not at:  # copied in after the header
+        s = 0
+        buf[n - len(payload):n] = payload
+    buf[s] = 0x33 if retain else 0x32  # PUBLISH, QoS 1
+    j += s
+    buf[s + 1:j] = rl
     buf[j:j + 2] = bytes((len(t) >> 8, len(t) & 0xFF))
     j += 2 + len(t)
     buf[j - len(t):j] = t
     buf[j:j + 2] = bytes((pid >> 8, pid & 0xFF))
-    buf[j + 2:n] = payload
-    return [pid, memoryview(buf)[:n], buf]
+    return [pid, memoryview(buf)[s:s + n], buf]

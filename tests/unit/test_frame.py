@@ -343,6 +343,29 @@ def test_data_frame_built_into_a_buffer_is_the_same_bytes():
         frame.encode_data_into(buf, 0, KEY, DEV, 7, 42, 0, PAYLOAD)
 
 
+def test_data_frame_sealed_around_a_payload_in_place_is_the_same_bytes():
+    # seal_data_into: the payload already in the buffer after room for the header (a node packs
+    # its SenML there); the header and tag written around it give encode_data's bytes
+    head = frame.data_frame_len(DEV, 0, 0)
+    for at, tail in ((0, b""), (5, b"\xee" * 40)):  # a growable buffer, and one with room after
+        buf = bytearray(b"\xee" * (at + head)) + PAYLOAD + tail
+        end = frame.seal_data_into(buf, at, KEY, DEV, 7, 42, 3, len(PAYLOAD))
+        assert bytes(buf[at:end]) == bytes.fromhex(GOLDEN_DATA) == frame.encode_data(KEY, DEV, 7, 42, 3, PAYLOAD)
+        assert buf[:at] == b"\xee" * at and end == at + frame.data_frame_len(DEV, len(PAYLOAD))
+        assert len(buf) == max(end, at + head + len(PAYLOAD) + len(tail))
+    with pytest.raises(ValueError, match="buf must hold the payload up to index 46, has 45"):
+        frame.seal_data_into(bytearray(45), 0, KEY, DEV, 7, 42, 3, 20)
+    with pytest.raises(ValueError, match="count"):
+        frame.seal_data_into(bytearray(100), 0, KEY, DEV, 7, 42, 0, 20)
+    with pytest.raises(ValueError, match="device_id"):
+        frame.seal_data_into(bytearray(100), 0, KEY, "Bad", 7, 42, 1, 20)
+    with pytest.raises(ValueError, match="payload too long"):
+        frame.seal_data_into(bytearray(5000), 0, KEY, DEV, 7, 42, 1, 4096)
+    from protocol import frame_core
+
+    assert frame.seal_data_into is frame_core.seal_data_into  # the gateway's module re-exports it
+
+
 class _Uart:
     def __init__(self):
         self.written = []

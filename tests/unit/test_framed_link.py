@@ -91,3 +91,19 @@ def test_next_frame_builds_without_sending_and_says_whether_more_is_pending(tmp_
     assert link.next_frame(log) is None
     log.append({"t": None, "values": [["co2_ppm", 700, "ok"]]})
     assert link.next_frame(log)[3] is False  # one record, the whole of what is pending
+
+
+def test_a_pack_encoded_in_place_gives_the_same_frames(tmp_path):
+    # one buffer (in_place): the pack encoded after room for the header, the frame sealed around
+    # it; the frames are the bytes of a link with separate pack and frame buffers, big ones too
+    records = [{"t": None, "values": [["co2_ppm", 600 + i, "ok"]]} for i in range(5)] + [status(30) for _ in range(4)]
+    frames = []
+    for in_place in (False, True):
+        (tmp_path / str(in_place)).mkdir()
+        log = log_with(tmp_path / str(in_place), records)
+        link = Peer(good_ack, max_batch_records=4)
+        link._frame_buffer(1024 + 20, at=20, in_place=in_place)
+        assert (link._pack is link._buf) == in_place
+        assert link.deliver(log) == len(records) and log.pending_count() == 0
+        frames.append([frame.encode_data(KEY, DEV, f.boot_epoch, f.first_seq, f.count, f.payload) for f in link.sent])
+    assert frames[0] == frames[1] and len(frames[0]) >= 3

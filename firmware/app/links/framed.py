@@ -21,6 +21,9 @@ starts (``_frame_buffer``): the pack is encoded into one (the bytes of ``senml.e
 cleared and refilled, its capacity kept), and every frame that fits in the other is built
 there (``frame.encode_data_into``) and handed to ``exchange`` as a memoryview of it, valid until
 the next frame. A larger frame (a backlog of big status records) is built in a new bytearray.
+Or one buffer (``in_place``, the MQTT link's): the pack is encoded in it after room for the
+frame's header, and the header and tag are written around it (``frame.seal_data_into``), so
+the node holds one frame-sized buffer, not two; that buffer grows for a larger frame.
 ``next_frame`` is the pack half of ``deliver`` alone (the MQTT link's deep-sleep node builds its
 frame with it before it connects, docs/mqtt-link.md "Memory").
 """
@@ -47,35 +50,43 @@ class FramedLink:
         frame.encode_data_into(bytearray(frame.data_frame_len(frame.check_device_id(device_id), 0)), 0,
                                key, device_id, 0, 0, 1, b"")
         self._room = frame.MAX_FRAME_BYTES - frame.data_frame_len(device_id, 0)
+        self._head = frame.data_frame_len(device_id, 0, 0)  # a frame's bytes before its payload
         self._buf = None  # frames are built here when they fit (``_frame_buffer``)
         self._at = self._tail = 0
         self._view = None  # the last frame built in ``_buf``
         self._pack = None  # the SenML pack's buffer
 
-    def _frame_buffer(self, size, at=0, tail=0):
+    def _frame_buffer(self, size, at=0, tail=0, in_place=False):
         """Allocate the buffers: the one frames are built in, ``size`` bytes, each frame
         written from index ``at`` with ``tail`` bytes left free after it (for the link's own
-        use), and the pack's, as much as such a frame's payload can be."""
+        use), and the pack's, as much as such a frame's payload can be. ``in_place`` (``tail``
+        0): one buffer, the pack encoded in it after room for the frame's header, which is
+        then written around it (``frame.seal_data_into``); the buffer grows if a frame needs
+        more. The links' ``_pack is _buf`` means in place."""
         self._buf = bytearray(size)
         self._at, self._tail = at, tail
-        self._pack = bytearray(size - at - tail)
+        self._pack = self._buf if in_place else bytearray(size - at - tail)
 
     def _encode_pack(self, epoch, records):
-        # senml.encode_pack's bytes: in the pack buffer when there is one (it grows if a pack
-        # needs more, and stays so). A list of SenML records would cost more than two passes.
-        # (Written out here, not senml.encode_pack_into: through that call the MQTT node's least
-        # heap on the 32-bit port, plain MQTT (simulators/bench_heap_mqtt.py), was 107 KB, not 100.)
+        # senml.encode_pack's bytes in the pack buffer (it grows if a pack needs more, and stays
+        # so), from index ``at`` + the frame's header when that is the frame's buffer (in place),
+        # else from 0; returns the pack's length. A list of SenML records would cost more than
+        # two passes. (Written out here, not senml.encode_pack_into: through that call the MQTT
+        # node's least heap on the 32-bit port, plain MQTT (simulators/bench_heap_mqtt.py), was
+        # 107 KB, not 100.)
         buf = self._pack
         if buf is None:
-            return senml.encode_pack_into(bytearray(), self.device_id, epoch, records)
+            buf = self._pack = bytearray()
+        p0 = self._at + self._head if buf is self._buf else 0
         n = 0
         for _ in senml.pack_records(self.device_id, epoch, records):
             n += 1
-        buf[:] = b""  # empty, its capacity kept
+        self._view = None  # (CPython: a buffer with a view of it cannot be resized)
+        buf[p0:] = b""  # the header's room left, the rest emptied, its capacity kept
         cbor.encode_head(buf, 4, n)
         for rec in senml.pack_records(self.device_id, epoch, records):
             cbor.encode_into(buf, rec)
-        return buf
+        return len(buf) - p0
 
     def _frame(self, epoch, first, span, payload):
         # the data frame: a view of the link's buffer when it fits there, else a new bytearray
@@ -88,6 +99,13 @@ class FramedLink:
         big = bytearray(frame.data_frame_len(self.device_id, len(payload)))
         frame.encode_data_into(big, 0, self._key, self.device_id, epoch, first, span, payload)
         return big
+
+    def _sealed(self, epoch, first, span, n):
+        # the data frame around the ``n``-byte pack encoded in place: a view of the link's buffer
+        buf, at = self._buf, self._at
+        end = frame.seal_data_into(buf, at, self._key, self.device_id, epoch, first, span, n)
+        self._view = memoryview(buf)[at:end]
+        return self._view
 
     def open(self):
         return True
@@ -120,15 +138,18 @@ class FramedLink:
         records = [r for e, r in batch if e == epoch]
         more = len(batch) >= self.max_batch_records or len(records) < len(batch)
         batch = None  # (heap) each reference dropped once it has served
-        payload = self._encode_pack(epoch, records)
-        while len(payload) > self._room and len(records) > 1:
+        n = self._encode_pack(epoch, records)
+        while n > self._room and len(records) > 1:
             records = records[:len(records) // 2]
-            payload = self._encode_pack(epoch, records)
+            n = self._encode_pack(epoch, records)
             more = True
         first, last = records[0]["seq"], records[-1]["seq"]
         records = None
         # count spans the seqs (first..last): seqs may skip, and the ack names seq_through
-        return self._frame(epoch, first, last - first + 1, payload), epoch, last, more
+        span = last - first + 1
+        if self._pack is self._buf:
+            return self._sealed(epoch, first, span, n), epoch, last, more
+        return self._frame(epoch, first, span, self._pack), epoch, last, more
 
     def deliver(self, log):
         delivered = 0
@@ -141,6 +162,7 @@ class FramedLink:
             self.feed()
             try:
                 acked = self.exchange(data, epoch, last)
+                data = None  # (CPython: no view left of a buffer the next pack resizes)
             except OSError:
                 self.counters["link_errors"] += 1
                 break

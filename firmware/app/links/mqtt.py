@@ -66,8 +66,11 @@ loaded by the first delivery. So a node holds little MQTT code while it logs and
 connecting to ``deliver()`` (``late_open``), which builds the frame first
 (``FramedLink.next_frame``), releases the protocol stack, and only then connects, publishes
 and waits for the ack (``mqtt_exchange.send``): it holds the stack or the connection, never
-both. Its TLS context and frame buffers are made with the link, while the heap still has
-room in one piece; the PUBLISH is built in the pack's buffer. Its status records are
+both. Its TLS context and its one frame buffer are made with the link, while the heap still
+has room in one piece: the SenML pack is encoded in that buffer after room for the frame's
+header and the PUBLISH's, the frame sealed around it (``frame_core.seal_data_into``) and the
+PUBLISH built around the frame (``MQTTClient.lend(buf, at)``), no copy. The client's code
+(``app.mqtt``) is loaded to connect and released with the rest. Its status records are
 therefore logged before that wake's connection (``connects`` and the failure counters
 count the earlier wakes). A protocol error raised by a reloaded ``mqtt_wire`` is a new
 class each load, so it is caught as the ``ValueError`` it is. Runs on MicroPython;
@@ -90,15 +93,17 @@ _APP = __name__[:__name__.rfind("links.")]  # "app." (or "firmware.app." on CPyt
 # TLS, the packets only a connection sends), released after open(), and the client's
 # every-wake half with the packets it decodes and the link's exchange, released after each
 # exchange too, so the node does not hold them while it logs and packs its frames.
-_CONNECTION = ("links.mqtt_open", "mqtt_connect", "mqtt_tls", "links.mqtt_exchange", "mqtt_io")
+_CONNECTION = ("links.mqtt_open", "mqtt", "mqtt_connect", "mqtt_tls", "links.mqtt_exchange", "mqtt_io")
 _PROTOCOL = ("protocol.mqtt_packets", "protocol.mqtt_wire")
 POLL_MS = const(100)  # one wait for an ack or for WiFi, on the injected clock
 FEED_MS = const(1000)  # feed the watchdog this often while waiting
 INBOX = const(8)  # acks kept until an exchange looks at them
-# Heap: frames of up to FRAME_ROOM bytes are built in a buffer made by the first delivery
-# (``_framer``, after the connection; a deep-sleep node's: with the link, ``mqtt_open.init``).
-# The PUBLISH's is the client's own (none lent: 3 KB less heap needed; a deep-sleep node lends
-# it the pack's, ``mqtt_exchange.send``), docs/mqtt-link.md "Memory".
+# Heap: frames of up to FRAME_ROOM bytes are built in one buffer, the pack encoded in place in
+# it (``FramedLink._frame_buffer(in_place=True)``), made by the first delivery (``_framer``, after
+# the connection; a deep-sleep node's: with the link, ``mqtt_open.init``, with room before the
+# frame for the PUBLISH's header). A light-sleep node's PUBLISH is the client's own (none lent:
+# 3 KB less heap needed); a deep-sleep node's is built around its frame (``mqtt_exchange.send``),
+# docs/mqtt-link.md "Memory".
 FRAME_ROOM = const(1280)
 
 
@@ -148,10 +153,11 @@ def _framer(link):
     f = FramedLink(link.clock, link.device_id, link._key, ack_timeout_ms=link.ack_timeout_ms, feed=link.feed)
     f.exchange = link.exchange  # its deliver() calls self.exchange: the link's (no subclass: heap)
     f.counters = link.counters  # one set of counters: the link's
-    if link._bufs is None:
-        f._frame_buffer(FRAME_ROOM)
-    else:  # a deep-sleep node's, made with the link (``mqtt_open.init``)
-        f._buf, f._pack = link._bufs
+    if link._buf is None:
+        f._frame_buffer(FRAME_ROOM, in_place=True)
+    else:  # a deep-sleep node's, made with the link (``mqtt_open.init``): in place, after the PUBLISH's header
+        f._buf = f._pack = link._buf
+        f._at = link._at
     return f
 
 

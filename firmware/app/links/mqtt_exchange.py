@@ -81,9 +81,9 @@ def send(link, log, built):
     c = link.counters
     link.feed()
     try:
-        # the PUBLISH is built in the pack's buffer, which the frame no longer needs (heap: no
-        # block of a frame's size allocated at the exchange)
-        link._client.lend(link._bufs[1])
+        # the PUBLISH is built around the frame, in the link's buffer, where the frame was built
+        # after room for the PUBLISH's header (heap: no block of a frame's size at the exchange)
+        link._client.lend(link._buf, link._at)
         acked = exchange(link, data, epoch, last)
     except OSError:
         c["link_errors"] += 1

@@ -10,7 +10,6 @@ Runs on MicroPython; imports on CPython (``network`` only when there is no ``wla
 import errno
 import os
 
-from ..mqtt import MQTTClient
 from .mqtt import FEED_MS, FRAME_ROOM, POLL_MS
 
 BACKOFF_MAX_S = 120  # RELIABILITY.md: jittered backoff 1 -> 120 s
@@ -83,12 +82,14 @@ def init(link, cfg, secrets, clock, feed=None, wlan=None, root=None):
                      "link_errors": 0,  # FramedLink's
                      "wifi_fails": 0, "mqtt_fails": 0, "tls_fails": 0, "mqtt_refused": 0, "backoff_skips": 0,
                      "stale_acks": 0, "connects": 0, "backoff_s": 0, "retry_at_s": 0}
-    link._bufs = None
+    link._buf = None
     if link.late_open:
         tls_context(link)
-        # the frame's and the pack's buffers (``_framer``), made while there is room in one piece
-        # (the pack's then takes the PUBLISH: room for the topic and the packet's header too)
-        link._bufs = (bytearray(FRAME_ROOM), bytearray(FRAME_ROOM + len(link.up_topic) + 8))
+        # one buffer (``_framer``), made while there is room in one piece: the PUBLISH's header
+        # (type, a 2-byte remaining length, the topic's length and bytes, the packet id), then
+        # the frame, its pack encoded in place; the PUBLISH is built around the frame there
+        link._at = 7 + len(link.up_topic)
+        link._buf = bytearray(link._at + FRAME_ROOM)
 
 
 def _station(link):
@@ -150,6 +151,7 @@ def open_link(link):
     link.feed()
     if not wifi_up(link):
         return fail(link, "wifi_fails")
+    from ..mqtt import MQTTClient  # (heap: not loaded with the link, released after connecting)
     from ..mqtt_connect import MQTTRefused, check_topic
     from ..mqtt_tls import MQTTTLSError
 
