@@ -15,8 +15,8 @@ reading. The internal oscillator may run up to 10 % slow (SBAS444 electrical
 characteristics, "data rate variation ±10 %"), so the driver waits once for the slowest
 chip in spec (``single_shot_ms``: 1/(0.9 DR) plus the wake-up, 140 ms at 8 SPS), reads Config
 where the Config write left the pointer, and polls (bounded) only a chip still converting:
-a conversion is four bus transactions (write Config; read Config; write the pointer; read
-the result).
+a conversion is three bus transactions (write Config; read Config; write the pointer and
+read the result, joined by a repeated START).
 
 A conversion that never finishes (OS stays 0 after the poll budget), or a Config register
 that does not read back as written (the device was reset mid-conversion, or it is not an

@@ -195,13 +195,19 @@ class ADS1115Core:
         """Read 16-bit register ``pointer`` (0..3) as an unsigned int.
 
         The pointer is always written first, although the chip remembers it: after a power
-        cycle it is back at 0 and a remembered pointer would read the wrong register.
+        cycle it is back at 0 and a remembered pointer would read the wrong register. The
+        pointer write and the read are one bus transaction joined by a repeated START
+        (datasheet SBAS444D §9.5.3: after the pointer byte a STOP "can be issued", then the
+        read's START; the ADS111xL datasheet SBASAV5 names it: a STOP or a repeated START).
+        ``OSError`` (bus); the pointer is then not known until the next write.
         """
         if pointer not in (_REG_CONVERSION, _REG_CONFIG, _REG_LO_THRESH, _REG_HI_THRESH):
             raise ValueError("pointer must be 0..3, got %r" % (pointer,))
-        self._bus.writeto(self.address, bytes((pointer,)))
+        buf = self._buf
+        self._ptr = None  # a failed read leaves the chip's pointer unknown
+        self._bus.readfrom_mem_into(self.address, pointer, buf)
         self._ptr = pointer
-        return self._read_pointed()
+        return (buf[0] << 8) | buf[1]
 
     def _read_pointed(self):
         """The 16-bit register the pointer selects (one read transaction)."""
@@ -277,7 +283,7 @@ class ADS1115Core:
 
         Writes Config with OS=1, waits ``single_shot_ms`` on the injected clock, checks the
         OS bit (polled, bounded, on a chip out of spec), then reads the Conversion register:
-        four bus transactions. Raises ``ValueError`` (arguments),
+        three bus transactions. Raises ``ValueError`` (arguments),
         ``OSError`` (bus), ``DeviceError`` (conversion never finished / device reset).
         """
         self._busy.wait()  # a conversion already running would ignore our OS=1

@@ -144,12 +144,13 @@ class TMP117Core:
         self._buf2 = bytearray(2)
 
     def read_register(self, reg):
-        """The 16-bit word in register ``reg`` (pointer write, then a 2-byte read)."""
+        """The 16-bit word in register ``reg``: the pointer written, a repeated START, a
+        2-byte read, in one bus transaction (datasheet SNOSD82D §7.5.3.1.4.1, slave receiver
+        mode: the controller ends a write with a START or a STOP). ``OSError`` (bus)."""
         if reg not in REGISTERS:
             raise ValueError("reg must be a TMP117 register %s, got %r" % (REGISTERS, reg))
         self._busy.wait()
-        self._bus.writeto(self.address, bytes((reg,)))
-        self._bus.readfrom_into(self.address, self._buf2)
+        self._bus.readfrom_mem_into(self.address, reg, self._buf2)
         word = (self._buf2[0] << 8) | self._buf2[1]
         if reg == REG_CONFIGURATION:
             self._flags |= word & CFG_FLAGS

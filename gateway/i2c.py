@@ -1,10 +1,12 @@
 """``SMBus2I2C``: the I2C bus contract (``drivers.bus``) on a Raspberry Pi, over smbus2.
 
-Each contract call is one ``i2c_rdwr`` transaction of one ``i2c_msg`` (a plain write or a
-plain read with START and STOP), which is what the Sensirion, TI and MaxBotix parts expect;
-smbus2's byte/word helpers are not used because they add a register byte the parts do not
-all want. A missing ACK surfaces as the kernel's ``OSError`` (``EREMOTEIO`` from the
-BCM2835 driver, ``ENXIO`` from some others); a stuck bus as ``ETIMEDOUT``.
+Each contract call is one ``i2c_rdwr`` transaction: of one ``i2c_msg`` (a plain write or a
+plain read with START and STOP), which is what the Sensirion, TI and MaxBotix parts expect,
+or, for ``readfrom_mem_into``, of a one-byte write message then a read message (the kernel
+joins them with a repeated START); smbus2's byte/word helpers are not used because they add
+a register byte the parts do not all want. A missing ACK surfaces as the kernel's
+``OSError`` (``EREMOTEIO`` from the BCM2835 driver, ``ENXIO`` from some others); a stuck bus
+as ``ETIMEDOUT``.
 """
 
 import ctypes
@@ -39,6 +41,17 @@ class SMBus2I2C:
         """Read ``len(buf)`` bytes from ``addr`` into ``buf`` in one transaction."""
         msg = i2c_msg.read(check_address(addr), len(buf))
         self._bus.i2c_rdwr(msg)
+        buf[:] = bytes(msg)
+
+    def readfrom_mem_into(self, addr, memaddr, buf, *, addrsize=8):
+        """Read ``len(buf)`` bytes of register ``memaddr`` (8-bit) from ``addr`` into ``buf``
+        in one combined transaction (write the register address, repeated START, read)."""
+        if addrsize != 8 or not isinstance(memaddr, int) or not 0 <= memaddr <= 0xFF:
+            raise ValueError("memaddr must be an 8-bit register address (addrsize 8), got %r/%r"
+                             % (memaddr, addrsize))
+        addr = check_address(addr)
+        msg = i2c_msg.read(addr, len(buf))
+        self._bus.i2c_rdwr(i2c_msg.write(addr, bytes((memaddr,))), msg)
         buf[:] = bytes(msg)
 
     def readfrom(self, addr, nbytes, stop=True):

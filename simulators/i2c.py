@@ -299,6 +299,35 @@ class SimI2CBus:
         self.readfrom_into(addr, buf)
         return bytes(buf)
 
+    def readfrom_mem_into(self, addr, memaddr, buf, *, addrsize=8):
+        """Read ``len(buf)`` bytes of register ``memaddr`` (8-bit) from ``addr`` into ``buf``:
+        one combined transaction (the register address written, a repeated START, the read).
+
+        The models keep no state on a STOP (none is modelled: a write's effect is its
+        ``on_write``), so this is the write phase then the read phase, each clocking its
+        address byte and data bytes (a repeated START costs what the STOP and START it
+        replaces would). A NACK in either phase raises ``OSError(ENODEV)`` and ends it.
+        """
+        if addrsize != 8 or not 0 <= memaddr <= 0xFF:
+            raise ValueError("memaddr must be an 8-bit register address (addrsize 8), got %r/%r" % (memaddr, addrsize))
+        dev = self._begin(addr, 1)
+        try:
+            dev._bus_write(bytes((memaddr,)))
+        except Nack:
+            self._nack(dev)
+        n = len(buf)
+        dev = self._begin(addr, n, restart=True)
+        try:
+            data = dev._bus_read(n)
+        except Nack:
+            self._nack(dev)
+        buf[:] = data
+
+    def readfrom_mem(self, addr, memaddr, nbytes, *, addrsize=8):
+        buf = bytearray(nbytes)
+        self.readfrom_mem_into(addr, memaddr, buf, addrsize=addrsize)
+        return bytes(buf)
+
     def scan(self):
         """Addresses that ACK now (a stuck bus answers nothing)."""
         if self._stuck():
@@ -330,8 +359,11 @@ class SimI2CBus:
         dev.counters["nacks"] += 1
         raise OSError(errno.ENODEV, "no ACK from 0x%02X" % dev.address)
 
-    def _begin(self, addr, nbytes):
-        self.counters["transactions"] += 1
+    def _begin(self, addr, nbytes, restart=False):
+        """One transaction's START (``restart``: a repeated START inside one, not counted
+        again) up to the device's address ACK, with its wire time; returns the device."""
+        if not restart:
+            self.counters["transactions"] += 1
         if self._stuck():
             self._timeout("I2C bus stuck (SDA held low)")
         self.clock.advance_us(int((nbytes + 1) * 9 * 1e6 / self.freq_hz))

@@ -1,20 +1,23 @@
 """The simulator socket's numbers (``simulators/i2c_server.py`` documents the protocol) and
-what ``SimServer`` does for each connection, i.e. each board, before it answers: its
-watchdog (``Node``, ``WDTFired``), the fleet's gate for requests that sleep, and the
-extended request (``OP_EXT``) that carries a board's sleeps and watchdog deadline and gets
-its clock back (``BoardRequests``, a mixin: ``rig``, ``lock``, ``gate``, ``wifi`` and
-``handle`` are the server's)."""
+what ``SimServer`` does for each connection, i.e. each board: its watchdog (``Node``,
+``WDTFired``), the fleet's gate for requests that sleep, the extended request (``OP_EXT``)
+that carries a board's sleeps and watchdog deadline and gets its clock back, the posted
+requests that go ahead of it (``OP_POSTED``), and each op's answer (``BoardRequests``, a
+mixin: ``rig``, ``lock``, ``gate``, ``wifi`` and ``_control`` are the server's)."""
 
+import errno
 import json
 import os
 import struct
 import traceback
 
+from simulators.i2c import UnknownCommand
 from simulators.i2c_control import ProtocolError
 
 OP_WRITE = 0x01
 OP_READ = 0x02
 OP_SCAN = 0x03
+OP_READ_MEM = 0x04
 OP_TICKS_MS = 0x10
 OP_TICKS_US = 0x11
 OP_SLEEP_US = 0x12
@@ -31,11 +34,13 @@ ST_UNKNOWN_COMMAND = 0x02
 ST_ERROR = 0x03
 ST_WDT_RESET = 0x04
 
+OP_POSTED = 0x40  # or-ed into an extended request's op: posted requests go first
 OP_EXT = 0x80
 
 REQUEST = struct.Struct(">BBH")
 RESPONSE = struct.Struct(">BH")
 EXT_HEAD = struct.Struct(">QQ")  # an extended request's lag (µs) and watchdog deadline (µs as NOW)
+POSTED = struct.Struct(">BBHQ")  # a posted request's op, addr, payload length and lag (µs)
 TRAILER = struct.Struct(">QdBI")  # an extended reply's NOW, wall, trusted, access-point generation
 MAX_PAYLOAD = 0xFFFF
 _U64 = struct.Struct(">Q")
@@ -72,7 +77,7 @@ class WDTFired(Exception):
 
 
 class BoardRequests:
-    """How a board's requests reach ``handle`` (see the module docstring)."""
+    """How a board's requests are answered (see the module docstring)."""
 
     def _request(self, op, addr, payload, node, trailer=False):
         """Gate (the fleet's hook), then ``handle``; with ``trailer`` the clock is appended
@@ -101,13 +106,20 @@ class BoardRequests:
 
     def _extended(self, op, addr, payload, node):
         """An extended request: ``u64 lag_us, u64 watchdog deadline (0: unchanged)`` before
-        the op's payload; the deadline is set (after checking the old one), ``lag_us`` slept,
-        then the op performed; the reply carries the clock (module docstring)."""
+        the op's payload (with ``OP_POSTED``, then the posted requests: ``_posted``); the
+        posted requests are performed, the deadline set (after checking the old one),
+        ``lag_us`` slept, then the op performed; the reply carries the clock (module
+        docstring)."""
         if len(payload) < EXT_HEAD.size:
             return ST_ERROR, error_body(ProtocolError("extended request of %d bytes: the %d-byte head is missing"
                                                        % (len(payload), EXT_HEAD.size)))
         lag, deadline = EXT_HEAD.unpack_from(payload)
         payload = payload[EXT_HEAD.size:]
+        if op & OP_POSTED:
+            op &= ~OP_POSTED
+            reply, payload = self._posted(payload, node)
+            if reply is not _SLEPT:
+                return reply
         if deadline and node is not None:
             with self.lock:
                 if node.wdt_deadline_us is not None:
@@ -121,6 +133,34 @@ class BoardRequests:
             if reply is not _SLEPT:
                 return reply
         return self._request(op, addr, payload, node, trailer=True)
+
+    def _posted(self, payload, node):
+        """The posted requests before an extended request's op: ``u16 length`` then that many
+        bytes of ``u8 op, u8 addr, u16 n, u64 lag_us, n bytes of payload`` records, each
+        performed in turn as an extended request with no watchdog deadline would be (its lag
+        slept, then the op). ``(_SLEPT, the op's own payload)`` when all went through, else
+        ``(the failed one's reply, None)``: the request's op is then not performed."""
+        try:
+            (m,) = struct.unpack_from(">H", payload)
+            if len(payload) < 2 + m:
+                raise struct.error("%d bytes of posted requests announced, %d sent" % (m, len(payload) - 2))
+            i, end = 2, 2 + m
+            while i < end:
+                op, addr, n, lag = POSTED.unpack_from(payload, i)
+                i += POSTED.size
+                if i + n > end:
+                    raise struct.error("a posted request's %d bytes run past the posted requests" % n)
+                body, i = payload[i:i + n], i + n
+                if lag:
+                    reply = self._sleep(lag, node)
+                    if reply is not _SLEPT:
+                        return reply, None
+                reply = self._request(op, addr, body, node, trailer=True)
+                if reply is None or reply[0] != ST_OK:
+                    return reply, None
+        except struct.error as e:
+            return (ST_ERROR, error_body(ProtocolError("malformed posted requests: %s" % e))), None
+        return _SLEPT, payload[end:]
 
     def _sleep(self, lag, node):
         """The extended request's sleep: what a SLEEP_US request of ``lag`` µs does through
@@ -181,3 +221,77 @@ class BoardRequests:
                 clock.advance_us(deadline - clock.now_us)
             node.wdt_deadline_us = None
             raise WDTFired(clock.now_us)
+
+    # -- the ops ---------------------------------------------------------------------------
+    def handle(self, op, addr, payload, node=None):
+        """Answer one request from ``node`` (a ``Node``; None: no watchdog):
+        ``(status, response payload)``. Never raises."""
+        try:
+            if node is not None:
+                self._check_watchdog(node, op, payload)
+            out = self._dispatch(op, addr, payload, node)
+            if len(out) > MAX_PAYLOAD:
+                raise ProtocolError("response of %d bytes exceeds %d" % (len(out), MAX_PAYLOAD))
+            return ST_OK, out
+        except WDTFired as e:
+            return ST_WDT_RESET, struct.pack(">Q", e.at_us)
+        except OSError as e:
+            return ST_OSERROR, errno.errorcode.get(e.errno, "EIO").encode()
+        except UnknownCommand as e:
+            return ST_UNKNOWN_COMMAND, error_body(e)
+        except Exception as e:  # a bug, surfaced to the client as SimError
+            return ST_ERROR, error_body(e)
+
+    def _dispatch(self, op, addr, payload, node=None):
+        rig = self.rig
+        if op == OP_WRITE:
+            return struct.pack(">H", rig.bus.writeto(addr, payload))
+        if op == OP_READ:
+            buf = bytearray(self._unpack(">H", payload)[0])
+            rig.bus.readfrom_into(addr, buf)
+            return bytes(buf)
+        if op == OP_READ_MEM:
+            memaddr, n = self._unpack(">BH", payload)
+            buf = bytearray(n)
+            rig.bus.readfrom_mem_into(addr, memaddr, buf)
+            return bytes(buf)
+        if op == OP_SCAN:
+            return bytes(rig.bus.scan())
+        if op == OP_TICKS_MS:
+            return struct.pack(">I", rig.clock.ticks_ms())
+        if op == OP_TICKS_US:
+            return struct.pack(">I", rig.clock.ticks_us())
+        if op == OP_SLEEP_US:
+            rig.clock.advance_us(self._unpack(">Q", payload)[0])
+            return b""
+        if op == OP_WALL:
+            return struct.pack(">dB", rig.clock.wall_s(), bool(rig.clock.wall_trusted()))
+        if op == OP_NOW:
+            return struct.pack(">QdB", rig.clock.now_us, rig.clock.wall_s(), bool(rig.clock.wall_trusted()))
+        if op == OP_BOOT_AT:
+            at_us, cause = self._unpack(">QB", payload)
+            if at_us > rig.clock.now_us:
+                rig.clock.advance_us(at_us - rig.clock.now_us)
+            if node is not None:
+                if cause != 0:
+                    node.wdt_deadline_us = None
+                name = CAUSE_NAMES.get(cause, str(cause))
+                node.boots[name] = node.boots.get(name, 0) + 1
+            return struct.pack(">Q", rig.clock.now_us)
+        if op == OP_WDT:
+            if node is None:
+                raise ProtocolError("WDT is per connection")
+            node.wdt_deadline_us = rig.clock.now_us + self._unpack(">I", payload)[0] * 1000
+            return b""
+        if op == OP_HALT:
+            return b""  # no watchdog armed (an armed one fired in _check_watchdog)
+        if op == OP_CONTROL:
+            return json.dumps(self._control(payload)).encode()
+        raise ProtocolError("unknown op 0x%02X" % op)
+
+    @staticmethod
+    def _unpack(fmt, payload):
+        try:
+            return struct.unpack(fmt, payload)
+        except struct.error:
+            raise ProtocolError("payload %r does not match %s" % (bytes(payload), fmt)) from None

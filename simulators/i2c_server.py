@@ -1,5 +1,5 @@
 """The simulator socket: a ``LocalRig`` (virtual clock + ``SimI2CBus`` + devices) served over
-loopback TCP, so code running in the MicroPython unix port (``simulators/mpy/``) drives the
+a Unix socket and loopback TCP, so code running in the MicroPython unix port (``simulators/mpy/``) drives the
 same simulated devices, on the same virtual time, as CPython code does in-process.
 
 This docstring is the one description of the protocol; ``simulators/mpy/simlink.py`` is the
@@ -7,8 +7,10 @@ client side and ``docs/simulator-socket.md`` points here.
 
 Theory of operation
 -------------------
-One request, one response, in order, on a TCP connection to 127.0.0.1. Every integer is
-big-endian. ::
+One request, one response, in order, on a connection to the server's Unix socket (what
+``SimServer.address`` names, ``"unix:PATH"``: the fleet's and the tests' boards) or to its TCP
+port on 127.0.0.1 (``tcp_address``, ``"127.0.0.1:PORT"``: a board started by hand). Every
+integer is big-endian. ::
 
     request:  op (1 byte)  addr (1 byte)  length (2 bytes)  payload (length bytes)
     response: status (1 byte)             length (2 bytes)  payload (length bytes)
@@ -24,6 +26,11 @@ op     name         request payload                      OK response payload
 0x01   WRITE        the bytes to write to ``addr``       u16: bytes ACKed (``machine.I2C.writeto``)
 0x02   READ         u16: n                               the n bytes read from ``addr``
 0x03   SCAN         (none)                               one byte per ACKing address, ascending
+0x04   READ_MEM     u8 register address, u16 n           the n bytes read from that register of
+                                                         ``addr``: one combined transaction (the
+                                                         register address written, a repeated
+                                                         START, the read: ``readfrom_mem_into``);
+                                                         a NACK in either phase is OSERROR
 0x10   TICKS_MS     (none)                               u32: ``clock.ticks_ms()`` (wraps at 2**30)
 0x11   TICKS_US     (none)                               u32: ``clock.ticks_us()`` (wraps at 2**30)
 0x12   SLEEP_US     u64: microseconds                    (none); the virtual clock advanced by that
@@ -57,6 +64,17 @@ with a 21-byte trailer: ``u64 NOW, f64 wall_s, u8 wall_trusted, u32 access-point
 generation`` (it changes whenever the ``wifi`` settings do). So a board keeps its clock
 between requests, sends its sleeps and watchdog feeds with the next request, and re-reads
 the access point only when it changed (``simulators/mpy/simlink.py``).
+
+Posted requests (``OP_POSTED``, 0x40, or-ed into an extended request's op): between the
+16-byte head and the op's own payload come ``u16 length`` and that many bytes of posted
+requests, each ``u8 op, u8 addr, u16 n, u64 lag_us, n bytes of payload``: requests the board
+made earlier whose reply it did not wait for (a rail switch, the watchdog's first arm: ops
+that do not move the clock). The server performs them first, in order, each as an extended
+request without a deadline (``lag_us`` slept, then the op), then the head's deadline, lag
+and op as above. A posted request that does not answer OK (an error, or a watchdog that
+fires on its way) is the reply, and the request's own op is not performed. So a wake's rail
+switches and watchdog arm cost no round trip, yet reach the simulated parts at the board's
+time and in the board's order.
 
 CONTROL methods are the ``LocalRig`` methods ``setup``, ``fault``, ``clear_faults``,
 ``set_truth``, ``power``, ``recover``, ``counters``, ``attr``, ``advance_s``, ``now_s``, ``wall``
@@ -123,39 +141,44 @@ code   name              payload and what the client raises
 ``where`` is ``file:line`` of the innermost frame that raised, for debugging.
 
 Use: ``with SimServer() as srv:`` then run ``micropython`` with ``CIVICEDGE_SIM=srv.address``
-(``"127.0.0.1:PORT"``) in its environment. ``srv.rig`` is the hosted rig; hold ``srv.lock``
+(``"unix:PATH"``; ``"127.0.0.1:PORT"`` works too) in its environment. ``srv.rig`` is the hosted rig; hold ``srv.lock``
 to touch it while clients are connected. From a shell: ``python -m simulators.i2c_server``.
 """
 
-import errno
 import json
+import os
 import select
+import shutil
 import socket
-import struct
+import tempfile
 import threading
 
-from simulators.i2c import UnknownCommand
 from simulators.i2c_board import (  # noqa: F401  (the protocol's numbers, re-exported)
-    CAUSE_NAMES, EXT_HEAD, MAX_PAYLOAD, OP_BOOT_AT, OP_CONTROL, OP_EXT, OP_HALT, OP_NOW, OP_READ, OP_SCAN,
-    OP_SLEEP_US, OP_TICKS_MS, OP_TICKS_US, OP_WALL, OP_WDT, OP_WRITE, REQUEST, RESPONSE, ST_ERROR, ST_OK,
-    ST_OSERROR, ST_UNKNOWN_COMMAND, ST_WDT_RESET, TRAILER, BoardRequests, Node, WDTFired, error_body)
-from simulators.i2c_control import WIFI_DEFAULTS, AccessPoint, ControlMethods, ProtocolError
+    CAUSE_NAMES, EXT_HEAD, MAX_PAYLOAD, OP_BOOT_AT, OP_CONTROL, OP_EXT, OP_HALT, OP_NOW, OP_POSTED, OP_READ,
+    OP_READ_MEM, OP_SCAN, OP_SLEEP_US, OP_TICKS_MS, OP_TICKS_US, OP_WALL, OP_WDT, OP_WRITE, POSTED, REQUEST,
+    RESPONSE, ST_ERROR, ST_OK, ST_OSERROR, ST_UNKNOWN_COMMAND, ST_WDT_RESET, TRAILER, BoardRequests, Node,
+    WDTFired, error_body)
+from simulators.i2c_control import WIFI_DEFAULTS, AccessPoint, ControlMethods
 from simulators.rig import LocalRig
 
 
 class SimServer(BoardRequests, ControlMethods):
-    """A ``LocalRig`` served on ``host``:``port`` (port 0: a free one). A context manager.
+    """A ``LocalRig`` served on ``host``:``port`` (port 0: a free one) and, with ``unix``, on
+    a Unix socket in a temporary directory of its own (removed by ``stop``). A context manager.
 
     One thread accepts connections, one thread serves each; every request runs under
     ``self.lock``. ``stop()`` closes every connection and joins the threads.
     """
 
-    def __init__(self, rig=None, host="127.0.0.1", port=0):
+    def __init__(self, rig=None, host="127.0.0.1", port=0, unix=True):
         self.rig = rig if rig is not None else LocalRig()
         self.lock = threading.Lock()
         self._host = host
         self._port = port
+        self._unix = unix and hasattr(socket, "AF_UNIX")
         self._listener = None
+        self._unix_listener = None
+        self._unix_dir = None
         self._wake_r = self._wake_w = None
         self._threads = []
         self._conns = set()
@@ -186,11 +209,25 @@ class SimServer(BoardRequests, ControlMethods):
 
     @property
     def address(self):
-        """``"host:port"``, the value for ``CIVICEDGE_SIM``."""
+        """The value for ``CIVICEDGE_SIM``: ``"unix:PATH"`` (a Unix socket, cheaper a round
+        trip than loopback TCP) when the server has one, else ``"host:port"``; the TCP
+        listener is there either way (``tcp_address``: for a board started by hand)."""
+        if self._unix_listener is not None:
+            return "unix:" + self._unix_listener.getsockname()
+        return self.tcp_address
+
+    @property
+    def tcp_address(self):
+        """``"host:port"``."""
         return "%s:%d" % (self._host, self.port)
 
     def start(self):
         self._listener = socket.create_server((self._host, self._port))
+        if self._unix:
+            self._unix_dir = tempfile.mkdtemp(prefix="civicedge-sim-")
+            self._unix_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._unix_listener.bind(os.path.join(self._unix_dir, "s"))
+            self._unix_listener.listen()
         self._wake_r, self._wake_w = socket.socketpair()
         t = threading.Thread(target=self._accept_loop, name="sim-i2c-accept", daemon=True)
         t.start()
@@ -213,8 +250,11 @@ class SimServer(BoardRequests, ControlMethods):
                 pass
         for t in self._threads[1:]:
             t.join(timeout_s)
-        for s in (self._listener, self._wake_r, self._wake_w):
-            s.close()
+        for s in (self._listener, self._unix_listener, self._wake_r, self._wake_w):
+            if s is not None:
+                s.close()
+        if self._unix_dir is not None:
+            shutil.rmtree(self._unix_dir, ignore_errors=True)
 
     def __enter__(self):
         return self.start()
@@ -223,18 +263,24 @@ class SimServer(BoardRequests, ControlMethods):
         self.stop()
 
     def _accept_loop(self):
+        listeners = [s for s in (self._listener, self._unix_listener) if s is not None]
         while not self._stopping:
-            ready, _, _ = select.select([self._listener, self._wake_r], [], [])
+            ready, _, _ = select.select(listeners + [self._wake_r], [], [])
             if self._wake_r in ready or self._stopping:
                 return
-            conn, _ = self._listener.accept()
+            for listener in ready:
+                self._accept(listener)
+
+    def _accept(self, listener):
+        conn, _ = listener.accept()
+        if listener is self._listener:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self.lock:
-                self._conns.add(conn)
-                self.nodes[conn] = Node()
-            t = threading.Thread(target=self._serve, args=(conn,), name="sim-i2c-conn", daemon=True)
-            self._threads.append(t)
-            t.start()
+        with self.lock:
+            self._conns.add(conn)
+            self.nodes[conn] = Node()
+        t = threading.Thread(target=self._serve, args=(conn,), name="sim-i2c-conn", daemon=True)
+        self._threads.append(t)
+        t.start()
 
     def _serve(self, conn):
         # One buffer per connection, read into in place (no file object, one recv per request
@@ -279,75 +325,6 @@ class SimServer(BoardRequests, ControlMethods):
                 self.nodes.pop(conn, None)
             conn.close()
 
-    # -- requests ----------------------------------------------------------------------------
-    def handle(self, op, addr, payload, node=None):
-        """Answer one request from ``node`` (a ``Node``; None: no watchdog):
-        ``(status, response payload)``. Never raises."""
-        try:
-            if node is not None:
-                self._check_watchdog(node, op, payload)
-            out = self._dispatch(op, addr, payload, node)
-            if len(out) > MAX_PAYLOAD:
-                raise ProtocolError("response of %d bytes exceeds %d" % (len(out), MAX_PAYLOAD))
-            return ST_OK, out
-        except WDTFired as e:
-            return ST_WDT_RESET, struct.pack(">Q", e.at_us)
-        except OSError as e:
-            return ST_OSERROR, errno.errorcode.get(e.errno, "EIO").encode()
-        except UnknownCommand as e:
-            return ST_UNKNOWN_COMMAND, error_body(e)
-        except Exception as e:  # a bug, surfaced to the client as SimError
-            return ST_ERROR, error_body(e)
-
-    def _dispatch(self, op, addr, payload, node=None):
-        rig = self.rig
-        if op == OP_WRITE:
-            return struct.pack(">H", rig.bus.writeto(addr, payload))
-        if op == OP_READ:
-            buf = bytearray(self._unpack(">H", payload)[0])
-            rig.bus.readfrom_into(addr, buf)
-            return bytes(buf)
-        if op == OP_SCAN:
-            return bytes(rig.bus.scan())
-        if op == OP_TICKS_MS:
-            return struct.pack(">I", rig.clock.ticks_ms())
-        if op == OP_TICKS_US:
-            return struct.pack(">I", rig.clock.ticks_us())
-        if op == OP_SLEEP_US:
-            rig.clock.advance_us(self._unpack(">Q", payload)[0])
-            return b""
-        if op == OP_WALL:
-            return struct.pack(">dB", rig.clock.wall_s(), bool(rig.clock.wall_trusted()))
-        if op == OP_NOW:
-            return struct.pack(">QdB", rig.clock.now_us, rig.clock.wall_s(), bool(rig.clock.wall_trusted()))
-        if op == OP_BOOT_AT:
-            at_us, cause = self._unpack(">QB", payload)
-            if at_us > rig.clock.now_us:
-                rig.clock.advance_us(at_us - rig.clock.now_us)
-            if node is not None:
-                if cause != 0:
-                    node.wdt_deadline_us = None
-                name = CAUSE_NAMES.get(cause, str(cause))
-                node.boots[name] = node.boots.get(name, 0) + 1
-            return struct.pack(">Q", rig.clock.now_us)
-        if op == OP_WDT:
-            if node is None:
-                raise ProtocolError("WDT is per connection")
-            node.wdt_deadline_us = rig.clock.now_us + self._unpack(">I", payload)[0] * 1000
-            return b""
-        if op == OP_HALT:
-            return b""  # no watchdog armed (an armed one fired in _check_watchdog)
-        if op == OP_CONTROL:
-            return json.dumps(self._control(payload)).encode()
-        raise ProtocolError("unknown op 0x%02X" % op)
-
-    @staticmethod
-    def _unpack(fmt, payload):
-        try:
-            return struct.unpack(fmt, payload)
-        except struct.error:
-            raise ProtocolError("payload %r does not match %s" % (bytes(payload), fmt)) from None
-
 
 def main(argv=None):
     """Serve a rig until interrupted: ``python -m simulators.i2c_server [PORT] [DEVICES_JSON]``."""
@@ -358,7 +335,7 @@ def main(argv=None):
     with SimServer(port=port) as srv:
         if len(argv) > 1:
             srv.rig.setup(json.loads(argv[1]))
-        print("CIVICEDGE_SIM=%s" % srv.address, flush=True)
+        print("CIVICEDGE_SIM=%s" % srv.tcp_address, flush=True)
         try:
             threading.Event().wait()
         except KeyboardInterrupt:

@@ -19,12 +19,22 @@ class SimSMBus(SMBus):
         self.sim_bus = sim_bus
 
     def i2c_rdwr(self, *i2c_msgs):
-        for msg in i2c_msgs:
+        """The messages of one combined transaction: a one-byte write then a read of the same
+        address is the bus's ``readfrom_mem_into`` (a repeated START between them); other
+        messages go one by one."""
+        msgs = list(i2c_msgs)
+        while msgs:
+            msg = msgs.pop(0)
             try:
                 if msg.flags & I2C_M_RD:
                     buf = bytearray(msg.len)
                     self.sim_bus.readfrom_into(msg.addr, buf)
                     copy_into_msg(msg, buf)
+                elif msg.len == 1 and msgs and msgs[0].flags & I2C_M_RD and msgs[0].addr == msg.addr:
+                    read = msgs.pop(0)
+                    buf = bytearray(read.len)
+                    self.sim_bus.readfrom_mem_into(msg.addr, bytes(msg)[0], buf)
+                    copy_into_msg(read, buf)
                 else:
                     self.sim_bus.writeto(msg.addr, bytes(msg))
             except OSError as e:

@@ -29,12 +29,14 @@ simulator's virtual clock (``simclock``). Those live in ``simchip`` and load on 
 import sys
 
 import simlink
-from simlink import OP_READ, OP_SCAN, OP_WRITE
+from simlink import OP_READ, OP_READ_MEM, OP_SCAN, OP_WRITE
 
 _SCL_PINS = set()  # pin ids some I2C bus uses as SCL
 _pulses = {}  # SCL pin id -> rising edges driven as a GPIO since the last recovery
 _RECOVERY_PULSES = 9
 _len = bytearray(2)  # READ's u16 length, refilled per read (simlink.call copies it at once)
+_mem = bytearray(3)  # READ_MEM's register address and u16 length, likewise
+_ack = bytearray(2)  # WRITE's reply (u16 bytes ACKed), read into in place
 
 
 def _length(n):
@@ -60,8 +62,8 @@ class I2C:
 
     def writeto(self, addr, buf, stop=True):
         """Write ``buf`` to ``addr``; returns the number of bytes ACKed. ``OSError`` on failure."""
-        r = simlink.call(OP_WRITE, addr, buf)
-        return r[0] << 8 | r[1]
+        simlink.call(OP_WRITE, addr, buf, _ack)
+        return _ack[0] << 8 | _ack[1]
 
     def writevto(self, addr, vector, stop=True):
         """Write the buffers of ``vector`` as one transaction; returns the bytes ACKed."""
@@ -74,6 +76,15 @@ class I2C:
     def readfrom(self, addr, nbytes, stop=True):
         """Read ``nbytes`` from ``addr``; returns bytes. ``OSError`` on failure."""
         return simlink.call(OP_READ, addr, _length(nbytes))
+
+    def readfrom_mem_into(self, addr, memaddr, buf, *, addrsize=8):
+        """Read ``len(buf)`` bytes of register ``memaddr`` from ``addr`` into ``buf``: the
+        register address written, a repeated START, the read (one request). ``OSError``."""
+        if addrsize != 8:
+            raise ValueError("addrsize")
+        _mem[0] = memaddr  # (the port's: the low 8 bits)
+        _mem[1:] = _length(len(buf))
+        simlink.call(OP_READ_MEM, addr, _mem, buf)
 
     def scan(self):
         """The 7-bit addresses that ACK, ascending."""

@@ -1,6 +1,7 @@
 """The MicroPython side of the simulator socket (the protocol is documented once, in
 ``simulators/i2c_server.py``): one connection per interpreter, to the address in the
-``CIVICEDGE_SIM`` environment variable (``"127.0.0.1:PORT"``), opened on first use.
+``CIVICEDGE_SIM`` environment variable (``"unix:PATH"``, a Unix socket, or
+``"127.0.0.1:PORT"``), opened on first use.
 
 ``call(op, addr, payload)`` sends one request and returns the OK payload, or raises what
 the status says: ``OSError(errno.<name>)`` for a bus failure (as ``machine.I2C`` on the
@@ -26,9 +27,15 @@ known here and nothing needs asking:
   write to a UART, where the far end must see this board's time;
 - the watchdog is kept here too (``wdt``): a feed moves the deadline that the next request
   carries; a sleep or a clock read past the deadline is sent at once, and the server fires
-  the watchdog exactly where it did when every feed and clock read was a request.
+  the watchdog exactly where it did when every feed and clock read was a request;
+- a request whose reply nothing waits for and that does not move the clock (the watchdog's
+  first arm, a rail switch: ``simrail``) is *posted* (``post``): kept with the sleep before
+  it, and sent ahead of the next request's op, which the server performs after it
+  (``OP_POSTED``), so the parts see it at this board's time, in this board's order.
 
-``strict = True`` (the REPL agent) sends every sleep, clock read and feed as it happens.
+Each reply is read in two reads: its 3-byte head, then its payload and trailer together (a
+payload over ~40 bytes on its own). ``strict = True`` (the REPL agent) sends every sleep,
+clock read, feed and posted request as it happens.
 """
 
 import errno
@@ -42,6 +49,7 @@ from micropython import const
 OP_WRITE = const(0x01)
 OP_READ = const(0x02)
 OP_SCAN = const(0x03)
+OP_READ_MEM = const(0x04)
 OP_TICKS_MS = const(0x10)
 OP_TICKS_US = const(0x11)
 OP_SLEEP_US = const(0x12)
@@ -51,6 +59,7 @@ OP_BOOT_AT = const(0x15)
 OP_WDT = const(0x16)
 OP_HALT = const(0x17)
 OP_CONTROL = const(0x20)
+OP_POSTED = const(0x40)
 OP_EXT = const(0x80)
 
 _ST_OK = const(0x00)
@@ -95,11 +104,21 @@ _WDT_RESET = const(3)  # machine.WDT_RESET (the ESP32 port's numbering)
 
 _sock = None
 _head = bytearray(3)
-# The last OK/OSERROR reply's trailer (NOW, wall, trusted, generation). Decoded into small
-# ints in place; the wall float only when asked for (``wall``): nothing the shim allocates
-# per reply outlives the reply, since objects it kept between the firmware's allocations
-# would fragment the firmware's heap (tests/e2e/test_node_heap.py).
-_tail = bytearray(_TRAILER)
+# A reply after its 3-byte head: its payload and trailer are read in one piece into ``_rx``
+# when they fit (two reads a reply), else the payload on its own and the trailer into
+# ``_rx``'s start. The last OK/OSERROR reply's trailer (NOW, wall, trusted, generation) stays
+# at ``_rx[_toff:]``, decoded into small ints in place; the wall float only when asked for
+# (``wall``): nothing the shim allocates per reply outlives the reply, since objects it kept
+# between the firmware's allocations would fragment the firmware's heap
+# (tests/e2e/test_node_heap.py).
+_RX = const(64)
+_rx = bytearray(_RX)
+_toff = 0
+# Posted requests (``post``) not sent yet: ``_npost`` bytes of ``u8 op, u8 addr, u16 n,
+# u64 lag_us, payload`` records, in a buffer of its own (kept, never regrown)
+_POST = const(80)
+_post = bytearray(_POST)
+_npost = 0
 strict = False
 # The clock as the last reply left it, and what is not sent yet (module docstring).
 _valid = False
@@ -125,10 +144,14 @@ def connect(address=None):
         if not address:
             raise SimError("CIVICEDGE_SIM is not set: start simulators.i2c_server and set "
                            "CIVICEDGE_SIM=127.0.0.1:PORT")
-        host, port = address.rsplit(":", 1)
-        s = socket.socket()
-        s.connect(socket.getaddrinfo(host, int(port))[0][-1])
-        s.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+        if address.startswith("unix:"):  # sockaddr_un: the family (native u16), the path
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(struct.pack("H", socket.AF_UNIX) + address[5:].encode() + b"\0")
+        else:
+            host, port = address.rsplit(":", 1)
+            s = socket.socket()
+            s.connect(socket.getaddrinfo(host, int(port))[0][-1])
+            s.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
         _sock = s
     return _sock
 
@@ -160,13 +183,20 @@ def call(op, addr=0, payload=b"", into=None, lag=None):
 
     Raises ``OSError`` (bus failure), ``UnknownCommand`` or ``SimError`` (see the module).
     """
-    global _lag, _wdt_sent, _valid, _now, gen, _wdt_ms
+    global _lag, _wdt_sent, _valid, _now, gen, _wdt_ms, _toff, _npost
     s = _sock or connect()
     n = len(payload)
-    req = bytearray(20 + n)
-    struct.pack_into(">BBHQQ", req, 0, op | OP_EXT, addr, n + 16, _lag if lag is None else lag,
-                     0 if _wdt_sent else _wdt_at)
-    req[20:] = payload
+    m = _npost
+    h = 22 + m if m else 20
+    req = bytearray(h + n)
+    struct.pack_into(">BBHQQ", req, 0, op | OP_EXT | (OP_POSTED if m else 0), addr, h - 4 + n,
+                     _lag if lag is None else lag, 0 if _wdt_sent else _wdt_at)
+    if m:
+        req[20] = m >> 8
+        req[21] = m & 0xFF
+        req[22:h] = memoryview(_post)[:m]
+        _npost = 0
+    req[h:] = payload
     _lag = 0
     _wdt_sent = True
     counts[0] += 1
@@ -191,24 +221,39 @@ def call(op, addr=0, payload=b"", into=None, lag=None):
         body = s.read(n) if n else b""
         raise SimError("the simulator closed the connection" if len(body) < n else
                        "a reply of %d bytes without the clock (a server older than this shim?)" % n)
-    n -= _TRAILER
-    body = None
-    if status == _ST_OK and into is not None and n == len(into):
-        _read_exact(s, into)
-    elif n:
-        body = s.read(n)
-        if len(body) < n:
-            raise SimError("the simulator closed the connection")
     _valid = False  # until the trailer is whole (wall() reads it in place)
-    _read_exact(s, _tail)
-    _now = u64(_tail)
-    gen = _tail[17] << 24 | _tail[18] << 16 | _tail[19] << 8 | _tail[20]
+    body = None
+    k = n - _TRAILER  # the payload's bytes
+    if n <= _RX:
+        if s.readinto(_rx, n) != n:  # (the stream's readinto reads all n, but at the end)
+            raise SimError("the simulator closed the connection")
+        if status == _ST_OK and into is not None and k == len(into):
+            i = 0
+            while i < k:
+                into[i] = _rx[i]
+                i += 1
+        elif k:
+            body = bytes(_rx[:k])
+        t = k
+    else:
+        if status == _ST_OK and into is not None and k == len(into):
+            _read_exact(s, into)
+        else:
+            body = s.read(k)
+            if len(body) < k:
+                raise SimError("the simulator closed the connection")
+        if s.readinto(_rx, _TRAILER) != _TRAILER:
+            raise SimError("the simulator closed the connection")
+        t = 0
+    _toff = t
+    _now = u64(_rx, t)
+    gen = _rx[t + 17] << 24 | _rx[t + 18] << 16 | _rx[t + 19] << 8 | _rx[t + 20]
     _valid = True
     if status == _ST_OSERROR:
         raise OSError(getattr(errno, body.decode(), errno.EIO))
     if into is not None:
-        if body is not None or n != len(into):
-            raise SimError("expected %d bytes, the simulator sent %d" % (len(into), n))
+        if body is not None or k != len(into):
+            raise SimError("expected %d bytes, the simulator sent %d" % (len(into), k))
         return None
     return body or b""
 
@@ -224,6 +269,26 @@ def u64(b, i=0):
 def control(method, *args):
     """Call a rig method in the server (see its CONTROL op); returns its JSON result."""
     return json.loads(call(OP_CONTROL, 0, json.dumps([method, args]).encode()))
+
+
+def post(op, payload):
+    """A request whose reply nothing here waits for (a rail switch, the watchdog's first arm)
+    and that does not move the clock: kept, with the sleep not sent yet before it, to go
+    ahead of the next request's op (the server performs it first, at this board's time then:
+    i2c_server's ``OP_POSTED``). Sent at once (``call``) if strict, if the clock is unknown,
+    if a watchdog feed is not sent yet or the watchdog would fire, or if there is no room.
+    A posted request's error is raised by the request it goes with."""
+    global _lag, _now, _npost
+    n = len(payload)
+    m = _npost
+    if strict or not _valid or not _wdt_sent or _fired() or m + 12 + n > _POST:
+        call(op, 0, payload)
+        return
+    struct.pack_into(">BBHQ", _post, m, op, 0, n, _lag)
+    _post[m + 12:m + 12 + n] = payload
+    _npost = m + 12 + n
+    _now += _lag  # where the server's clock will be when it performs it
+    _lag = 0
 
 
 # -- the board's clock (module docstring) ---------------------------------------------------
@@ -245,11 +310,11 @@ def now_us():
 def wall():
     """``(simulator wall seconds, trusted)`` on this board's clock: the server's, as of a
     request with nothing left to send (its float sum is the server's own, to the last bit)."""
-    if _lag:
+    if _lag or _npost:
         sleep()
     else:
         _sync()
-    return struct.unpack_from(">d", _tail, 8)[0], _tail[16] != 0
+    return struct.unpack_from(">d", _rx, _toff + 8)[0], _rx[_toff + 16] != 0
 
 
 def advance(us):
@@ -271,8 +336,9 @@ def sleep(us=0):
 
 
 def flush():
-    """Send the sleep not sent yet (before a real wait, or a write a far end timestamps)."""
-    if _lag:
+    """Send the sleep and the posted requests not sent yet (before a real wait, or a write a
+    far end timestamps)."""
+    if _lag or _npost:
         sleep()
 
 
@@ -302,7 +368,7 @@ def wdt(timeout_ms):
     """Arm or feed the watchdog: it fires ``timeout_ms`` from now."""
     global _wdt_ms, _wdt_at, _wdt_sent
     if strict or not _wdt_ms:
-        call(OP_WDT, 0, struct.pack(">I", timeout_ms))
+        post(OP_WDT, struct.pack(">I", timeout_ms))  # armed when the server performs it
         _wdt_ms = timeout_ms
         _wdt_at = _now + timeout_ms * 1000
         return

@@ -7,12 +7,13 @@ The pin that gates the rail powers every simulated part while it is an output at
 on level, and nothing while it floats (an input, open-drain high, or the pad's reset state
 after a chip reset: the switch's gate resistor keeps the rail off, as on the reference board's
 P-MOSFET with its gate pull-up). Each change of the rail is one CONTROL ``power``
-``[null, "off"|"on"]`` (``simulators.rig.LocalRig.power``: every part on the bus), sent with
-the board's clock (the sleep not yet sent goes first), so the parts lose their state and come
-up in their power-on state (the models' ``reset_state`` and power-up time) when the real ones
-would; a stuck bus a part holds (``released_by_power``) lets go with its power. Nothing is
-sent while the rail stays as it is. ``Pin(id)`` on the rail's pad finds its mode and output
-level as the last ``Pin`` left them (one pad, as on the chip).
+``[null, "off"|"on"]`` (``simulators.rig.LocalRig.power``: every part on the bus), posted
+(``simlink.post``: it goes ahead of the next request, at the board's time then, with no round
+trip of its own), so the parts lose their state and come up in their power-on state (the
+models' ``reset_state`` and power-up time) when the real ones would; a stuck bus a part
+holds (``released_by_power``) lets go with its power. Nothing is sent while the rail stays
+as it is. ``Pin(id)`` on the rail's pad finds its mode and output level as the last ``Pin``
+left them (one pad, as on the chip).
 
 Resets: ``config`` wraps ``machine.deepsleep`` and ``machine._boot`` too. A deep sleep lets
 the pad float, so the rail goes off as the board goes to sleep, unless the pin is held
@@ -76,10 +77,14 @@ def _mode(self, mode=None):
     self.init(mode)
 
 
+_ON = b'["power", [null, "on"]]'  # CONTROL power for every part on the bus (LocalRig.power)
+_OFF = b'["power", [null, "off"]]'
+
+
 def _power(on):
     if _rail[5] is not on:
         _rail[5] = on
-        simlink.control("power", None, "on" if on else "off")
+        simlink.post(simlink.OP_CONTROL, _ON if on else _OFF)  # goes with the next request
 
 
 def _changed(p, hold):

@@ -95,11 +95,12 @@ class UART:
         _uarts.append(self)
         self._count = _counts.get(path)
         self._quiet = None  # [bytes written, due µs]: nothing comes before due unless we write
-        peer = simlink.control("uart_peer", self.id)
-        if peer is None:
-            self._count = None
-        elif self._count is None:  # the first open in this process: count from the peer's view
-            self._count = _counts[path] = list(peer)
+        if self._count is None:  # the first open in this process: count from the peer's view
+            # (a peer, once there, is there for the process's life: later opens, a deep-sleep
+            # wake's among them, ask nothing)
+            peer = simlink.control("uart_peer", self.id)
+            if peer is not None:
+                self._count = _counts[path] = list(peer)
 
     def deinit(self):
         if self._f is not None:

@@ -32,6 +32,40 @@ def check_write_then_read_back(rig):
     assert bytes(rig.bus.readfrom(_A, 2)) == bytes([0xAD, 0xBE])
 
 
+def check_register_read_in_one_transaction(rig):
+    rig.setup([_echo()], bus={"freq_hz": 100000})
+    rig.bus.writeto(_A, bytes([3, 0xDE, 0xAD, 0xBE]))
+    s0 = rig.now_s()
+    buf = bytearray(3)
+    rig.bus.readfrom_mem_into(_A, 4, buf)  # pointer 4, repeated START, 3 bytes
+    assert buf == bytearray([0xAD, 0xBE, 0]), buf
+    # address + pointer, then address + 3 bytes: 6 bytes of 9 bit-times at 10 us
+    assert close(rig.now_s() - s0, 540e-6, 1e-9), rig.now_s() - s0
+    rig.bus.readfrom_mem_into(_A, 3, buf)
+    assert buf == bytearray([0xDE, 0xAD, 0xBE]), buf
+    e = raises(OSError, rig.bus.readfrom_mem_into, 0x30, 0, bytearray(2))
+    assert e.errno == errno.ENODEV, e
+    rig.fault(_A, {"kind": "nack"})
+    e = raises(OSError, rig.bus.readfrom_mem_into, _A, 3, bytearray(2))
+    assert e.errno == errno.ENODEV, e
+    assert rig.counters(_A)["nacks"] == 1
+
+
+def check_long_reads_whole(rig):
+    data = bytes(range(200))
+    rig.setup([_echo(size=256, initial=list(data))])
+    rig.bus.writeto(_A, bytes([0]))
+    buf = bytearray(200)
+    rig.bus.readfrom_into(_A, buf)
+    assert bytes(buf) == data
+    buf = bytearray(150)
+    rig.bus.readfrom_mem_into(_A, 10, buf)
+    assert bytes(buf) == data[10:160]
+    buf = bytearray(3)
+    rig.bus.readfrom_mem_into(_A, 5, buf)
+    assert bytes(buf) == data[5:8]
+
+
 def check_missing_device_nacks_with_enodev(rig):
     rig.setup([_echo()])
     e = raises(OSError, rig.bus.writeto, 0x30, b"\x00")

@@ -200,7 +200,7 @@ def test_errors_that_are_not_bus_faults_raise_sim_error():
         rig.setup([{"model": "echo", "address": 0x20, "size": 2}])
         out = []
         for fn, args in ((rig.bus.writeto, (0x20, b"\\x09")), (rig.fault, (0x55, {"kind": "nack"})),
-                         (simlink.call, (0x7F,))):
+                         (simlink.call, (0x3F,))):
             try:
                 fn(*args)
                 out.append(None)
@@ -211,7 +211,7 @@ def test_errors_that_are_not_bus_faults_raise_sim_error():
     unknown, rig_error, bad_op = r
     assert unknown[:3] == ["UnknownCommand", True, False] and "no register 0x09" in unknown[3]
     assert rig_error[:3] == ["SimError", True, False] and "ValueError: no simulated device at 0x55" in rig_error[3]
-    assert bad_op[:3] == ["SimError", True, False] and "unknown op 0x7F" in bad_op[3]
+    assert bad_op[:3] == ["SimError", True, False] and "unknown op 0x3F" in bad_op[3]
 
 
 def test_micropython_runs_on_the_servers_virtual_time():
@@ -259,7 +259,7 @@ def test_the_boards_clock_keeps_its_sleeps_and_feeds_for_the_next_request():
         """, server=srv)
         assert r[:3] == [3000, 0, 3_000_000]
         assert r[3] == 1  # the flush: one request
-        assert r[4] == 2  # arming the watchdog: one more; 20 feeds and sleeps: none
+        assert r[4] == 1  # arming the watchdog (posted), 20 feeds and sleeps: no request
         assert r[5] == [3, 3_000_000 + 18_000_000 + 1_000_000]
         assert srv.rig.clock.now_us == 22_000_000
 

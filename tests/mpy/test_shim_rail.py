@@ -99,7 +99,7 @@ def test_a_deep_sleep_drops_the_rail_unless_the_pin_is_held(server, tmp_path, ra
     (fw / "main.py").write_text(WAKE_APP % hold)
     server.rig.setup([SPEC])
     args = [str(SHIM / "board.py"), "--flash", str(tmp_path / "flash.img"), "--wakes", "2", "--install", str(fw)]
-    rc, out, err = run_micropython(args + (["--rail", rail] if rail else []), server=server, heapsize="100K")
+    rc, out, err = run_micropython(args + (["--rail", rail] if rail else []), server=server, heapsize="128K")
     assert rc == 0, out + err
     configs = [json.loads(line[4:]) for line in out.splitlines() if line.startswith("APP ")]
     # the first boot finds the part as it was attached; later wakes as the sleep left it

@@ -126,11 +126,12 @@ def test_a_recoverable_stuck_bus_is_recovered_once_and_the_read_retried():
 
 
 # Bus transactions of one cycle once the parts are prepared (each is a round trip to the
-# sensor server in the fleet simulation): NO2 two single-shot conversions of 4 (Config write,
-# Config read where the pointer is, pointer, result) and the TMP117's one-shot (a write, then
-# pointer and result); the sonar 5 pings of 2; the SCD41's waiting sample (command, read).
-@pytest.mark.parametrize("profile,per_cycle", [("street-no2", 11), ("legionella-outlet", 3),
-                                               ("bin-level", 13), ("classroom-co2", 2)])
+# sensor server in the fleet simulation): NO2 two single-shot conversions of 3 (Config write,
+# Config read where the pointer is, pointer and result in one) and the TMP117's one-shot (a
+# write, then pointer and result in one); the sonar 5 pings of 2; the SCD41's waiting sample
+# (command, read).
+@pytest.mark.parametrize("profile,per_cycle", [("street-no2", 8), ("legionella-outlet", 2),
+                                               ("bin-level", 12), ("classroom-co2", 2)])
 def test_a_cycle_costs_few_bus_transactions(profile, per_cycle):
     cfg, clock, env, sims, sampler = node(profile)
     bus = next(iter(sims.values())).bus
@@ -144,11 +145,12 @@ def test_a_cycle_costs_few_bus_transactions(profile, per_cycle):
 def test_a_boot_prepares_the_tmp117_in_a_few_transactions():
     cfg, clock, env, sims, sampler = node("legionella-outlet")  # prepared at its "boot"
     bus = sims["pipe"].bus
-    # Device_ID (pointer, read), Temp_Offset (write), Configuration from the EEPROM's
-    # continuous 8x to shutdown (read, write), then the one-shot (write), pointer and result
-    assert bus.counters["transactions"] == 2 + 1 + 3
+    # Device_ID (a register read: pointer and result in one), Temp_Offset (write),
+    # Configuration from the EEPROM's continuous 8x to shutdown (read, write), then the
+    # one-shot (write) and the result (read)
+    assert bus.counters["transactions"] == 1 + 1 + 2
     (q, v, flag), = sampler.sample()
-    assert bus.counters["transactions"] == 2 + 1 + 3 + 1 + 2 and flag == quality.OK
+    assert bus.counters["transactions"] == 1 + 1 + 2 + 1 + 1 and flag == quality.OK
 
 
 def test_an_scd41_read_before_its_next_sample_waits_for_it():

@@ -73,3 +73,17 @@ def test_bad_address_is_refused_before_the_bus(rig):
     clock, bus, pi = rig
     with pytest.raises(ValueError, match="7-bit"):
         pi.writeto(0x80, b"\x00")
+
+
+def test_a_register_read_is_one_combined_transaction(rig):
+    clock, bus, pi = rig
+    n = bus.counters["transactions"]
+    buf = bytearray(2)
+    pi.readfrom_mem_into(0x48, 0x0F, buf)  # Device_ID (REFERENCE §2.2): write 0F, restart, read 2
+    assert bytes(buf) == b"\x01\x17"
+    assert bus.counters["transactions"] - n == 1
+    with pytest.raises(OSError) as e:
+        pi.readfrom_mem_into(0x30, 0x00, buf)
+    assert e.value.errno == errno.EREMOTEIO
+    with pytest.raises(ValueError, match="memaddr"):
+        pi.readfrom_mem_into(0x48, 0x100, buf)
