@@ -35,19 +35,23 @@ Replay and trimming rules, as pure functions:
     that was not already delivered. An ack for another epoch, or beyond what the node sent
     in this epoch, is refused: it cannot make the node delete unsent data.
 The ack is cumulative, so the node keeps one frame in flight and sends its log in order.
-The node's part (encoding a data frame into a buffer, verifying an ack, ``ack_trims``) is
-``protocol.frame_core``, re-exported here; this module adds the gateway's.
+The node's part is re-exported here: encoding a data frame into a buffer
+(``protocol.frame_core``), verifying an ack and ``ack_trims`` (``protocol.frame_ack_core``),
+the layout both share (``protocol.frame_wire``); this module adds the gateway's.
 Runs on MicroPython and CPython.
 """
 
 import struct
 
-from protocol import auth, frame_core
+from protocol import auth
+from protocol.frame_ack_core import Ack as _NodeAck
+from protocol.frame_ack_core import FrameError, ack_trims, decode_ack, verify  # noqa: F401 (re-exported)
 from protocol.frame_core import (  # noqa: F401 (re-exported: the node's part)
-    _ACK_FIXED, _DATA_FIXED, _DIR_DOWN, _DIR_UP, _MAC_DOMAIN, _U32, DEFAULT_TAG_LEN, MAX_COUNT,
-    MAX_DEVICE_ID, MAX_FRAME_BYTES, MIN_KEY_LEN, TYPE_ACK, TYPE_DATA, VERSION, FrameError,
-    _check_data, _check_key, _check_tag_len, _check_u32, _id_ok, ack_trims, check_device_id,
-    data_frame_len, decode_ack, encode_data_into, seal_data_into, verify)
+    _U32, MAX_COUNT, MIN_KEY_LEN, _check_data, _check_key, _check_u32, check_device_id, data_frame_len,
+    encode_data_into, seal_data_into)
+from protocol.frame_wire import (  # noqa: F401 (re-exported: what both halves share)
+    _ACK_FIXED, _DATA_FIXED, _DIR_DOWN, _DIR_UP, _MAC_DOMAIN, DEFAULT_TAG_LEN, MAX_DEVICE_ID, MAX_FRAME_BYTES,
+    TYPE_ACK, TYPE_DATA, VERSION, _check_tag_len, _id_ok)
 
 NEW = "new"
 DUPLICATE = "duplicate"
@@ -81,13 +85,13 @@ class DataFrame:
             self.device_id, self.boot_epoch, self.first_seq, self.count, len(self.payload))
 
 
-class Ack(frame_core.Ack):
+class Ack(_NodeAck):
     """A verified ack: the gateway has committed ``device_id``'s records of ``boot_epoch``
-    through ``seq_through``. ``frame_core.decode_ack`` (the node's) gives the base class, with
+    through ``seq_through``. ``frame_ack_core.decode_ack`` (the node's) gives the base class, with
     the same fields; ``ack_trims`` takes either."""
 
     def __eq__(self, other):
-        return (isinstance(other, frame_core.Ack) and self.device_id == other.device_id
+        return (isinstance(other, _NodeAck) and self.device_id == other.device_id
                 and self.boot_epoch == other.boot_epoch and self.seq_through == other.seq_through)
 
     def __repr__(self):

@@ -4,10 +4,14 @@ two-line stub that calls ``main()`` here at every reset: this module ships preco
 (``app/main.mpy``), so the node compiles no source at boot — compiling was the boot's heap
 peak (docs/benchmarks.md, heap).
 
-Order: validate the configuration once (a bad file is reported, never looped on) → persistent
-state: a new boot epoch before anything is logged, except on a deep-sleep wake (or a restart
-for a configuration change) whose RTC memory says where the epoch's seqs stood
-(``NodeState.resume``) → the sensor rail, buses, sensors, link → wake cycles; between cycles
+Order: validate the configuration once (a bad file is reported, never looped on) → the
+watchdog and the link, made before anything else is loaded, while the heap is still in one
+piece (an MQTT node's TLS context and frame buffer need blocks of 1-3 KB that the later
+loading would leave in pieces: docs/benchmarks.md, heap); making a link talks to no device and
+reads no state (a UART is configured, a CA file read; the link opens in the wake cycle) →
+persistent state: a new boot epoch before anything is logged, except on a deep-sleep wake (or
+a restart for a configuration change) whose RTC memory says where the epoch's seqs stood
+(``NodeState.resume``) → the sensor rail, buses, sensors → wake cycles; between cycles
 deep sleep (battery: RTC memory carries ``Node.persist``) or light sleep (mains: the loop goes
 on). The watchdog is fed around every step that can block.
 
@@ -147,6 +151,9 @@ def main():
     collect_deep()  # the validator, released by configure, really goes (app/startup.py)
 
     wdt = machine.WDT(timeout=cfg["watchdog_ms"])
+    from app import hw
+
+    link = _make_link(cfg, secrets, clock, wdt.feed, root, hw)  # first: the heap is in one piece (docstring)
     from app.state import NodeState
     from app.store import RecordLog
 
@@ -165,8 +172,6 @@ def main():
 
     deep = cfg["power"]["sleep"] == "deep"
     sensor_clock = NappingClock(machine.lightsleep) if deep else clock
-    from app import hw
-
     rail = hw.Rail(cfg, sensor_clock.sleep_ms) if cfg.get("rail") else None
     if rail:
         rail.on()
@@ -177,7 +182,6 @@ def main():
     sampler = Sampler(build_sensors(cfg["sensors"], buses, sensor_clock), sensor_clock, cfg["quality"],
                       persist.get("q"), persist.get("sc"), hw.bus_recovery(cfg), rail.cycle if rail else None)
     sampler.prepare(clock.ticks_ms() if cause == machine.PWRON_RESET and not rail and not restarted else None)
-    link = _make_link(cfg, secrets, clock, wdt.feed, root, hw)
     node = Node(cfg, clock, state, log, sampler, link, persist, hw.battery_reader(cfg), wdt.feed)
     opened = False
     spare = 0  # cycles since the last explicit collection, on a mains node with heap to spare

@@ -235,20 +235,35 @@ def test_node_side_end_to_end_with_decode():
 # --- the gateway's replay classification -----------------------------------------------
 
 def test_the_nodes_decode_ack_is_decode_frame_for_acks():
-    # protocol.frame_core (what a node imports) verifies with the same checks as decode_frame
-    from protocol import frame_core
+    # protocol.frame_ack_core (what a node loads to check an ack) verifies with the same checks
+    # as decode_frame
+    from protocol import frame_ack_core, frame_core
 
     ack = bytes.fromhex(GOLDEN_ACK)
-    got = frame_core.decode_ack(ack, KEYS)
+    got = frame_ack_core.decode_ack(ack, KEYS)
     assert (got.device_id, got.boot_epoch, got.seq_through) == (DEV, 7, 44)
     assert frame.decode_frame(ack, KEYS, expect=frame.TYPE_ACK) == got
     assert frame.ack_trims(got, 7, 44) == 44
     for bad, reason in ((bytes.fromhex(GOLDEN_DATA), "type"), (ack[:-1] + bytes([ack[-1] ^ 1]), "bad_tag"),
                         (ack[:20], "short"), (b"\x02" + ack[1:], "version")):
         with pytest.raises(FrameError) as e:
-            frame_core.decode_ack(bad, KEYS)
+            frame_ack_core.decode_ack(bad, KEYS)
         assert e.value.reason == reason
-    assert frame.FrameError is frame_core.FrameError and frame.encode_data_into is frame_core.encode_data_into
+    assert frame.FrameError is frame_ack_core.FrameError and frame.encode_data_into is frame_core.encode_data_into
+
+
+def test_the_nodes_encoding_half_does_not_load_the_ack_half():
+    # a node packing its frames holds frame_core (and the layout it shares), not the ack's code
+    import subprocess
+    import sys
+
+    code = ("import sys; from protocol import frame_core; "
+            "print(sorted(m for m in sys.modules if m.startswith('protocol.frame')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['protocol.frame_core', 'protocol.frame_wire']"
+    code = code.replace("frame_core", "frame_ack_core", 1)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['protocol.frame_ack_core', 'protocol.frame_wire']"
 
 
 def test_classify_new_duplicate_replay():

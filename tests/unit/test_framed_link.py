@@ -107,3 +107,25 @@ def test_a_pack_encoded_in_place_gives_the_same_frames(tmp_path):
         assert link.deliver(log) == len(records) and log.pending_count() == 0
         frames.append([frame.encode_data(KEY, DEV, f.boot_epoch, f.first_seq, f.count, f.payload) for f in link.sent])
     assert frames[0] == frames[1] and len(frames[0]) >= 3
+
+
+def test_the_ack_code_is_loaded_for_the_check_and_released_after_it(tmp_path, monkeypatch):
+    # a node packs without protocol.frame_ack_core in its heap: check_ack loads it and releases
+    # it (drivers.release, which a node does and CPython does only when told), good ack or bad
+    import sys
+
+    import drivers
+    import protocol
+    from protocol import frame_ack_core
+
+    monkeypatch.setattr(drivers, "RELEASE", True)
+    # the modules as they were, put back afterwards (a reloaded module has new exception classes)
+    monkeypatch.setitem(sys.modules, "protocol.frame_ack_core", frame_ack_core)
+    monkeypatch.setattr(protocol, "frame_ack_core", frame_ack_core)
+    log = log_with(tmp_path, [{"t": 1767571200, "values": [["co2_ppm", 600 + i, "ok"]]} for i in range(3)])
+    forged = Peer(lambda f: frame.encode_ack(bytes(16), DEV, f.boot_epoch, f.seq_through))
+    assert forged.deliver(log) == 0 and forged.counters["bad_acks"] == 1
+    assert "protocol.frame_ack_core" not in sys.modules
+    link = Peer(good_ack)
+    assert link.deliver(log) == 3 and log.pending_count() == 0
+    assert "protocol.frame_ack_core" not in sys.modules

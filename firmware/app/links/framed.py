@@ -8,9 +8,10 @@ device key's tag (``protocol.frame``; a node imports only their ``_core`` parts,
 what it uses), and hands the bytes to ``exchange`` (the subclass: write to the UART / publish
 to the broker, then wait for acks). Only an ack that verifies
 with the device key, names this boot epoch and no seq beyond what was sent trims the log
-(``frame.ack_trims``); anything else is counted (``bad_acks``) and ignored. One frame is in
-flight at a time, so a cumulative ack can never trim a frame that was lost. With no good
-ack before ``ack_timeout_ms`` the records stay on flash for the next cycle. A batch whose
+(``ack_trims``; a node loads that half, ``protocol.frame_ack_core``, only to check an ack);
+anything else is counted (``bad_acks``) and ignored. One frame is in flight at a time, so a
+cumulative ack can never trim a frame that was lost. With no good ack before
+``ack_timeout_ms`` the records stay on flash for the next cycle. A batch whose
 frame would exceed ``frame.MAX_FRAME_BYTES`` (big status records after an outage) is halved
 until it fits; the rest goes in the next frame.
 
@@ -28,8 +29,9 @@ the node holds one frame-sized buffer, not two; that buffer grows for a larger f
 frame with it before it connects, docs/mqtt-link.md "Memory").
 """
 
+from drivers import release
 from protocol import cbor
-from protocol import frame_core as frame  # the node's part of protocol.frame
+from protocol import frame_core as frame  # the node's encoding half of protocol.frame
 from protocol import senml_core as senml  # the node's part of protocol.senml
 
 
@@ -114,13 +116,19 @@ class FramedLink:
         return self._key if device_id == self.device_id else None
 
     def check_ack(self, buf, boot_epoch, last_seq):
-        """The seq an incoming frame acks, or None (counted) if it is not a good ack."""
+        """The seq an incoming frame acks, or None (counted) if it is not a good ack. The ack's
+        code (``protocol.frame_ack_core``) is loaded for the check and released after it, so a
+        node does not hold it while it logs and packs (``drivers.release``)."""
         try:
-            ack = frame.decode_ack(buf, self._key_for)
-            return frame.ack_trims(ack, boot_epoch, last_seq)
+            from protocol import frame_ack_core as ack_core
+
+            ack = ack_core.decode_ack(buf, self._key_for)
+            return ack_core.ack_trims(ack, boot_epoch, last_seq)
         except ValueError:
             self.counters["bad_acks"] += 1
             return None
+        finally:
+            release("protocol.frame_ack_core")
 
     def exchange(self, data, boot_epoch, last_seq):
         """Send ``data``; return the acked seq or None. Implemented by each link."""

@@ -91,10 +91,11 @@ _APP = __name__[:__name__.rfind("links.")]  # "app." (or "firmware.app." on CPyt
 # The modules loaded on demand (heap: docs/mqtt-link.md "Memory"): the connection step's (the
 # link's WiFi, backoff, the client's connect and subscription, the client's connection half,
 # TLS, the packets only a connection sends), released after open(), and the client's
-# every-wake half with the packets it decodes and the link's exchange, released after each
-# exchange too, so the node does not hold them while it logs and packs its frames.
+# every-wake half with the packets it decodes, the link's exchange and the ack's half of the
+# frame code (``protocol.frame_ack_core``), released after each exchange too, so the node does
+# not hold them while it logs and packs its frames.
 _CONNECTION = ("links.mqtt_open", "mqtt", "mqtt_connect", "mqtt_tls", "links.mqtt_exchange", "mqtt_io")
-_PROTOCOL = ("protocol.mqtt_packets", "protocol.mqtt_wire")
+_PROTOCOL = ("protocol.mqtt_packets", "protocol.mqtt_wire", "protocol.frame_ack_core")
 POLL_MS = const(100)  # one wait for an ack or for WiFi, on the injected clock
 FEED_MS = const(1000)  # feed the watchdog this often while waiting
 INBOX = const(8)  # acks kept until an exchange looks at them
@@ -118,7 +119,7 @@ def _release_connection():
 # The pack's modules (``FramedLink`` and the protocol stack it loads), which a deep-sleep node
 # releases once its frame is built, before it connects (``_build``)
 _PACK = ("links.framed", "protocol.senml_core", "protocol.quantities_core", "protocol.cbor",
-         "protocol.frame_core", "protocol.auth_core")
+         "protocol.frame_core", "protocol.frame_wire", "protocol.auth_core")
 MAX_BATCHES = const(8)  # frames a wake sends at the most (FramedLink's max_batches)
 
 

@@ -1,9 +1,10 @@
 """The MQTT link's exchange (``MQTTLink.exchange``, ``app/links/mqtt.py``): publish one frame
 and wait for the gateway's authenticated ack, which arrives on the ack topic into the link's
 inbox. The link loads this for each exchange and releases it after, with the client's
-every-wake half (``app.mqtt_io``) and ``protocol.mqtt_wire``, so a node does not hold them
-while it logs and packs its frames (heap: docs/mqtt-link.md "Memory"). What it does is
-described in the link's module docstring. Runs on MicroPython; imports on CPython.
+every-wake half (``app.mqtt_io``), ``protocol.mqtt_wire`` and the ack's half of the frame
+code (``protocol.frame_ack_core``), so a node does not hold them while it logs and packs its
+frames (heap: docs/mqtt-link.md "Memory"). What it does is described in the link's module
+docstring. Runs on MicroPython; imports on CPython.
 """
 
 import errno
@@ -16,7 +17,7 @@ def take_ack(link, boot_epoch, first, last_seq):
     """The seq an ack in ``link``'s inbox lets it trim through, or None. Authentic acks for
     records already trimmed (another epoch, or below this frame) are stale, not forged
     (``stale_acks``); anything else that is not a good ack is counted in ``bad_acks``."""
-    from protocol.frame_core import decode_ack
+    from protocol.frame_ack_core import decode_ack  # released with the exchange (mqtt._PROTOCOL)
 
     def key_for(device_id):
         return link._key if device_id == link.device_id else None
