@@ -6,9 +6,15 @@ configuration and 0600 secrets), in its own process, on the fleet's virtual cloc
 A process of its own, so a power cut is a real SIGKILL (SQLite's journal and the outbox's
 recovery are what is tested) and the agent gets the second CPU core.
 
-``CLOCK_FILE`` is the fleet's ``Timeline`` published by the runner: 16 bytes, little-endian,
-``u64`` the global virtual time (µs since the scenario's start) and ``f64`` this gateway's
-wall clock offset (s: a clock-jump fault). The
+``CLOCK_FILE`` is the fleet's ``Timeline`` published by the runner: 24 bytes, a sequence
+byte, 7 bytes of padding, then little-endian ``u64`` the global virtual time (µs since the
+scenario's start) and ``f64`` this gateway's wall clock offset (s: a clock-jump fault). The
+two values are written a byte at a time (``struct`` packs standard sizes so), so a reader in
+another process could see half an update (a time up to ~72 min off, either way, for one
+read: the agent's running time took each forward spike as elapsed and ran hours ahead,
+which closed a day's alarm window early); so the writer makes the sequence byte odd, writes
+the values and makes it even again, and a reader takes a read only if the byte was even and
+the same before and after it (a sequence lock; one byte is read and written whole). The
 agent's ticks and wall time come from it (``FleetClock``); its own waits (backoff, polls)
 are real time, so the forwarder's reconnect backoff is scaled down (``BACKOFF_S``): while
 the council's broker is away it retries every second or so of real time, however much
@@ -35,10 +41,15 @@ import mmap
 import struct
 import sys
 import threading
+import time
 
 from drivers.clock import TICKS_PERIOD, WallTrust, ticks_add, ticks_diff
 
 CLOCK = struct.Struct("<Qd")
+CLOCK_AT = 8             # the values' offset in the file, after the sequence byte (module docstring)
+CLOCK_BYTES = CLOCK_AT + CLOCK.size
+_READ_SPINS = 1000       # a write takes ~1 µs: reads retried at once this many times,
+_READ_WAITS = 25_000     # then every 0.2 ms (the runner's process descheduled mid-write), ~5 s
 NO_CAP_BYTES = 1 << 40
 BACKOFF_S = (0.1, 1.0)  # the forwarder's reconnect backoff here, real s (see main)
 
@@ -48,15 +59,21 @@ class ClockFile:
 
     def __init__(self, path):
         with open(path, "wb") as f:
-            f.write(bytes(CLOCK.size))
+            f.write(bytes(CLOCK_BYTES))
         self._f = open(path, "r+b")
-        self._map = mmap.mmap(self._f.fileno(), CLOCK.size)
+        self._map = mmap.mmap(self._f.fileno(), CLOCK_BYTES)
+        self._lock = threading.Lock()  # the timeline's thread and the director's both write
         self.offset_s = 0.0
         self._g = 0
 
     def publish(self, g_us):
-        self._g = g_us
-        CLOCK.pack_into(self._map, 0, g_us, self.offset_s)
+        with self._lock:
+            self._g = g_us
+            m = self._map
+            seq = m[0]
+            m[0] = (seq + 1) & 0xFF  # odd: being written
+            CLOCK.pack_into(m, CLOCK_AT, g_us, self.offset_s)
+            m[0] = (seq + 2) & 0xFF  # even: whole
 
     def jump(self, delta_s):
         self.offset_s += delta_s
@@ -76,11 +93,21 @@ class FleetClock(WallTrust):
     def __init__(self, path, start_wall_s):
         WallTrust.__init__(self, True)
         self._f = open(path, "rb")
-        self._map = mmap.mmap(self._f.fileno(), CLOCK.size, access=mmap.ACCESS_READ)
+        self._map = mmap.mmap(self._f.fileno(), CLOCK_BYTES, access=mmap.ACCESS_READ)
         self.start_wall_s = float(start_wall_s)
 
     def _read(self):
-        return CLOCK.unpack_from(self._map, 0)
+        """``(G µs, offset s)`` as one update left them (the sequence lock, module docstring)."""
+        m = self._map
+        for i in range(_READ_SPINS + _READ_WAITS):
+            seq = m[0]
+            if not seq & 1:
+                values = CLOCK.unpack_from(m, CLOCK_AT)
+                if m[0] == seq:
+                    return values
+            if i >= _READ_SPINS:
+                time.sleep(0.0002)
+        raise RuntimeError("the fleet's clock file %s stays mid-write: its writer stopped" % self._f.name)
 
     def ticks_ms(self):
         return (self._read()[0] // 1000) & (TICKS_PERIOD - 1)
