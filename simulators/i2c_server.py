@@ -331,10 +331,19 @@ def main(argv=None):
     import sys
 
     argv = sys.argv[1:] if argv is None else argv
-    port = int(argv[0]) if argv else 0
+    usage = "usage: python -m simulators.i2c_server [PORT] [DEVICES_JSON]"
+    if argv and argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0
+    try:
+        port = int(argv[0]) if argv else 0
+        devices = json.loads(argv[1]) if len(argv) > 1 else None
+    except ValueError as e:
+        print("%s\n  bad argument: %s" % (usage, e), file=sys.stderr)
+        return 2
     with SimServer(port=port) as srv:
-        if len(argv) > 1:
-            srv.rig.setup(json.loads(argv[1]))
+        if devices is not None:
+            srv.rig.setup(devices)
         print("CIVICEDGE_SIM=%s" % srv.tcp_address, flush=True)
         try:
             threading.Event().wait()
@@ -343,4 +352,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
