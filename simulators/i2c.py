@@ -273,7 +273,9 @@ class SimI2CBus:
     # -- the I2C contract --------------------------------------------------------------------
     def writeto(self, addr, buf, stop=True):
         """Write ``buf`` to ``addr``; returns the number of bytes written."""
-        data = bytes(buf)
+        return self._write(addr, bytes(buf))
+
+    def _write(self, addr, data):
         dev = self._begin(addr, len(data))
         try:
             if data:
@@ -286,8 +288,11 @@ class SimI2CBus:
 
     def readfrom_into(self, addr, buf, stop=True):
         """Read ``len(buf)`` bytes from ``addr`` into ``buf``."""
+        self._read_into(addr, buf)
+
+    def _read_into(self, addr, buf, restart=False):
         n = len(buf)
-        dev = self._begin(addr, n)
+        dev = self._begin(addr, n, restart)
         try:
             data = dev._bus_read(n)
         except Nack:
@@ -310,18 +315,8 @@ class SimI2CBus:
         """
         if addrsize != 8 or not 0 <= memaddr <= 0xFF:
             raise ValueError("memaddr must be an 8-bit register address (addrsize 8), got %r/%r" % (memaddr, addrsize))
-        dev = self._begin(addr, 1)
-        try:
-            dev._bus_write(bytes((memaddr,)))
-        except Nack:
-            self._nack(dev)
-        n = len(buf)
-        dev = self._begin(addr, n, restart=True)
-        try:
-            data = dev._bus_read(n)
-        except Nack:
-            self._nack(dev)
-        buf[:] = data
+        self._write(addr, bytes((memaddr,)))
+        self._read_into(addr, buf, restart=True)
 
     def readfrom_mem(self, addr, memaddr, nbytes, *, addrsize=8):
         buf = bytearray(nbytes)

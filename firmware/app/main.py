@@ -184,18 +184,18 @@ def main():
     sampler.prepare(clock.ticks_ms() if cause == machine.PWRON_RESET and not rail and not restarted else None)
     node = Node(cfg, clock, state, log, sampler, link, persist, hw.battery_reader(cfg), wdt.feed)
     opened = False
-    spare = 0  # cycles since the last explicit collection, on a mains node with heap to spare
+    spare = False  # a mains node with heap to spare (it keeps its on-demand code)
+    uncollected = 0  # cycles since the last explicit collection
     while True:
         started = clock.ticks_ms()
         if not opened:  # (a deep-sleep MQTT link connects in deliver(), once its frame is built)
             opened = getattr(link, "late_open", False) or link.open()
         node.cycle()
-        if deep or not spare or spare >= _SPARE_COLLECT_EVERY:
+        uncollected += 1
+        if deep or not spare or uncollected >= _SPARE_COLLECT_EVERY:
             gc.collect()
-            spare = 0
-            if not deep:  # a mains node with heap to spare keeps its on-demand code (drivers.keep_if_room)
-                spare = 0 if keep_if_room(gc.mem_free()) else 1
-        else:
-            spare += 1
+            uncollected = 0
+            if not deep:  # drivers.keep_if_room returns whether it still releases
+                spare = not keep_if_room(gc.mem_free())
         left = cfg["interval_s"] * 1000 - clock.ticks_diff(clock.ticks_ms(), started)
         _sleep(clock, max(0, left), deep, rtc, node, wdt, cfg["watchdog_ms"])

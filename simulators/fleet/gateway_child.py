@@ -113,8 +113,6 @@ class FleetClock(WallTrust):
         return (self._read()[0] // 1000) & (TICKS_PERIOD - 1)
 
     def sleep_ms(self, ms):
-        import time
-
         if ms > 0:
             time.sleep(min(ms, 50) / 1000.0)  # real: the fleet's time is not ours to move
 

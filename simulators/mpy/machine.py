@@ -81,7 +81,7 @@ class I2C:
         """Read ``len(buf)`` bytes of register ``memaddr`` from ``addr`` into ``buf``: the
         register address written, a repeated START, the read (one request). ``OSError``."""
         if addrsize != 8:
-            raise ValueError("addrsize")
+            raise ValueError("addrsize must be 8, got %r" % (addrsize,))
         _mem[0] = memaddr  # (the port's: the low 8 bits)
         _mem[1:] = _length(len(buf))
         simlink.call(OP_READ_MEM, addr, _mem, buf)
