@@ -16,7 +16,8 @@ committed with their rows). While a batch is processed the cycle collector waits
 live until the commit and form no cycles; scanning them was ~3 % of ingest), then runs as
 before. Timers run on the clock's monotonic ticks: alarm ``tick`` (its
 events become records ``(gateway_id, boot_epoch, seq)`` of kind ``event``; only while wall
-time is trusted), ``outbox.enforce()``, an optional ``wall_check()`` (NTP), and the link
+time is trusted), ``outbox.enforce()`` (a period after the last stored batch, whose
+``put_many`` applied the bounds too), an optional ``wall_check()`` (NTP), and the link
 check: a TLS handshake refused ``tls_alarm_after`` times in a row raises the gateway's
 ``tls_failure`` alarm, cleared once connected (``gateway.agent_links``), and a full disk
 (``SQLITE_FULL``) raises ``disk_full``, cleared after ``disk_clear_s`` without one
@@ -338,6 +339,9 @@ class Agent(Timers, View, DiskCheck):
             self._disk_refused(e)
             return False
         self.ingest.commit()
+        # put_many applied the outbox's bounds in that transaction: the timer's own
+        # enforce() (a transaction and an fsync of its own) waits a period from now
+        self._due["enforce"] = self._now_ms() + self._period_ms["enforce"]
         self.disk.wrote()
         self.disk.flushed(len(disk))
         if self.alarms is not None:

@@ -91,6 +91,7 @@ class Outbox(Forwarding, Bounds, GapMarkers, StoredState, History):
         self._cursor = dict.fromkeys(LANES, 0)  # highest id handed out, per lane
         self._gaps_in_flight = set()
         self._delta = Counter()  # meta changes of the open transaction
+        self._rx_floor_ms = None  # at most every row's rx_ms, when known (outbox_bounds)
         # take() reads new rows without _lock (outbox_forwarding); what it shares with the
         # writers is guarded by _mem_lock: _in_flight, _released, _cursor, _gaps_in_flight,
         # and _drop_seq, odd while a transaction that drops rows is open (a take that
@@ -218,6 +219,7 @@ class Outbox(Forwarding, Bounds, GapMarkers, StoredState, History):
 
     def _rollback(self):
         self._delta.clear()
+        self._rx_floor_ms = self._acked_floor_ms = None  # undone deletes: older rows again
         try:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")

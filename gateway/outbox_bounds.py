@@ -63,13 +63,7 @@ class Bounds:
     def _enforce(self):
         """Apply both bounds in the open transaction; returns the rows dropped."""
         self._history_trim()  # delivered rows: a trim, not a drop (not counted as one)
-        dropped, cutoff = 0, policy.age_cutoff_ms(self._now_ms(), self.max_age_s)
-        while True:
-            rows = policy.plan_age_drops(cutoff, self._stream, self._in_flight)
-            if rows:
-                dropped += len(self._drop(rows, policy.AGE))
-            if len(rows) < policy.CHUNK_ROWS:
-                break
+        dropped = self._drop_aged()
         while True:
             total = self._total_bytes()
             excess = policy.excess_bytes(total, self.max_bytes)
@@ -80,6 +74,30 @@ class Bounds:
             if not rows:
                 return dropped
             dropped += len(self._drop(rows, policy.SIZE))
+
+    def _drop_aged(self):
+        """The age bound, in the open transaction; returns the rows dropped. ``_rx_floor_ms``
+        is at most every stored row's ``rx_ms`` (the running time it was stored at): the
+        oldest row of each lane as last read, or the time of that read for an empty lane.
+        Rows stored since have later times and deletes only raise the minimum, so while
+        the cutoff is at or below the floor no row can be past the bound and no lane is
+        read (``_rollback`` forgets the floor: an undone drop brings older rows back)."""
+        now = self._now_ms()
+        cutoff, dropped = policy.age_cutoff_ms(now, self.max_age_s), 0
+        if self._rx_floor_ms is not None and cutoff <= self._rx_floor_ms:
+            return 0
+        oldest = []  # now, and each lane's first row as the plan reads it
+
+        def stream(lane):
+            return _noting_first(self._stream(lane), oldest)
+        while True:
+            oldest[:] = [now]
+            rows = policy.plan_age_drops(cutoff, stream, self._in_flight)
+            if rows:
+                dropped += len(self._drop(rows, policy.AGE))
+            if len(rows) < policy.CHUNK_ROWS:  # the plan read the first row of every lane
+                self._rx_floor_ms = min(oldest)
+                return dropped
 
     def _free_for_full(self, target, keep):
         """After SQLITE_FULL, in the open transaction (the one that then stores the batch):
@@ -98,3 +116,13 @@ class Bounds:
             keep.update(r.row_id for r in rows)  # dropped, or handed out since the plan
             need, dropped = need - sum(r.nbytes for r in gone), dropped + len(gone)
         return dropped
+
+
+def _noting_first(rows, firsts):
+    """``rows`` (``RowSummary``s, an iterator), the first one's ``rx_ms`` appended to
+    ``firsts`` when it is read."""
+    for row in rows:
+        firsts.append(row.rx_ms)
+        yield row
+        break
+    yield from rows

@@ -99,6 +99,7 @@ class History:
             raise ValueError("history_max_age_s must be a number >= 0 (0: off), got %r"
                              % (max_age_s,))
         self.history_max_bytes, self.history_max_age_s = max_bytes, max_age_s
+        self._acked_floor_ms = None  # at most every history row's acked_ms, when known
 
     @property
     def history_on(self):
@@ -153,17 +154,7 @@ class History:
             last = db.execute("SELECT max(id) FROM history").fetchone()[0]
             return self._history_cut(last, "size") if last is not None else 0
         if age:
-            cutoff = self._now_ms() - int(self.history_max_age_s * 1000)
-            # acked_ms never decreases along id: scan from the oldest to the first kept row
-            kept = db.execute("SELECT id FROM history WHERE acked_ms >= ? ORDER BY id LIMIT 1",
-                              (cutoff,)).fetchone()
-            if kept is None:
-                last = db.execute("SELECT max(id) FROM history").fetchone()[0]
-            else:
-                last = db.execute("SELECT max(id) FROM history WHERE id < ?",
-                                  (kept[0],)).fetchone()[0]
-            if last is not None:
-                trimmed += self._history_cut(last, "age")
+            trimmed += self._history_trim_aged()
         total, excess = self._value("history_bytes"), free_bytes
         if total > self.history_max_bytes:  # down to 7/8 of the bound: trims come in chunks
             excess = max(excess, total - (self.history_max_bytes - self.history_max_bytes // 8))
@@ -185,6 +176,27 @@ class History:
         if last is not None:
             trimmed += self._history_cut(last, "full" if free_bytes else "size", (n, size))
         return trimmed
+
+    def _history_trim_aged(self):
+        """History's age bound, in the open transaction; returns the rows trimmed.
+        ``_acked_floor_ms`` is at most every history row's ``acked_ms``: the first row kept
+        by the last trim (``acked_ms`` never decreases along id, and later acks come later
+        still), or the time of a trim that left none. While the cutoff is at or below it,
+        nothing is read (``_rollback`` forgets it: an undone trim brings older rows back)."""
+        db, now = self._db, self._now_ms()
+        cutoff = now - int(self.history_max_age_s * 1000)
+        if self._acked_floor_ms is not None and cutoff <= self._acked_floor_ms:
+            return 0
+        # scan from the oldest to the first kept row
+        kept = db.execute("SELECT id, acked_ms FROM history WHERE acked_ms >= ? ORDER BY id "
+                          "LIMIT 1", (cutoff,)).fetchone()
+        if kept is None:
+            last = db.execute("SELECT max(id) FROM history").fetchone()[0]
+        else:
+            last = db.execute("SELECT max(id) FROM history WHERE id < ?",
+                              (kept[0],)).fetchone()[0]
+        self._acked_floor_ms = now if kept is None else kept[1]
+        return self._history_cut(last, "age") if last is not None else 0
 
     def _history_free(self, target):
         """After ``SQLITE_FULL``, in the open transaction: trim up to ``target`` tracked bytes

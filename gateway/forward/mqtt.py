@@ -282,7 +282,8 @@ class MQTTForwarder(MQTTLink, Forwarder):
             if rows or now >= self._next_gap_poll:
                 self._next_gap_poll = now + GAP_POLL_S
                 markers = self.outbox.take_gaps(room)
-            self._queue(rows, markers)
+            if rows or markers:  # a wake with nothing new (the acker caught up) encodes nothing
+                self._queue(rows, markers)
         while self._ready and self._room() > 0 and self._broken is None:
             msg = self._ready.popleft()
             info = client.publish(msg.topic, msg.payload, qos=1)

@@ -96,3 +96,27 @@ def test_the_wall_check_runs_on_the_monotonic_timer(tmp_path):
     agent.step()
     assert calls == [1]
     agent.stop()
+
+
+def test_the_bounds_timer_waits_a_period_after_a_stored_batch(tmp_path):
+    from gateway.agent import Agent
+    from gateway.outbox import Outbox
+    from gateway.pipeline import Ingest
+
+    clock, enforced = VirtualClock(), []
+    box = Outbox(tmp_path / "o.sqlite3", 1 << 20, 3600, clock)
+    real = box.enforce
+    box.enforce = lambda: enforced.append(1) or real()
+    node = NodeSource(None)
+    agent = Agent(Ingest({DEV: KEY}), box, clock, gateway_id="gw1", sources=[node],
+                  enforce_s=60, **FAST)
+    agent.start()
+    for seq in range(3):  # a batch every 40 s: each put_many applied the bounds
+        clock.advance_s(40)
+        node.send(readings(seq, 1))
+        agent.step()
+    assert enforced == [] and len(node.acks) == 3
+    clock.advance_s(60)  # a period with nothing stored: the timer's own enforce
+    agent.step()
+    assert enforced == [1]
+    agent.stop()

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from gateway import outbox_policy as policy
-from gateway.outbox import Outbox, OutboxCorrupt, OutboxFull, OutboxRecord
+from gateway.outbox import Outbox, OutboxCorrupt, OutboxError, OutboxFull, OutboxRecord
 from gateway.outbox_policy import ALARM, ROUTINE, GapMarker
 from simulators.clock import VirtualClock
 
@@ -294,6 +294,37 @@ def test_put_applies_the_age_bound_too(path, clock):
     clock.advance_s(61)
     assert ob.put_many([rec(2)]).dropped == 2
     assert stored_keys(path) == {("room-1", 1, 2)}
+
+
+def test_the_age_bound_reads_no_row_while_none_can_be_past_it(path, clock):
+    ob = open_outbox(path, clock, max_age_s=60)
+    ob.put_many([rec(0)])                                   # the first look: lanes read
+    read = []
+    ob._db.set_trace_callback(read.append)
+    clock.advance_s(30)
+    ob.put_many([rec(1, lane=ALARM)])                       # the alarm lane was empty then
+    assert ob.enforce() == 0
+    assert not [q for q in read if q.startswith("SELECT") and "FROM rows" in q]
+    clock.advance_s(31)                                     # row 0 is past the bound
+    assert ob.enforce() == 1
+    clock.advance_s(30)                                     # and row 1, stored after the look
+    assert ob.enforce() == 1
+    assert stored_keys(path) == set()
+
+
+def test_a_rolled_back_age_drop_is_made_again(path, clock, monkeypatch):
+    ob = open_outbox(path, clock, max_age_s=60)
+    ob.put_many([rec(0)])
+    clock.advance_s(61)
+
+    def fail():
+        raise sqlite3.OperationalError("disk I/O error")
+    monkeypatch.setattr(ob, "_commit", fail)                # after the put's drop of row 0
+    with pytest.raises(OutboxError):
+        ob.put_many([rec(1)])
+    monkeypatch.undo()
+    assert stored_keys(path) == {("room-1", 1, 0)}          # rolled back: row 0 is back
+    assert ob.enforce() == 1 and stored_keys(path) == set()
 
 
 # -- reopening ----------------------------------------------------------------------------------

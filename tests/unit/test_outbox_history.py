@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from gateway import outbox_history as hist
-from gateway.outbox import Outbox, OutboxRecord
+from gateway.outbox import Outbox, OutboxError, OutboxRecord
 from gateway.outbox_policy import ALARM, ROUTINE
 from simulators.clock import VirtualClock
 
@@ -138,6 +138,35 @@ def test_age_bound_trims_on_running_time_not_wall_time(path, clock):
     assert [g[2] for g in history_rows(path)] == [2]
     assert (st.trimmed_age, st.rows, st.bytes) == (2, 1, recount(path)[1])
     assert ob.stats().dropped_by_reason["age"] == 0
+
+
+def test_age_trims_read_nothing_until_the_first_row_kept_is_due(path, clock, monkeypatch):
+    ob = open_outbox(path, clock, history_max_age_s=10 * DAY_S)
+    ob.put_many([rec(0)])
+    deliver(ob)
+    clock.advance_s(5 * DAY_S)  # steps under half the ticks' period, as the agent's calls are
+    ob.put_many([rec(1)])
+    deliver(ob)
+    ob.enforce()                                            # the first look
+    read = []
+    ob._db.set_trace_callback(read.append)
+    clock.advance_s(4 * DAY_S)
+    ob.enforce()
+    assert not [q for q in read if q.startswith("SELECT") and "FROM history" in q]
+    clock.advance_s(DAY_S + 1)                              # row 0 is due, row 1 is not
+    ob.enforce()
+    assert [g[2] for g in history_rows(path)] == [1]
+
+    def fail():
+        raise sqlite3.OperationalError("disk I/O error")
+    clock.advance_s(5 * DAY_S)                              # row 1 is due: a trim undone
+    monkeypatch.setattr(ob, "_commit", fail)
+    with pytest.raises(OutboxError):
+        ob.enforce()
+    monkeypatch.undo()
+    assert [g[2] for g in history_rows(path)] == [1]
+    ob.enforce()
+    assert history_rows(path) == [] and ob.history_stats().trimmed_age == 2
 
 
 def test_zero_turns_history_off_and_clears_what_was_kept(path, clock):
