@@ -24,14 +24,16 @@ at any time in block *k* comes from a *run* that starts ``warmup_s`` before the 
 deterministic initial state. Each model's warm-up is long compared with its memory (or passes
 a renewal, e.g. a bin collection), so a run has forgotten its start by the time its block
 begins and the seam between blocks is invisible. A query between grid points advances a copy
-of the grid state by the remainder. Runs keep day checkpoints: a query earlier than the cache
-restarts from the nearest checkpoint (identical numbers -- the same operations are repeated).
+of the grid state by the remainder. A run keeps its *trail*, every grid state from its block's
+start to the furthest point integrated (doubles in an ``array``): a query at or before that
+point reads its grid state there instead of integrating again, and a later one integrates on
+from the furthest point -- the same numbers as integrating from the start every time.
 """
 
 import hashlib
 import math
 import random
-from bisect import bisect_right
+from array import array
 
 MINUTE_S = 60
 HOUR_S = 3600
@@ -266,7 +268,8 @@ class GridModel(EnvironmentModel):
 
     Subclasses set ``step_s`` (divides an hour), ``warmup_s`` (a multiple of ``step_s``) and
     implement ``_initial_state(t0) -> list``, ``_advance(state, t0, t1)`` (in place; t1 - t0
-    <= step_s and [t0, t1) lies within one step) and ``_observe(state, t) -> dict``."""
+    <= step_s and [t0, t1) lies within one step) and ``_observe(state, t) -> dict``; a model
+    whose state renews (forgets its past at an event) may implement ``_renewal``."""
 
     step_s = 60
     warmup_s = DAY_S
@@ -275,11 +278,9 @@ class GridModel(EnvironmentModel):
 
     def __init__(self, seed=0):
         EnvironmentModel.__init__(self, seed)
-        self._runs = {}  # block index -> [(grid time, state copy)], ascending (day checkpoints)
+        self._runs = {}  # block index -> _Run
         self._k = None
-        self._t = None
-        self._state = None
-        self._cps = None
+        self._run = None
 
     def at(self, wall_s):
         t = check_number("wall_s", wall_s)
@@ -292,29 +293,59 @@ class GridModel(EnvironmentModel):
         return self._observe(state, t)
 
     def _grid_state(self, g):
+        """The state at grid time ``g`` (s): from the trail, or integrated on to ``g``. The
+        caller must not change it."""
         k = (g - MONDAY_EPOCH_S) // self.block_s
-        if k != self._k or g < self._t:
-            self._restore(k, g)
-        state, t, step, cps = self._state, self._t, self.step_s, self._cps
+        run = self._run if k == self._k else self._open(k)
+        step = self.step_s
+        if g <= run.t:
+            i = (g - run.start) // step * run.width
+            return run.trail[i:i + run.width].tolist()
+        state, t, start, trail = run.state, run.t, run.start, run.trail
         while t < g:
             nxt = t + step
             self._advance(state, t, nxt)
             t = nxt
-            if nxt % DAY_S == 0 and nxt > cps[-1][0]:
-                cps.append((nxt, list(state)))
-        self._t = t
+            if t >= start:
+                trail.extend(state)
+        run.t = t
         return state
 
-    def _restore(self, k, g):
-        cps = self._runs.get(k)
-        if cps is None:
+    def _renewal(self, t0, t1):
+        """The start (grid time, s) of the last step in [t0, t1) whose end state does not depend
+        on its start state, or None: a run's warm-up need not integrate what comes before."""
+        return None
+
+    def _open(self, k):
+        """The run of block ``k``, started at its warm-up (or the warm-up's last renewal) if it
+        is not kept."""
+        run = self._runs.get(k)
+        if run is None:
             if len(self._runs) >= self.runs_kept:
                 self._runs.pop(next(iter(self._runs)))
-            t0 = MONDAY_EPOCH_S + k * self.block_s - self.warmup_s
-            cps = self._runs[k] = [(t0, list(self._initial_state(t0)))]
-        i = bisect_right([c[0] for c in cps], g) - 1
-        self._k, self._cps = k, cps
-        self._t, self._state = cps[i][0], list(cps[i][1])
+            start = MONDAY_EPOCH_S + k * self.block_s
+            t0 = start - self.warmup_s
+            renewed = self._renewal(t0, start)
+            if renewed is not None:
+                t0 = renewed
+            run = self._runs[k] = _Run(start, t0, list(self._initial_state(t0)))
+        self._k, self._run = k, run
+        return run
+
+
+class _Run:
+    """One block's integration: the state at ``t`` (its furthest grid time, s) and the trail of
+    every grid state from ``start`` (the block's first grid time, s) to ``t``, ``width``
+    doubles each."""
+
+    __slots__ = ("start", "t", "state", "width", "trail")
+
+    def __init__(self, start, t0, state):
+        self.start = start
+        self.t = t0
+        self.state = state
+        self.width = len(state)
+        self.trail = array("d", state) if t0 >= start else array("d")
 
 
 # -- ground truth over sampled series (pure functions) --------------------------------------

@@ -16,7 +16,7 @@ Events come from seeded per-slot RNGs and are applied at their exact time:
 - collections on ``collection_weekdays`` at ``collection_hour`` (+-30 min; missed with
   ``missed_collection_prob``) empty the bin to a small residue -- a renewal: the state after a
   collection does not depend on the past, which is why a two-week warm-up makes any start
-  date exact;
+  date exact (and why a run starts at the warm-up's last collection: ``_renewal``);
 - fly-tipping (``fly_tips_per_week`` at random times, and/or one at ``fly_tip_at_s``): a
   burst of 4-8 bags over 5-20 min adding 50-90 % of the capacity -- a fast rise.
 
@@ -178,6 +178,14 @@ class StreetBin(GridModel):
     # -- integration ----------------------------------------------------------------------
     def _initial_state(self, t0):
         return [0.0, 0.0, 0.0, 0.0]  # settled_l, loose_l, bump_cm, overflow_l
+
+    def _renewal(self, t0, t1):
+        """The step of the last collection in [t0, t1): it empties the bin, setting the whole state."""
+        for day in range(int(t1 // DAY_S), int(t0 // DAY_S) - 1, -1):
+            collection = self._collections(day)
+            if collection is not None and t0 <= collection[0] < t1:
+                return int(collection[0] // self.step_s) * self.step_s
+        return None
 
     def _advance(self, state, t0, t1):
         cur = t0

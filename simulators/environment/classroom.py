@@ -154,13 +154,13 @@ class ClassroomCO2(GridModel):
 
     def _setpoint_c(self, t):
         s = t % DAY_S
-        if self.is_school_day(t) and _HEAT_ON_S <= s < _HEAT_OFF_S:
+        if _HEAT_ON_S <= s < _HEAT_OFF_S and self.is_school_day(t):
             return self.heating_setpoint_c
         return self.setback_c
 
-    def _heating_w(self, temperature_c, t):
+    def _heating_w(self, temperature_c, setpoint_c):
         # Proportional thermostat: full power 0.5 K below the setpoint.
-        p = self._p_max * (self._setpoint_c(t) - temperature_c) / 0.5
+        p = self._p_max * (setpoint_c - temperature_c) / 0.5
         return max(0.0, min(self._p_max, p))
 
     # -- integration ----------------------------------------------------------------------
@@ -177,16 +177,20 @@ class ClassroomCO2(GridModel):
         co2, temp, hum = state
         co2_ss = self.outdoor_co2_ppm + (n_p * self._g_pupil + n_a * self._g_adult) * 1e6 / q
         co2 = relax(co2, co2_ss, dt, v / q)
-        t_out, _, hum_out = self.weather.air(mid)
+        # A whole step's middle is a time of the grid every classroom shares; a query's
+        # remainder step has its own.
+        air = self.weather.shared_air if dt == self.step_s else self.weather.air
+        t_out, _, hum_out = air(mid)
         hum_ss = hum_out + (n_p * _PUPIL_GH + n_a * _ADULT_GH) / 3600.0 / q
         hum = relax(hum, hum_ss, dt, _MOISTURE_BUFFER * v / q)
         # Heat: pick the thermostat's regime at the step start, then solve it exactly.
         h = _UA_W_K + _RHO_CP * q
         gains = n_p * _PUPIL_W + n_a * _ADULT_W
-        p = self._heating_w(temp, t0)
+        setpoint = self._setpoint_c(t0)
+        p = self._heating_w(temp, setpoint)
         if 0.0 < p < self._p_max:
             k = self._p_max / 0.5
-            target = (k * self._setpoint_c(t0) + gains + h * t_out) / (k + h)
+            target = (k * setpoint + gains + h * t_out) / (k + h)
             temp = relax(temp, target, dt, _CTH_J_K / (k + h))
         else:
             temp = relax(temp, t_out + (p + gains) / h, dt, _CTH_J_K / h)
@@ -205,7 +209,7 @@ class ClassroomCO2(GridModel):
             "pupils_today": max((s[2] for s in plan), default=0),
             "ventilation_ach": ach,
             "windows_open": is_open,
-            "heating_w": self._heating_w(temp, t),
+            "heating_w": self._heating_w(temp, self._setpoint_c(t)),
             "school_day": self.is_school_day(t),
             "outdoor_co2_ppm": self.outdoor_co2_ppm,
             "outdoor_temperature_c": t_out,

@@ -4,12 +4,21 @@ A pure function of (seed, t): air temperature with a seasonal and a daily cycle 
 around 04:00, warmest around 15:00) plus a multi-day synoptic anomaly; wind speed
 log-normal about a median with multi-day calm and windy spells; relative humidity from a
 dew point that follows the daily mean temperature (so RH is high at night, lower in the
-afternoon); pressure for completeness. Magnitudes are typical of lowland England.
+afternoon); pressure for completeness. Magnitudes are typical of lowland England. Being pure,
+the air a model asks at a grid time is memoised across every instance with the same seed and
+parameters (``shared_air``).
 """
 
 import math
 
 from simulators.environment.base import DAY_S, HOUR_S, SmoothNoise, hour_of_day, season_cos
+
+# (seed, parameters) -> {t: air(t)}: one memo for every ``OutdoorWeather`` with them (a
+# fleet's classrooms share the site's weather and step on the same grid). Bounded: a memo
+# starts afresh when it holds _SHARED_AIR_TIMES times, the table when it has _SHARED_AIR_SETS.
+_SHARED_AIR = {}
+_SHARED_AIR_SETS = 4
+_SHARED_AIR_TIMES = 8192
 
 
 def saturation_vapour_pressure_hpa(temperature_c):
@@ -45,6 +54,9 @@ class OutdoorWeather:
         self._hour_w = SmoothNoise(seed, "weather.wind.hour", 3 * HOUR_S)
         self._humid = SmoothNoise(seed, "weather.humid", 2 * DAY_S)
         self._pressure = SmoothNoise(seed, "weather.pressure", 4 * DAY_S)
+        if len(_SHARED_AIR) >= _SHARED_AIR_SETS:
+            _SHARED_AIR.clear()
+        self._air_memo = _SHARED_AIR.setdefault((seed, mean_c, seasonal_amp_c, diurnal_amp_c, wind_median_ms), {})
 
     def _daily_mean_c(self, t):
         winter = season_cos(t, lag_days=15.0)  # coldest at the end of January
@@ -73,6 +85,17 @@ class OutdoorWeather:
         ratio = saturation_vapour_pressure_hpa(dew_c) / saturation_vapour_pressure_hpa(temperature_c)
         rh = max(5.0, min(100.0, 100.0 * ratio))
         return temperature_c, rh, absolute_humidity_gm3(temperature_c, rh)
+
+    def shared_air(self, t):
+        """``air(t)``, memoised across every ``OutdoorWeather`` with this seed and these
+        parameters: for the models that ask it at the times of a shared grid."""
+        memo = self._air_memo
+        out = memo.get(t)
+        if out is None:
+            if len(memo) >= _SHARED_AIR_TIMES:
+                memo.clear()
+            out = memo[t] = self.air(t)
+        return out
 
     def rh_percent(self, t):
         """Outdoor relative humidity (%)."""
