@@ -16,6 +16,7 @@ Runs on MicroPython (and CPython for tests).
 """
 
 import binascii
+import errno
 import hashlib
 import json
 import os
@@ -40,6 +41,17 @@ def _stat(path):
         return os.stat(path)
     except OSError:
         return None
+
+
+def _open(path):
+    """``path`` opened to read bytes, or None if there is no such file (any other error is
+    raised)."""
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return None
+        raise
 
 
 class Secrets:
@@ -76,19 +88,23 @@ def digest(root):
     here = globals().get("__file__") or ""  # none if frozen
     ext = here[here.rfind("."):]
     code = [here[:here.rfind("/") + 1] + name + ext for name in ("config", "config_schema")] if "/" in here else []
-    for name in _INPUTS + tuple(code):
-        st = _stat(name if name in code else _path(root, name))
-        if st is None:
+    for name in _INPUTS:
+        # opened without a stat first: one littlefs path lookup each (a fetch of the
+        # directory's metadata, its CRC checked), not two, at every boot
+        f = _open(_path(root, name))
+        if f is None:
             h.update((name + "\0-\0").encode())
             continue
-        h.update((name + "\0%d\0%d\0" % (st[6], st[8] if name in code else 0)).encode())
-        if name in code:
-            continue
-        with open(_path(root, name), "rb") as f:
+        with f:
+            h.update((name + "\0%d\0%d\0" % (f.seek(0, 2), 0)).encode())
+            f.seek(0)
             n = f.readinto(buf)
             while n:
                 h.update(memoryview(buf)[:n])
                 n = f.readinto(buf)
+    for name in code:
+        st = _stat(name)
+        h.update((name + ("\0-\0" if st is None else "\0%d\0%d\0" % (st[6], st[8]))).encode())
     return binascii.hexlify(h.digest())
 
 

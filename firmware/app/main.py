@@ -8,7 +8,9 @@ Order: validate the configuration once (a bad file is reported, never looped on)
 watchdog and the link, made before anything else is loaded, while the heap is still in one
 piece (an MQTT node's TLS context and frame buffer need blocks of 1-3 KB that the later
 loading would leave in pieces: docs/benchmarks.md, heap); making a link talks to no device and
-reads no state (a UART is configured, a CA file read; the link opens in the wake cycle) →
+reads no state (a serial link's UART is configured, a CA file read; the link opens in the
+wake cycle, and a LoRaWAN link loads its modem's driver and opens its UART only then, so a
+wake that holds its readings does neither) →
 persistent state: a new boot epoch before anything is logged, except on a deep-sleep wake (or
 a restart for a configuration change) whose RTC memory says where the epoch's seqs stood
 (``NodeState.resume``) → the sensor rail, buses, sensors → wake cycles; between cycles
@@ -92,8 +94,10 @@ def _make_link(cfg, secrets, clock, feed, root, hw):
         return MQTTLink(cfg, secrets, clock, feed=feed, root=root)
     from app.links.lorawan import LoRaWANLink
 
-    # the ESP32 light-sleeps while the radio waits for its receive window (app/links/lorawan.py)
-    return LoRaWANLink(hw.link_uart(cfg), cfg, secrets, clock, feed=feed, root=root, nap=machine.lightsleep)
+    # the ESP32 light-sleeps while the radio waits for its receive window (app/links/lorawan.py);
+    # the UART is opened by the link's first exchange with the modem (module docstring)
+    return LoRaWANLink(lambda: hw.link_uart(cfg), cfg, secrets, clock, feed=feed, root=root,
+                       nap=machine.lightsleep)
 
 
 def _change_pending():

@@ -28,7 +28,8 @@ flash longer than ``max_delay_s`` while the network works (legionella: a reading
 an uplink every 65 min carrying 13). ``wake["held"]`` counts the wakes held since the last
 sending one; the node keeps it in RTC memory through deep sleep (``Node.persist``), so a
 power-on or watchdog reset (no RTC memory) sends at once, as a freshly installed node
-should. A held wake does not touch the modem (``open()`` and ``deliver()`` return at once).
+should. A held wake does not touch the modem (``open()`` and ``deliver()`` return at once):
+it neither loads the modem's driver nor opens the UART (``LoRaWANLink.modem``).
 A due wake stays due until an uplink went out and nothing is left that the wake's
 ``max_uplinks`` could not take: a refusal (duty cycle, busy, no session) or a backlog is
 retried at the next wake, while an unconfirmed or unacknowledged uplink waits a batch period
@@ -75,12 +76,13 @@ import sys
 from binascii import hexlify
 
 from drivers import release
-from drivers.atmodem import ATModem, SendResult
 from drivers.errors import DriverError
 
 # protocol.airtime and protocol.lorapack (with protocol.quantities) are imported by deliver(),
 # not here: the node samples and logs before it sends, without their ~11 KB (32-bit port)
-# loaded yet (docs/benchmarks.md, heap).
+# loaded yet (docs/benchmarks.md, heap). The modem's driver (drivers.atmodem, its parsing core
+# and dialect, drivers.port) is loaded by the first use of ``LoRaWANLink.modem``: a wake that
+# holds its readings never talks to the modem, and so never loads it.
 
 SEND_TIMEOUT_MS = 30000  # one uplink, to its result
 MAX_UPLINKS = 4  # per wake
@@ -100,8 +102,9 @@ _COUNTERS = ("join_attempts", "joins", "join_backoff", "join_skip", "uplinks", "
 
 class LoRaWANLink:
     """The lorawan link (see the module docstring). ``uart``: the serial-port contract
-    (``drivers.port``); ``cfg``: the validated configuration (``link.modem``,
-    ``link.lorawan``, ``interval_s``); ``secrets``: ``lorawan_app_key`` (bytes);
+    (``drivers.port``), or a callable that opens it, called at the modem's first use (a wake
+    that holds its readings then never opens the UART); ``cfg``: the validated configuration
+    (``link.modem``, ``link.lorawan``, ``interval_s``); ``secrets``: ``lorawan_app_key`` (bytes);
     ``clock``: the clock contract; ``feed``: the watchdog's feed; ``root``: the flash root
     for ``overrides.json`` (default the current directory); ``modem``: an ``ATModem`` to
     use instead of one made on ``uart``; ``nap(ms)``: light-sleep the ESP32 (None: wait
@@ -122,9 +125,7 @@ class LoRaWANLink:
         self._uart = uart
         self._nap = nap
         self._hex = self._until = None  # the uplink being sent (hex payload); when its nap ends
-        if modem is None:  # with a nap the driver reads and writes through this link
-            modem = ATModem(uart if nap is None else self, clock, dialect=cfg["link"]["modem"]["dialect"])
-        self.modem = modem
+        self._modem = modem
         self._app_key = secrets.lorawan_app_key
         self.port = self.lw["port"]
         self.confirmed = bool(self.lw["confirmed"])
@@ -133,6 +134,19 @@ class LoRaWANLink:
         self.counters = {}
         for name in _COUNTERS:
             self.counters[name] = 0
+
+    @property
+    def modem(self):
+        """The modem's driver: the ``modem`` given, else an ``ATModem`` on the UART (with a nap,
+        reading and writing through this link), made at the first use (no modem I/O)."""
+        if self._modem is None:
+            from drivers.atmodem import ATModem
+
+            if callable(self._uart):
+                self._uart = self._uart()
+            self._modem = ATModem(self._uart if self._nap is None else self, self.clock,
+                                  dialect=self.cfg["link"]["modem"]["dialect"])
+        return self._modem
 
     # -- joining ---------------------------------------------------------------------------
     def due(self):
@@ -180,6 +194,7 @@ class LoRaWANLink:
         delivered = 0
         if not self.joined:
             return 0
+        from drivers.atmodem import SendResult
         from protocol import airtime
         from protocol.lorapack import pack
 
