@@ -6,8 +6,9 @@ A segment ``<root>/log/00000042.seg`` is a run of entries, in key order ``(boot_
     | the record as compact JSON without "seq" | crc32 of all before it (u32 LE)
 
 ``pack_entry`` builds one entry; ``scan`` reads a segment's good entries in order and says
-whether it ended in a bad (torn or corrupt) tail (``scan_stream``: the same from any stream): a reader stops at the first entry whose
-magic, length or CRC is wrong. ``segment_path`` / ``list_segments`` name and list the files;
+whether it ended in a bad (torn or corrupt) tail (``scan_stream``: the same from any stream,
+``scan_bytes`` from bytes in RAM): a reader stops at the first entry whose magic, length or
+CRC is wrong. ``segment_path`` / ``list_segments`` name and list the files;
 ``plan_drop`` counts what dropping the oldest segments would lose; ``gap_payload`` is the
 gap record's JSON and ``GAP_ENTRY_MAX`` the room a drop keeps for it.
 Runs on MicroPython and CPython.
@@ -68,10 +69,32 @@ def scan_stream(f, visit):
         body = f.read(n + 4)
         if len(body) < n + 4:
             return True
-        if binascii.crc32(body[:n], binascii.crc32(head)) & U32 != struct.unpack("<I", body[n:])[0]:
+        payload = body[:n]
+        if binascii.crc32(payload, binascii.crc32(head)) & U32 != struct.unpack_from("<I", body, n)[0]:
             return True
-        if visit(code & 0x0F, epoch, seq, body[:n]):
+        if visit(code & 0x0F, epoch, seq, payload):
             return False
+
+
+def scan_bytes(buf, visit):
+    """``scan_stream`` of the entries in ``buf`` (bytes in RAM: the log's tail), parsed in
+    place: no stream and no copy but each payload handed to ``visit``."""
+    view = memoryview(buf)
+    at = 0
+    while at < len(buf):
+        if len(buf) - at < _HEAD_LEN:
+            return True
+        code, n, epoch, seq = struct.unpack_from(_ENTRY_HEAD, buf, at)
+        start = at + _HEAD_LEN
+        at = start + n + 4
+        if code & 0xF0 != _MAGIC or n > MAX_PAYLOAD or at > len(buf):
+            return True
+        crc = binascii.crc32(view[start:start + n], binascii.crc32(view[start - _HEAD_LEN:start]))
+        if crc & U32 != struct.unpack_from("<I", buf, start + n)[0]:
+            return True
+        if visit(code & 0x0F, epoch, seq, buf[start:start + n]):
+            return False
+    return False
 
 
 def as_key(pair):

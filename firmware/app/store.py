@@ -14,25 +14,25 @@ tail is counted once at open and the next append starts a new segment (never aft
 ``pending`` streams from the oldest segment past the ack pointer (memory bounded by its
 ``limit``). ``ack_through`` accepts only a key handed out by ``pending`` in this process that
 names an epoch among the records it acks; it saves the pointer, then deletes segments holding
-only acked records (an open finishes a cut trim). The bound drops the oldest segments whole;
-the unacked keys in them are counted exactly in a gap record (its own seq), into which a
-dropped gap record is merged: its count added and its own key counted, so the ``dropped``
-of the gap records that remain is every key lost. Drop order: save the intent (totals, the
-gap's key and content) → delete → append the gap with the new records → clear the intent;
-an open that finds an intent finishes it, writing the gap only if the log does not already
-hold it.
+only acked records (an open finishes a cut trim), but keeps the active one "spent": out of the
+log's segments and size, replaced by the next write in one commit (deleting it and creating
+the next took three). The bound drops the oldest segments whole; the unacked keys in them
+are counted exactly in a gap record (its own seq), into which a dropped gap record is merged:
+its count added and its own key counted, so the ``dropped`` of the gap records that remain
+is every key lost. Drop order: save the intent (totals, the gap's key and content) → delete
+→ append the gap with the new records → clear the intent; an open that finds an intent
+finishes it, writing the gap only if the log does not already hold it.
 
 RAM tail (docs/node-storage.md "Per-cycle cost"): the last write's entries and the largest key
 logged before them; a reader whose floor is at or above it parses them, opening no segment.
 """
 
-import io
 import json
 import os
 
 from .segment import (
     DEFAULT_SEGMENT_BYTES, GAP, GAP_ENTRY_MAX, KIND_CODE, MAX_PAYLOAD, OVERHEAD, U32, as_key,
-    gap_payload, list_segments, pack_entry, plan_drop, scan, scan_stream, segment_path)
+    gap_payload, list_segments, pack_entry, plan_drop, scan, scan_bytes, segment_path)
 from .state import SlotFile, dumps, ensure_dir, join, write_bytes
 
 _TAIL_MAX = 512  # bytes of the last write kept in RAM (a wake's records; none if larger)
@@ -78,6 +78,7 @@ class RecordLog:
         self._active = None  # segment id appends go to (None: start a new one)
         self._last_key = None
         self._tail = None  # [segment id, below, entries' bytes]: see the module docstring
+        self._spent = None  # id of the kept segment whose records are all acked (docstring)
         self._segs = list_segments(self._dir)  # [[id, size], ...] oldest first
         self._bytes = 0
         for seg in self._segs:
@@ -205,7 +206,10 @@ class RecordLog:
         self._ack = found[2]
         self._save_meta()
         for sid in whole:
-            self._remove(sid)
+            if sid == self._active:
+                self._spend()
+            else:
+                self._remove(sid)
         if self._pending is not None:
             self._pending -= found[0]
         return found[0]
@@ -236,7 +240,7 @@ class RecordLog:
                 raise ValueError("record must be a dict with kind absent, 'status' or 'gap': %r" % (r,))
             if (r.get("seq") is not None) != given:
                 raise ValueError("records must all carry a seq or none may")
-            p = dumps(dict((k, v) for k, v in r.items() if k != "seq"))
+            p = dumps(dict((k, v) for k, v in r.items() if k != "seq") if "seq" in r else r)
             if len(p) > MAX_PAYLOAD:
                 raise ValueError("record encodes to %d bytes, more than %d" % (len(p), MAX_PAYLOAD))
             payloads.append((KIND_CODE[r.get("kind")], p))
@@ -295,7 +299,7 @@ class RecordLog:
         if t is not None and (t[1] is None or (floor is not None and floor >= t[1])):
             if sid != t[0]:
                 return False
-            return scan_stream(io.BytesIO(t[2]), visit)
+            return scan_bytes(t[2], visit)
         return scan(self._path(sid), visit)
 
     def _check_tail(self):
@@ -325,8 +329,11 @@ class RecordLog:
         return changed
 
     def _trim(self):
-        """Delete leading segments that hold only acked records."""
+        """Delete leading segments that hold only acked records; keep the active one spent."""
         while self._segs and self._ack is not None:
+            if self._segs[0][0] == self._active and self._last_key <= self._ack:
+                self._spend()
+                return
             unacked = [False]
             ack = self._ack
 
@@ -375,18 +382,32 @@ class RecordLog:
         if self._tail is not None and self._tail[0] == sid:
             self._tail = None
 
+    def _spend(self):
+        """Keep the active (newest) segment, all its records acked, for the next write to
+        replace: out of the segments and their size, as if deleted, with no flash operation."""
+        seg = self._segs.pop()
+        self._bytes -= seg[1]
+        self._spent = seg[0]
+        self._active = None
+        self._tail = None
+
     def _write(self, blob, n_entries, last_key):
+        """One write of ``blob`` (packed entries): appended to the active segment, else a new
+        segment, or it replaces the spent one (then the log holds no other segment)."""
         seg = self._segs[-1] if self._segs and self._segs[-1][0] == self._active else None
         new = seg is None or seg[1] + len(blob) > self._seg_bytes
+        spent = self._spent
         if new:
-            seg = [self._next_id, 0]
+            seg = [self._next_id if spent is None else spent, 0]
         below = self._last_key
         self._tail = None
-        write_bytes(self._path(seg[0]), blob, "ab")
+        write_bytes(self._path(seg[0]), blob, "ab" if spent is None else "wb")
         if len(blob) <= _TAIL_MAX:
             self._tail = [seg[0], below, blob]
         if new:
-            self._next_id += 1
+            if spent is None:
+                self._next_id += 1
+            self._spent = None
             self._segs.append(seg)
             self._active = seg[0]
         seg[1] += len(blob)

@@ -65,10 +65,44 @@ def test_append_pending_ack_and_trim(tmp_path):
     assert len(files_before) > 2
     log.pending(100)
     assert log.ack_through(1, 19) == 16
-    assert seg_files(tmp_path) == [] and log.stats()["bytes"] == 0  # every segment trimmed
+    # every segment trimmed but the active one, kept spent: out of the log's segments and size
+    assert seg_files(tmp_path) == files_before[-1:]
+    assert log.stats()["bytes"] == 0 and log.stats()["segments"] == 0
     assert log.pending(10) == []
-    assert log.append(reading(99)) == 20  # a fresh segment, numbered after the deleted ones
-    assert seg_files(tmp_path)[0] > files_before[-1]
+    assert log.append(reading(99)) == 20  # replaces the spent segment's acked records
+    assert seg_files(tmp_path) == files_before[-1:]
+    path = os.path.join(str(tmp_path), "log", files_before[-1])
+    assert os.path.getsize(path) == log.stats()["bytes"] and log.stats()["segments"] == 1
+    assert keys(all_pending(log)) == [(1, 20)]
+
+
+def test_spent_segment_is_replaced_by_the_next_write_and_survives_a_cut(tmp_path, monkeypatch):
+    """A mains node's cycles: each ack leaves the active segment spent and the next write
+    replaces it (the segment file is kept, its id too); a cut before the replacement leaves
+    the acked records, which the reopened log does not send again."""
+    st, log = open_node(tmp_path)
+    for i in range(5):
+        log.append_all([reading(i)])
+        got = log.pending(16)
+        assert keys(got) == [(1, i)] and log.ack_through(1, i) == 1
+        assert log.stats()["bytes"] == 0 and log.stats()["pending"] == 0
+    assert len(seg_files(tmp_path)) == 1
+    st, log = open_node(tmp_path)  # a reboot: the spent segment is kept, not deleted
+    assert seg_files(tmp_path) and log.stats()["segments"] == 0 and all_pending(log) == []
+    assert log.stats()["acked"] == [1, 4]
+    monkeypatch.setattr(store_mod, "write_bytes", _power_cut)
+    with pytest.raises(OSError):
+        log.append(reading(5))
+    monkeypatch.undo()
+    assert all_pending(log) == [] and log.append(reading(6)) == 1
+    st, log = open_node(tmp_path)
+    assert keys(all_pending(log)) == [(2, 1)] and log.stats()["torn"] == 0
+    log.append_all([reading(i) for i in range(3)])  # partly acked, then filled past the segment
+    log.pending(16)
+    assert log.ack_through(3, 0) == 2
+    for i in range(8):
+        log.append(reading(i))
+    assert len(seg_files(tmp_path)) == 2 and keys(all_pending(log))[0] == (3, 1)
 
 
 def test_trim_deletes_only_whole_segments_of_acked_records(tmp_path):

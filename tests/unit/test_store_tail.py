@@ -7,7 +7,7 @@ import io
 import os
 import random
 
-from firmware.app.segment import pack_entry, scan_stream
+from firmware.app.segment import pack_entry, scan_bytes, scan_stream
 from firmware.app.state import NodeState
 from firmware.app.store import _TAIL_MAX, RecordLog
 
@@ -37,6 +37,20 @@ def test_scan_stream_reads_entries_from_bytes_as_scan_does_from_a_file(tmp_path)
     got = []
     assert scan_stream(io.BytesIO(blob[:-3]), lambda c, e, s, p: got.append(s) and False)
     assert got == [7]  # a torn last entry: the good one before it, and "torn"
+
+
+def test_scan_bytes_parses_in_place_as_scan_stream_reads():
+    blob = pack_entry(0, 3, 7, b'{"a":1}') + pack_entry(2, 3, 8, b'{"b":2}') + pack_entry(1, 4, 0, b"{}")
+    flipped = bytearray(blob)
+    flipped[30] ^= 1  # in the second entry: its CRC fails
+    for data in (blob, blob[:-1], blob[:-20], blob[:5], b"", bytes(flipped), blob[:26] + b"\xff" * 11):
+        seen, seen_stream = [], []
+        torn = scan_bytes(data, lambda c, e, s, p: seen.append((c, e, s, p)) and False)
+        assert (torn, seen) == (scan_stream(io.BytesIO(data), lambda *a: seen_stream.append(a) and False),
+                                seen_stream), data
+        assert all(isinstance(x[3], bytes) for x in seen)
+    seen = []
+    assert not scan_bytes(blob, lambda c, e, s, p: seen.append(s) or s == 8) and seen == [7, 8]
 
 
 def test_pending_and_acks_through_the_tail_match_a_fresh_open(tmp_path):

@@ -40,12 +40,14 @@ class CountingFlash(FileFlash):
         self.programmed = 0
         self.erases = 0
         self.reads = 0
+        self.writes = 0
 
     def readblocks(self, block, buf, offset=0):
         self.reads += 1
         FileFlash.readblocks(self, block, buf, offset)
 
     def writeblocks(self, block, buf, offset=None):
+        self.writes += 1
         self.programmed += len(buf)
         self._f.seek(block * self.block_size + (offset or 0))
         self._f.write(buf)
@@ -265,10 +267,38 @@ def check_ram_tail_per_cycle(image_dir):
     return {"block_reads_per_cycle": dict((k, reads[k] / cycles) for k in reads)}
 
 
+def check_spent_segment_per_cycle(image_dir):
+    """A mains node's cycles with the link up: the ack leaves the active segment spent and the
+    next write replaces it, so one segment file (the same one) stays on flash, holding the last
+    cycle's records; a reboot after the last ack sends nothing again and writes into the same
+    file. Measures what a cycle programs, erases and how many block writes it makes."""
+    dev = mount(image_dir, "spent")
+    st, log = open_node(65536)
+    cycles = 60
+    files = None
+    dev.reset()
+    for w in range(cycles):
+        seq = log.append_all([reading(w)])[0]
+        got = log.pending(16)
+        assert keys(got) == [(st.boot_epoch, seq)], (w, keys(got))
+        assert log.ack_through(*keys(got)[-1]) == 1
+        assert log.stats()["bytes"] == 0 and log.stats()["segments"] == 0
+        segs = [n for n in os.listdir(ROOT + "/log") if n.endswith(".seg")]
+        assert files is None or segs == files, (w, segs, files)
+        files = segs
+    out = {"programmed_per_cycle": dev.programmed // cycles, "erases_per_cycle": dev.erases / cycles,
+           "block_writes_per_cycle": dev.writes / cycles}
+    st, log = open_node(65536)  # a reboot keeps the spent segment; nothing is sent again
+    assert log.pending(16) == [] and log.stats()["acked"] == [1, cycles - 1]
+    assert log.append(reading(0)) == 0 and keys(log.pending(16)) == [(2, 0)]
+    assert [n for n in os.listdir(ROOT + "/log") if n.endswith(".seg")] == files
+    return out
+
+
 def main(image_dir):
     for name in ("check_append_ack_trim_and_reopen", "check_more_than_the_bound",
                  "check_seqs_unique_across_boots_and_resumes", "check_write_amplification",
-                 "check_ram_tail_per_cycle"):
+                 "check_ram_tail_per_cycle", "check_spent_segment_per_cycle"):
         gc.collect()
         t0 = time.ticks_ms()
         try:
