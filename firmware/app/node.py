@@ -168,7 +168,15 @@ def _set_unsynced(state, value):
 
 
 def _counter_name(k):
-    out = []
-    for ch in k:
-        out.append(ch if ("a" <= ch <= "z" or "0" <= ch <= "9") else "_")
-    return "".join(out)
+    """The status record's name for the counter ``k``: each character but a-z and 0-9 made "_";
+    ``k`` itself when it has none. Done on its UTF-8 bytes (a continuation byte belongs to the
+    character before it): a str's characters one by one are each a search of the interned
+    strings on MicroPython."""
+    raw = k.encode()
+    out = bytearray()
+    for c in raw:
+        if 0x61 <= c <= 0x7A or 0x30 <= c <= 0x39:
+            out.append(c)
+        elif c < 0x80 or c >= 0xC0:  # an ASCII character or the first byte of another
+            out.append(0x5F)
+    return k if out == raw else out.decode()

@@ -96,6 +96,11 @@ _APP = __name__[:__name__.rfind("links.")]  # "app." (or "firmware.app." on CPyt
 # not hold them while it logs and packs its frames.
 _CONNECTION = ("links.mqtt_open", "mqtt", "mqtt_connect", "mqtt_tls", "links.mqtt_exchange", "mqtt_io")
 _PROTOCOL = ("protocol.mqtt_packets", "protocol.mqtt_wire", "protocol.frame_ack_core")
+# Their full names, made once: made again at each release, every name of the connection's was a
+# string concatenation and a search of the interned strings (18 a mains cycle)
+_ON_DEMAND = tuple(_APP + name for name in _CONNECTION) + _PROTOCOL
+_OPEN = _ON_DEMAND[0]  # links.mqtt_open
+_EXCHANGE = _ON_DEMAND[4]  # links.mqtt_exchange
 POLL_MS = const(100)  # one wait for an ack or for WiFi, on the injected clock
 FEED_MS = const(1000)  # feed the watchdog this often while waiting
 INBOX = const(8)  # acks kept until an exchange looks at them
@@ -109,9 +114,7 @@ FRAME_ROOM = const(1280)
 
 
 def _release_connection():
-    for name in _CONNECTION + _PROTOCOL:
-        if name in _CONNECTION:
-            name = _APP + name
+    for name in _ON_DEMAND:
         if name in sys.modules:  # (MicroPython: delattr of a missing name is a KeyError)
             release(name)
 
@@ -187,8 +190,9 @@ class MQTTLink:
         # mqtt_open's ``name`` (the connection step, a kept session's cycle), loaded for the
         # call and released after it with the rest of the connection's code
         try:
-            from . import mqtt_open
-
+            mqtt_open = sys.modules.get(_OPEN)  # (an import statement interns its names again)
+            if mqtt_open is None:
+                from . import mqtt_open
             return getattr(mqtt_open, name)(self, *args, **kwargs)
         finally:
             _release_connection()
@@ -210,8 +214,9 @@ class MQTTLink:
         """Publish the frame ``data`` and wait for the gateway's ack (``mqtt_exchange``, loaded
         for it and released after with the client's every-wake half); the seq acked, or None."""
         try:
-            from . import mqtt_exchange
-
+            mqtt_exchange = sys.modules.get(_EXCHANGE)
+            if mqtt_exchange is None:
+                from . import mqtt_exchange
             return mqtt_exchange.exchange(self, data, boot_epoch, last_seq)
         finally:
             _release_connection()
