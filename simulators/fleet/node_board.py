@@ -23,9 +23,11 @@ CODE_ROM_K = 200
 # took ~14 % off the interpreters' CPU; 10 -> 20 halves a mains node's collections now that one
 # with heap to spare no longer collects after every cycle (app/main.py, docs/simulation-fleet.md).
 GC_SCALE = 20
-# board.py --flash-read: littlefs reads in 1 KB pieces, not the ESP32 port's 32 bytes (the same
-# data and writes; ~10 times fewer block-device calls, the wake's largest cost before)
-FLASH_READ = 1024
+# board.py --flash-read: littlefs reads whole 4 KB blocks, not the ESP32 port's 32 bytes (the
+# same data and writes; far fewer block-device calls, the wake's largest cost before). Its
+# caches are a block from 1 KB up; smaller sizes (smaller caches per open file, fewer bytes
+# allocated) cost more in block-device calls than they save (docs/simulator-board.md)
+FLASH_READ = 4096
 # board.py --flash-cache: the last 4 blocks littlefs read kept in the heap (16 KB): ~80 reads of
 # the image file a wake become ~6 (flashcache.CachedImageFlash; the writes are the same)
 FLASH_CACHE = 4

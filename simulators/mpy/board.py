@@ -4,7 +4,7 @@ inside one MicroPython process (a wake costs milliseconds; a new process ~24 ms)
     MICROPYPATH=simulators/mpy:. CIVICEDGE_SIM=127.0.0.1:PORT \\
         micropython -X heapsize=100K simulators/mpy/board.py --flash IMAGE [--install DIR]
             [--wakes N] [--until-s S] [--boot-ms 300] [--rtc-synced] [--blocks 512] [--heap-free 100K]
-            [--gc-scale 3] [--flash-read 1024] [--flash-cache 4] [--code-rom] [--rail 25:active_low]
+            [--gc-scale 3] [--flash-read 4096] [--flash-cache 4] [--code-rom] [--rail 25:active_low]
 
 ``--flash``: the image file, mounted at ``/flash`` (a new file is made and formatted; an
 existing one that does not mount is an error, never reformatted). ``/flash`` is the current

@@ -9,10 +9,10 @@ a power cut leaves on NOR flash: some blocks written, one perhaps half-written. 
 block with 0xFF as flash does.
 
 ``readblocks``/``writeblocks`` are called from C for every littlefs access (~80 a deep-sleep
-wake at ``board.py --flash-read 1024``; ``flashcache.CachedImageFlash`` serves most from copies of recent
-blocks): they are kept small enough that MicroPython runs them without allocating a
-frame on the heap (a frame over 11 words is heap-allocated, and counts towards the
-firmware's ``gc.threshold``).
+wake at ``board.py --flash-read 1024``, fewer at the fleet's 4096;
+``flashcache.CachedImageFlash`` serves most from copies of recent blocks): they are kept
+small enough that MicroPython runs them without allocating a frame on the heap (a frame over
+11 words is heap-allocated, and counts towards the firmware's ``gc.threshold``).
 
 ``mount_flash(path, mount_point="/flash", size=...)`` formats a new image (or one that does
 not mount) and mounts it, for tests of the storage modules. ``board.py`` mounts its image

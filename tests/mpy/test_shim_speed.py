@@ -17,6 +17,7 @@ import time
 import pytest
 from mpremote.romfs import VfsRomWriter
 
+from simulators.fleet.node_board import FLASH_READ
 from simulators.i2c_server import SimServer
 from simulators.mpyrun import REPO, SHIM, micropython_binary, run_micropython
 
@@ -195,7 +196,7 @@ def test_flash_read_and_code_rom_change_nothing_the_firmware_sees(tmp_path):
     with SimServer() as s1:
         plain, b1 = _run_board(s1, tmp_path, "plain")
     with SimServer() as s2:
-        fast, b2 = _run_board(s2, tmp_path, "fast", "--flash-read", "1024", "--code-rom")
+        fast, b2 = _run_board(s2, tmp_path, "fast", "--flash-read", str(FLASH_READ), "--code-rom")
     assert [a["from"] for a in plain] == ["flash"] * 4
     assert [a["from"] for a in fast] == ["code"] * 4  # imported from the RAM copy
     # the code ROM holds every code file the flash does: the flash is off the import path, so
