@@ -77,18 +77,43 @@ class WDTFired(Exception):
 
 
 class BoardRequests:
-    """How a board's requests are answered (see the module docstring)."""
+    """How a board's requests are answered (see the module docstring).
 
-    def _request(self, op, addr, payload, node, trailer=False):
-        """Gate (the fleet's hook), then ``handle``; with ``trailer`` the clock is appended
-        to an OK or OSERROR reply. None: the fleet cancelled the board while it waited."""
-        if self.gate is not None and op in _GATED:
-            target = self._gate_target(op, payload, node)
-            if target is not None:
+    A request's *steps* (``_request``, ``_extended``) are a generator: it yields each virtual
+    time (µs, as NOW) the fleet's gate must reach before it goes on, and returns the reply
+    ``(status, payload)``. ``drive`` runs one in the calling thread, each gate blocking it
+    (``SimServer``'s thread per connection); ``simulators/i2c_hub.py`` parks it instead and
+    resumes it when the fleet's time comes, serving every board from one thread. A driver
+    that is told the board was cancelled while it waited drops the steps and hangs up."""
+
+    def steps(self, op, addr, payload, node):
+        """The steps of one request as it came off the socket (``op`` with ``OP_EXT`` or not)."""
+        if op & OP_EXT:
+            return self._extended(op & ~OP_EXT, addr, payload, node)
+        return self._request(op, addr, payload, node)
+
+    def drive(self, steps):
+        """Run a request's ``steps`` here, blocking in ``gate`` at each yielded time: the
+        reply, or None if the fleet cancelled the board while it waited."""
+        try:
+            target = next(steps)
+            while True:
                 try:
                     self.gate(target)  # the clock is at ``target`` when it returns
                 except Exception:  # the fleet cancelled this board
+                    steps.close()
                     return None
+                target = steps.send(None)
+        except StopIteration as done:
+            return done.value
+
+    def _request(self, op, addr, payload, node, trailer=False):
+        """Steps: gate (the fleet's hook), then ``handle``; with ``trailer`` the clock is
+        appended to an OK or OSERROR reply."""
+        if self.gate is not None and op in _GATED:
+            target = self._gate_target(op, payload, node)
+            if target is not None:
+                yield target
                 if op == OP_SLEEP_US:  # what is left of the sleep: nothing
                     with self.lock:
                         payload = _U64.pack(max(0, target - self.rig.clock.now_us))
@@ -105,9 +130,9 @@ class BoardRequests:
                             self.wifi.generation & 0xFFFFFFFF)
 
     def _extended(self, op, addr, payload, node):
-        """An extended request: ``u64 lag_us, u64 watchdog deadline (0: unchanged)`` before
-        the op's payload (with ``OP_POSTED``, then the posted requests: ``_posted``); the
-        posted requests are performed, the deadline set (after checking the old one),
+        """Steps of an extended request: ``u64 lag_us, u64 watchdog deadline (0: unchanged)``
+        before the op's payload (with ``OP_POSTED``, then the posted requests: ``_posted``);
+        the posted requests are performed, the deadline set (after checking the old one),
         ``lag_us`` slept, then the op performed; the reply carries the clock (module
         docstring)."""
         if len(payload) < EXT_HEAD.size:
@@ -117,7 +142,7 @@ class BoardRequests:
         payload = payload[EXT_HEAD.size:]
         if op & OP_POSTED:
             op &= ~OP_POSTED
-            reply, payload = self._posted(payload, node)
+            reply, payload = yield from self._posted(payload, node)
             if reply is not _SLEPT:
                 return reply
         if deadline and node is not None:
@@ -129,17 +154,17 @@ class BoardRequests:
                         return ST_WDT_RESET, _U64.pack(now)
                     node.wdt_deadline_us = deadline
         if lag:
-            reply = self._sleep(lag, node)
+            reply = yield from self._sleep(lag, node)
             if reply is not _SLEPT:
                 return reply
-        return self._request(op, addr, payload, node, trailer=True)
+        return (yield from self._request(op, addr, payload, node, trailer=True))
 
     def _posted(self, payload, node):
-        """The posted requests before an extended request's op: ``u16 length`` then that many
-        bytes of ``u8 op, u8 addr, u16 n, u64 lag_us, n bytes of payload`` records, each
-        performed in turn as an extended request with no watchdog deadline would be (its lag
-        slept, then the op). ``(_SLEPT, the op's own payload)`` when all went through, else
-        ``(the failed one's reply, None)``: the request's op is then not performed."""
+        """Steps of the posted requests before an extended request's op: ``u16 length`` then
+        that many bytes of ``u8 op, u8 addr, u16 n, u64 lag_us, n bytes of payload`` records,
+        each performed in turn as an extended request with no watchdog deadline would be (its
+        lag slept, then the op). ``(_SLEPT, the op's own payload)`` when all went through,
+        else ``(the failed one's reply, None)``: the request's op is then not performed."""
         try:
             (m,) = struct.unpack_from(">H", payload)
             if len(payload) < 2 + m:
@@ -152,26 +177,23 @@ class BoardRequests:
                     raise struct.error("a posted request's %d bytes run past the posted requests" % n)
                 body, i = payload[i:i + n], i + n
                 if lag:
-                    reply = self._sleep(lag, node)
+                    reply = yield from self._sleep(lag, node)
                     if reply is not _SLEPT:
                         return reply, None
-                reply = self._request(op, addr, body, node, trailer=True)
-                if reply is None or reply[0] != ST_OK:
+                reply = yield from self._request(op, addr, body, node, trailer=True)
+                if reply[0] != ST_OK:
                     return reply, None
         except struct.error as e:
             return (ST_ERROR, error_body(ProtocolError("malformed posted requests: %s" % e))), None
         return _SLEPT, payload[end:]
 
     def _sleep(self, lag, node):
-        """The extended request's sleep: what a SLEEP_US request of ``lag`` µs does through
-        ``_request`` (the gate, then the watchdog and the clock under the lock), without
-        packing it into one. ``_SLEPT``, a WDT_RESET reply, or None (cancelled)."""
+        """Steps of the extended request's sleep: what a SLEEP_US request of ``lag`` µs does
+        through ``_request`` (the gate, then the watchdog and the clock under the lock),
+        without packing it into one. ``_SLEPT`` or a WDT_RESET reply."""
         target = self._gate_target(OP_SLEEP_US, None, node, lag) if self.gate is not None else None
         if target is not None:
-            try:
-                self.gate(target)  # the clock is at ``target`` when it returns
-            except Exception:  # the fleet cancelled this board
-                return None
+            yield target
         with self.lock:
             clock = self.rig.clock
             if target is not None:  # what is left of the sleep: nothing

@@ -166,11 +166,13 @@ class SimServer(BoardRequests, ControlMethods):
     """A ``LocalRig`` served on ``host``:``port`` (port 0: a free one) and, with ``unix``, on
     a Unix socket in a temporary directory of its own (removed by ``stop``). A context manager.
 
-    One thread accepts connections, one thread serves each; every request runs under
-    ``self.lock``. ``stop()`` closes every connection and joins the threads.
+    One thread accepts connections, one thread serves each (or, with ``hub``, a
+    ``simulators.i2c_hub.BoardHub``'s one thread serves them with those of other servers: the
+    fleet's); every request's ops run under ``self.lock``. ``stop()`` closes every connection
+    and joins the threads.
     """
 
-    def __init__(self, rig=None, host="127.0.0.1", port=0, unix=True):
+    def __init__(self, rig=None, host="127.0.0.1", port=0, unix=True, hub=None):
         self.rig = rig if rig is not None else LocalRig()
         self.lock = threading.Lock()
         self._host = host
@@ -188,6 +190,12 @@ class SimServer(BoardRequests, ControlMethods):
         # with the virtual time (µs, as NOW) a SLEEP_US, BOOT_AT or HALT would move this
         # board's clock to; it returns when the fleet's global time allows. None: no fleet.
         self.gate = None
+        # The same hook for a ``hub``'s thread, which must not block: ``gate_async(target_us,
+        # resume)`` returns True if the fleet's time allows now, else False and calls
+        # ``resume(cancelled)`` when it does (``Participant.wait_async``). None: the hub runs
+        # such a request on a worker thread, through ``gate``.
+        self.gate_async = None
+        self._hub = hub
         # UART id -> a peer of this board that can settle (``ATModemEmulator`` in "follow"
         # mode): CONTROL uart_peer, uart_settle
         self.uart_peers = {}
@@ -277,7 +285,10 @@ class SimServer(BoardRequests, ControlMethods):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.lock:
             self._conns.add(conn)
-            self.nodes[conn] = Node()
+            self.nodes[conn] = node = Node()
+        if self._hub is not None:
+            self._hub.add(self, conn, node)
+            return
         t = threading.Thread(target=self._serve, args=(conn,), name="sim-i2c-conn", daemon=True)
         self._threads.append(t)
         t.start()
@@ -309,10 +320,7 @@ class SimServer(BoardRequests, ControlMethods):
                 if have > end:  # the start of another request: to the front
                     buf[:have - end] = bytes(view[end:have])
                 have -= end
-                if op & OP_EXT:
-                    reply = self._extended(op & ~OP_EXT, addr, payload, node)
-                else:
-                    reply = self._request(op, addr, payload, node)
+                reply = self.drive(self.steps(op, addr, payload, node))
                 if reply is None:  # the fleet cancelled this board: hang up
                     return
                 status, out = reply
@@ -320,10 +328,14 @@ class SimServer(BoardRequests, ControlMethods):
         except OSError:
             return  # the client went away, or stop() shut the connection
         finally:
-            with self.lock:
-                self._conns.discard(conn)
-                self.nodes.pop(conn, None)
-            conn.close()
+            self.forget(conn)
+
+    def forget(self, conn):
+        """``conn`` is over (its board went away, was cancelled, or the server stops): close it."""
+        with self.lock:
+            self._conns.discard(conn)
+            self.nodes.pop(conn, None)
+        conn.close()
 
 
 def main(argv=None):

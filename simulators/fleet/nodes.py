@@ -196,7 +196,7 @@ class FleetNode:
     """One node (see the module docstring). ``spec``: a ``NodeSpec``; ``env``: its model."""
 
     def __init__(self, spec, env, build, workdir, timeline, start_wall_s, end_s, link_env, files,
-                 electrode=None):
+                 electrode=None, hub=None):
         self.spec, self.env, self.build = spec, env, build
         self.dir = pathlib.Path(workdir) / spec.id
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -208,7 +208,7 @@ class FleetNode:
         self.config = build.write(spec.id, self.dir / "bundle", sets=list(spec.sets) + files.pop("sets", []), **files)
         clock = VirtualClock(start_wall_s=start_wall_s)
         clock.advance_s(spec.boot_offset_s)
-        self.server = SimServer(LocalRig(clock)).start()
+        self.server = SimServer(LocalRig(clock), hub=hub).start()  # hub: the fleet's BoardHub, or None
         seed = spec.env_seed & 0xFFFFFF
         self.server.rig.setup(rig_devices(spec.profile, env.at, seed, electrode))
         if self.config.get("battery"):
@@ -234,6 +234,7 @@ class FleetNode:
             self.clock.advance_us(behind)
         self.participant = self.timeline.join(self.spec.id, self.clock)
         self.server.gate = self._gate
+        self.server.gate_async = self._gate_async
         args = [str(BOARD_PY), "--flash", str(self.image), "--until-s", str(int(self.end_s)),
                 "--rtc-synced", "--wakes", "1000000", "--gc-scale", str(GC_SCALE), "--flash-read", str(FLASH_READ),
                 "--flash-cache", str(FLASH_CACHE)]
@@ -253,6 +254,9 @@ class FleetNode:
 
     def _gate(self, target_us):
         self.participant.wait_until(target_us)
+
+    def _gate_async(self, target_us, resume):
+        return self.participant.wait_async(target_us, resume)
 
     def _watch(self, proc, participant):
         _, status, usage = os.wait4(proc.pid, 0)  # the child's own CPU time, as it is reaped

@@ -31,6 +31,7 @@ from simulators.fleet.gateways import GatewayProcess
 from simulators.fleet.nodes import SSID_SET, Build, FleetNode, SerialCable, dev_eui, node_attributes, profile_table
 from simulators.fleet.site import SiteBrokers, Platform, gateway_files
 from simulators.fleet.timeline import Timeline
+from simulators.i2c_hub import BoardHub
 from simulators.fleet import scenario as scenario_mod
 
 ELECTRODE = {"electrode": {"zero_algorithm": 1}, "we": 0, "ae": 1}
@@ -70,6 +71,7 @@ class FleetRun:
         self.timeline = Timeline(end_us=scenario.duration_s * 1_000_000, publish=self._publish,
                                  window_us=WINDOW_S * 1_000_000)
         self.view = GlobalClock(self.timeline, scenario.start_wall_s)
+        self.hub = None  # serves every node's sensor server (simulators/i2c_hub.py), from prepare()
         self.backlog = {g.id: [] for g in scenario.gateways}
         self.log = []  # (wall_s, what) of every director action
         self.settle_wall_s = 0.0  # real s the director held the time for the gateways (drain.settle)
@@ -95,6 +97,7 @@ class FleetRun:
                                    sc.gateways).start()
         self.say("brokers: %s" % self.brokers.describe())
         self.cable = SerialCable()
+        self.hub = BoardHub().start()
         builds, keys, serial_ports, by_gw = {}, {}, {}, {g.id: [] for g in sc.gateways}
         lora_gws = [g.id for g in sc.gateways if g.lorawan]
         if any(n.link == "lorawan" for n in specs):
@@ -125,7 +128,7 @@ class FleetRun:
             node = FleetNode(spec, scenario_mod.make_environment(spec), builds[kind], self.dir / "nodes",
                              self.timeline, sc.start_wall_s, sc.duration_s, link_env,
                              {"extra_files": extra, "secrets": secrets, "calibration": calibration,
-                              "sets": self._node_sets(spec, eui)}, electrode=electrode)
+                              "sets": self._node_sets(spec, eui)}, electrode=electrode, hub=self.hub)
             if spec.link == "lorawan":
                 link_env["CIVICEDGE_UART2"] = self._modem(node, eui)
             node.link_env = link_env
@@ -302,6 +305,7 @@ class FleetRun:
             n.stop()
             if getattr(n, "modem", None) is not None:
                 n.modem.stop()  # its thread and pty (its node is gone; its counters stay)
+        self.hub.stop()
         for g in self.gateways.values():
             g.stop()
         with ThreadPoolExecutor(2) as pool:

@@ -49,6 +49,10 @@ waiting for a frame's turn), reads ``generation`` before it looks and then calls
 ``wait_changed``: it sleeps until a participant waits, is released or leaves (or
 ``notify_changed``), instead of polling.
 
+A thread that must not block (``simulators/i2c_hub.py``: one thread serving every node's
+sensor socket) waits with ``wait_async``: it parks the participant, and the timeline calls
+back when its time comes, instead of waking a thread of its own.
+
 ``publish`` is called with every new ``G`` (the gateway, a separate process, reads it from
 shared memory); it must be quick and must not call back into the timeline.
 """
@@ -77,6 +81,7 @@ class Participant:
         self.barrier = False        # its wait (or its run since) is a barrier (module docstring)
         self.parked = False         # running, but held at a fixed point (module docstring)
         self._event = threading.Event()
+        self._resume = None         # a ``wait_async`` waiter's callback, while it waits
 
     def now_us(self):
         return self.clock.now_us
@@ -88,6 +93,15 @@ class Participant:
         ``Cancelled`` if the participant leaves meanwhile (its process died, or the run is
         over)."""
         self.timeline._wait(self, int(target_us), barrier)
+
+    def wait_async(self, target_us, resume):
+        """``wait_until`` for a thread that must not block (``simulators/i2c_hub.py``): True
+        if the global time allows ``target_us`` now (the clock is at it: go on); else False,
+        and ``resume(cancelled)`` is called once it does, or with ``cancelled`` True if the
+        participant leaves first. ``resume`` is called by whichever thread moves the time,
+        with the timeline's lock held: it must be quick and must not call the timeline.
+        Raises ``Cancelled`` if the participant has left already."""
+        return self.timeline._wait(self, int(target_us), False, resume)
 
     def progress_us(self):
         """The earliest virtual time (µs) at which it can still act: its wake time while it
@@ -139,7 +153,7 @@ class Timeline:
                 self._hold = None
             if p.target_us is not None:
                 p.target_us = None
-                p._event.set()  # its waiter raises Cancelled; the heap entry is skipped later
+                self._release(p, True)  # its waiter raises Cancelled; the heap entry is skipped later
             self._advance()
 
     def cancel_all(self):
@@ -185,7 +199,8 @@ class Timeline:
         with self._lock:
             return not self._running and self._next_target() > self.end_us
 
-    def _wait(self, p, target_us, barrier=False):
+    def _wait(self, p, target_us, barrier=False, resume=None):
+        """Wait (blocking; with ``resume``, not: ``Participant.wait_async``)."""
         with self._lock:
             if p.gone:
                 raise Cancelled(p.name)
@@ -198,6 +213,13 @@ class Timeline:
             p._event.clear()
             self._advance()
             blocked = p.target_us is not None
+            if resume is not None:
+                if blocked:
+                    p._resume = resume
+                    self.releases += 1
+                else:
+                    self.passes += 1
+                return not blocked
         if blocked:
             self.releases += 1
             p._event.wait()
@@ -234,6 +256,15 @@ class Timeline:
                 q.clock.advance_us(target - q.clock.now_us)
             q.target_us = None
             self._running.add(q)
-            q._event.set()
+            self._release(q, False)
             if q.barrier:
                 self._hold = q  # nobody else is released until it waits again
+
+    @staticmethod
+    def _release(p, cancelled):
+        """Wake ``p``'s waiter (lock held): its thread, or its ``wait_async`` callback."""
+        resume, p._resume = p._resume, None
+        if resume is None:
+            p._event.set()
+        else:
+            resume(cancelled)

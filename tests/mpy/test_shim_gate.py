@@ -4,24 +4,30 @@ targets, and the board the same clock and watchdog (``simulators/i2c_board.py``)
 
 import struct
 
+import pytest
+
 from simulators import i2c_server as proto
-from simulators.i2c_server import SimServer
+from simulators.fleet.timeline import Cancelled
 from tests.mpy.test_shim import Client, ext
+from tests.sim.test_i2c_hub import serving
 
 
-def test_a_sleep_carried_by_a_request_passes_the_gate_as_a_sleep_request_does():
+@pytest.mark.parametrize("hub", [False, True], ids=["thread", "hub"])
+def test_a_sleep_carried_by_a_request_passes_the_gate_as_a_sleep_request_does(hub):
     """The fleet's gate sees the same targets, and the board the same clock and watchdog,
-    whether its sleeps go as SLEEP_US requests or ride on the next request (``lag_us``)."""
+    whether its sleeps go as SLEEP_US requests or ride on the next request (``lag_us``),
+    served by a thread per connection or by the fleet's ``BoardHub``."""
     def run(carried):
         targets, replies = [], []
-        with SimServer() as srv:
+        with serving(hub) as srv:
             def gate(target_us):  # the fleet's timeline: the clock is at the target on return
                 targets.append(target_us)
                 if target_us > 4_500_000:
-                    raise RuntimeError("the fleet ends this board")
+                    raise Cancelled("the fleet ends this board")
                 with srv.lock:
                     srv.rig.clock.advance_us(target_us - srv.rig.clock.now_us)
             srv.gate = gate
+            srv.gate_async = lambda target_us, resume: gate(target_us) or True  # never parks
             c = Client(srv)
             ext(c, proto.OP_WDT, struct.pack(">I", 1000))  # fires at 1 s
             for lag in (300_000, 600_000, 200_000, 5_000_000, 1_400_000):

@@ -10,8 +10,8 @@ import pytest
 
 from simulators import i2c_server as proto
 from simulators.i2c_board import EXT_HEAD, POSTED
-from simulators.i2c_server import SimServer
 from tests.mpy.test_shim import Client
+from tests.sim.test_i2c_hub import serving
 
 POWER_OFF = json.dumps(["power", [None, "off"]]).encode()
 POWER_ON = json.dumps(["power", [None, "on"]]).encode()
@@ -29,9 +29,10 @@ def _call(c, op, payload=b"", posted=b"", lag=0):
     return c.call(op | proto.OP_EXT, 0x48, body + payload)
 
 
-@pytest.fixture
-def board():
-    with SimServer() as srv:
+@pytest.fixture(params=["thread", "hub"])
+def board(request):
+    """A server with a thread per connection, or on a ``BoardHub``, and a client."""
+    with serving(request.param == "hub") as srv:
         srv.rig.setup([{"model": "tmp117", "address": 0x48}])
         yield srv, Client(srv)
 

@@ -1,6 +1,7 @@
 """The simulator socket's framing (simulators/i2c_server.py): requests are read into one
 buffer per connection, so one that arrives a byte at a time, two in one segment, and the
-largest payload the protocol allows are each answered exactly once, in order."""
+largest payload the protocol allows are each answered exactly once, in order, by a thread per
+connection and by the fleet's ``BoardHub`` alike."""
 
 import socket
 import struct
@@ -8,7 +9,7 @@ import struct
 import pytest
 
 from simulators import i2c_server as proto
-from simulators.i2c_server import SimServer
+from tests.sim.test_i2c_hub import serving
 
 
 def _request(op, addr=0, payload=b""):
@@ -27,9 +28,10 @@ def _reply(sock):
     return status, read(n)
 
 
-@pytest.fixture
-def conn():
-    with SimServer() as srv:
+@pytest.fixture(params=["thread", "hub"])
+def conn(request):
+    """A connection to a server with a thread per connection, or on a ``BoardHub``."""
+    with serving(request.param == "hub") as srv:
         srv.rig.setup([{"model": "echo", "address": 0x20}])
         s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

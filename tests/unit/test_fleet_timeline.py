@@ -141,3 +141,34 @@ def test_wait_changed_returns_at_once_on_a_change_it_would_have_missed_and_wakes
     a.leave()                                     # a participant leaving is a change
     th.join(10)
     assert woke and woke[0] != seen
+
+
+def test_an_async_waiter_goes_on_at_once_or_is_resumed_when_its_time_comes():
+    """``wait_async`` (the fleet's BoardHub): True when the time allows at once; else the
+    callback, once, when it comes, with the clock at the target; a blocking waiter and an
+    async one are released in time order between them."""
+    tl = Timeline(end_us=10_000)
+    log, lock = [], threading.Lock()
+    a, b = tl.join("a", VirtualClock()), tl.join("b", VirtualClock())
+    resumed = []
+    assert a.wait_async(0, resumed.append) is True and resumed == []  # its time already
+    assert a.wait_async(500, lambda cancelled: resumed.append(("a", a.clock.now_us, cancelled))) is False
+    tb = sleeper(b, [300, 700], log, lock)
+    tb.join(0.5)  # b is held at 700 by a, running at 500 once resumed
+    assert resumed == [("a", 500, False)] and log == [("b", 300)]
+    a.leave()
+    tb.join(5)
+    assert log == [("b", 300), ("b", 700)]
+
+
+def test_an_async_waiter_that_leaves_is_resumed_as_cancelled_and_cannot_wait_again():
+    tl = Timeline(end_us=10_000)
+    a, b = tl.join("a", VirtualClock()), tl.join("b", VirtualClock())  # b runs at 0: a waits
+    resumed = []
+    assert a.wait_async(500, resumed.append) is False
+    a.leave()
+    assert resumed == [True]
+    with pytest.raises(Cancelled):
+        a.wait_async(600, resumed.append)
+    b.leave()
+    assert resumed == [True]
