@@ -4,11 +4,16 @@
 A deep-sleep wake whose inputs are unchanged does not load the validator at all: loading it
 (``app.config`` and its schema, the largest code the node loads, every name interned again)
 was the largest part of a wake's CPU. The inputs are the exact bytes of ``config.json``,
-``secrets.json``, the overrides file and its temporary file, and ``manifest.json`` (the
-firmware version: an update may change the schema's defaults), with the size and mtime of the
-validator's own module files; their SHA-256 heads the cache, then the SHA-256 of the rest,
-the validated configuration as JSON. The cache holds no secret: on a hit ``secrets.json``
-(whose bytes were validated: they are in the digest) is read again without the validator.
+``secrets.json``, the overrides file and its temporary file, and the firmware version in
+``manifest.json`` (an update may change the schema's defaults), with the size and mtime of
+the validator's own module files; their SHA-256 heads the cache, then the SHA-256 of the
+rest, the validated configuration as JSON. The firmware version (a SHA-256 of every code
+file, the validator's included) is read from the manifest's first bytes, where the build
+writes it (``civicedge/firmware_build.py``): the rest lists each file's hash and size (~15
+KB, read and hashed at every wake before, for nothing the validation depends on); a manifest
+without the version in its head is digested whole. The cache holds no secret: on a hit
+``secrets.json`` (whose bytes were validated: they are in the digest) is read again without
+the validator.
 A cache that is missing, torn, corrupted or of other inputs is ignored, never trusted: the
 files are validated as without a cache, and the cache rewritten (temporary file + rename).
 A bad file is never cached, so it is reported at every boot exactly as without a cache.
@@ -28,7 +33,12 @@ _OVERRIDES = "overrides.json"
 CACHE = "config.valid"
 # what the validated result depends on (the overrides' temporary file: a write that a reset
 # cut short, which apply_overrides clears; manifest.json: the firmware version)
-_INPUTS = ("config.json", "secrets.json", _OVERRIDES, _OVERRIDES + ".tmp", "manifest.json")
+_MANIFEST = "manifest.json"
+_INPUTS = ("config.json", "secrets.json", _OVERRIDES, _OVERRIDES + ".tmp", _MANIFEST)
+# how firmware_build's manifest (json.dumps, indent=1) writes the version, and the bytes of
+# its head that hold it (~330 in: the device, board, profile, link and compiler come first)
+_VERSION_KEY = b'"firmware_version": "'
+_HEAD_BYTES = 512
 
 
 def _path(root, name):
@@ -78,33 +88,53 @@ def _hex(data):
     return binascii.hexlify(hashlib.sha256(data).digest())
 
 
+def _version(buf, n):
+    """The firmware version (bytes) in the first ``n`` bytes of ``buf``, a manifest's head,
+    or None if it is not there whole."""
+    at = buf.find(_VERSION_KEY)
+    if at < 0 or at + len(_VERSION_KEY) > n:
+        return None
+    at += len(_VERSION_KEY)
+    end = buf.find(b'"', at)
+    return bytes(memoryview(buf)[at:end]) if at < end <= n else None
+
+
 def digest(root):
     """SHA-256 (hex, bytes) of the configuration's inputs on the flash at ``root``: each of
-    ``_INPUTS``' name, size and bytes (or its absence), and the size and mtime of the
-    validator's module files beside this one (code copied without a new ``manifest.json``).
-    Raises ``OSError`` only if a file that is there cannot be read."""
+    ``_INPUTS``' name, size and bytes (or its absence; of ``manifest.json`` the firmware
+    version in its head when it is there), and the size and mtime of the validator's module
+    files beside this one (code copied without a new ``manifest.json``). Raises ``OSError``
+    only if a file that is there cannot be read."""
     h = hashlib.sha256()
-    buf = bytearray(256)
+    buf = bytearray(_HEAD_BYTES)
     here = globals().get("__file__") or ""  # none if frozen
     ext = here[here.rfind("."):]
     code = [here[:here.rfind("/") + 1] + name + ext for name in ("config", "config_schema")] if "/" in here else []
+    # what is hashed is made as bytes: a new str costs MicroPython a search of its interned
+    # strings (it returns the interned one if there is one), bytes do not
+    prefix = _path(root, "")
     for name in _INPUTS:
         # opened without a stat first: one littlefs path lookup each (a fetch of the
         # directory's metadata, its CRC checked), not two, at every boot
-        f = _open(_path(root, name))
+        f = _open(prefix + name)
         if f is None:
-            h.update((name + "\0-\0").encode())
+            h.update(name.encode() + b"\0-\0")
             continue
         with f:
-            h.update((name + "\0%d\0%d\0" % (f.seek(0, 2), 0)).encode())
+            size = f.seek(0, 2)
             f.seek(0)
             n = f.readinto(buf)
+            version = _version(buf, n) if name == _MANIFEST else None
+            if version is not None:  # (the digest of a whole manifest has its size here)
+                h.update(name.encode() + b"\0v\0" + version)
+                continue
+            h.update(name.encode() + b"\0%d\0%d\0" % (size, 0))
             while n:
                 h.update(memoryview(buf)[:n])
                 n = f.readinto(buf)
     for name in code:
         st = _stat(name)
-        h.update((name + ("\0-\0" if st is None else "\0%d\0%d\0" % (st[6], st[8]))).encode())
+        h.update(name.encode() + (b"\0-\0" if st is None else b"\0%d\0%d\0" % (st[6], st[8])))
     return binascii.hexlify(h.digest())
 
 

@@ -32,7 +32,7 @@ from simulators.clock import VirtualClock
 from simulators.i2c_server import SimServer
 from simulators.mpyrun import REPO, micropython_env
 from simulators.fleet.node_board import (CODE_ROM, CODE_ROM_K, FLASH_CACHE, FLASH_READ, GC_SCALE, HEAP,  # noqa: F401
-                                         ROM_AREA_K, interpreter, rail_args)
+                                         LATE_COLLECT, ROM_AREA_K, interpreter, rail_args)
 from simulators.rig import LocalRig
 
 BOARD_PY = REPO / "simulators" / "mpy" / "board.py"
@@ -240,7 +240,7 @@ class FleetNode:
                 "--flash-cache", str(FLASH_CACHE)]
         heap_k = int(HEAP[self.spec.link][:-1])
         if CODE_ROM:
-            args.append("--code-rom")
+            args += ["--code-rom"] + (["--late-collect"] if LATE_COLLECT else [])
             heap_k += 0 if interpreter()[0] == sys.executable else CODE_ROM_K
         args += rail_args(self.config)
         if not self.image.exists():

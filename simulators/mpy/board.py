@@ -4,7 +4,8 @@ inside one MicroPython process (a wake costs milliseconds; a new process ~24 ms)
     MICROPYPATH=simulators/mpy:. CIVICEDGE_SIM=127.0.0.1:PORT \\
         micropython -X heapsize=100K simulators/mpy/board.py --flash IMAGE [--install DIR]
             [--wakes N] [--until-s S] [--boot-ms 300] [--rtc-synced] [--blocks 512] [--heap-free 100K]
-            [--gc-scale 3] [--flash-read 4096] [--flash-cache 4] [--code-rom] [--rail 25:active_low]
+            [--gc-scale 3] [--flash-read 4096] [--flash-cache 4] [--code-rom] [--late-collect]
+            [--rail 25:active_low]
 
 ``--flash``: the image file, mounted at ``/flash`` (a new file is made and formatted; an
 existing one that does not mount is an error, never reformatted). ``/flash`` is the current
@@ -49,7 +50,12 @@ files; the flash's entries cost littlefs lookups for every built-in imported), a
 ``boot.py`` and ``main.py`` are compiled at the first boot only, every wake running the same
 code again (the image, too, is the flash's code as it was at power-on). The image is
 in the memory ``$CIVICEDGE_ROM_AREA`` names (outside the heap: the fleet's launcher), else in
-the heap (~150 KB after ``--heap-free``'s ballast).
+the heap (~150 KB after ``--heap-free``'s ballast). ``--late-collect`` (with ``--code-rom``)
+leaves the old boot's garbage after a reset to the firmware's first collection (``boot.py``
+collects first thing; nothing reads or writes the flash before it, so an old boot's file
+that only the collector would close is closed before the firmware touches the flash, as
+before): the board's own collection and ``gc.mem_free()`` walk of the heap, together ~5 % of
+a deep-sleep wake, are done at power-on only, and ``mem_free`` is -1 for the other boots.
 
 The last line of output is ``BOARD {json}``: ``end`` ("wakes", "time", "ended", "error",
 "asleep" — a deep sleep with no wake time), ``boots``, ``resets`` by cause (the one that ended the run
@@ -60,7 +66,8 @@ a later request instead of one of their own: ``simlink``), ``real_waits`` for a 
 (socket polls, UART reads), ``real_wait_ms`` they took and ``real_waits_empty``, those that
 ended with nothing, and ``real_waits_gave_up``, those that gave up on a far end that was up
 (``simlink.patient``: the board's clock may then depend on real timing)),
-``mem_free`` (``gc.mem_free()`` after the collection before each boot) and ``wall_us`` (real
+``mem_free`` (``gc.mem_free()`` after the collection before each boot; -1 where
+``--late-collect`` left it to the firmware) and ``wall_us`` (real
 µs each boot took, application and reset) — of every boot, or past 256 boots of the first
 128 and the latest 128.
 """
@@ -74,18 +81,18 @@ import vfs
 
 _USAGE = ("usage: board.py --flash IMAGE [--install DIR] [--wakes N] [--until-s S] [--boot-ms MS] "
           "[--rtc-synced] [--blocks N] [--heap-free BYTES|NK] [--gc-scale N] [--flash-read N] [--flash-cache N] "
-          "[--code-rom] [--rail PIN[:active_low]]")
+          "[--code-rom] [--late-collect] [--rail PIN[:active_low]]")
 _RECORD = 256  # boots whose heap and wall time the summary keeps: the first and latest 128
 
 
 def _options(argv):
     opts = {"flash": None, "install": None, "wakes": 0, "until_s": 0, "boot_ms": 300, "blocks": 512, "rtc_synced": False,
             "heap_free": None, "gc_scale": 1, "flash_read": 32, "flash_cache": 0,
-            "code_rom": False, "rail": None}
+            "code_rom": False, "late_collect": False, "rail": None}
     i = 0
     while i < len(argv):
         key = argv[i][2:].replace("-", "_")
-        if argv[i] in ("--rtc-synced", "--code-rom"):
+        if argv[i] in ("--rtc-synced", "--code-rom", "--late-collect"):
             opts[key] = True
             i += 1
         elif argv[i].startswith("--") and key in opts and i + 1 < len(argv):
@@ -98,6 +105,8 @@ def _options(argv):
             raise ValueError("unknown or incomplete option %r; %s" % (argv[i], _USAGE))
     if not opts["flash"]:
         raise ValueError("--flash is required; " + _USAGE)
+    if opts["late_collect"] and not opts["code_rom"]:  # (without, boot.py is read before it collects)
+        raise ValueError("--late-collect needs --code-rom; " + _USAGE)
     return opts
 
 
@@ -320,8 +329,11 @@ def run(opts, records):
         sys.path.clear()
         sys.path.extend(path)
         os.chdir("/flash")
-        gc.collect()
-        mem_free[_slot(boots, len(mem_free))] = gc.mem_free()
+        if boots == 0 or not opts["late_collect"]:
+            gc.collect()
+            mem_free[_slot(boots, len(mem_free))] = gc.mem_free()
+        else:  # (--late-collect: boot.py's gc.collect() frees the old boot)
+            mem_free[_slot(boots, len(mem_free))] = -1
         boots += 1
         try:
             if cause is not None:  # a chip reset: ticks restart, the bootloader runs

@@ -137,7 +137,8 @@ print("BOOT", json.dumps({"hits": startup.hits, "validator": "app.config" in sys
 def test_a_wake_with_an_unchanged_flash_does_not_load_the_validator(tmp_path):
     """Compiled, as on the flash: the first boot validates and keeps the result; the next (a
     fresh interpreter, as after a deep sleep) takes it from ``config.valid`` without importing
-    ``app.config``; a changed config.json is validated again."""
+    ``app.config``; a changed config.json, or firmware version in the manifest, is validated
+    again (the rest of the manifest is not digested)."""
     root = tmp_path / "fw"
     (root / "app").mkdir(parents=True)
     (root / "app" / "__init__.py").write_text("")
@@ -155,6 +156,14 @@ def test_a_wake_with_an_unchanged_flash_does_not_load_the_validator(tmp_path):
     (flash / "config.json").write_text(json.dumps(doc))
     (flash / "secrets.json").write_text(json.dumps({"device_key_hex": bytes(range(16)).hex()}))
 
+    def manifest(version, files):  # as the build writes it: only its version is digested
+        info = {"device_id": "sch1-rm12-co2", "board": "b", "profile": "p", "link": "serial",
+                "compiler": "MicroPython v1.29.0", "march": None}
+        doc = dict(firmware_build.make_manifest(files, {}, info), firmware_version=version)
+        (flash / "manifest.json").write_text(json.dumps(doc, indent=1) + "\n")
+
+    manifest("a" * 64, {"app/main.mpy": b"M"})
+
     def boot(hide):
         code = "ROOT = %r\nFLASH = %r\nHIDE = %r\n" % (str(root), str(flash), hide) + BOOT
         rc, out, err = run_micropython(["-c", code], sim=False, timeout_s=60, heapsize="128K")
@@ -169,3 +178,7 @@ def test_a_wake_with_an_unchanged_flash_does_not_load_the_validator(tmp_path):
     (flash / "config.json").write_text(json.dumps(doc))
     third = boot(False)
     assert third["hits"] == 0 and third["cfg"]["interval_s"] == 240
+    manifest("a" * 64, {"app/main.mpy": b"M", "app/node.mpy": b"N"})  # the same firmware version
+    assert boot(True)["hits"] == 1
+    manifest("b" * 64, {"app/main.mpy": b"M"})  # a firmware update
+    assert boot(False)["hits"] == 0

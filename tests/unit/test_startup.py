@@ -11,6 +11,7 @@ import sys
 import cbor2
 import pytest
 
+from civicedge import firmware_build
 from firmware.app import config, config_cache, downlink, startup
 from tests.unit.test_config import EXAMPLE
 
@@ -151,6 +152,38 @@ def test_a_firmware_update_is_validated_again(root):
     startup.configure(root)
     with open(root + "/manifest.json", "w") as f:
         f.write('{"firmware_version": "another"}')
+    with pytest.raises(ImportError):
+        _boot(root)
+
+
+def _manifest(root, version, files=(), compiler="MicroPython v1.29.0; mpy-cross emitting mpy v6.3"):
+    """A manifest.json as civicedge.firmware_build writes it; returns its bytes."""
+    info = {"device_id": "civ1-hot01", "board": "esp32-devkitc-rak3272s", "profile": "legionella-outlet",
+            "link": "lorawan", "compiler": compiler, "march": None}
+    manifest = firmware_build.make_manifest(dict(files), {}, info)
+    manifest["firmware_version"] = version
+    data = (json.dumps(manifest, indent=1) + "\n").encode()
+    with open(root + "/manifest.json", "wb") as f:
+        f.write(data)
+    return data
+
+
+def test_of_the_manifest_only_its_firmware_version_counts(root):
+    data = _manifest(root, "a" * 64, {"app/main.mpy": b"M\x06"})
+    head = bytearray(data[:config_cache._HEAD_BYTES])  # found in the head of a manifest the build writes
+    assert config_cache._version(head, len(head)) == b"a" * 64
+    startup.configure(root)
+    _manifest(root, "a" * 64, {"app/main.mpy": b"M\x06", "app/node.mpy": b"M\x06\x00"})
+    assert _boot(root)[1] is None  # the same code: the cache
+    _manifest(root, "b" * 64, {"app/main.mpy": b"M\x06"})
+    with pytest.raises(ImportError):  # a firmware update
+        _boot(root)
+
+
+def test_a_manifest_without_its_version_in_its_head_is_digested_whole(root):
+    _manifest(root, "a" * 64, compiler="x" * 600)  # the version past the head
+    startup.configure(root)
+    _manifest(root, "a" * 64, {"app/main.mpy": b"M\x06"}, compiler="x" * 600)
     with pytest.raises(ImportError):
         _boot(root)
 
