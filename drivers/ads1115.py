@@ -16,7 +16,11 @@ characteristics, "data rate variation ±10 %"), so the driver waits once for the
 chip in spec (``single_shot_ms``: 1/(0.9 DR) plus the wake-up, 140 ms at 8 SPS), reads Config
 where the Config write left the pointer, and polls (bounded) only a chip still converting:
 a conversion is three bus transactions (write Config; read Config; write the pointer and
-read the result, joined by a repeated START).
+read the result, joined by a repeated START). A caller that converts the same inputs again
+and again (a node, every minute) makes each Config word once (``config_word``) and converts
+with ``convert_v(word)``: the same three transactions, without matching the input's name,
+the range and the data rate to their register codes (strings case-folded, tables searched)
+at every conversion.
 
 A conversion that never finishes (OS stays 0 after the poll budget), or a Config register
 that does not read back as written (the device was reset mid-conversion, or it is not an

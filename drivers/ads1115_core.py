@@ -148,14 +148,24 @@ def raw_to_v(raw, fsr_v):
 
 def conversion_time_ms(data_rate_sps):
     """Nominal conversion time in ms: 1000 / DR (125 ms at 8 SPS)."""
-    return 1000.0 / DATA_RATES_SPS[dr_code(data_rate_sps)]
+    return _conversion_ms(dr_code(data_rate_sps))
+
+
+def _conversion_ms(code):
+    """``conversion_time_ms`` of DR code ``code`` (0..7, as Config holds it)."""
+    return 1000.0 / DATA_RATES_SPS[code]
 
 
 def single_shot_ms(data_rate_sps):
     """Whole ms from a single-shot start until the result is there on any chip in spec:
     wake-up plus 1/(0.9 DR) (the datasheet's -10 % data rate), rounded up, plus 1 ms because
     ``ticks_ms`` counts whole ms (140 at 8 SPS). The driver waits this once, then checks OS."""
-    t = conversion_time_ms(data_rate_sps) / _SLOWEST_DR + WAKE_US / 1000.0
+    return _single_shot_ms(dr_code(data_rate_sps))
+
+
+def _single_shot_ms(code):
+    """``single_shot_ms`` of DR code ``code`` (0..7, as Config holds it)."""
+    t = _conversion_ms(code) / _SLOWEST_DR + WAKE_US / 1000.0
     n = int(t)
     return (n if n == t else n + 1) + 1
 
@@ -235,12 +245,15 @@ class ADS1115Core:
         Raises ``ValueError`` (arguments), ``OSError`` (bus), ``DeviceError`` (as
         ``wait_conversion``, while stopping continuous mode).
         """
-        word = config_word(mux, fsr_v, data_rate_sps, single_shot=True, start=True)
+        return self._start(config_word(mux, fsr_v, data_rate_sps, single_shot=True, start=True))
+
+    def _start(self, word):
+        """``start_single_shot`` with its Config ``word`` (OS and MODE set) already made."""
         if not self._config & _MODE:
             self.stop_continuous()
-            self.wait_conversion(data_rate_of_config(self._config))
+            self._wait_conversion((self._config >> _DR_SHIFT) & 7)
         self.write_config(word)
-        ms = single_shot_ms(data_rate_sps)
+        ms = _single_shot_ms((word >> _DR_SHIFT) & 7)
         self._busy.set_ms(ms)
         return ms
 
@@ -259,10 +272,15 @@ class ADS1115Core:
         read-back check below.
 
         Raises ``DeviceError`` if OS stays 0 or the Config register no longer reads back
-        as written (device reset mid-conversion), ``OSError`` for bus failures.
+        as written (device reset mid-conversion), ``OSError`` for bus failures; ``ValueError``
+        names a ``data_rate_sps`` the chip does not have.
         """
+        self._wait_conversion(dr_code(data_rate_sps))
+
+    def _wait_conversion(self, code):
+        """``wait_conversion`` at DR code ``code`` (0..7, as Config holds it)."""
         self._busy.wait()
-        interval_ms = int(conversion_time_ms(data_rate_sps)) // _POLLS_PER_CONVERSION or 1
+        interval_ms = int(_conversion_ms(code)) // _POLLS_PER_CONVERSION or 1
         for i in range(_POLL_LIMIT):
             cfg = self._read_pointed() if self._ptr == _REG_CONFIG else self.read_config()
             if (cfg | _OS) != (self._config | _OS):
@@ -276,7 +294,7 @@ class ADS1115Core:
         raise DeviceError(
             "ADS1115 at 0x%02X: conversion still running %d ms past its %d ms "
             "(OS bit stuck at 0); power-cycle the ADC"
-            % (self.address, _POLL_LIMIT * interval_ms, single_shot_ms(data_rate_sps)))
+            % (self.address, _POLL_LIMIT * interval_ms, _single_shot_ms(code)))
 
     def read_single_shot_v(self, mux, fsr_v, data_rate_sps):
         """One single-shot conversion of ``mux`` at ``fsr_v`` and ``data_rate_sps``, in volts.
@@ -286,10 +304,21 @@ class ADS1115Core:
         three bus transactions. Raises ``ValueError`` (arguments),
         ``OSError`` (bus), ``DeviceError`` (conversion never finished / device reset).
         """
+        return self.convert_v(config_word(mux, fsr_v, data_rate_sps, single_shot=True, start=True))
+
+    def convert_v(self, word):
+        """``read_single_shot_v`` with its Config ``word`` made by the caller (``config_word``
+        with ``single_shot`` and ``start``): a node that converts the same inputs every cycle
+        makes its words once. Volts; raises ``ValueError`` unless ``word`` is a 16-bit Config
+        value with OS and MODE set, otherwise as ``read_single_shot_v``.
+        """
+        if not isinstance(word, int) or not 0 <= word <= 0xFFFF or word & (_OS | _MODE) != _OS | _MODE:
+            raise ValueError("word must be a single-shot Config word (OS and MODE set), got %r" % (word,))
         self._busy.wait()  # a conversion already running would ignore our OS=1
-        self.start_single_shot(mux, fsr_v, data_rate_sps)
-        self.wait_conversion(data_rate_sps)
-        return raw_to_v(self.read_conversion_raw(), fsr_v)
+        self._start(word)
+        self._wait_conversion((word >> _DR_SHIFT) & 7)
+        # self._fsr_v is fsr_of_config(word): raw_to_v's FSR without matching it again
+        return self.read_conversion_raw() * self._fsr_v / 32768
 
     def stop_continuous(self):
         """Back to single-shot: the device powers down after the conversion in progress

@@ -182,6 +182,25 @@ def test_single_shot_is_three_transactions_on_any_chip_in_spec(data_rate_error):
     assert bus.counters["transactions"] - n == 3
 
 
+def test_convert_v_is_read_single_shot_v_with_its_word_made_once():
+    # Two chips drawn alike (same seed): the same results, three transactions a conversion.
+    _, bus_a, _, by_args = make(inputs={"0": 0.31, "1": 0.27}, seed=5)
+    _, bus_w, _, by_word = make(inputs={"0": 0.31, "1": 0.27}, seed=5)
+    words = [ads.config_word(mux, 0.512, 8) for mux in ("AIN0", "AIN1")]
+    for i in range(3):
+        for mux, word in zip(("AIN0", "AIN1"), words):
+            assert by_word.convert_v(word) == by_args.read_single_shot_v(mux, 0.512, 8)
+    assert bus_w.counters["transactions"] == bus_a.counters["transactions"] == 3 * 2 * 3
+
+
+@pytest.mark.parametrize("word", [0x4903, 0xC803, 0x1C903, -1, 0.5, None])
+def test_convert_v_refuses_a_word_that_does_not_start_a_single_shot(word):
+    clock, bus, dev, adc = make(inputs={"0": 0.3})
+    with pytest.raises(ValueError, match="word"):
+        adc.convert_v(word)
+    assert bus.counters["transactions"] == 0
+
+
 def test_a_chip_slower_than_spec_is_polled_until_done():
     clock, bus, dev, adc = make(inputs={"0": 0.3})
     dev.data_rate_error = -0.2  # out of spec: 156 ms at 8 SPS
