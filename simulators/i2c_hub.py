@@ -54,10 +54,11 @@ _ADD, _RESUME, _DONE = range(3)  # what a queued item asks of the hub's thread
 class _Conn:
     """One board connection: its server, its ``Node``, its buffer and the request in progress."""
 
-    __slots__ = ("server", "sock", "node", "buf", "view", "have", "steps", "watched")
+    __slots__ = ("server", "sock", "node", "buf", "view", "have", "steps", "watched", "resume")
 
-    def __init__(self, server, sock, node):
+    def __init__(self, server, sock, node, resume):
         self.server, self.sock, self.node = server, sock, node
+        self.resume = functools.partial(resume, self)  # the timeline's callback, when parked
         self.buf = bytearray(REQUEST.size + MAX_PAYLOAD)  # a whole request always fits (i2c_server._serve)
         self.view = memoryview(self.buf)
         self.have = 0          # bytes of the next request(s) in ``buf``
@@ -105,7 +106,7 @@ class BoardHub:
 
     def add(self, server, sock, node):
         """Serve ``sock``, a connection ``server`` accepted for the board ``node`` (any thread)."""
-        self._post(_Conn(server, sock, node), _ADD, None)
+        self._post(_Conn(server, sock, node, self._resume), _ADD, None)
 
     # -- from other threads ------------------------------------------------------------------------
     def _post(self, conn, what, value):
@@ -195,11 +196,10 @@ class BoardHub:
             self._finish(conn, None)
             return
         gate = conn.server.gate_async
-        resume = functools.partial(self._resume, conn)
         try:
             while True:
                 target = steps.send(None)
-                if not gate(target, resume):
+                if not gate(target, conn.resume):
                     self.parked += 1
                     return  # resumed by the timeline (``_resume``)
         except StopIteration as done:
