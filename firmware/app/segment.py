@@ -102,9 +102,18 @@ def as_key(pair):
     return None if pair is None else (pair[0], pair[1])
 
 
+# The last path made, [directory, sid, path]: a mains node writes one segment cycle after cycle,
+# and on MicroPython every string a concatenation makes is first looked up among the interned
+# ones, one by one (~7,000 instructions each; a path takes three)
+_last_path = [None, None, None]
+
+
 def segment_path(directory, sid):
     """The file of segment ``sid`` under ``directory``."""
-    return join(directory, "%08d%s" % (sid, _SEG_SUFFIX))
+    last = _last_path
+    if last[1] != sid or last[0] is not directory:
+        last[0], last[1], last[2] = directory, sid, join(directory, "%08d%s" % (sid, _SEG_SUFFIX))
+    return last[2]
 
 
 def list_segments(directory):

@@ -109,6 +109,26 @@ def test_a_pack_encoded_in_place_gives_the_same_frames(tmp_path):
     assert frames[0] == frames[1] and len(frames[0]) >= 3
 
 
+def test_a_pack_is_senml_encode_pack_byte_for_byte_whatever_its_head_takes():
+    # the pack is encoded in one pass, its CBOR array head written at the end: one byte up to
+    # 23 SenML records, two up to 255, three beyond (the records moved up for the longer ones)
+    from protocol import senml
+
+    heads = []
+    for records in ([{"t": None, "values": [["co2_ppm", 600, "ok"]]}], [status(3)], [status(30)],
+                    [status(30) for _ in range(9)]):
+        records = [dict(r, seq=i) for i, r in enumerate(records)]
+        want = senml.encode_pack(DEV, 7, records)
+        heads.append(want[0])
+        for in_place in (False, True):
+            link = Peer(good_ack)
+            link._frame_buffer(64, at=5, in_place=in_place)
+            n = link._encode_pack(7, records)
+            start = link._at + link._head if in_place else 0
+            assert bytes(link._pack[start:start + n]) == want and len(link._pack) == start + n
+    assert heads == [0x81, 0x84, 0x98, 0x99]  # one-byte heads (1 and 4 records), then two, then three bytes
+
+
 def test_the_ack_code_is_loaded_for_the_check_and_released_after_it(tmp_path, monkeypatch):
     # a node packs without protocol.frame_ack_core in its heap: check_ack loads it and releases
     # it (drivers.release, which a node does and CPython does only when told), good ack or bad

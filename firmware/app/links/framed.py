@@ -72,22 +72,27 @@ class FramedLink:
     def _encode_pack(self, epoch, records):
         # senml.encode_pack's bytes in the pack buffer (it grows if a pack needs more, and stays
         # so), from index ``at`` + the frame's header when that is the frame's buffer (in place),
-        # else from 0; returns the pack's length. A list of SenML records would cost more than
-        # two passes. (Written out here, not senml.encode_pack_into: through that call the MQTT
-        # node's least heap on the 32-bit port, plain MQTT (simulators/bench_heap_mqtt.py), was
-        # 107 KB, not 100.)
+        # else from 0; returns the pack's length. One pass over the SenML records: the array's
+        # head, whose count is known only at the end, is written then, in the byte kept for it
+        # (a pack of 24 records or more takes a longer head: the records are moved up). Not a
+        # list of the SenML records (heap), nor a first pass to count them (each pass validates
+        # and builds every record again).
+        # (Written out here, not senml.encode_pack_into: through that call the MQTT node's least
+        # heap on the 32-bit port, plain MQTT (simulators/bench_heap_mqtt.py), was 107 KB, not 100.)
         buf = self._pack
         if buf is None:
             buf = self._pack = bytearray()
         p0 = self._at + self._head if buf is self._buf else 0
-        n = 0
-        for _ in senml.pack_records(self.device_id, epoch, records):
-            n += 1
         self._view = None  # (CPython: a buffer with a view of it cannot be resized)
         buf[p0:] = b""  # the header's room left, the rest emptied, its capacity kept
-        cbor.encode_head(buf, 4, n)
+        buf.append(0)  # the array's head's first byte
+        n = 0
         for rec in senml.pack_records(self.device_id, epoch, records):
             cbor.encode_into(buf, rec)
+            n += 1
+        head = bytearray()
+        cbor.encode_head(head, 4, n)
+        buf[p0:p0 + 1] = head
         return len(buf) - p0
 
     def _frame(self, epoch, first, span, payload):

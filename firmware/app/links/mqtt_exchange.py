@@ -9,15 +9,28 @@ docstring. Runs on MicroPython; imports on CPython.
 
 import errno
 import struct
+import sys
 
 from .mqtt import FEED_MS, INBOX, POLL_MS
+
+
+def _ack_decoder():
+    # protocol.frame_ack_core's decode_ack, released with the exchange (mqtt._PROTOCOL): taken
+    # from sys.modules while a node keeps it (an import statement of a dotted name interns
+    # each of its parts again, ~10,000 instructions each on MicroPython)
+    core = sys.modules.get("protocol.frame_ack_core")
+    if core is None:
+        from protocol import frame_ack_core as core
+    return core.decode_ack
 
 
 def take_ack(link, boot_epoch, first, last_seq):
     """The seq an ack in ``link``'s inbox lets it trim through, or None. Authentic acks for
     records already trimmed (another epoch, or below this frame) are stale, not forged
     (``stale_acks``); anything else that is not a good ack is counted in ``bad_acks``."""
-    from protocol.frame_ack_core import decode_ack  # released with the exchange (mqtt._PROTOCOL)
+    if not link._inbox:  # (the usual case before the publish: no decoder loaded for it)
+        return None
+    decode_ack = _ack_decoder()
 
     def key_for(device_id):
         return link._key if device_id == link.device_id else None
