@@ -16,8 +16,9 @@ committed with their rows). While a batch is processed the cycle collector waits
 live until the commit and form no cycles; scanning them was ~3 % of ingest), then runs as
 before. Timers run on the clock's monotonic ticks: alarm ``tick`` (its
 events become records ``(gateway_id, boot_epoch, seq)`` of kind ``event``; only while wall
-time is trusted), ``outbox.enforce()`` (a period after the last stored batch, whose
-``put_many`` applied the bounds too), an optional ``wall_check()`` (NTP), and the link
+time is trusted; a tick alone that closed no window changed nothing and stores nothing),
+``outbox.enforce()`` (a period after the last stored batch, whose ``put_many`` applied the
+bounds too), an optional ``wall_check()`` (NTP), and the link
 check: a TLS handshake refused ``tls_alarm_after`` times in a row raises the gateway's
 ``tls_failure`` alarm, cleared once connected (``gateway.agent_links``), and a full disk
 (``SQLITE_FULL``) raises ``disk_full``, cleared after ``disk_clear_s`` without one
@@ -315,6 +316,12 @@ class Agent(Timers, View, DiskCheck):
         seq0, ticked, disk = self.next_seq, [], list(self.disk.pending)
         try:
             ticked = self._tick_records() if tick else []
+            if tick and not (seen or ticked or events or gaps or disk or self.alarms.changed()):
+                # a tick that closed no window: no state changed, nothing to store (no
+                # transaction, no fsync); the next batch stores the states as they are
+                self.count("ticks")
+                _settle(settle, True)
+                return True
             records.extend(ticked)
             if events or disk:
                 records.extend(self._event_records(list(events) + disk, self._wall()))

@@ -332,6 +332,11 @@ class AlarmEngine:
             parts.append(text)
         return '{"v":%d,"devices":{%s}}' % (STATE_VERSION, ",".join(parts))
 
+    def changed(self):
+        """True if evaluations or ticks since the last ``commit`` or ``rollback`` touched a
+        device's state; False: the state is what it was then (nothing new to store)."""
+        return bool(self._undo)
+
     def active_count(self):
         """How many alarms are raised now, over every device and rule."""
         return sum(1 for st in self._dev.values() for rs in st["r"].values() if rs.get("on"))

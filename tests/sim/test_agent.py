@@ -3,6 +3,7 @@
 with ``protocol.frame``/``protocol.senml``; the acks it gets back are verified with the device
 key) and a forwarder that takes rows from the outbox and acks them. Virtual clock."""
 
+import json
 import logging
 import sqlite3
 
@@ -265,6 +266,28 @@ def test_tick_closes_a_quiet_device_window_into_the_gateway_stream(site):
     assert snap["agent.ticks"] >= 1 and snap["agent.tick_events"] == 1
     assert snap["gateway.next_seq"] == 1
     assert agent.outbox.load_state("gateway") == {"boot_epoch": agent.boot_epoch, "next_seq": 1}
+    agent.stop()
+
+
+def test_a_tick_that_closes_no_window_stores_nothing_and_one_that_does_stores_the_state(site):
+    agent, node, up, clock = site()
+    node.send(readings(0, 3))  # 800 ppm: below every threshold, no alarm ever
+    agent.step()
+    assert len(up.pump()) == 3
+    stored = agent.outbox.load_state("alarms")
+    batches = agent.snapshot()["agent.batches"]
+    clock.advance_s(60)  # the tick is due; no window ends
+    agent.step()
+    snap = agent.snapshot()
+    assert snap["agent.ticks"] == 1 and snap["agent.batches"] == batches  # no transaction
+    assert agent.outbox.load_state("alarms") == stored
+    clock.advance_s(86400)  # past local midnight: the day's window closes, with no event
+    agent.step()
+    snap = agent.snapshot()
+    assert snap["agent.ticks"] == 2 and snap["agent.batches"] == batches + 1
+    assert snap.get("agent.tick_events", 0) == 0 and up.pump() == []
+    now = agent.outbox.load_state("alarms")
+    assert now != stored and now == json.loads(agent.alarms.state_json())
     agent.stop()
 
 

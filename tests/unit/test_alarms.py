@@ -342,6 +342,20 @@ def test_tick_closes_a_quiet_devices_window_and_its_late_records_are_ignored():
     assert eng.counters["skipped_late"] == 1
 
 
+def test_changed_says_whether_anything_since_the_commit_touched_a_state():
+    eng = AlarmEngine({"s": [rule(id="h", rule="mean_above", window="hour", threshold=200,
+                                  quantity="no2_ugm3")]})
+    assert not eng.changed()
+    feed(eng, _hour(T0, [100] * 4), "no2_ugm3", "s")
+    assert eng.changed()
+    eng.commit()
+    assert not eng.changed()
+    assert eng.tick(T0 + 3599) == [] and not eng.changed()  # no window ended: untouched
+    assert eng.tick(T0 + 3700) == [] and eng.changed()  # the hour closed, without an event
+    eng.rollback()
+    assert not eng.changed()
+
+
 def _stream():
     return (steady(T0, 30, 1600) + steady(T0 + 3600, 30, 1300) + steady(T0 + 7200, 15, 1700)
             + steady(T0 + 9000, 40, 900))
