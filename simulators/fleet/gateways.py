@@ -28,7 +28,8 @@ class GatewayProcess:
 
     def start(self, timeout_s=60.0):
         """Power on; returns when the agent says it is running (or raises)."""
-        log = open(os.path.join(self.dir, "gateway-%d.log" % self.starts), "w")
+        log_path = os.path.join(self.dir, "gateway-%d.log" % self.starts)
+        log = open(log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "simulators.fleet.gateway_child", self.config_path, self.clock_path,
              repr(self.start_wall_s)], cwd=self.dir, env=dict(os.environ, PYTHONPATH=str(REPO)),
@@ -38,7 +39,11 @@ class GatewayProcess:
         threading.Thread(target=self._reap, args=(self.proc,), daemon=True).start()
         line = self._read(timeout_s)
         if not line or not json.loads(line).get("ready"):
-            raise RuntimeError("gateway %s did not start: see %s" % (self.spec.id, self.dir))
+            with open(log_path, errors="replace") as f:  # its last words (the run's directory may not stay)
+                tail = f.read()[-1500:]
+            raise RuntimeError("gateway %s did not start (%s): see %s\n%s" % (
+                self.spec.id, "exit %s" % self.proc.poll() if self.proc.poll() is not None else "no answer",
+                log_path, tail))
         if self.full:
             self.command("disk_full")
         if self.on_power is not None:
