@@ -428,7 +428,9 @@ def test_held_wakes_leave_the_modem_alone_and_the_link_naps_only_while_it_is_sil
         for up, (start_us, ms) in zip(emu.uplinks, nap.naps):
             until_ms = up.t_s * 1000 + up.airtime_ms + RX1_DELAY_MS - NAP_MARGIN_MS
             assert until_ms - 25 <= (start_us / 1000 + ms) <= until_ms + 1
-            assert ms >= up.airtime_ms + RX1_DELAY_MS - NAP_MARGIN_MS - 25
+            # it spans the wait from the command on, less what the command's exchange took in
+            # real time (the clock follows it here: ~20 ms, more on a loaded machine)
+            assert ms >= up.airtime_ms + RX1_DELAY_MS - NAP_MARGIN_MS - 150
         # a refused uplink keeps the batch due: the next wake tries again, no batch period lost
         log.append_all([{"t": t0 + 2100, "values": [["temperature_c", 56.0, "ok"]]}])
         emu.fault("busy")
