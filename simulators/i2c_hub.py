@@ -81,7 +81,7 @@ class BoardHub:
         self._thread = threading.Thread(target=self._run, name="sim-i2c-hub", daemon=True)
         self._ident = None
         self._stopping = False
-        self._jobs = queue.SimpleQueue()  # (conn, steps) for the workers
+        self._jobs = queue.SimpleQueue()  # connections whose request a worker is to run
         self._idle = 0                   # workers waiting for a job
         self._idle_lock = threading.Lock()
         self.offloaded = 0               # requests run on a worker

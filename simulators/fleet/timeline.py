@@ -31,8 +31,8 @@ and the radio, whose frames carry their own times); a gateway, stamping with ``G
 see a frame up to the window before the node's clock says it was sent.
 
 ``G`` never passes ``end_us``: a participant asleep past the end stays asleep until the
-runner stops it. The runner's own scheduled actions (faults, samples for the report) run
-as a participant too (``director``), so they happen at their exact time.
+runner stops it. The runner's own scheduled actions (faults) run as a participant too
+(``director``), so they happen at their exact time.
 
 *Barriers.* The lookahead lets the nodes in the window run on in real time, so a fault
 that acted as soon as ``G`` reached its time would land wherever those nodes happened to
