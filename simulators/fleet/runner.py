@@ -9,8 +9,9 @@ publishes the global time to the gateways; the runner's *director* is a particip
 faults happen at their exact virtual time. The gateways' backlogs (for the report) are
 sampled off the timeline, by a thread of their own, as the fleet's time passes each sample
 time: the gateways are not on the timeline, so their backlog at a virtual instant is no more
-exact than that, and holding every node at each sample (a director's wait, every 5 minutes of
-a day) cost about a third of a run's wall time.
+exact than that, and the nodes need not be held at every sample. The director waits for the
+scenario's end itself (a run whose length is not a whole number of sample periods used to
+stop at its last sample).
 
 A run: prepare (builds, brokers, configurations, nodes), start (gateways, nodes), direct
 (faults; backlog samples and progress beside it) until the scenario's end (before and after each fault
