@@ -136,6 +136,10 @@ class Agent(Timers, View, DiskCheck):
             self.count("overflow")
             return False
 
+    def queued(self):
+        """Arrivals the sources have queued that the agent's loop has not taken yet."""
+        return self._queue.qsize()
+
     # -- life cycle ------------------------------------------------------------------------
     def start(self):
         """Take the next gateway boot epoch (stored at once), start the forwarder, then the

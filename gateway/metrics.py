@@ -130,6 +130,8 @@ RULES = [
      "1 while the upstream connection is up (MQTT session / LoRaWAN joined)."),
     (r"forwarder\.in_flight_rows", "upstream_in_flight_rows", GAUGE,
      "Rows in publishes awaiting the upstream ack."),
+    (r"forwarder\.confirmed_rows", "upstream_confirmed_rows", GAUGE,
+     "Rows the upstream confirmed (MQTT: PUBACKed) whose outbox delete has not begun."),
     (r"forwarder\.in_flight", "upstream_in_flight", GAUGE,
      "Publishes (MQTT) or rows (LoRaWAN) awaiting the upstream ack."),
     (r"forwarder\.gaps_forwarded", "gap_markers_forwarded_total", COUNTER,

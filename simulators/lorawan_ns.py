@@ -174,6 +174,12 @@ class NetworkServer:
         """True once the broker granted the downlink-command subscription."""
         return self._subscribed
 
+    def unpublished(self):
+        """Events handed to the client that have not reached the broker yet."""
+        with self._lock:
+            self._infos = [i for i in self._infos if not i.is_published()]
+            return len(self._infos)
+
     def wait_published(self, timeout_s=10.0):
         """Wait (wall time) until every event handed to the client reached the broker;
         True if they all did within ``timeout_s``."""

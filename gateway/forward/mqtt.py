@@ -168,6 +168,9 @@ class MQTTForwarder(MQTTLink, Forwarder):
             out.update(self._counts)
             out["in_flight"] = len(self._flight)  # publishes awaiting their PUBACK
             out["in_flight_rows"] = len(self._flight.refs)  # rows they (and the queue) carry
+            # rows every message of which was PUBACKed, their outbox delete not begun: still
+            # in the outbox, delivered (the outbox's rows less these: not delivered yet)
+            out["confirmed_rows"] = len(self._flight.done_rows) + (self._acks.waiting() if self._acks else 0)
             return out
 
     def status(self):

@@ -14,7 +14,8 @@ PUBACK frees its place in the in-flight window at once; only the delete waits.
   since the oldest was handed over, or ``batch_rows`` wait, or ``flush`` asks; while a
   transaction runs, more gather for the next. ``backlog()`` says how many wait: the
   forwarder takes no more rows while it is over a bound (the deletes set the pace, and the
-  rows held in memory stay bounded), and ``done()`` is called after each transaction.
+  rows held in memory stay bounded), and ``done()`` is called after each transaction;
+  ``waiting()`` how many have not begun their delete (the forwarder's ``confirmed_rows``).
 * ``flush(timeout_s)`` waits until every id handed over is deleted. The forwarder calls it
   before ``outbox.release_all()`` on a disconnect, and on a clean stop, so a PUBACKed row is
   never released and sent again just because its delete was still queued.
@@ -72,6 +73,12 @@ class Acker:
         """Rows handed over and not deleted yet (waiting, or in the transaction running)."""
         with self._cv:
             return len(self._rows) + self._busy
+
+    def waiting(self):
+        """Rows handed over whose delete has not begun (not in the transaction running): each
+        is still in the outbox, delivered."""
+        with self._cv:
+            return len(self._rows)
 
     def take_error(self):
         """The exception of a delete that failed since the last call, or None."""

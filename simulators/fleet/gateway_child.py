@@ -158,6 +158,20 @@ def _profile_threads(out_dir):
     atexit.register(dump)
 
 
+def _backlog(agent):
+    """The ``backlog`` command's answer: ``rows`` in the outbox; ``unsent``, those of them
+    not delivered upstream yet (the forwarder's ``confirmed_rows`` are delivered, their
+    delete to come; the rows are read first, so a row deleted meanwhile can only make
+    ``unsent`` more, never less); ``queued``, arrivals the agent's loop has not taken;
+    ``arrivals``, every source's count of arrivals so far (it moves whenever anything comes
+    in)."""
+    st = agent.outbox.stats()
+    rows = sum(st.rows.values()) if isinstance(st.rows, dict) else st.rows
+    fw = agent.forwarder.counters() if agent.forwarder is not None else {}
+    return {"rows": rows, "unsent": max(0, rows - fw.get("confirmed_rows", 0)), "queued": agent.queued(),
+            "arrivals": sum(src.counters().get("arrivals", 0) for src in agent.sources)}
+
+
 def main(argv=None):
     import os
 
@@ -189,8 +203,7 @@ def main(argv=None):
         if cmd == "snapshot":
             out = agent.snapshot()
         elif cmd == "backlog":
-            st = agent.outbox.stats()
-            out = {"rows": sum(st.rows.values()) if isinstance(st.rows, dict) else st.rows}
+            out = _backlog(agent)
         elif cmd == "disk_full":
             out = {"cap_bytes": agent.outbox.cap_file_bytes(agent.outbox.stats().file_bytes)}
         elif cmd == "disk_ok":

@@ -323,11 +323,15 @@ class FleetRun:
         fleet's time held (``drain.settle``)."""
         proxies, t0 = getattr(self.brokers, "proxies", {}), time.monotonic()
         drain.settle([g for gid, g in self.gateways.items() if gid not in proxies or proxies[gid].passing],
-                     self.platform.count)
+                     self.platform.count, in_flight=self._uplinks_in_flight)
         self.settle_wall_s += time.monotonic() - t0
 
     def _drain(self):
-        drain.drain(list(self.gateways.values()), self.platform.count)
+        drain.drain(list(self.gateways.values()), self.platform.count, in_flight=self._uplinks_in_flight)
+
+    def _uplinks_in_flight(self):
+        """The network servers' events not yet at the site's broker."""
+        return sum(ns.unpublished() for ns in self.network_servers)
 
     def _finish(self, wall_s, cpu_s):
         self.timeline.cancel_all()

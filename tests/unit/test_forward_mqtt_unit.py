@@ -52,7 +52,7 @@ def test_bad_arguments_are_named(kw, words):
 def test_plaintext_to_loopback_is_allowed_and_nothing_runs_before_start():
     fw = make(up(host="localhost"))
     assert isinstance(fw, Forwarder)
-    assert fw.counters() == dict.fromkeys(COUNTERS + ("in_flight", "in_flight_rows"), 0)
+    assert fw.counters() == dict.fromkeys(COUNTERS + ("in_flight", "in_flight_rows", "confirmed_rows"), 0)
     assert fw.status()["connected"] is False and fw.status()["broker"] == "localhost:1883"
     fw.wake()  # harmless before start
     assert fw.stop() is True
