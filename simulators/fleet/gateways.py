@@ -28,7 +28,12 @@ class GatewayProcess:
 
     def start(self, timeout_s=60.0):
         """Power on; returns when the agent says it is running (or raises)."""
-        log_path = os.path.join(self.dir, "gateway-%d.log" % self.starts)
+        return self.spawn().ready(timeout_s)
+
+    def spawn(self):
+        """Power on and return at once; ``ready`` waits for the agent (the runner starts
+        every gateway, then waits for them all: their start-ups overlap)."""
+        self._log_path = log_path = os.path.join(self.dir, "gateway-%d.log" % self.starts)
         log = open(log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "simulators.fleet.gateway_child", self.config_path, self.clock_path,
@@ -37,6 +42,11 @@ class GatewayProcess:
         log.close()
         self.starts += 1
         threading.Thread(target=self._reap, args=(self.proc,), daemon=True).start()
+        return self
+
+    def ready(self, timeout_s=60.0):
+        """Wait for the agent ``spawn`` started to say it is running (or raise)."""
+        log_path = self._log_path
         line = self._read(timeout_s)
         if not line or not json.loads(line).get("ready"):
             with open(log_path, errors="replace") as f:  # its last words (the run's directory may not stay)

@@ -232,7 +232,9 @@ class FleetRun:
                 ns.start()
             self.platform = Platform(self.brokers, self.now_wall, self.node_wall)
             for g in self.gateways.values():
-                g.start()
+                g.spawn()
+            for g in self.gateways.values():
+                g.ready()
             self.say("gateways running; starting %d nodes" % len(self.nodes))
             for n in self.nodes.values():
                 n.start()
