@@ -185,10 +185,8 @@ class NetworkServer:
         True if they all did within ``timeout_s``."""
         end = time.monotonic() + timeout_s
         while True:
-            with self._lock:
-                self._infos = [i for i in self._infos if not i.is_published()]
-                if not self._infos:
-                    return True
+            if not self.unpublished():
+                return True
             if time.monotonic() > end:
                 return False
             time.sleep(0.01)

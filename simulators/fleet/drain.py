@@ -39,9 +39,10 @@ DRAIN_QUIET_S = 0.3
 def settle(gateways, arrived_count, limit_s=SETTLE_S, stall_s=SETTLE_STALL_S, quiet_s=SETTLE_QUIET_S,
            idle_s=SETTLE_IDLE_S, in_flight=None):
     """Wait (real time) until no one of ``gateways`` (``GatewayProcess``; those whose link
-    upstream is up) holds anything not yet delivered upstream (``_held``) and nothing has
-    moved for ``quiet_s`` (``idle_s`` if nothing held or moved since the first look: nothing
-    on its way). Moved: a gateway's held count or its sources' ``arrivals``,
+    upstream is up) holds anything not yet delivered upstream (its ``backlog`` answer's
+    ``unsent`` rows and ``queued`` arrivals: ``gateway_child``) and nothing has moved for
+    ``quiet_s`` (``idle_s`` if nothing held or moved since the first look: nothing on its
+    way). Moved: a gateway's held count or its sources' ``arrivals``,
     ``arrived_count()`` (records upstream), or ``in_flight()`` (events not yet at the site's
     broker, e.g. the network servers' uplinks). Gives up after ``limit_s``, or ``stall_s``
     without any change. Returns what is still held (0 when settled)."""
@@ -51,30 +52,20 @@ def settle(gateways, arrived_count, limit_s=SETTLE_S, stall_s=SETTLE_STALL_S, qu
     last, moved_at, empty_at, wait_s = None, t0, None, idle_s
     while True:
         rows = [g.command("backlog") for g in gateways]
-        held = sum(_held(r) for r in rows if r is not None)
-        state = (held, sum(r.get("arrivals", 0) for r in rows if r is not None), arrived_count(),
-                 in_flight() if in_flight is not None else 0)
+        held = sum(r["unsent"] + r["queued"] for r in rows if r is not None)
+        flying = in_flight() if in_flight is not None else 0
+        state = (held, flying, sum(r["arrivals"] for r in rows if r is not None), arrived_count())
         now = time.monotonic()
         if state != last:
             if last is not None:
                 wait_s = quiet_s  # something moved: give the platform time to see the last of it
             last, moved_at = state, now
-            empty_at = now if held == 0 and state[3] == 0 else None
+            empty_at = now if held == 0 and flying == 0 else None
         if empty_at is not None and now - empty_at >= wait_s:
             return 0
         if now - t0 >= limit_s or now - moved_at >= stall_s:
             return held
         time.sleep(SETTLE_POLL_S)
-
-
-def _held(backlog):
-    """What a gateway's ``backlog`` answer says it holds that is not upstream yet: the rows not
-    delivered (``unsent``: the forwarder's delivered rows whose delete is to come are not
-    held) and the arrivals its loop has not taken (``queued``); ``rows`` from an answer
-    without them."""
-    if "unsent" not in backlog:
-        return backlog["rows"]
-    return backlog["unsent"] + backlog.get("queued", 0)
 
 
 def drain(gateways, arrived_count, limit_s=DRAIN_S, quiet_s=DRAIN_QUIET_S, in_flight=None):

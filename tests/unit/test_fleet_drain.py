@@ -17,7 +17,7 @@ class Forwarding:
         sent = min(self.rows, self.per_poll)
         self.rows -= sent
         self.upstream.append(sent)
-        return {"rows": self.rows + sent}
+        return {"rows": self.rows + sent, "unsent": self.rows + sent, "queued": 0, "arrivals": 0}
 
 
 class Off:
