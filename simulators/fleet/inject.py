@@ -32,6 +32,7 @@ the action's time, or parked on the radio, and none released while it acts. ``Ra
 order the nodes' threads send them in (``lorawan_radio``, "Collisions").
 """
 
+import functools
 import threading
 
 from simulators.atmodem_radio import CHANNELS_HZ
@@ -201,8 +202,31 @@ def radio_record(radio, links, start_wall_s):
 
 def log_only(run):
     """The action of a fault that is only logged (what the modelled faults do by themselves):
-    nothing; the runner lets the gateways settle around every other action."""
+    nothing; the runner does not settle around it (``settles``)."""
     return None
+
+
+def settles(act):
+    """Whether the runner lets the gateways settle (``drain.settle``) around the action
+    ``act``: the gateways' and the council's link's faults (broker outage, gateway power cut,
+    disk full, a gateway's clock jump), where what was sent before the fault must reach the
+    platform before it and a backlog its end releases must reach it at that instant
+    (docs/simulation-fleet.md, "Latency"). Not the modelled faults (``log_only``) nor a
+    node's own (its power cut, its clock jump, ``_on_a_node``): no backlog upstream is held
+    or released by them, so a settle would only hold the fleet."""
+    return act is not log_only and getattr(act, "settles", True)
+
+
+def _jump_clocks(targets, jump_s, on_gateway, run):
+    """A clock jump's action: ``jump_s`` on the clock of each of ``targets`` (gateways if
+    ``on_gateway``, else nodes)."""
+    return [run.jump_clock(x, jump_s, on_gateway) for x in targets]
+
+
+def _on_a_node(act):
+    """``act`` acts on nodes only (``settles``)."""
+    act.settles = False
+    return act
 
 
 MODELLED = {"stuck_i2c": "stuck I2C bus", "failing_sensor": "failing sensor (%(mode)s)",
@@ -234,14 +258,14 @@ def actions(faults):
         elif k == "node_power_cut":
             at_write = f.params.get("during", "any") == "flash_write"
             out.append((f.start_s, i, "power cut%s: %s" % (" at its next flash write" if at_write else "", who),
-                        lambda run, t=targets, w=at_write: [run.cut_node(n, at_write=w) for n in t]))
+                        _on_a_node(lambda run, t=targets, w=at_write: [run.cut_node(n, at_write=w) for n in t])))
             out.append((f.end_s, i, "power back: %s" % who,
-                        lambda run, t=targets: [run.restore_node(n) for n in t]))
+                        _on_a_node(lambda run, t=targets: [run.restore_node(n) for n in t])))
         elif k == "clock_jump":
             jump = float(f.params["jump_s"] if "jump_s" in f.params else f.params["jump"])
-            out.append((f.start_s, i, "clock jump %+d s: %s" % (jump, who),
-                        lambda run, t=targets, j=jump, g=f.target_kind == "gateway": [
-                            run.jump_clock(x, j, g) for x in t]))
+            on_gateway = f.target_kind == "gateway"
+            act = functools.partial(_jump_clocks, targets, jump, on_gateway)
+            out.append((f.start_s, i, "clock jump %+d s: %s" % (jump, who), act if on_gateway else _on_a_node(act)))
         elif k in MODELLED:
             what = MODELLED[k] % {"mode": f.params.get("mode"),
                                   "where": "%g MHz" % f.params["channel_mhz"] if f.params.get("channel_mhz")

@@ -14,8 +14,9 @@ scenario's end itself (a run whose length is not a whole number of sample period
 stop at its last sample).
 
 A run: prepare (builds, brokers, configurations, nodes), start (gateways, nodes), direct
-(faults; backlog samples and progress beside it) until the scenario's end (before and after each fault
-action the gateways forward what they hold with the time held: ``drain.settle``), then drain
+(faults; backlog samples and progress beside it) until the scenario's end (before and after each action
+of a gateway's or the council link's fault the gateways forward what they hold with the time held:
+``drain.settle``, ``inject.settles``), then drain
 (the gateways forward what they hold, in real time), stop everything, read what is still held (each
 node's flash, each gateway's outbox) and write the run record (``FleetRun.record``; docs/simulation-fleet.md) that
 ``accounting`` and ``report`` turn into the verdict.
@@ -255,10 +256,11 @@ class FleetRun:
             director.wait_until(int(at_s * 1_000_000), barrier=True)
             self.log.append((self.now_wall(), what))
             self.say("  %s  %s" % (_hhmm(self.now_wall()), what))
-            if act is not inject.log_only:
+            settle = inject.settles(act)
+            if settle:
                 self._settle()
             act(self)
-            if act is not inject.log_only:
+            if settle:
                 self._settle()
         director.wait_until(self.sc.duration_s * 1_000_000)  # the end: G stops there
 
