@@ -1,14 +1,21 @@
 """A simulated gateway's process, as the runner drives it: start (power on), kill (power
 cut), commands over its stdin (``simulators/fleet/gateway_child.py``), a full disk (which
-outlasts a power cut), its CPU time."""
+outlasts a power cut), its CPU time.
+
+The child answers each command with one line on its stdout, in order. A read waits for the
+line with a deadline (``select`` on the pipe, no thread); an answer that comes after its
+command gave up waiting is skipped by the next read, so every command gets its own answer.
+"""
 
 import json
 import os
+import select
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 
 from simulators.mpyrun import REPO
 
@@ -23,6 +30,8 @@ class GatewayProcess:
         self.starts = self.kills = 0
         self.full = False  # the disk is full (gateway_disk_full): every start finds it so
         self._lock = threading.Lock()
+        self._buf = b""   # what the child has sent past the last line read
+        self._late = 0    # answers still to come for commands that gave up waiting
         self.last_snapshot = {}
         self.on_power = None  # called with True after a start, False after a kill (the runner's)
 
@@ -38,8 +47,9 @@ class GatewayProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "simulators.fleet.gateway_child", self.config_path, self.clock_path,
              repr(self.start_wall_s)], cwd=self.dir, env=dict(os.environ, PYTHONPATH=str(REPO)),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, bufsize=0)
         log.close()
+        self._buf, self._late = b"", 0
         self.starts += 1
         threading.Thread(target=self._reap, args=(self.proc,), daemon=True).start()
         return self
@@ -72,11 +82,40 @@ class GatewayProcess:
         self.cpu_s += usage.ru_utime + usage.ru_stime
 
     def _read(self, timeout_s):
-        out = []
-        t = threading.Thread(target=lambda: out.append(self.proc.stdout.readline()), daemon=True)
-        t.start()
-        t.join(timeout_s)
-        return out[0] if out else None
+        """The child's answer to the last command (text, without its newline), or None if it
+        has not come within ``timeout_s`` (s) or the child has closed its stdout (exited)."""
+        end = time.monotonic() + timeout_s
+        while True:
+            line = self._line(end)
+            if line is None:
+                self._late += 1  # its answer, if it comes, is the next read's to skip
+                return None
+            if not self._late:
+                return line.decode("utf-8", "replace")
+            self._late -= 1
+
+    def _line(self, end):
+        """The next whole line the child sends (bytes), waiting until ``end`` (monotonic s)."""
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None  # the end: the child exited
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line
+
+    def _send(self, cmd):
+        """Write the command line ``cmd``; False if the child's stdin is closed."""
+        try:
+            self.proc.stdin.write(cmd.encode() + b"\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            return False
+        return True
 
     def alive(self):
         return self.proc is not None and self.proc.returncode is None
@@ -84,12 +123,7 @@ class GatewayProcess:
     def command(self, cmd, timeout_s=30.0):
         """One command (see gateway_child); its JSON answer, or None if it is off."""
         with self._lock:
-            if not self.alive():
-                return None
-            try:
-                self.proc.stdin.write(cmd + "\n")
-                self.proc.stdin.flush()
-            except (BrokenPipeError, OSError):
+            if not self.alive() or not self._send(cmd):
                 return None
             line = self._read(timeout_s)
         return json.loads(line) if line else None
@@ -111,8 +145,6 @@ class GatewayProcess:
                     self.on_power(False)
 
     def _wait(self, timeout_s=30.0):
-        import time
-
         end = time.monotonic() + timeout_s
         while self.proc.returncode is None and time.monotonic() < end:
             time.sleep(0.01)
@@ -122,12 +154,8 @@ class GatewayProcess:
         if self.alive():
             self.snapshot()
             with self._lock:
-                try:
-                    self.proc.stdin.write("stop\n")
-                    self.proc.stdin.flush()
-                except OSError:
-                    pass
-                self._read(60)
+                if self._send("stop"):
+                    self._read(60)
                 self._wait(60)
         if self.alive():
             self.kill()
