@@ -10,6 +10,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from simulators.fleet.gateways import GatewayProcess
 
 CHILD = textwrap.dedent("""
@@ -25,47 +27,36 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def child():
-    gp = GatewayProcess(spec=None, config_path=None, clock_path=None, start_wall_s=0, workdir=".")
-    gp.proc = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, bufsize=0)
-    return gp
+@pytest.fixture
+def gp():
+    """A ``GatewayProcess`` whose child is the echo script above; killed after the test."""
+    g = GatewayProcess(spec=None, config_path=None, clock_path=None, start_wall_s=0, workdir=".")
+    g.proc = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, bufsize=0)
+    yield g
+    g.proc.kill()
+    g.proc.wait()
 
 
-def test_each_command_gets_its_own_answer_even_after_one_timed_out():
-    gp = child()
-    try:
-        assert gp.command("first") == {"answer": "first"}
-        t0 = time.monotonic()
-        assert gp.command("slow 0.5", timeout_s=0.1) is None  # gave up: its answer comes later
-        assert time.monotonic() - t0 < 0.4
-        assert gp.command("next", timeout_s=5) == {"answer": "next"}  # not "slow 0.5"
-        assert gp.command("again") == {"answer": "again"}
-    finally:
-        gp.proc.kill()
-        gp.proc.wait()
+def test_each_command_gets_its_own_answer_even_after_one_timed_out(gp):
+    assert gp.command("first") == {"answer": "first"}
+    t0 = time.monotonic()
+    assert gp.command("slow 0.5", timeout_s=0.1) is None  # gave up: its answer comes later
+    assert time.monotonic() - t0 < 0.4
+    time.sleep(0.6)  # the late answer is in the pipe before the next command's
+    assert gp.command("next", timeout_s=5) == {"answer": "next"}  # not "slow 0.5"
+    assert gp.command("again") == {"answer": "again"}
 
 
-def test_a_child_that_exits_answers_none_at_once():
-    gp = child()
-    try:
-        t0 = time.monotonic()
-        assert gp.command("exit", timeout_s=10) is None
-        assert time.monotonic() - t0 < 5
-        gp.proc.wait(5)
-        assert gp.command("after") is None  # not alive: nothing is sent
-    finally:
-        gp.proc.kill()
-        gp.proc.wait()
+def test_a_child_that_exits_answers_none_at_once(gp):
+    t0 = time.monotonic()
+    assert gp.command("exit", timeout_s=10) is None
+    assert time.monotonic() - t0 < 5
+    gp.proc.wait(5)
+    assert gp.command("after") is None  # not alive: nothing is sent
 
 
-def test_answers_that_arrive_split_or_together_are_read_line_by_line():
-    gp = child()
-    try:
-        # two commands written at once: both answers may arrive in one read
-        gp.proc.stdin.write(b"a\nb\n")
-        assert json.loads(gp._read(5)) == {"answer": "a"}
-        assert json.loads(gp._read(5)) == {"answer": "b"}
-    finally:
-        gp.proc.kill()
-        gp.proc.wait()
+def test_answers_that_arrive_together_are_read_line_by_line(gp):
+    gp.proc.stdin.write(b"a\nb\n")  # two commands at once: both answers may come in one read
+    assert json.loads(gp._read(5)) == {"answer": "a"}
+    assert json.loads(gp._read(5)) == {"answer": "b"}
