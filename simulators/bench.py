@@ -184,6 +184,24 @@ def _sim_baseline(profiles, hours, min_s=2.0):
     return days / (spent / 60.0)
 
 
+def _cpu_ticks():
+    """``(all, idle)`` clock ticks of every CPU since boot (idle: idle + iowait), from
+    ``/proc/stat``; None where there is none (not Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return sum(ticks), ticks[3] + ticks[4]
+
+
+def _idle_share(t0, t1):
+    """The share of the CPUs' time idle between two ``_cpu_ticks`` readings ("n/a" if unknown)."""
+    if t0 is None or t1 is None or t1[0] <= t0[0]:
+        return "n/a"
+    return "%.0f %%" % (100.0 * (t1[1] - t0[1]) / (t1[0] - t0[0]))
+
+
 def bench_sim(runs=((1, 1), (None, 2), (None, 24))):
     """The fleet runner on ``smart-place`` (each of ``runs``: nodes per group (None: all, ~100
     nodes), hours simulated; the last is the issue's goal, the whole day): node-days per
@@ -199,7 +217,9 @@ def bench_sim(runs=((1, 1), (None, 2), (None, 24))):
     rows, notes = [], []
     for per_group, hours in runs:
         before = _sim_baseline(profiles, hours)
+        ticks = _cpu_ticks()
         sc, run, sim_s = _fleet_run(per_group, hours)
+        idle = _idle_share(ticks, _cpu_ticks())
         after = _sim_baseline(profiles, hours)
         base = (before + after) / 2.0
         t = run["timing"]
@@ -216,11 +236,11 @@ def bench_sim(runs=((1, 1), (None, 2), (None, 24))):
                      "%.1f (before %.1f, after %.1f)" % (base, before, after), "2 s + 2 s", "-", "1.000"))
         per_day = {k: v / t["node_days"] for k, v in cpu.items()}
         notes.append("%d nodes, %d h: %.1f CPU-s per simulated node-day (%s; interpreter by kind of node: %s); "
-                     "%.0f requests to the sensor servers per node-day; %d real waits for a far end, %.1f s in all, "
+                     "the machine's CPUs idle %s of the run (/proc/stat); %.0f requests to the sensor servers per node-day; %d real waits for a far end, %.1f s in all, "
                      "%d given up on a far end that was up (a clock that depended on real timing)."
                      % (len(sc.nodes()), hours, sum(per_day.values()),
                         ", ".join("%s %.2f" % kv for kv in per_day.items()), _interpreter_by_kind(run, hours),
-                        requests / t["node_days"], waits, wait_ms / 1000.0, gave_up))
+                        idle, requests / t["node_days"], waits, wait_ms / 1000.0, gave_up))
     met = rate >= 100.0
     notes.append(
         "Goal (issue 5): at least 100 node-days per wall-minute for the ~100-node smart-place: **%s** (%.1f). "
