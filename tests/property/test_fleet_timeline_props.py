@@ -60,8 +60,9 @@ def test_g_is_the_least_running_clock_or_next_wake_after_every_step(ops):
         assert tl.now_us == g
         for q in waiting:  # nobody left waiting whose time has come
             assert q.target_us > min(g + WINDOW_US, END_US)
-        for q, cancelled in resumed:  # called back: released (running), or cancelled as it left
+        for q, cancelled in resumed:  # called back in this step: released (running), or cancelled as it left
             assert q.gone if cancelled else (q.gone or q.target_us is None)
+        resumed.clear()  # (a participant released earlier may be waiting again by now)
         assert len(tl._low) <= len(ops) + 1  # one entry a join or release at most, stale ones dropped
 
 
@@ -82,3 +83,15 @@ def test_g_follows_the_slowest_running_clock_and_waiters_release_in_order():
     assert tl.now_us == 500
     a.leave()
     assert tl.now_us == 550
+
+
+def test_a_participant_released_then_waiting_again_is_called_back_once_each_time():
+    tl = Timeline(end_us=END_US, window_us=WINDOW_US)
+    a, b = tl.join("a", VirtualClock()), tl.join("b", VirtualClock())
+    calls = []
+    assert a.wait_async(866, lambda c: calls.append(("first", c))) is False  # b holds G at 0
+    b.clock.advance_us(176)
+    tl.poke()  # G 176: a's 866 is within the window, released
+    assert calls == [("first", False)] and a.target_us is None
+    assert a.wait_async(a.clock.now_us + 70, lambda c: calls.append(("second", c))) is False
+    assert a.target_us == 936 and calls == [("first", False)]
