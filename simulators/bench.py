@@ -236,7 +236,8 @@ def bench_sim(runs=((1, 1), (None, 2), (None, 24))):
                      "%.1f (before %.1f, after %.1f)" % (base, before, after), "2 s + 2 s", "-", "1.000"))
         per_day = {k: v / t["node_days"] for k, v in cpu.items()}
         notes.append("%d nodes, %d h: %.1f CPU-s per simulated node-day (%s; interpreter by kind of node: %s); "
-                     "the machine's CPUs idle %s of the run (/proc/stat); %.0f requests to the sensor servers per node-day; %d real waits for a far end, %.1f s in all, "
+                     "the machine's CPUs idle %s of the run (/proc/stat); %.0f requests to the sensor servers "
+                     "per node-day; %d real waits for a far end, %.1f s in all, "
                      "%d given up on a far end that was up (a clock that depended on real timing)."
                      % (len(sc.nodes()), hours, sum(per_day.values()),
                         ", ".join("%s %.2f" % kv for kv in per_day.items()), _interpreter_by_kind(run, hours),

@@ -32,7 +32,6 @@ the action's time, or parked on the radio, and none released while it acts. ``Ra
 order the nodes' threads send them in (``lorawan_radio``, "Collisions").
 """
 
-import functools
 import threading
 
 from simulators.atmodem_radio import CHANNELS_HZ
@@ -217,12 +216,6 @@ def settles(act):
     return act is not log_only and getattr(act, "settles", True)
 
 
-def _jump_clocks(targets, jump_s, on_gateway, run):
-    """A clock jump's action: ``jump_s`` on the clock of each of ``targets`` (gateways if
-    ``on_gateway``, else nodes)."""
-    return [run.jump_clock(x, jump_s, on_gateway) for x in targets]
-
-
 def _on_a_node(act):
     """``act`` acts on nodes only (``settles``)."""
     act.settles = False
@@ -264,7 +257,7 @@ def actions(faults):
         elif k == "clock_jump":
             jump = float(f.params["jump_s"] if "jump_s" in f.params else f.params["jump"])
             on_gateway = f.target_kind == "gateway"
-            act = functools.partial(_jump_clocks, targets, jump, on_gateway)
+            act = lambda run, t=targets, j=jump, g=on_gateway: [run.jump_clock(x, j, g) for x in t]
             out.append((f.start_s, i, "clock jump %+d s: %s" % (jump, who), act if on_gateway else _on_a_node(act)))
         elif k in MODELLED:
             what = MODELLED[k] % {"mode": f.params.get("mode"),
