@@ -119,16 +119,33 @@ class VirtualTime:
 REAL_WAIT_MS = int(os.getenv("CIVICEDGE_REAL_WAIT_MS") or 500)
 
 
+def _tls_read(obj, eventmask):
+    """Whether ``obj``, registered for ``eventmask`` (None: the default, in and out), is a TLS
+    socket waited on only to read (``_VirtualPoll``)."""
+    return eventmask == _port_select.POLLIN and type(obj).__name__ == "SSLSocket"
+
+
 class _VirtualPoll:
-    """A ``select.poll()`` object whose waiting is virtual (see the module docstring)."""
+    """A ``select.poll()`` object whose waiting is virtual (see the module docstring).
+
+    A TLS socket is not one of the port's own sockets, and the port's poll of such an object
+    sleeps a real ms before each look, ``poll(0)`` included (an MQTT node's cycle took ~5 such
+    sleeps of ~1.3 ms each, most of them after its broker and gateway had answered); the
+    ESP32's looks first. So when every registered object is a TLS socket registered to read
+    (what the firmware makes: ``app/mqtt_io.py``), a look registers the firmware's own sockets
+    (``simsocket``) alongside, to write, which a connected socket can: the port's poll then
+    returns at once, having asked the TLS sockets as it always does (``_look``). A wait that
+    finds nothing waits in real time for something to read on those sockets (a TLS socket's
+    own is one of them) and looks again; if that finds nothing (part of a TLS record came, or
+    another socket woke it), the port's own polling waits out the rest, as before."""
 
     def __init__(self):
         self._poll = _port_select.poll()
-        self._registered = {}
+        self._registered = {}  # id -> [obj, whether a TLS socket registered to read only]
 
     def register(self, obj, *eventmask):
         self._poll.register(obj, *eventmask)
-        self._registered[id(obj)] = True
+        self._registered[id(obj)] = [obj, _tls_read(obj, eventmask[0] if eventmask else None)]
 
     def unregister(self, obj):
         self._poll.unregister(obj)
@@ -136,20 +153,59 @@ class _VirtualPoll:
 
     def modify(self, obj, eventmask):
         self._poll.modify(obj, eventmask)
+        entry = self._registered.get(id(obj))
+        if entry is not None:
+            entry[1] = _tls_read(obj, eventmask)
+
+    def _sockets(self, net):
+        """The firmware's open sockets if every registered object is a TLS socket registered
+        to read, else None (the port's poll as it is)."""
+        if net is None or not self._registered:
+            return None
+        for _, tls_read in self._registered.values():
+            if not tls_read:
+                return None
+        return net.open_sockets() or None
+
+    def _look(self, socks):
+        """The port's ``poll(0)`` of the registered TLS sockets, without its sleep."""
+        probe = _port_select.poll()
+        for obj, _ in self._registered.values():
+            probe.register(obj, _port_select.POLLIN)
+        for s in socks:
+            probe.register(s, _port_select.POLLOUT)
+        return [r for r in probe.poll(0) if id(r[0]) in self._registered]  # not the sockets added
+
+    def _tls_wait(self, real_ms, socks):
+        ready = self._look(socks)
+        if ready or not real_ms:
+            return ready
+        raw = _port_select.poll()
+        for s in socks:
+            raw.register(s, _port_select.POLLIN)
+        t0 = _port_time.ticks_ms()
+        if not raw.poll(real_ms):
+            return ready
+        return self._look(socks) or self._poll.poll(max(0, real_ms - _port_time.ticks_diff(_port_time.ticks_ms(), t0)))
 
     def _wait(self, timeout):
-        if timeout == 0:
-            return self._poll.poll(0)
-        counts = simlink.counts
         net = sys.modules.get("simsocket")
+        if timeout == 0:
+            socks = self._sockets(net)
+            return self._poll.poll(0) if socks is None else self._look(socks)
+        counts = simlink.counts
         waited = 0
         while True:
             simlink.flush()  # the far end may look at this board's time while it waits
             if net is not None:
-                net.quick_acks()
+                net.quick_acks()  # (drops the closed sockets)
+            socks = self._sockets(net)
             real = REAL_WAIT_MS if timeout < 0 else min(timeout, REAL_WAIT_MS)
             t0 = _port_time.ticks_ms()
-            ready = self._poll.poll(real if self._registered else 0)
+            if socks is not None:
+                ready = self._tls_wait(real, socks)
+            else:
+                ready = self._poll.poll(real if self._registered else 0)
             dt = _port_time.ticks_diff(_port_time.ticks_ms(), t0)
             counts[2] += 1
             counts[3] += dt

@@ -42,6 +42,11 @@ def quick_acks():
             _open.remove(s)
 
 
+def open_sockets():
+    """The stream sockets made here that may still be open (``quick_acks`` drops the closed)."""
+    return _open
+
+
 def _reset():
     """A reset (``board.py``): the chip's connections are gone; sockets of the old boot are
     left as they were (closed when collected) but no longer looked after here."""

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import socket
+import ssl
 import subprocess
 import textwrap
 import threading
@@ -18,6 +19,7 @@ import time
 import pytest
 from mpremote.romfs import VfsRomWriter
 
+from simulators.broker import make_test_tls
 from simulators.fleet.node_board import FLASH_READ
 from simulators.i2c_server import SimServer
 from simulators.mpyrun import REPO, SHIM, micropython_binary, run_micropython
@@ -83,6 +85,88 @@ def test_a_socket_wait_costs_virtual_time_only_when_the_far_end_is_not_up(server
         close()
     assert rc == 0, err
     assert json.loads(out.strip().splitlines()[-1]) == expect
+
+
+def _tls_far_end(tmp_path, script):
+    """A TLS listener (a throw-away CA's certificate for 127.0.0.1) whose one connection is
+    served by ``script(tls_conn)``; returns ``(port, the CA's PEM path, close)``."""
+    paths = make_test_tls(str(tmp_path))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(paths["certfile"], paths["keyfile"])
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve():
+        try:
+            conn, _ = listener.accept()
+            with ctx.wrap_socket(conn, server_side=True) as t:
+                script(t)
+                done.wait(30)
+        except OSError:
+            pass  # the test is over (the listener closed)
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    def close():
+        done.set()
+        listener.close()
+    return listener.getsockname()[1], paths["cafile"], close
+
+
+TLS_CLIENT = """
+    import json, socket, simclock, simlink, simsocket, sys, tls
+    sys.path.insert(0, %r)
+    from app.mqtt_tls import pem_to_der
+    s = simsocket.socket()
+    s.connect(socket.getaddrinfo("127.0.0.1", %d)[0][-1])
+    ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = tls.CERT_REQUIRED
+    ctx.load_verify_locations(pem_to_der(open(%r, "rb").read()))
+    t = ctx.wrap_socket(s, server_hostname="127.0.0.1")
+    stale = simsocket.socket()  # another socket the firmware made, closed: looked past
+    stale.close()
+
+    def ready(timeout):
+        p = simclock.VirtualSelect().poll()
+        p.register(t, 1)
+        got = p.poll(timeout)
+        return [type(o).__name__ for o, _ in got]
+
+    out = {"empty": ready(0)}
+    t.write(b"go")
+    t0 = simlink.now_us()
+    out["wait"] = ready(1000)
+    out["virtual_us"] = simlink.now_us() - t0
+    out["part"] = t.recv(2)
+    out["held"] = ready(0)  # the rest of the record is in the TLS layer, not on the socket
+    out["rest"] = t.recv(64)
+    out["drained"] = ready(0)
+    print(json.dumps(out))
+"""
+
+
+def test_a_tls_socket_wait_sees_the_answer_and_what_the_tls_layer_holds(server, tmp_path):
+    # the look without the port's sleep (simclock._VirtualPoll) must give what the port's
+    # poll gives: nothing before the answer, the answer (0 virtual time: the far end is up),
+    # the part of a record read already held in the TLS layer, nothing once it is drained
+    server.far_end = True
+
+    def script(t):
+        assert t.recv(16) == b"go"
+        time.sleep(0.3)  # longer than CIVICEDGE_REAL_WAIT_MS: the far end is slow, not gone
+        t.sendall(b"answer")
+
+    port, ca, close = _tls_far_end(tmp_path, script)
+    try:
+        rc, out, err = run_micropython(["-c", textwrap.dedent(TLS_CLIENT % (str(REPO / "firmware"), port, ca))],
+                                       server=server, timeout_s=60,
+                                       env={"CIVICEDGE_REAL_WAIT_MS": "50", "CIVICEDGE_REAL_WAIT_MAX_MS": "60000"})
+    finally:
+        close()
+    assert rc == 0, err
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got == {"empty": [], "wait": ["SSLSocket"], "virtual_us": 0, "part": "an", "held": ["SSLSocket"],
+                   "rest": "swer", "drained": []}
 
 
 def test_a_uart_read_waits_for_a_far_end_that_is_up_without_virtual_time(server):
