@@ -117,6 +117,7 @@ class VirtualTime:
 
 
 REAL_WAIT_MS = int(os.getenv("CIVICEDGE_REAL_WAIT_MS") or 500)
+_TLS_SLICE_MS = 10  # the longest real wait between two looks at TLS sockets (_VirtualPoll)
 
 
 def _tls_read(obj, eventmask):
@@ -177,16 +178,23 @@ class _VirtualPoll:
         return [r for r in probe.poll(0) if id(r[0]) in self._registered]  # not the sockets added
 
     def _tls_wait(self, real_ms, socks):
-        ready = self._look(socks)
-        if ready or not real_ms:
-            return ready
-        raw = _port_select.poll()
-        for s in socks:
-            raw.register(s, _port_select.POLLIN)
+        """Wait up to ``real_ms`` real ms (class docstring): looks, and between them waits
+        for something to read on ``socks``, at most ``_TLS_SLICE_MS`` at a time (so a TLS
+        socket whose own socket ``simsocket`` no longer keeps is still seen soon)."""
         t0 = _port_time.ticks_ms()
-        if not raw.poll(real_ms):
-            return ready
-        return self._look(socks) or self._poll.poll(max(0, real_ms - _port_time.ticks_diff(_port_time.ticks_ms(), t0)))
+        raw = None
+        while True:
+            ready = self._look(socks)
+            left = real_ms - _port_time.ticks_diff(_port_time.ticks_ms(), t0)
+            if ready or left <= 0:
+                return ready
+            if raw is None:
+                raw = _port_select.poll()
+                for s in socks:
+                    raw.register(s, _port_select.POLLIN)
+            if raw.poll(min(left, _TLS_SLICE_MS)):
+                left = real_ms - _port_time.ticks_diff(_port_time.ticks_ms(), t0)
+                return self._look(socks) or self._poll.poll(max(0, left))
 
     def _wait(self, timeout):
         net = sys.modules.get("simsocket")
