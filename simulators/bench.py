@@ -238,10 +238,12 @@ def bench_sim(runs=((1, 1), (None, 2), (None, 24))):
         notes.append("%d nodes, %d h: %.1f CPU-s per simulated node-day (%s; interpreter by kind of node: %s); "
                      "the machine's CPUs idle %s of the run (/proc/stat); %.0f requests to the sensor servers "
                      "per node-day; %d real waits for a far end, %.1f s in all, "
-                     "%d given up on a far end that was up (a clock that depended on real timing)."
+                     "%d given up on a far end that was up (a clock that depended on real timing); "
+                     "its processes under %s scheduling."
                      % (len(sc.nodes()), hours, sum(per_day.values()),
                         ", ".join("%s %.2f" % kv for kv in per_day.items()), _interpreter_by_kind(run, hours),
-                        idle, requests / t["node_days"], waits, wait_ms / 1000.0, gave_up))
+                        idle, requests / t["node_days"], waits, wait_ms / 1000.0, gave_up,
+                        "Linux's SCHED_BATCH" if t.get("scheduling") == "batch" else "the default"))
     met = rate >= 100.0
     notes.append(
         "Goal (issue 5): at least 100 node-days per wall-minute for the ~100-node smart-place: **%s** (%.1f). "

@@ -18,6 +18,7 @@ a gateway that resends after a lost acknowledgement makes a duplicate, which the
 deduplicates by key)."""
 
 import json
+import os
 
 from simulators.fleet import scenario as scenario_mod
 from simulators.fleet.runner import WINDOW_S, FleetRun
@@ -143,6 +144,11 @@ def test_the_same_seed_delivers_the_same_readings_and_another_seed_does_not(tmp_
     held_a, held_b = outage_latency(first), outage_latency(second)
     assert len(held_a) >= 3 * 2  # three classroom nodes, a reading every 2 min for 5.5 min
     assert held_a == held_b, differences(held_a, held_b)
+    # both ran under the batch policy (runner.batch_scheduling), and the test's thread has its own back
+    assert first["timing"]["scheduling"] == second["timing"]["scheduling"] == (
+        "batch" if hasattr(os, "SCHED_BATCH") else "default")
+    if hasattr(os, "SCHED_BATCH"):
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER
     other = delivered(run_once(tmp_path, 8, "c"))
     assert other != a
     assert sum(1 for k in set(a) & set(other) if a[k] == other[k]) < len(a) // 2
