@@ -18,7 +18,7 @@ A run: prepare (builds, brokers, configurations, nodes), start (gateways, nodes)
 of a gateway's or the council link's fault the gateways forward what they hold with the time held:
 ``drain.settle``, ``inject.settles``), then drain
 (the gateways forward what they hold, in real time), stop everything, read what is still held (each
-node's flash, each gateway's outbox) and write the run record (``FleetRun.record``; docs/simulation-fleet.md) that
+node's flash, each gateway's outbox) and write the run record (``run_record.run_record``; docs/simulation-fleet.md) that
 ``accounting`` and ``report`` turn into the verdict.
 """
 
@@ -35,7 +35,9 @@ from simulators.ads1115 import SimADS1115
 from simulators.fleet import drain, inject
 from simulators.fleet.gateway_child import ClockFile
 from simulators.fleet.gateways import GatewayProcess
-from simulators.fleet.nodes import SSID_SET, Build, FleetNode, SerialCable, dev_eui, node_attributes, profile_table
+from simulators.fleet.nodes import SSID_SET, Build, FleetNode, SerialCable, dev_eui, profile_table
+from simulators.fleet.run_record import proc_cpu_s, run_record
+from simulators.fleet.sched import batch_scheduling, restore_scheduling
 from simulators.fleet.site import SiteBrokers, Platform, gateway_files
 from simulators.fleet.timeline import Timeline
 from simulators.i2c_hub import BoardHub
@@ -43,42 +45,6 @@ from simulators.fleet import scenario as scenario_mod
 
 ELECTRODE = {"electrode": {"zero_algorithm": 1}, "we": 0, "ae": 1}
 WINDOW_S = 30  # the timeline's lookahead (timeline.py): nodes waking this close run together
-
-
-def batch_scheduling():
-    """Put the calling thread under Linux's ``SCHED_BATCH`` policy, which every thread and
-    process it starts from now on inherits; returns what ``restore_scheduling`` needs, or None
-    where there is no such policy (not Linux), the caller chose a policy other than the
-    default (kept), or the kernel refused.
-
-    Why: a run is ~100 node processes, the runner's threads, the gateways and the brokers on
-    two CPUs, passing small requests and replies back and forth (a board's request to its
-    sensor server, a publish and its acks). Under the default policy a process woken by such
-    a message may preempt the one running, so one round trip can cost two task switches
-    and each process runs in small pieces. A ``SCHED_BATCH`` process is not preempted on a
-    wakeup: the woken one waits for the running one to block or use up its slice. Nothing the
-    simulation computes depends on real timing (docs/simulation-fleet.md, "Real waits"), so
-    the readings are the same; a third fewer task switches, and in most runs measured 5-20 %
-    more node-days a wall-minute (docs/simulation-fleet.md, "Session 15")."""
-    policy = getattr(os, "SCHED_BATCH", None)
-    if policy is None or not hasattr(os, "sched_setscheduler"):
-        return None
-    try:
-        if os.sched_getscheduler(0) != os.SCHED_OTHER:
-            return None
-        os.sched_setscheduler(0, policy, os.sched_param(0))
-    except OSError:
-        return None
-    return os.SCHED_OTHER
-
-
-def restore_scheduling(before):
-    """Undo ``batch_scheduling`` (given what it returned) for the calling thread."""
-    if before is not None:
-        try:
-            os.sched_setscheduler(0, before, os.sched_param(0))
-        except OSError:
-            pass
 
 
 class GlobalClock:
@@ -121,8 +87,7 @@ class FleetRun:
         self._sample_at_us = 0            # the next backlog sample's virtual time (_publish, _sampler)
         self._sample_due = threading.Event()
         self._sampling = True
-        self._policy = None  # the calling thread's scheduling policy to restore (batch_scheduling)
-        self.scheduling = "default"  # the run's: "batch" under batch_scheduling
+        self._policy = None  # what to restore of the calling thread's scheduling (sched.batch_scheduling)
 
     def _publish(self, g_us):
         """Every new G (the timeline's lock held: quick): to the gateways, and the sampler."""
@@ -144,11 +109,9 @@ class FleetRun:
     def prepare(self):
         """Build and start what the run needs before its time starts (module docstring); from
         here to the end of ``run`` the calling thread, and so everything it starts, is under
-        ``batch_scheduling``."""
+        ``sched.batch_scheduling``."""
         if self._policy is None:
             self._policy = batch_scheduling()
-            if self._policy is not None:
-                self.scheduling = "batch"
         sc, specs = self.sc, self.sc.nodes()
         self.say("preparing %d nodes, %d gateways" % (len(specs), len(sc.gateways)))
         self.brokers = SiteBrokers(str(self.dir / "brokers"), [n.id for n in specs if n.link == "mqtt"],
@@ -401,56 +364,13 @@ class FleetRun:
         with ThreadPoolExecutor(2) as pool:
             held = dict(zip(self.nodes, pool.map(
                 lambda n: flashinspect.inspect_image(n.image, n.config), self.nodes.values())))
-        broker_cpu = sum(_proc_cpu_s(b.proc) for b in (self.brokers.site, self.brokers.council))
+        broker_cpu = sum(proc_cpu_s(b.proc) for b in (self.brokers.site, self.brokers.council))
         for ns in self.network_servers:
             ns.stop()
         self.platform.close()
         self.cable.close()
         self.brokers.close()
-        return self.record(held, wall_s, cpu_s, broker_cpu)
-
-    def record(self, held, wall_s, cpu_s, broker_cpu):
-        sc = self.sc
-        ids = set(self.nodes)
-        nodes = [{"id": n.spec.id, "group": n.spec.group, "profile": n.spec.profile, "link": n.spec.link,
-                  "gateway": n.spec.gateway, "interval_s": n.config["interval_s"],
-                  "mean_period_s": n.config.get("mean_period_s", 0), "attributes": node_attributes(n.spec)}
-                 for n in self.nodes.values()]
-        return {
-            "scenario": {"name": sc.name, "title": sc.title, "seed": sc.seed, "start_wall_s": sc.start_wall_s,
-                         "end_wall_s": sc.end_wall_s, "path": str(sc.path) if sc.path else None},
-            "nodes": nodes,
-            "gateways": [{"id": g.id, "site": g.site, "lorawan": g.lorawan} for g in sc.gateways],
-            "faults": [{"kind": f.kind, "targets": list(f.targets), "start_wall_s": sc.start_wall_s + f.start_s,
-                        "end_wall_s": None if f.end_s is None else sc.start_wall_s + f.end_s,
-                        "params": dict(f.params)} for f in sc.faults],
-            "arrived": list(self.platform.arrived),
-            "gaps": list(self.platform.gaps),
-            "alarm_events": list(self.platform.alarm_events),
-            "platform_errors": list(self.platform.bad),
-            "held_node": {d: {"mount": h["mount"], "state": h["state"], "keys": [list(k) for k in h["held"]],
-                              "gaps": flashinspect.held_gap_records(d, h), "error": h["error"]} for d, h in held.items()},
-            "held_gateway": {gid: g.held(ids) for gid, g in self.gateways.items()},
-            "truth": {d: truth_series(n.env, sc) for d, n in self.nodes.items()},
-            "backlog": self.backlog,
-            "node_stats": {d: dict(n.stats(), power_ons=len(n.runs), cuts_at_write=n.cuts_at_write,
-                                   bus=n.server.rig.counters(None)) for d, n in self.nodes.items()},
-            "counters": {gid: g.last_snapshot for gid, g in self.gateways.items()},
-            "gateway_stats": {gid: {"starts": g.starts, "kills": g.kills} for gid, g in self.gateways.items()},
-            "radio": inject.radio_record(self.radio, self.radio_links, sc.start_wall_s),
-            "director": [[t, what] for t, what in self.log],
-            "broker": {"kind": self.brokers.kind, "why": self.brokers.why},
-            "timing": {"wall_s": round(wall_s, 2),
-                       "cpu_s": {"interpreter": round(sum(n.cpu_s for n in self.nodes.values()), 2),
-                                 "simulator": round(cpu_s, 2),
-                                 "gateway": round(sum(g.cpu_s for g in self.gateways.values()), 2),
-                                 "broker": round(broker_cpu, 2)},
-                       "node_days": round(len(self.nodes) * sc.duration_s / 86400.0, 3),
-                       "timeline_waits": self.timeline.releases + self.timeline.passes,
-                       "settle_wall_s": round(self.settle_wall_s, 2),
-                       "scheduling": self.scheduling},
-        }
-
+        return run_record(self, held, wall_s, cpu_s, broker_cpu, "default" if self._policy is None else "batch")
 
 class _DirectorClock:
     """The director's clock: wherever the timeline last released it."""
@@ -460,26 +380,6 @@ class _DirectorClock:
 
     def advance_us(self, us):
         self.now_us += us
-
-
-def truth_series(env, sc):
-    """The environment's numeric truth every ``sample_s`` over the run."""
-    times, values = [], {}
-    for t in range(sc.start_wall_s, sc.end_wall_s + 1, sc.sample_s):
-        times.append(t)
-        for q, v in env.at(t).items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                values.setdefault(q, []).append(round(float(v), 4))
-    return {"times": times, "values": {q: v for q, v in values.items() if len(v) == len(times)}}
-
-
-def _proc_cpu_s(proc):
-    try:
-        with open("/proc/%d/stat" % proc.pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, AttributeError, IndexError, ValueError):
-        return 0.0
 
 
 def _hhmm(wall_s):

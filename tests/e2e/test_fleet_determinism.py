@@ -144,7 +144,7 @@ def test_the_same_seed_delivers_the_same_readings_and_another_seed_does_not(tmp_
     held_a, held_b = outage_latency(first), outage_latency(second)
     assert len(held_a) >= 3 * 2  # three classroom nodes, a reading every 2 min for 5.5 min
     assert held_a == held_b, differences(held_a, held_b)
-    # both ran under the batch policy (runner.batch_scheduling), and the test's thread has its own back
+    # both ran under the batch policy (sched.batch_scheduling), and the test's thread has its own back
     assert first["timing"]["scheduling"] == second["timing"]["scheduling"] == (
         "batch" if hasattr(os, "SCHED_BATCH") else "default")
     if hasattr(os, "SCHED_BATCH"):

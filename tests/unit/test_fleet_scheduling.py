@@ -1,4 +1,4 @@
-"""The fleet's scheduling policy (``runner.batch_scheduling``): the calling thread, and what
+"""The fleet's scheduling policy (``sched.batch_scheduling``): the calling thread, and what
 it starts afterwards, run under Linux's ``SCHED_BATCH``; ``restore_scheduling`` puts the
 thread back; a policy the caller chose is kept."""
 
@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from simulators.fleet.runner import batch_scheduling, restore_scheduling
+from simulators.fleet.sched import batch_scheduling, restore_scheduling
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
 
