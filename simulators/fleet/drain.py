@@ -43,7 +43,7 @@ def settle(gateways, arrived_count, limit_s=SETTLE_S, stall_s=SETTLE_STALL_S, qu
     ``unsent`` rows and ``queued`` arrivals: ``gateway_child``) and nothing has moved for
     ``quiet_s`` (``idle_s`` if nothing held or moved since the first look: nothing on its
     way). Moved: a gateway's held count or its sources' ``arrivals``,
-    ``arrived_count()`` (records upstream), or ``in_flight()`` (events not yet at the site's
+    ``arrived_count()`` (messages upstream), or ``in_flight()`` (events not yet at the site's
     broker, e.g. the network servers' uplinks). Gives up after ``limit_s``, or ``stall_s``
     without any change. Returns what is still held (0 when settled)."""
     if not gateways:

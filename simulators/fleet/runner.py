@@ -310,7 +310,7 @@ class FleetRun:
 
     def _progress(self, at_s, t0):
         alive = sum(1 for n in self.nodes.values() if n.running())
-        self.say("  %s  +%s  %d nodes running, %d records upstream, %.0f s wall" % (
+        self.say("  %s  +%s  %d nodes running, %d messages upstream, %.0f s wall" % (
             _hhmm(self.now_wall()), _span(at_s), alive, self.platform.count(), time.monotonic() - t0))
 
     # -- fault actions (inject.actions) -------------------------------------------------------
