@@ -309,9 +309,9 @@ class FleetRun:
                 self.backlog[gid].append([self.now_wall(), got["rows"]])
 
     def _progress(self, at_s, t0):
-        alive = sum(1 for n in self.nodes.values() if n.running())
-        self.say("  %s  +%s  %d nodes running, %d messages upstream, %.0f s wall" % (
-            _hhmm(self.now_wall()), _span(at_s), alive, self.platform.count(), time.monotonic() - t0))
+        alive, sent = sum(1 for n in self.nodes.values() if n.running()), self.platform.count()
+        self.say("  %s  +%s  %d nodes running, %d message%s upstream, %.0f s wall" % (
+            _hhmm(self.now_wall()), _span(at_s), alive, sent, "" if sent == 1 else "s", time.monotonic() - t0))
 
     # -- fault actions (inject.actions) -------------------------------------------------------
     def cut_node(self, node_id, at_write=False):
