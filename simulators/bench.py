@@ -243,7 +243,7 @@ def bench_sim(runs=((1, 1), (None, 2), (None, 24))):
                      % (len(sc.nodes()), hours, sum(per_day.values()),
                         ", ".join("%s %.2f" % kv for kv in per_day.items()), _interpreter_by_kind(run, hours),
                         idle, requests / t["node_days"], waits, wait_ms / 1000.0, gave_up,
-                        "Linux's SCHED_BATCH" if t.get("scheduling") == "batch" else "the default"))
+                        "Linux's SCHED_BATCH" if t.get("scheduling") == "batch" else "the %s" % t.get("scheduling")))
     met = rate >= 100.0
     notes.append(
         "Goal (issue 5): at least 100 node-days per wall-minute for the ~100-node smart-place: **%s** (%.1f). "

@@ -14,7 +14,7 @@ def run_record(run, held, wall_s, cpu_s, broker_cpu, scheduling):
     """The record of ``run`` (a ``FleetRun`` whose processes have stopped): ``held``, each
     node's flash as ``flashinspect.inspect_image`` read it; ``wall_s`` and ``cpu_s``, the run's
     real time and the runner's CPU time, s; ``broker_cpu``, the brokers' CPU time, s;
-    ``scheduling``, the processes' policy ("batch" or "default", ``sched``)."""
+    ``scheduling``, the processes' policy (``sched.policy_name``: "batch" as a rule)."""
     sc = run.sc
     ids = set(run.nodes)
     nodes = [{"id": n.spec.id, "group": n.spec.group, "profile": n.spec.profile, "link": n.spec.link,

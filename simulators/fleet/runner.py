@@ -37,7 +37,7 @@ from simulators.fleet.gateway_child import ClockFile
 from simulators.fleet.gateways import GatewayProcess
 from simulators.fleet.nodes import SSID_SET, Build, FleetNode, SerialCable, dev_eui, profile_table
 from simulators.fleet.run_record import proc_cpu_s, run_record
-from simulators.fleet.sched import batch_scheduling, restore_scheduling
+from simulators.fleet.sched import batch_scheduling, policy_name, restore_scheduling
 from simulators.fleet.site import SiteBrokers, Platform, gateway_files
 from simulators.fleet.timeline import Timeline
 from simulators.i2c_hub import BoardHub
@@ -370,7 +370,8 @@ class FleetRun:
         self.platform.close()
         self.cable.close()
         self.brokers.close()
-        return run_record(self, held, wall_s, cpu_s, broker_cpu, "default" if self._policy is None else "batch")
+        return run_record(self, held, wall_s, cpu_s, broker_cpu, policy_name())
+
 
 class _DirectorClock:
     """The director's clock: wherever the timeline last released it."""

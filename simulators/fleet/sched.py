@@ -37,3 +37,13 @@ def restore_scheduling(before):
             os.sched_setscheduler(0, before, os.sched_param(0))
         except OSError:
             pass
+
+
+def policy_name():
+    """The calling thread's policy as the run record names it: "batch", "idle", "default"
+    (``SCHED_OTHER``, or no such policies: not Linux) or "other"."""
+    if not hasattr(os, "sched_getscheduler"):
+        return "default"
+    names = {os.SCHED_OTHER: "default", getattr(os, "SCHED_BATCH", None): "batch",
+             getattr(os, "SCHED_IDLE", None): "idle"}
+    return names.get(os.sched_getscheduler(0), "other")

@@ -222,7 +222,7 @@ class Platform:
         self.lock = threading.Lock()
         self._arrived, self.gaps, self.alarm_events, self.bad = [], [], [], []
         self._undecoded = []  # (topic, device, payload, arrival stamp) of readings messages
-        self.messages = 0     # every message taken, any topic
+        self._messages = 0    # every message taken, any topic (``count``)
         self.subscribed = threading.Event()
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="council-platform", clean_session=False,
                         protocol=mqtt.MQTTv311)
@@ -245,7 +245,7 @@ class Platform:
         now = self.now_wall()
         topic, payload = msg.topic, bytes(msg.payload)
         with self.lock:
-            self.messages += 1
+            self._messages += 1
             try:
                 if topic.endswith("/readings"):
                     device = _topic_device(topic)
@@ -293,7 +293,7 @@ class Platform:
         """Messages taken so far (any topic): what a settle watches for movement, and the
         progress lines show."""
         with self.lock:
-            return self.messages
+            return self._messages
 
     def close(self):
         self.client.loop_stop()

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from simulators.fleet.sched import batch_scheduling, restore_scheduling
+from simulators.fleet.sched import batch_scheduling, policy_name, restore_scheduling
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
 
@@ -71,3 +71,16 @@ def test_restoring_nothing_changes_nothing():
         return os.sched_getscheduler(0)
 
     assert _in_thread(body) == os.SCHED_OTHER
+
+
+def test_the_policy_is_named_as_the_thread_has_it():
+    def body():
+        names = [policy_name()]
+        before = batch_scheduling()
+        names.append(policy_name())
+        restore_scheduling(before)
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        names.append(policy_name())  # the caller's own choice: named as it is, not as "default"
+        return names
+
+    assert _in_thread(body) == ["default", "batch", "idle"]
