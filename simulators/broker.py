@@ -22,6 +22,7 @@ Mosquitto is a system package: ``scripts/setup`` installs it. CPython only.
 import atexit
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -61,8 +62,36 @@ def mosquitto_available():
         return False
 
 
+def _ephemeral_ports():
+    """(low, high) of the kernel's range for the local ports of outgoing connections."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port(host="127.0.0.1"):
-    """A TCP port nobody listens on right now (the kernel's choice)."""
+    """A TCP port nobody uses right now, below the kernel's ephemeral range when there is
+    room (10000 up to it), else the kernel's choice.
+
+    A broker stopped to stage an outage leaves its port closed while its clients retry. A
+    port inside the ephemeral range can then be the local port the kernel gives one of
+    those retries, and the socket connects to itself (a TLS client reads back its own
+    ClientHello: "unexpected message", counted as a certificate problem), or an outgoing
+    connection holds it when the broker restarts on it. Below the range neither can
+    happen."""
+    low, _high = _ephemeral_ports()
+    pick = random.SystemRandom()
+    for _ in range(100 if low > 11024 else 0):
+        port = pick.randrange(10000, low)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))  # no SO_REUSEADDR: a port in TIME_WAIT is refused
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]

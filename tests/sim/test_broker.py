@@ -10,6 +10,7 @@ import threading
 import paho.mqtt.client as mqtt
 import pytest
 
+from simulators import broker as broker_mod
 from simulators.broker import Mosquitto, make_test_tls
 from tests.gatewaykit import broker_fixture
 
@@ -118,6 +119,24 @@ def test_kill_and_restart_on_the_same_port(broker):
         assert not p.connect(broker).is_failure
     finally:
         p.close()
+
+
+def test_a_broker_port_is_below_the_ephemeral_range_so_retries_cannot_land_on_it(monkeypatch):
+    """A stopped broker's port must not be one the kernel can give a client's retry as its
+    local port: such a socket connects to itself (a CI failure: a TLS client read its own
+    ClientHello back, "unexpected message", counted as a certificate problem)."""
+    low, _ = broker_mod._ephemeral_ports()
+    ports = {broker_mod.free_port() for _ in range(20)}
+    assert all(10000 <= p < low for p in ports) and len(ports) > 1
+    for p in ports:  # free: nobody listens, and it binds
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", p), timeout=1).close()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", p))
+    # no room below the range: the kernel's choice, still a free port
+    monkeypatch.setattr(broker_mod, "_ephemeral_ports", lambda: (1024, 65535))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", broker_mod.free_port()))
 
 
 def test_persistent_session_survives_sigkill(tmp_path):
