@@ -127,7 +127,9 @@ def test_a_broker_port_is_below_the_ephemeral_range_so_retries_cannot_land_on_it
     ClientHello back, "unexpected message", counted as a certificate problem)."""
     low, _ = broker_mod._ephemeral_ports()
     ports = {broker_mod.free_port() for _ in range(20)}
-    assert all(10000 <= p < low for p in ports) and len(ports) > 1
+    assert len(ports) > 1
+    if low > 11024:  # room below the range (Linux's default starts it at 32768)
+        assert all(10000 <= p < low for p in ports), (low, sorted(ports))
     for p in ports:  # free: nobody listens, and it binds
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", p), timeout=1).close()
